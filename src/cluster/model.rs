@@ -1,0 +1,350 @@
+//! The [`Model`]: the current projection of every object the source reported, and which record
+//! owners each change touches.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use smallvec::SmallVec;
+
+use super::object::{Kind, Namespace, ObjKey, Object, ObjectRef, Pod, Service, Slice};
+use crate::source::Scope;
+
+/// A unit of record ownership: the index recomputes an owner's records as a whole.
+///
+/// A Service owns every name derived from it and its EndpointSlices; a Pod owns its
+/// `--pods verified` name; a Namespace owns `<ns>.svc.<zone>`; the apex owns the zone's NS,
+/// `dns-version` and the fixed empty non-terminals.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Owner {
+    /// The zone apexes and fixed names.
+    Apex,
+    /// A Namespace's `<ns>.svc.<zone>`.
+    Namespace(Arc<str>),
+    /// A Service and its EndpointSlices.
+    Service(ObjKey),
+    /// A Pod (only with `--pods verified`).
+    Pod(ObjKey),
+}
+
+/// Owners touched by one change; almost always one.
+pub type Touched = SmallVec<[Owner; 2]>;
+
+struct Stored<T> {
+    obj: T,
+    /// The model generation in which the object was last applied (see [`Model::relist_done`]).
+    seen: u64,
+}
+
+/// The projected objects, keyed for the lookups record building needs.
+#[derive(Default)]
+pub struct Model {
+    services: HashMap<ObjKey, Stored<Service>>,
+    slices: HashMap<ObjKey, Stored<Slice>>,
+    /// Service key → keys of its EndpointSlices.
+    slices_by_service: HashMap<ObjKey, SmallVec<[ObjKey; 1]>>,
+    pods: HashMap<ObjKey, Stored<Pod>>,
+    namespaces: HashMap<Arc<str>, Stored<Namespace>>,
+    generation: u64,
+    /// Open relists: scope → generation at which it started.
+    relists: HashMap<Scope, u64>,
+}
+
+// === impl Model ===
+
+impl Model {
+    /// Creates an empty model.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Inserts or replaces an object. Returns the owners whose records may have changed; empty
+    /// when the object is identical to the stored one (a relist re-applies everything, and only
+    /// real changes may cost work).
+    pub fn apply(&mut self, obj: Object) -> Touched {
+        let seen = self.generation;
+        let mut touched = Touched::new();
+        match obj {
+            Object::Service(svc) => {
+                let owner = Owner::Service(svc.key.clone());
+                if upsert(&mut self.services, svc.key.clone(), svc, seen) {
+                    touched.push(owner);
+                }
+            }
+            Object::Slice(slice) => {
+                let key = slice.key.clone();
+                let new_service = ObjKey::new(key.ns.clone(), slice.service.clone());
+                let old_service = self
+                    .slices
+                    .get(&key)
+                    .map(|s| ObjKey::new(key.ns.clone(), s.obj.service.clone()));
+                if !upsert(&mut self.slices, key.clone(), slice, seen) {
+                    return touched;
+                }
+                if let Some(old) = old_service.filter(|old| *old != new_service) {
+                    self.unlink_slice(&old, &key);
+                    touched.push(Owner::Service(old));
+                }
+                let list = self
+                    .slices_by_service
+                    .entry(new_service.clone())
+                    .or_default();
+                if !list.contains(&key) {
+                    list.push(key);
+                }
+                touched.push(Owner::Service(new_service));
+            }
+            Object::Pod(pod) => {
+                let owner = Owner::Pod(pod.key.clone());
+                if upsert(&mut self.pods, pod.key.clone(), pod, seen) {
+                    touched.push(owner);
+                }
+            }
+            Object::Namespace(ns) => {
+                let owner = Owner::Namespace(ns.name.clone());
+                if upsert(&mut self.namespaces, ns.name.clone(), ns, seen) {
+                    touched.push(owner);
+                }
+            }
+        }
+        touched
+    }
+
+    /// Removes an object. Deleting one that is not there is not an error (a watch may report a
+    /// deletion of an object filtered out earlier).
+    pub fn delete(&mut self, what: &ObjectRef) -> Touched {
+        let mut touched = Touched::new();
+        match what.kind {
+            Kind::Service => {
+                if self.services.remove(&what.key).is_some() {
+                    touched.push(Owner::Service(what.key.clone()));
+                }
+            }
+            Kind::EndpointSlice => {
+                if let Some(old) = self.slices.remove(&what.key) {
+                    let service = ObjKey::new(what.key.ns.clone(), old.obj.service.clone());
+                    self.unlink_slice(&service, &what.key);
+                    touched.push(Owner::Service(service));
+                }
+            }
+            Kind::Pod => {
+                if self.pods.remove(&what.key).is_some() {
+                    touched.push(Owner::Pod(what.key.clone()));
+                }
+            }
+            Kind::Namespace => {
+                if self.namespaces.remove(&what.key.name).is_some() {
+                    touched.push(Owner::Namespace(what.key.name.clone()));
+                }
+            }
+        }
+        touched
+    }
+
+    /// A full list of `scope` begins: every object in it that is not applied again before
+    /// [`Model::relist_done`] is deleted then. Objects are replaced one by one as the list
+    /// streams in, so the model never holds two copies of the cluster, and names whose objects
+    /// did not change never disappear.
+    pub fn relist_start(&mut self, scope: Scope) {
+        self.generation += 1;
+        self.relists.insert(scope, self.generation);
+    }
+
+    /// The list of `scope` is complete: deletes what it did not contain.
+    pub fn relist_done(&mut self, scope: &Scope) -> Vec<Owner> {
+        let Some(started) = self.relists.remove(scope) else {
+            return Vec::new();
+        };
+        let in_scope = |key: &ObjKey| scope.namespace.as_ref().is_none_or(|ns| *ns == key.ns);
+        let stale: Vec<ObjectRef> = match scope.kind {
+            Kind::Service => stale_keys(&self.services, started, in_scope, Kind::Service),
+            Kind::EndpointSlice => stale_keys(&self.slices, started, in_scope, Kind::EndpointSlice),
+            Kind::Pod => stale_keys(&self.pods, started, in_scope, Kind::Pod),
+            Kind::Namespace => self
+                .namespaces
+                .iter()
+                .filter(|(_, s)| s.seen < started)
+                .map(|(name, _)| ObjectRef {
+                    kind: Kind::Namespace,
+                    key: ObjKey::new("", name.clone()),
+                })
+                .collect(),
+        };
+        let mut touched = Vec::new();
+        for what in stale {
+            tracing::debug!(object = %what, "deleted: absent from the relist");
+            touched.extend(self.delete(&what));
+        }
+        touched
+    }
+
+    /// A Service.
+    pub fn service(&self, key: &ObjKey) -> Option<&Service> {
+        self.services.get(key).map(|s| &s.obj)
+    }
+
+    /// The EndpointSlices labelled with a Service's name, in a stable order.
+    pub fn slices_of(&self, service: &ObjKey) -> impl Iterator<Item = &Slice> {
+        self.slices_by_service
+            .get(service)
+            .into_iter()
+            .flatten()
+            .filter_map(|k| self.slices.get(k).map(|s| &s.obj))
+    }
+
+    /// A Pod.
+    pub fn pod(&self, key: &ObjKey) -> Option<&Pod> {
+        self.pods.get(key).map(|s| &s.obj)
+    }
+
+    /// Whether a Namespace object exists.
+    pub fn has_namespace(&self, name: &str) -> bool {
+        self.namespaces.contains_key(name)
+    }
+
+    /// Every owner the model currently implies (for a full rebuild).
+    pub fn owners(&self) -> impl Iterator<Item = Owner> + '_ {
+        let services = self.services.keys().cloned().map(Owner::Service);
+        let pods = self.pods.keys().cloned().map(Owner::Pod);
+        let namespaces = self.namespaces.keys().cloned().map(Owner::Namespace);
+        std::iter::once(Owner::Apex)
+            .chain(namespaces)
+            .chain(services)
+            .chain(pods)
+    }
+
+    /// Object counts: (Services, EndpointSlices, Pods, Namespaces).
+    pub fn counts(&self) -> (usize, usize, usize, usize) {
+        (
+            self.services.len(),
+            self.slices.len(),
+            self.pods.len(),
+            self.namespaces.len(),
+        )
+    }
+
+    fn unlink_slice(&mut self, service: &ObjKey, slice: &ObjKey) {
+        if let Some(list) = self.slices_by_service.get_mut(service) {
+            list.retain(|k| k != slice);
+            if list.is_empty() {
+                self.slices_by_service.remove(service);
+            }
+        }
+    }
+}
+
+/// Stores `obj` under `key`; returns whether anything changed. The generation is refreshed
+/// either way, so a relist sees the object.
+fn upsert<K: std::hash::Hash + Eq, T: PartialEq>(
+    map: &mut HashMap<K, Stored<T>>,
+    key: K,
+    obj: T,
+    seen: u64,
+) -> bool {
+    match map.get_mut(&key) {
+        Some(stored) => {
+            stored.seen = seen;
+            if stored.obj == obj {
+                return false;
+            }
+            stored.obj = obj;
+            true
+        }
+        None => {
+            map.insert(key, Stored { obj, seen });
+            true
+        }
+    }
+}
+
+fn stale_keys<T>(
+    map: &HashMap<ObjKey, Stored<T>>,
+    started: u64,
+    in_scope: impl Fn(&ObjKey) -> bool,
+    kind: Kind,
+) -> Vec<ObjectRef> {
+    map.iter()
+        .filter(|(k, s)| s.seen < started && in_scope(k))
+        .map(|(k, _)| ObjectRef {
+            kind,
+            key: k.clone(),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::object::{Endpoint, ServiceKind};
+
+    fn svc(ns: &str, name: &str) -> Object {
+        Object::Service(Service {
+            key: ObjKey::new(ns, name),
+            kind: ServiceKind::Headless,
+            ports: vec![],
+        })
+    }
+
+    fn slice(ns: &str, name: &str, service: &str, ip: &str) -> Object {
+        Object::Slice(Slice {
+            key: ObjKey::new(ns, name),
+            service: service.into(),
+            ports: vec![],
+            endpoints: vec![Endpoint {
+                addresses: smallvec::smallvec![ip.parse().unwrap()],
+                hostname: None,
+                ready: true,
+                serving: true,
+                terminating: false,
+                pod: None,
+            }],
+            trigger_time_ms: None,
+        })
+    }
+
+    #[test]
+    fn identical_apply_touches_nothing() {
+        let mut m = Model::new();
+        assert_eq!(m.apply(svc("ns-0", "svc-0")).len(), 1);
+        assert!(m.apply(svc("ns-0", "svc-0")).is_empty());
+    }
+
+    #[test]
+    fn slice_moving_between_services_touches_both() {
+        let mut m = Model::new();
+        m.apply(slice("ns-0", "slice-0", "svc-0", "10.0.0.1"));
+        let touched = m.apply(slice("ns-0", "slice-0", "svc-1", "10.0.0.1"));
+        assert_eq!(
+            touched.as_slice(),
+            &[
+                Owner::Service(ObjKey::new("ns-0", "svc-0")),
+                Owner::Service(ObjKey::new("ns-0", "svc-1"))
+            ]
+        );
+        assert_eq!(m.slices_of(&ObjKey::new("ns-0", "svc-0")).count(), 0);
+        assert_eq!(m.slices_of(&ObjKey::new("ns-0", "svc-1")).count(), 1);
+    }
+
+    #[test]
+    fn relist_deletes_only_what_it_did_not_see_in_its_scope() {
+        let mut m = Model::new();
+        m.apply(svc("ns-0", "keep"));
+        m.apply(svc("ns-0", "gone"));
+        m.apply(svc("ns-1", "other"));
+        let scope = Scope {
+            kind: Kind::Service,
+            namespace: Some("ns-0".into()),
+        };
+        m.relist_start(scope.clone());
+        assert!(
+            m.apply(svc("ns-0", "keep")).is_empty(),
+            "unchanged object is a no-op"
+        );
+        let touched = m.relist_done(&scope);
+        assert_eq!(touched, vec![Owner::Service(ObjKey::new("ns-0", "gone"))]);
+        assert!(m.service(&ObjKey::new("ns-0", "keep")).is_some());
+        assert!(
+            m.service(&ObjKey::new("ns-1", "other")).is_some(),
+            "outside the scope"
+        );
+    }
+}

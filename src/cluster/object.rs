@@ -1,0 +1,622 @@
+//! Minimal projections of the Kubernetes objects that imply DNS records.
+//!
+//! Sources convert API objects to these on ingest and drop the rest: in a large cluster memory is
+//! dominated by what is kept per Pod and per endpoint, and CoreDNS's answer to its own memory
+//! problem was the same (`*svc = api.Service{}` after projecting, coredns/coredns
+//! plugin/kubernetes/object/service.go). Keep these structs small: a field added here is paid for
+//! once per endpoint in the largest cluster we serve.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1 as core;
+use k8s_openapi::api::discovery::v1 as discovery;
+use smallvec::SmallVec;
+
+use crate::dns::name::Name;
+
+/// The label that ties an EndpointSlice to its Service.
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+/// The annotation the EndpointSlice controller sets to when the change that produced the slice
+/// happened; the DNS programming-latency SLI is measured from it.
+pub const TRIGGER_TIME_ANNOTATION: &str = "endpoints.kubernetes.io/last-change-trigger-time";
+
+/// The object kinds headless-dns reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    /// `v1/Service`
+    Service,
+    /// `discovery.k8s.io/v1/EndpointSlice`
+    EndpointSlice,
+    /// `v1/Pod`
+    Pod,
+    /// `v1/Namespace`
+    Namespace,
+}
+
+impl Kind {
+    /// Every kind, in the order a source lists them.
+    pub const ALL: [Kind; 4] = [
+        Kind::Namespace,
+        Kind::Service,
+        Kind::EndpointSlice,
+        Kind::Pod,
+    ];
+
+    /// The `kind` field of the API object.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Service => "Service",
+            Kind::EndpointSlice => "EndpointSlice",
+            Kind::Pod => "Pod",
+            Kind::Namespace => "Namespace",
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `namespace/name` of a namespaced object.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjKey {
+    /// The namespace.
+    pub ns: Arc<str>,
+    /// The object's name.
+    pub name: Arc<str>,
+}
+
+impl ObjKey {
+    /// Builds a key.
+    pub fn new(ns: impl Into<Arc<str>>, name: impl Into<Arc<str>>) -> Self {
+        ObjKey {
+            ns: ns.into(),
+            name: name.into(),
+        }
+    }
+}
+
+impl fmt::Display for ObjKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.ns, self.name)
+    }
+}
+
+impl fmt::Debug for ObjKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.ns, self.name)
+    }
+}
+
+/// Which object an event is about: its kind, and its key (namespace is empty for Namespaces).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ObjectRef {
+    /// The object's kind.
+    pub kind: Kind,
+    /// Namespace and name; the namespace is empty for cluster-scoped kinds.
+    pub key: ObjKey,
+}
+
+impl fmt::Display for ObjectRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.ns.is_empty() {
+            write!(f, "{} {}", self.kind, self.key.name)
+        } else {
+            write!(f, "{} {}", self.kind, self.key)
+        }
+    }
+}
+
+/// One projected object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Object {
+    /// A Service.
+    Service(Service),
+    /// An EndpointSlice.
+    Slice(Slice),
+    /// A Pod.
+    Pod(Pod),
+    /// A Namespace.
+    Namespace(Namespace),
+}
+
+impl Object {
+    /// Which object this is.
+    pub fn object_ref(&self) -> ObjectRef {
+        match self {
+            Object::Service(s) => ObjectRef {
+                kind: Kind::Service,
+                key: s.key.clone(),
+            },
+            Object::Slice(s) => ObjectRef {
+                kind: Kind::EndpointSlice,
+                key: s.key.clone(),
+            },
+            Object::Pod(p) => ObjectRef {
+                kind: Kind::Pod,
+                key: p.key.clone(),
+            },
+            Object::Namespace(n) => ObjectRef {
+                kind: Kind::Namespace,
+                key: ObjKey::new("", n.name.clone()),
+            },
+        }
+    }
+}
+
+/// What kind of DNS a Service gets (Kubernetes DNS spec §2.3–2.5).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ServiceKind {
+    /// ClusterIP, NodePort and LoadBalancer Services: their cluster IPs, both families.
+    ClusterIp(SmallVec<[IpAddr; 1]>),
+    /// `clusterIP: None`: the addresses of the ready endpoints.
+    Headless,
+    /// `type: ExternalName` with a hostname: a CNAME.
+    ExternalName(Name),
+}
+
+/// Transport protocol of a port, as it appears in SRV names (`_tcp`, `_udp`, `_sctp`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Protocol {
+    /// TCP (the default).
+    Tcp,
+    /// UDP.
+    Udp,
+    /// SCTP.
+    Sctp,
+}
+
+impl Protocol {
+    /// The SRV label for this protocol.
+    pub fn srv_label(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "_tcp",
+            Protocol::Udp => "_udp",
+            Protocol::Sctp => "_sctp",
+        }
+    }
+
+    fn parse(text: Option<&str>) -> Result<Protocol, String> {
+        match text.unwrap_or("TCP") {
+            "TCP" => Ok(Protocol::Tcp),
+            "UDP" => Ok(Protocol::Udp),
+            "SCTP" => Ok(Protocol::Sctp),
+            other => Err(format!("unknown protocol {other:?}")),
+        }
+    }
+}
+
+/// A named or unnamed port of a Service or an EndpointSlice. Only named ports get SRV records.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Port {
+    /// The port's name, when it is a valid DNS label (`http`); SRV uses `_<name>`.
+    pub name: Option<Box<str>>,
+    /// TCP, UDP or SCTP.
+    pub protocol: Protocol,
+    /// The port number.
+    pub port: u16,
+}
+
+/// A Service, reduced to what DNS needs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Service {
+    /// Namespace and name.
+    pub key: ObjKey,
+    /// ClusterIP, headless or ExternalName.
+    pub kind: ServiceKind,
+    /// The Service's ports (SRV for ClusterIP Services).
+    pub ports: Vec<Port>,
+}
+
+/// An EndpointSlice, reduced to what DNS (and `explain`) needs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Slice {
+    /// Namespace and name of the slice itself.
+    pub key: ObjKey,
+    /// The Service it belongs to (label `kubernetes.io/service-name`).
+    pub service: Arc<str>,
+    /// The slice's ports (SRV for headless Services).
+    pub ports: Vec<Port>,
+    /// Its endpoints.
+    pub endpoints: Vec<Endpoint>,
+    /// `endpoints.kubernetes.io/last-change-trigger-time`, as Unix milliseconds.
+    pub trigger_time_ms: Option<i64>,
+}
+
+/// One endpoint of a slice.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    /// Its addresses (all of the slice's address family).
+    pub addresses: SmallVec<[IpAddr; 1]>,
+    /// `hostname` (StatefulSet Pods), when it is a valid DNS label.
+    pub hostname: Option<Box<str>>,
+    /// `conditions.ready`; absent means ready. Already honours `publishNotReadyAddresses`.
+    pub ready: bool,
+    /// `conditions.serving`; absent means the same as ready.
+    pub serving: bool,
+    /// `conditions.terminating`; absent means false.
+    pub terminating: bool,
+    /// `targetRef.name` when the target is a Pod.
+    pub pod: Option<Box<str>>,
+}
+
+/// A Pod, reduced to its addresses (for `--pods verified`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pod {
+    /// Namespace and name.
+    pub key: ObjKey,
+    /// `status.podIPs` (or `status.podIP`); empty while the Pod has none or has finished.
+    pub ips: SmallVec<[IpAddr; 2]>,
+}
+
+/// A Namespace: its existence makes `<ns>.svc.<zone>` answer NODATA instead of NXDOMAIN.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Namespace {
+    /// The namespace's name.
+    pub name: Arc<str>,
+}
+
+/// Why an API object could not be used. The object is skipped with a warning naming it; every
+/// other object keeps being served.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what}: {reason}")]
+pub struct ProjectError {
+    /// The object, as `Kind namespace/name` (or as much of it as was readable).
+    pub what: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+fn meta_key(
+    kind: Kind,
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> Result<ObjKey, ProjectError> {
+    let name = meta.name.as_deref().unwrap_or_default();
+    let ns = meta.namespace.as_deref().unwrap_or("default");
+    if name.is_empty() {
+        return Err(ProjectError {
+            what: format!("{kind} in namespace {ns}"),
+            reason: "metadata.name is missing".into(),
+        });
+    }
+    Ok(ObjKey::new(ns, name))
+}
+
+fn dns_label(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= crate::dns::name::MAX_LABEL
+        && text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        && !text.starts_with('-')
+        && !text.ends_with('-')
+}
+
+fn parse_ip(text: &str) -> Option<IpAddr> {
+    text.trim().parse().ok()
+}
+
+fn project_port(
+    name: Option<&str>,
+    protocol: Option<&str>,
+    port: Option<i32>,
+) -> Result<Option<Port>, String> {
+    let Some(port) = port else {
+        // An EndpointSlice port without a number means "all ports"; it has no SRV record.
+        return Ok(None);
+    };
+    let port = u16::try_from(port).map_err(|_| format!("port {port} is out of range"))?;
+    let protocol = Protocol::parse(protocol)?;
+    let name = name
+        .filter(|n| !n.is_empty())
+        .filter(|n| dns_label(n))
+        .map(|n| n.to_ascii_lowercase().into_boxed_str());
+    Ok(Some(Port {
+        name,
+        protocol,
+        port,
+    }))
+}
+
+/// Projects a Service. A Service whose cluster IPs do not parse is rejected as a whole (serving a
+/// Service with part of its addresses would be a silent lie); one with a bad port loses that port.
+pub fn project_service(svc: &core::Service) -> Result<Service, ProjectError> {
+    let key = meta_key(Kind::Service, &svc.metadata)?;
+    let err = |reason: String| ProjectError {
+        what: format!("Service {key}"),
+        reason,
+    };
+    let spec = svc.spec.clone().unwrap_or_default();
+    let kind = match spec.type_.as_deref() {
+        Some("ExternalName") => {
+            let ext = spec.external_name.as_deref().unwrap_or_default();
+            if ext.parse::<IpAddr>().is_ok() {
+                return Err(err(format!(
+                    "externalName {ext:?} is an IP address; only hostnames get a CNAME"
+                )));
+            }
+            let target = Name::parse(ext).map_err(|e| err(format!("externalName: {e}")))?;
+            if target == Name::root() {
+                return Err(err("externalName is empty".into()));
+            }
+            ServiceKind::ExternalName(target)
+        }
+        _ => {
+            let texts: Vec<&str> = match (&spec.cluster_ips, &spec.cluster_ip) {
+                (Some(ips), _) if !ips.is_empty() => ips.iter().map(String::as_str).collect(),
+                (_, Some(ip)) => vec![ip.as_str()],
+                _ => vec![],
+            };
+            if texts.contains(&"None") {
+                ServiceKind::Headless
+            } else {
+                let mut ips = SmallVec::new();
+                for text in texts.iter().filter(|t| !t.is_empty()) {
+                    let ip = parse_ip(text)
+                        .ok_or_else(|| err(format!("cluster IP {text:?} is not an IP address")))?;
+                    ips.push(ip);
+                }
+                ServiceKind::ClusterIp(ips)
+            }
+        }
+    };
+    let mut ports = Vec::new();
+    for p in spec.ports.iter().flatten() {
+        match project_port(p.name.as_deref(), p.protocol.as_deref(), Some(p.port)) {
+            Ok(Some(port)) => ports.push(port),
+            Ok(None) => {}
+            Err(reason) => tracing::warn!(service = %key, %reason, "skipping Service port"),
+        }
+    }
+    Ok(Service { key, kind, ports })
+}
+
+/// Projects an EndpointSlice. Endpoints whose addresses do not parse are skipped with a warning;
+/// FQDN slices (deprecated) carry no addresses we can serve and project to no endpoints.
+pub fn project_slice(slice: &discovery::EndpointSlice) -> Result<Slice, ProjectError> {
+    let key = meta_key(Kind::EndpointSlice, &slice.metadata)?;
+    let err = |reason: String| ProjectError {
+        what: format!("EndpointSlice {key}"),
+        reason,
+    };
+    let service = slice
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(SERVICE_NAME_LABEL))
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| err(format!("label {SERVICE_NAME_LABEL} is missing")))?;
+    let family = match slice.address_type.as_str() {
+        "IPv4" => Some(false),
+        "IPv6" => Some(true),
+        "FQDN" => None,
+        other => return Err(err(format!("unknown addressType {other:?}"))),
+    };
+    let mut ports = Vec::new();
+    for p in slice.ports.iter().flatten() {
+        match project_port(p.name.as_deref(), p.protocol.as_deref(), p.port) {
+            Ok(Some(port)) => ports.push(port),
+            Ok(None) => {}
+            Err(reason) => tracing::warn!(slice = %key, %reason, "skipping EndpointSlice port"),
+        }
+    }
+    let mut endpoints = Vec::with_capacity(slice.endpoints.len());
+    for (i, ep) in slice.endpoints.iter().enumerate() {
+        let Some(want_v6) = family else { break };
+        let mut addresses = SmallVec::new();
+        for text in &ep.addresses {
+            match parse_ip(text) {
+                Some(ip) if ip.is_ipv6() == want_v6 => addresses.push(ip),
+                _ => tracing::warn!(
+                    slice = %key, endpoint = i, address = %text, address_type = %slice.address_type,
+                    "skipping endpoint address that is not an address of the slice's type"
+                ),
+            }
+        }
+        if addresses.is_empty() {
+            continue;
+        }
+        let hostname = match ep.hostname.as_deref() {
+            Some(h) if dns_label(h) => Some(h.to_ascii_lowercase().into_boxed_str()),
+            Some(h) => {
+                tracing::warn!(slice = %key, endpoint = i, hostname = %h,
+                    "endpoint hostname is not a DNS label; using its dashed-IP name");
+                None
+            }
+            None => None,
+        };
+        let conditions = ep.conditions.clone().unwrap_or_default();
+        let ready = conditions.ready.unwrap_or(true);
+        let pod = ep
+            .target_ref
+            .as_ref()
+            .filter(|r| r.kind.as_deref() == Some("Pod"))
+            .and_then(|r| r.name.as_deref())
+            .map(Box::from);
+        endpoints.push(Endpoint {
+            addresses,
+            hostname,
+            ready,
+            serving: conditions.serving.unwrap_or(ready),
+            terminating: conditions.terminating.unwrap_or(false),
+            pod,
+        });
+    }
+    let trigger_time_ms = slice
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(TRIGGER_TIME_ANNOTATION))
+        .and_then(|t| parse_rfc3339_ms(t));
+    Ok(Slice {
+        key,
+        service: Arc::from(service.as_str()),
+        ports,
+        endpoints,
+        trigger_time_ms,
+    })
+}
+
+/// Projects a Pod. Pods that have finished (`Succeeded`, `Failed`) project with no addresses:
+/// their IPs may already belong to another Pod.
+pub fn project_pod(pod: &core::Pod) -> Result<Pod, ProjectError> {
+    let key = meta_key(Kind::Pod, &pod.metadata)?;
+    let status = pod.status.clone().unwrap_or_default();
+    let mut ips = SmallVec::new();
+    if !matches!(status.phase.as_deref(), Some("Succeeded" | "Failed")) {
+        let texts: Vec<&str> = match (&status.pod_ips, &status.pod_ip) {
+            (Some(list), _) if !list.is_empty() => list.iter().map(|p| p.ip.as_str()).collect(),
+            (_, Some(ip)) => vec![ip.as_str()],
+            _ => vec![],
+        };
+        for text in texts {
+            match parse_ip(text) {
+                Some(ip) if !ips.contains(&ip) => ips.push(ip),
+                Some(_) => {}
+                None => {
+                    return Err(ProjectError {
+                        what: format!("Pod {key}"),
+                        reason: format!("pod IP {text:?} is not an IP address"),
+                    });
+                }
+            }
+        }
+    }
+    Ok(Pod { key, ips })
+}
+
+/// Projects a Namespace.
+pub fn project_namespace(ns: &core::Namespace) -> Result<Namespace, ProjectError> {
+    let name = ns.metadata.name.as_deref().unwrap_or_default();
+    if name.is_empty() {
+        return Err(ProjectError {
+            what: "Namespace".into(),
+            reason: "metadata.name is missing".into(),
+        });
+    }
+    Ok(Namespace {
+        name: Arc::from(name),
+    })
+}
+
+/// Parses the RFC 3339 timestamps Kubernetes writes (`2024-05-01T10:00:00Z`, optionally with
+/// fractional seconds) into Unix milliseconds.
+fn parse_rfc3339_ms(text: &str) -> Option<i64> {
+    let t: k8s_openapi::jiff::Timestamp = text.parse().ok()?;
+    Some(t.as_millisecond())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service(yaml: &str) -> Result<Service, ProjectError> {
+        project_service(&serde_yaml::from_str(yaml).unwrap())
+    }
+
+    #[test]
+    fn service_kinds() {
+        let s = service(
+            "metadata: {name: web, namespace: ns-0}\nspec: {clusterIP: 10.0.0.1, clusterIPs: [10.0.0.1, 'fd00::1'], ports: [{name: HTTP, port: 80}, {port: 81, protocol: UDP}]}",
+        )
+        .unwrap();
+        assert_eq!(
+            s.kind,
+            ServiceKind::ClusterIp(SmallVec::from_vec(vec![
+                "10.0.0.1".parse().unwrap(),
+                "fd00::1".parse().unwrap()
+            ]))
+        );
+        assert_eq!(s.ports[0].name.as_deref(), Some("http"));
+        assert_eq!(s.ports[1].name, None);
+        assert_eq!(s.ports[1].protocol, Protocol::Udp);
+
+        let h = service("metadata: {name: nginx}\nspec: {clusterIP: None}").unwrap();
+        assert_eq!(h.kind, ServiceKind::Headless);
+        assert_eq!(h.key, ObjKey::new("default", "nginx"));
+
+        let e = service(
+            "metadata: {name: db}\nspec: {type: ExternalName, externalName: DB.Example.com.}",
+        )
+        .unwrap();
+        assert_eq!(
+            e.kind,
+            ServiceKind::ExternalName(Name::parse("db.example.com").unwrap())
+        );
+    }
+
+    #[test]
+    fn bad_services_are_rejected_with_their_name() {
+        let err = service("metadata: {name: x, namespace: ns-1}\nspec: {clusterIP: 10.0.0.300}")
+            .unwrap_err();
+        assert_eq!(err.what, "Service ns-1/x");
+        assert!(err.reason.contains("10.0.0.300"), "{err}");
+        let err =
+            service("metadata: {name: ext}\nspec: {type: ExternalName, externalName: 1.2.3.4}")
+                .unwrap_err();
+        assert!(err.reason.contains("IP address"), "{err}");
+        assert!(service("metadata: {namespace: a}\nspec: {}").is_err());
+    }
+
+    #[test]
+    fn slice_conditions_and_addresses() {
+        let slice: discovery::EndpointSlice = serde_yaml::from_str(
+            r#"
+metadata:
+  name: nginx-abc
+  namespace: default
+  labels: {kubernetes.io/service-name: nginx}
+  annotations: {endpoints.kubernetes.io/last-change-trigger-time: "2024-05-01T10:00:00Z"}
+addressType: IPv4
+ports: [{name: web, port: 80, protocol: TCP}]
+endpoints:
+- addresses: [10.244.1.5]
+  hostname: web-0
+  targetRef: {kind: Pod, name: web-0}
+- addresses: [10.244.1.6]
+  conditions: {ready: false, serving: true, terminating: true}
+- addresses: ["fd00::1"]
+- addresses: [not-an-ip]
+"#,
+        )
+        .unwrap();
+        let s = project_slice(&slice).unwrap();
+        assert_eq!(&*s.service, "nginx");
+        assert_eq!(
+            s.endpoints.len(),
+            2,
+            "the IPv6 and the bad address are skipped"
+        );
+        assert!(s.endpoints[0].ready && s.endpoints[0].serving && !s.endpoints[0].terminating);
+        assert_eq!(s.endpoints[0].hostname.as_deref(), Some("web-0"));
+        assert_eq!(s.endpoints[0].pod.as_deref(), Some("web-0"));
+        assert!(!s.endpoints[1].ready && s.endpoints[1].terminating);
+        assert_eq!(s.trigger_time_ms, Some(1_714_557_600_000));
+    }
+
+    #[test]
+    fn slice_without_service_label_is_rejected() {
+        let slice: discovery::EndpointSlice = serde_yaml::from_str(
+            "metadata: {name: s, namespace: a}\naddressType: IPv4\nendpoints: []",
+        )
+        .unwrap();
+        let err = project_slice(&slice).unwrap_err();
+        assert_eq!(err.what, "EndpointSlice a/s");
+    }
+
+    #[test]
+    fn finished_pods_have_no_addresses() {
+        let pod: core::Pod = serde_yaml::from_str(
+            "metadata: {name: p, namespace: a}\nstatus: {phase: Running, podIP: 10.1.1.1, podIPs: [{ip: 10.1.1.1}, {ip: 'fd00::5'}]}",
+        )
+        .unwrap();
+        assert_eq!(project_pod(&pod).unwrap().ips.len(), 2);
+        let done: core::Pod = serde_yaml::from_str(
+            "metadata: {name: p, namespace: a}\nstatus: {phase: Succeeded, podIP: 10.1.1.1}",
+        )
+        .unwrap();
+        assert!(project_pod(&done).unwrap().ips.is_empty());
+    }
+}

@@ -1,0 +1,252 @@
+//! Command-line flags → one validated [`Config`]. Nothing else reads flags or the environment.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::dns::name::Name;
+use crate::dns::server::TcpLimits;
+use crate::index::{PodMode, PtrMode, RecordConfig};
+use crate::source::file::FileOptions;
+
+/// Why the flags do not make a configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// `--source` is neither `file:PATH` nor `kube`.
+    #[error("--source {0:?}: expected file:PATH or kube")]
+    Source(String),
+    /// A `--zone` is not a domain name.
+    #[error("--zone {zone:?}: {source}")]
+    Zone {
+        /// The flag's value.
+        zone: String,
+        /// Why it is not a name.
+        #[source]
+        source: crate::dns::name::NameError,
+    },
+    /// A TTL is out of range.
+    #[error("{flag} {value}: must be at most 3600 seconds")]
+    Ttl {
+        /// The flag.
+        flag: &'static str,
+        /// Its value.
+        value: u32,
+    },
+}
+
+/// headless-dns: authoritative DNS for a Kubernetes cluster domain.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about = None, max_term_width = 100)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve DNS for the cluster zone(s) from a source of Kubernetes objects.
+    Serve(ServeArgs),
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// Flags of `serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Where Services, EndpointSlices, Pods and Namespaces come from: `file:PATH` reads Kubernetes
+    /// YAML (a file, or a directory of *.yaml/*.yml/*.json; multi-document and `kind: List`, as
+    /// `kubectl get -o yaml` writes) and re-reads it when it changes.
+    #[arg(long, value_name = "SOURCE")]
+    pub source: String,
+
+    /// Address to answer DNS on, over UDP and TCP (repeatable). Port 0 picks a free port.
+    #[arg(long = "listen", value_name = "ADDR", default_value = "0.0.0.0:53")]
+    pub listen: Vec<SocketAddr>,
+
+    /// Zone to be authoritative for (repeatable). `in-addr.arpa` and `ip6.arpa` are always served
+    /// for the addresses the cluster knows.
+    #[arg(long = "zone", value_name = "NAME", default_value = "cluster.local")]
+    pub zones: Vec<String>,
+
+    /// TTL in seconds of positive answers.
+    #[arg(long, value_name = "SECONDS", default_value_t = 5)]
+    pub ttl: u32,
+
+    /// TTL of headless Service names, endpoint (Pod) names, their SRV and PTR records
+    /// [default: --ttl].
+    #[arg(long, value_name = "SECONDS")]
+    pub ttl_headless: Option<u32>,
+
+    /// TTL of ClusterIP Service names, their SRV and PTR records [default: --ttl].
+    #[arg(long, value_name = "SECONDS")]
+    pub ttl_clusterip: Option<u32>,
+
+    /// TTL of negative answers (NXDOMAIN, NODATA): the SOA minimum. Short, so that a Pod being
+    /// recreated is not cached as missing.
+    #[arg(long, value_name = "SECONDS", default_value_t = 1)]
+    pub negative_ttl: u32,
+
+    /// Pod names `<a-b-c-d>.<ns>.pod.<zone>`: disabled (NXDOMAIN), insecure (any address,
+    /// unchecked), verified (only addresses of running Pods in that namespace).
+    #[arg(long, value_enum, default_value_t = PodMode::Disabled)]
+    pub pods: PodMode,
+
+    /// Which endpoints get PTR records: all (every ready endpoint, as CoreDNS) or hostname-only
+    /// (only endpoints with a hostname, as the Kubernetes DNS specification).
+    #[arg(long, value_enum, default_value_t = PtrMode::All)]
+    pub ptr: PtrMode,
+
+    /// UDP worker threads (one SO_REUSEPORT socket each) per listen address [default: one per CPU].
+    #[arg(long, value_name = "N")]
+    pub udp_workers: Option<usize>,
+
+    /// Largest UDP response in bytes, whatever larger size a client offers (1232 avoids IP
+    /// fragmentation, DNS Flag Day 2020). Larger answers are truncated (TC) and retried over TCP.
+    #[arg(long, value_name = "BYTES", default_value_t = 1232)]
+    pub max_udp_size: u16,
+
+    /// Open TCP connections at most; at the limit the least recently active one is closed.
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    pub tcp_max_connections: usize,
+
+    /// Close a TCP connection after this long without a query.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub tcp_idle_timeout: Duration,
+
+    /// With a file source: how often to check the files for changes.
+    #[arg(long, value_name = "DURATION", default_value = "250ms", value_parser = humantime::parse_duration)]
+    pub file_poll_interval: Duration,
+
+    /// With a file source: how long a changed file must stay unchanged before it is read, so a
+    /// file being rewritten in place is never read half-written.
+    #[arg(long, value_name = "DURATION", default_value = "300ms", value_parser = humantime::parse_duration)]
+    pub file_settle: Duration,
+
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Log filter (`info`, `debug`, `headless_dns=debug,kube=warn`, …); RUST_LOG overrides it.
+    #[arg(long, value_name = "FILTER", default_value = "info")]
+    pub log_level: String,
+}
+
+/// Where objects come from.
+#[derive(Clone, Debug)]
+pub enum SourceConfig {
+    /// Kubernetes YAML files.
+    File {
+        /// A file or a directory.
+        path: PathBuf,
+        /// Polling and settling.
+        opts: FileOptions,
+    },
+}
+
+/// Everything the server needs, validated.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The object source.
+    pub source: SourceConfig,
+    /// DNS listen addresses (UDP and TCP each).
+    pub listen: Vec<SocketAddr>,
+    /// Zones, TTLs, and record options.
+    pub records: RecordConfig,
+    /// UDP worker threads per listen address.
+    pub udp_workers: usize,
+    /// Largest UDP response.
+    pub max_udp_size: u16,
+    /// TCP limits.
+    pub tcp: TcpLimits,
+}
+
+impl Config {
+    /// A configuration for tests and embedding: the file source at `path`, on `listen`.
+    pub fn for_file(path: impl Into<PathBuf>, listen: SocketAddr) -> Config {
+        Config {
+            source: SourceConfig::File {
+                path: path.into(),
+                opts: FileOptions::default(),
+            },
+            listen: vec![listen],
+            records: RecordConfig::default_for(vec![
+                Name::parse("cluster.local").expect("static name"),
+            ]),
+            udp_workers: 2,
+            max_udp_size: 1232,
+            tcp: TcpLimits::default(),
+        }
+    }
+}
+
+impl ServeArgs {
+    /// Validates the flags.
+    pub fn to_config(&self) -> Result<Config, Error> {
+        let source = match self.source.split_once(':') {
+            Some(("file", path)) if !path.is_empty() => SourceConfig::File {
+                path: PathBuf::from(path),
+                opts: FileOptions {
+                    poll_interval: self.file_poll_interval,
+                    settle: self.file_settle,
+                },
+            },
+            _ => return Err(Error::Source(self.source.clone())),
+        };
+        let mut zones = Vec::new();
+        for zone in &self.zones {
+            let name = Name::parse(zone).map_err(|source| Error::Zone {
+                zone: zone.clone(),
+                source,
+            })?;
+            if !zones.contains(&name) {
+                zones.push(name);
+            }
+        }
+        let ttl_headless = self.ttl_headless.unwrap_or(self.ttl);
+        let ttl_clusterip = self.ttl_clusterip.unwrap_or(self.ttl);
+        for (flag, value) in [
+            ("--ttl", self.ttl),
+            ("--ttl-headless", ttl_headless),
+            ("--ttl-clusterip", ttl_clusterip),
+            ("--negative-ttl", self.negative_ttl),
+        ] {
+            if value > 3600 {
+                return Err(Error::Ttl { flag, value });
+            }
+        }
+        let cpus = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        Ok(Config {
+            source,
+            listen: self.listen.clone(),
+            records: RecordConfig {
+                zones,
+                ttl: self.ttl,
+                ttl_headless,
+                ttl_clusterip,
+                negative_ttl: self.negative_ttl,
+                pods: self.pods,
+                ptr: self.ptr,
+            },
+            udp_workers: self.udp_workers.unwrap_or(cpus).max(1),
+            max_udp_size: self.max_udp_size.max(512),
+            tcp: TcpLimits {
+                max_connections: self.tcp_max_connections.max(1),
+                idle_timeout: self.tcp_idle_timeout,
+                ..TcpLimits::default()
+            },
+        })
+    }
+}

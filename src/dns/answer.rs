@@ -1,0 +1,400 @@
+//! The query path: parse the question without allocating, look the lower-cased name up, and
+//! splice the stored answer after the client's own question.
+//!
+//! ```text
+//!  packet ─▶ parse_fast ──ok──▶ Responder::answer ─▶ header │ question as asked │ stored bytes │ OPT
+//!               │                      ▲
+//!               └─unusual─▶ general::respond (hickory-proto decode; errors, EDNS versions, …)
+//! ```
+//!
+//! Both paths end in [`Responder::answer`], so they cannot disagree about what a name answers;
+//! the general path only decides what the fast path leaves to it.
+
+use std::sync::Arc;
+
+use super::general;
+use super::name::{MAX_NAME, parse_dashed_ip};
+use crate::index::wire::{self, CLASS_IN, OPT_LEN, rtype};
+use crate::index::{Index, PodMode};
+
+/// RCODEs (RFC 1035 §4.1.1, RFC 6891 §9).
+pub mod rcode {
+    /// No error.
+    pub const NOERROR: u8 = 0;
+    /// Format error.
+    pub const FORMERR: u8 = 1;
+    /// Server failure.
+    pub const SERVFAIL: u8 = 2;
+    /// Name does not exist.
+    pub const NXDOMAIN: u8 = 3;
+    /// Not implemented.
+    pub const NOTIMP: u8 = 4;
+    /// Refused.
+    pub const REFUSED: u8 = 5;
+    /// Bad EDNS version (extended RCODE 16: 4 low bits 0, OPT carries 1).
+    pub const BADVERS: u16 = 16;
+}
+
+const QR: u16 = 0x8000;
+const AA: u16 = 0x0400;
+const TC: u16 = 0x0200;
+const RD: u16 = 0x0100;
+const CD: u16 = 0x0010;
+
+/// Which transport a query came over: it sets the size limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// UDP: the client's EDNS size (512 without EDNS), capped by `--max-udp-size`.
+    Udp,
+    /// TCP: up to 65,535 bytes.
+    Tcp,
+}
+
+/// The EDNS(0) part of a query (RFC 6891).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Edns {
+    /// Requestor's UDP payload size.
+    pub udp_size: u16,
+    /// The DO bit, echoed in the response (RFC 3225 §3).
+    pub dnssec_ok: bool,
+}
+
+/// A parsed question, borrowing from the packet or the general path's buffers.
+#[derive(Debug)]
+pub struct Question<'a> {
+    /// Message ID.
+    pub id: u16,
+    /// The query's header flags (RD and CD are echoed).
+    pub flags: u16,
+    /// QNAME, QTYPE and QCLASS exactly as the client sent them (letter case included).
+    pub asked: &'a [u8],
+    /// QNAME in lower case, the index key.
+    pub lower: &'a [u8],
+    /// QTYPE.
+    pub qtype: u16,
+    /// The OPT record, if any.
+    pub edns: Option<Edns>,
+}
+
+/// Answers queries from an [`Index`].
+pub struct Responder {
+    index: Arc<Index>,
+    max_udp: u16,
+}
+
+enum Fast<'a> {
+    Ok(Question<'a>),
+    Drop,
+    General,
+}
+
+// === impl Responder ===
+
+impl Responder {
+    /// A responder that caps UDP answers at `max_udp` bytes (at least 512).
+    pub fn new(index: Arc<Index>, max_udp: u16) -> Responder {
+        Responder {
+            index,
+            max_udp: max_udp.max(512),
+        }
+    }
+
+    /// The index answers come from.
+    pub fn index(&self) -> &Arc<Index> {
+        &self.index
+    }
+
+    /// Answers one packet into `out` (which should hold [`wire::MAX_MESSAGE`] bytes). Returns the
+    /// response length, or `None` when the packet must not be answered (a response, or not even
+    /// a header).
+    pub fn respond(&self, packet: &[u8], transport: Transport, out: &mut [u8]) -> Option<usize> {
+        let mut lower = [0u8; MAX_NAME];
+        match parse_fast(packet, &mut lower) {
+            Fast::Ok(q) => Some(self.answer(&q, transport, out)),
+            Fast::Drop => None,
+            Fast::General => general::respond(self, packet, transport, out),
+        }
+    }
+
+    /// Like [`Responder::respond`] but always through the general path (for tests comparing the
+    /// two).
+    pub fn respond_general(
+        &self,
+        packet: &[u8],
+        transport: Transport,
+        out: &mut [u8],
+    ) -> Option<usize> {
+        general::respond(self, packet, transport, out)
+    }
+
+    /// The size limit for a response.
+    fn limit(&self, q: &Question<'_>, transport: Transport, out: &[u8]) -> usize {
+        let limit = match (transport, q.edns) {
+            (Transport::Tcp, _) => wire::MAX_MESSAGE,
+            (Transport::Udp, Some(e)) => e.udp_size.clamp(512, self.max_udp) as usize,
+            (Transport::Udp, None) => 512,
+        };
+        limit.min(out.len())
+    }
+
+    /// Writes the response to a well-formed question.
+    pub fn answer(&self, q: &Question<'_>, transport: Transport, out: &mut [u8]) -> usize {
+        let limit = self.limit(q, transport, out);
+        let room = limit - if q.edns.is_some() { OPT_LEN } else { 0 };
+        let mut at = 12 + q.asked.len();
+        out[12..at].copy_from_slice(q.asked);
+        let mut flags = QR | (q.flags & (RD | CD)) | AA;
+        let (mut an, mut ns, mut ar) = (0u16, 0u16, 0u16);
+        let index = &*self.index;
+        let mut rcode = rcode::NOERROR;
+
+        if !index.is_ready() {
+            // Never an authoritative NXDOMAIN before the first full sync (kubernetes/dns#186).
+            flags &= !AA;
+            rcode = if index.zone_of(q.lower).is_some() {
+                rcode::SERVFAIL
+            } else {
+                rcode::REFUSED
+            };
+        } else if let Some(entry) = index.get(q.lower) {
+            let stored = match &entry.cname {
+                Some(cname) => Some(cname),
+                None if q.qtype == rtype::ANY => entry.rrsets.first().map(|(_, a)| a),
+                None => entry.rrset(q.qtype),
+            };
+            if let Some(answer) = stored {
+                let (n, len) = answer.fit(room - at);
+                out[at..at + len].copy_from_slice(&answer.bytes[..len]);
+                at += len;
+                let ancount = answer.ancount as usize;
+                if n < ancount || !answer.complete {
+                    flags |= TC;
+                    an = n.min(ancount) as u16;
+                } else {
+                    an = ancount as u16;
+                    ar = (n - ancount) as u16;
+                }
+            } else if entry.apex && matches!(q.qtype, rtype::SOA | rtype::ANY) {
+                an = self.soa(q, entry.zone, index.ttl, out, &mut at, room, &mut flags);
+            } else {
+                ns = self.soa(
+                    q,
+                    entry.zone,
+                    index.negative_ttl,
+                    out,
+                    &mut at,
+                    room,
+                    &mut flags,
+                );
+            }
+        } else if let Some(zone) = index.zone_of(q.lower) {
+            match self.synthesize_pod(q, zone) {
+                Synth::Addr(ip) => {
+                    if wire::write_addr(&mut out[..room], &mut at, index.ttl, ip) {
+                        an = 1;
+                    } else {
+                        flags |= TC;
+                    }
+                }
+                Synth::NoData => {
+                    ns = self.soa(q, zone, index.negative_ttl, out, &mut at, room, &mut flags);
+                }
+                Synth::None => {
+                    rcode = rcode::NXDOMAIN;
+                    ns = self.soa(q, zone, index.negative_ttl, out, &mut at, room, &mut flags);
+                }
+            }
+        } else {
+            flags &= !AA;
+            rcode = rcode::REFUSED;
+        }
+
+        if let Some(edns) = q.edns {
+            ar += 1;
+            write_opt(out, &mut at, self.max_udp, 0, edns.dnssec_ok);
+        }
+        write_header(out, q.id, flags | rcode as u16, 1, an, ns, ar);
+        at
+    }
+
+    /// Writes the zone's SOA (answer or authority); returns the record count (0 if it did not fit).
+    #[allow(clippy::too_many_arguments)]
+    fn soa(
+        &self,
+        q: &Question<'_>,
+        zone: u8,
+        ttl: u32,
+        out: &mut [u8],
+        at: &mut usize,
+        room: usize,
+        flags: &mut u16,
+    ) -> u16 {
+        let zone = self.index.zone(zone);
+        // The zone's name ends the question name: point at it.
+        let owner = (12 + q.lower.len() - zone.name.as_wire().len()) as u16;
+        let serial = self.index.serial();
+        if wire::write_soa(
+            &mut out[..room],
+            at,
+            owner,
+            ttl,
+            &zone.soa_names,
+            serial,
+            self.index.negative_ttl,
+        ) {
+            1
+        } else {
+            *flags |= TC;
+            0
+        }
+    }
+
+    /// `<a-b-c-d>.<ns>.pod.<zone>` under `--pods insecure` (CoreDNS: any well-formed address
+    /// answers, unchecked). Verified Pod names are in the index; disabled means NXDOMAIN.
+    fn synthesize_pod(&self, q: &Question<'_>, zone: u8) -> Synth {
+        if self.index.pods != PodMode::Insecure {
+            return Synth::None;
+        }
+        let prefix_len = q.lower.len() - self.index.zone(zone).name.as_wire().len();
+        let prefix = &q.lower[..prefix_len];
+        let mut labels: [&[u8]; 3] = [&[]; 3];
+        let mut count = 0;
+        let mut i = 0;
+        while i < prefix.len() {
+            let len = prefix[i] as usize;
+            if count == 3 {
+                return Synth::None;
+            }
+            labels[count] = &prefix[i + 1..i + 1 + len];
+            count += 1;
+            i += 1 + len;
+        }
+        match count {
+            2 if labels[1] == b"pod" => Synth::NoData,
+            3 if labels[2] == b"pod" => match parse_dashed_ip(labels[0]) {
+                Some(ip)
+                    if matches!(
+                        (q.qtype, ip.is_ipv4()),
+                        (rtype::A | rtype::ANY, true) | (rtype::AAAA | rtype::ANY, false)
+                    ) =>
+                {
+                    Synth::Addr(ip)
+                }
+                Some(_) => Synth::NoData,
+                None => Synth::None,
+            },
+            _ => Synth::None,
+        }
+    }
+}
+
+enum Synth {
+    Addr(std::net::IpAddr),
+    NoData,
+    None,
+}
+
+/// Writes a 12-byte header.
+pub fn write_header(out: &mut [u8], id: u16, flags: u16, qd: u16, an: u16, ns: u16, ar: u16) {
+    for (i, v) in [id, flags, qd, an, ns, ar].into_iter().enumerate() {
+        out[i * 2..i * 2 + 2].copy_from_slice(&v.to_be_bytes());
+    }
+}
+
+/// Appends an OPT record without options (RFC 6891 §6.1.2).
+pub fn write_opt(out: &mut [u8], at: &mut usize, udp_size: u16, ext_rcode: u8, dnssec_ok: bool) {
+    let o = &mut out[*at..*at + OPT_LEN];
+    o[0] = 0;
+    o[1..3].copy_from_slice(&rtype::OPT.to_be_bytes());
+    o[3..5].copy_from_slice(&udp_size.to_be_bytes());
+    o[5] = ext_rcode;
+    o[6] = 0;
+    o[7..9].copy_from_slice(&(if dnssec_ok { 0x8000u16 } else { 0 }).to_be_bytes());
+    o[9..11].copy_from_slice(&[0, 0]);
+    *at += OPT_LEN;
+}
+
+fn be16(b: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([b[at], b[at + 1]])
+}
+
+/// Parses the common query shape — one question, class IN, no compression in the question,
+/// at most an OPT record of version 0 — into `lower`. Anything else goes to the general path.
+fn parse_fast<'a>(packet: &'a [u8], lower: &'a mut [u8; MAX_NAME]) -> Fast<'a> {
+    if packet.len() < 12 {
+        return Fast::Drop;
+    }
+    let flags = be16(packet, 2);
+    if flags & QR != 0 {
+        // Never answer a response: two servers must not reflect packets at each other.
+        return Fast::Drop;
+    }
+    let opcode = (flags >> 11) & 0xF;
+    let (qd, an, ns, ar) = (
+        be16(packet, 4),
+        be16(packet, 6),
+        be16(packet, 8),
+        be16(packet, 10),
+    );
+    if opcode != 0 || qd != 1 || an != 0 || ns != 0 || ar > 1 {
+        return Fast::General;
+    }
+    let mut at = 12;
+    loop {
+        let Some(&len) = packet.get(at) else {
+            return Fast::General;
+        };
+        let len = len as usize;
+        if len & 0xC0 != 0 || at - 12 + 1 + len > MAX_NAME {
+            return Fast::General;
+        }
+        let Some(label) = packet.get(at + 1..at + 1 + len) else {
+            return Fast::General;
+        };
+        lower[at - 12] = len as u8;
+        for (dst, src) in lower[at - 12 + 1..at - 12 + 1 + len].iter_mut().zip(label) {
+            *dst = src.to_ascii_lowercase();
+        }
+        at += 1 + len;
+        if len == 0 {
+            break;
+        }
+    }
+    let name_end = at;
+    let Some(tail) = packet.get(at..at + 4) else {
+        return Fast::General;
+    };
+    let (qtype, qclass) = (be16(tail, 0), be16(tail, 2));
+    if qclass != CLASS_IN || matches!(qtype, rtype::AXFR | rtype::IXFR | rtype::OPT) {
+        return Fast::General;
+    }
+    at += 4;
+    let mut edns = None;
+    if ar == 1 {
+        // OPT: root owner, TYPE 41, CLASS = UDP size, TTL = ext-rcode/version/flags, RDLEN.
+        let Some(opt) = packet.get(at..at + OPT_LEN) else {
+            return Fast::General;
+        };
+        if opt[0] != 0 || be16(opt, 1) != rtype::OPT || opt[6] != 0 {
+            return Fast::General;
+        }
+        let rdlen = be16(opt, 9) as usize;
+        at += OPT_LEN + rdlen;
+        edns = Some(Edns {
+            udp_size: be16(opt, 3),
+            dnssec_ok: opt[7] & 0x80 != 0,
+        });
+    }
+    if at != packet.len() {
+        return Fast::General;
+    }
+    let lower_len = name_end - 12;
+    Fast::Ok(Question {
+        id: be16(packet, 0),
+        flags,
+        asked: &packet[12..name_end + 4],
+        lower: &lower[..lower_len],
+        qtype,
+        edns,
+    })
+}

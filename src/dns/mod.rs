@@ -1,0 +1,8 @@
+//! DNS protocol: names, the query path, and the UDP/TCP server.
+
+pub mod answer;
+mod general;
+pub mod name;
+pub mod server;
+
+pub use answer::{Responder, Transport};

@@ -1,0 +1,367 @@
+//! Sockets and workers.
+//!
+//! UDP: for each listen address, one socket per worker thread, all bound to the same port with
+//! `SO_REUSEPORT` so the kernel spreads clients over the workers. Each worker is a plain OS thread
+//! looping `recv_from` → [`Responder::respond`] → `send_to` with buffers allocated once: no task
+//! spawn, no allocation and no lock held beyond one map shard's read guard per query (hickory's
+//! server spawns a task per datagram, the thing we avoid).
+//!
+//! TCP: Tokio tasks, one per connection, several queries per connection answered in order
+//! (RFC 7766). Connections are bounded; at the bound the least recently active connection is
+//! closed to make room, so idle or slow clients can never lock new clients out. Idle connections
+//! time out, and a message must arrive whole within a deadline once its length has been read.
+
+use std::io;
+use std::net::{SocketAddr, TcpListener as StdTcpListener, UdpSocket};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::answer::{Responder, Transport};
+use crate::index::wire::MAX_MESSAGE;
+
+/// Limits on TCP clients.
+#[derive(Clone, Debug)]
+pub struct TcpLimits {
+    /// Open connections at most; at the limit the least recently active one is closed.
+    pub max_connections: usize,
+    /// How long a connection may wait between queries.
+    pub idle_timeout: Duration,
+    /// How long one query (after its length) or one response write may take.
+    pub io_timeout: Duration,
+}
+
+impl Default for TcpLimits {
+    fn default() -> Self {
+        TcpLimits {
+            max_connections: 1024,
+            idle_timeout: Duration::from_secs(10),
+            io_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Bound, not yet serving, sockets.
+pub struct Sockets {
+    /// Per listen address: the UDP sockets, one per worker.
+    pub udp: Vec<Vec<UdpSocket>>,
+    /// Per listen address: the TCP listener.
+    pub tcp: Vec<StdTcpListener>,
+}
+
+impl Sockets {
+    /// Binds UDP and TCP on each address (the same port for both; with port 0, a free one).
+    pub fn bind(addrs: &[SocketAddr], udp_workers: usize) -> io::Result<Sockets> {
+        let mut sockets = Sockets {
+            udp: Vec::new(),
+            tcp: Vec::new(),
+        };
+        for &addr in addrs {
+            let mut attempt = 0;
+            loop {
+                match bind_one(addr, udp_workers.max(1)) {
+                    Ok((udp, tcp)) => {
+                        sockets.udp.push(udp);
+                        sockets.tcp.push(tcp);
+                        break;
+                    }
+                    // Port 0: the UDP port the kernel picked may be taken for TCP; pick again.
+                    Err(e)
+                        if addr.port() == 0
+                            && e.kind() == io::ErrorKind::AddrInUse
+                            && attempt < 20 =>
+                    {
+                        attempt += 1;
+                    }
+                    Err(e) => {
+                        return Err(io::Error::new(
+                            e.kind(),
+                            format!("cannot listen on {addr}: {e}"),
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(sockets)
+    }
+
+    /// The bound addresses (UDP and TCP share them).
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.udp
+            .iter()
+            .filter_map(|s| s.first()?.local_addr().ok())
+            .collect()
+    }
+}
+
+fn new_socket(addr: SocketAddr, ty: Type, protocol: Protocol) -> io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(addr), ty, Some(protocol))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    Ok(socket)
+}
+
+fn bind_one(addr: SocketAddr, workers: usize) -> io::Result<(Vec<UdpSocket>, StdTcpListener)> {
+    let mut udp = Vec::with_capacity(workers);
+    let mut port_addr = addr;
+    for _ in 0..workers {
+        let s = new_socket(port_addr, Type::DGRAM, Protocol::UDP)?;
+        s.set_reuse_port(true)?;
+        s.bind(&port_addr.into())?;
+        let s: UdpSocket = s.into();
+        port_addr = s.local_addr()?;
+        udp.push(s);
+    }
+    let t = new_socket(port_addr, Type::STREAM, Protocol::TCP)?;
+    t.set_reuse_address(true)?;
+    t.bind(&port_addr.into())?;
+    t.listen(1024)?;
+    t.set_nonblocking(true)?;
+    Ok((udp, t.into()))
+}
+
+/// The running DNS workers.
+pub struct DnsServer {
+    stop: Arc<AtomicBool>,
+    cancel: CancellationToken,
+    udp_threads: Vec<JoinHandle<()>>,
+    tcp_tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl DnsServer {
+    /// Starts serving the sockets. Must be called within a Tokio runtime (for TCP).
+    pub fn start(
+        sockets: Sockets,
+        responder: Arc<Responder>,
+        limits: TcpLimits,
+    ) -> io::Result<DnsServer> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let cancel = CancellationToken::new();
+        let mut udp_threads = Vec::new();
+        for (addr_index, group) in sockets.udp.into_iter().enumerate() {
+            for (worker, socket) in group.into_iter().enumerate() {
+                socket.set_read_timeout(Some(Duration::from_millis(100)))?;
+                let responder = responder.clone();
+                let stop = stop.clone();
+                let thread = std::thread::Builder::new()
+                    .name(format!("dns-udp-{addr_index}-{worker}"))
+                    .spawn(move || udp_worker(socket, &responder, &stop))?;
+                udp_threads.push(thread);
+            }
+        }
+        let conns = Arc::new(Conns::default());
+        let mut tcp_tasks = Vec::new();
+        for listener in sockets.tcp {
+            let listener = TcpListener::from_std(listener)?;
+            tcp_tasks.push(tokio::spawn(tcp_accept(
+                listener,
+                responder.clone(),
+                limits.clone(),
+                conns.clone(),
+                cancel.clone(),
+            )));
+        }
+        Ok(DnsServer {
+            stop,
+            cancel,
+            udp_threads,
+            tcp_tasks,
+        })
+    }
+
+    /// Stops every worker and waits for them.
+    pub async fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.cancel.cancel();
+        for task in self.tcp_tasks {
+            let _ = task.await;
+        }
+        let threads = self.udp_threads;
+        let _ = tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        })
+        .await;
+    }
+}
+
+/// Answers one packet, turning a panic (a bug: no input should cause one) into a dropped packet
+/// instead of a dead worker.
+fn respond_guarded(
+    responder: &Responder,
+    packet: &[u8],
+    transport: Transport,
+    out: &mut [u8],
+) -> Option<usize> {
+    match catch_unwind(AssertUnwindSafe(|| {
+        responder.respond(packet, transport, out)
+    })) {
+        Ok(len) => len,
+        Err(_) => {
+            tracing::error!(len = packet.len(), packet = ?&packet[..packet.len().min(64)], "BUG: query handling panicked; packet dropped");
+            None
+        }
+    }
+}
+
+fn udp_worker(socket: UdpSocket, responder: &Responder, stop: &AtomicBool) {
+    let mut rx = vec![0u8; MAX_MESSAGE];
+    let mut tx = vec![0u8; MAX_MESSAGE];
+    let mut last_error_log: Option<Instant> = None;
+    while !stop.load(Ordering::Relaxed) {
+        let (n, peer) = match socket.recv_from(&mut rx) {
+            Ok(received) => received,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
+                ) =>
+            {
+                continue;
+            }
+            Err(e) => {
+                // ICMP errors from earlier sends surface here (ECONNREFUSED); log at most once a minute.
+                if last_error_log.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
+                    tracing::debug!(error = %e, "UDP receive error");
+                    last_error_log = Some(Instant::now());
+                }
+                continue;
+            }
+        };
+        if let Some(len) = respond_guarded(responder, &rx[..n], Transport::Udp, &mut tx)
+            && let Err(e) = socket.send_to(&tx[..len], peer)
+        {
+            tracing::trace!(error = %e, %peer, "UDP send failed");
+        }
+    }
+}
+
+/// Open TCP connections, for eviction at the limit.
+#[derive(Default)]
+struct Conns {
+    open: Mutex<Vec<Arc<Conn>>>,
+    epoch: std::sync::OnceLock<Instant>,
+}
+
+struct Conn {
+    last_active_ms: AtomicU64,
+    close: Notify,
+}
+
+impl Conns {
+    fn now_ms(&self) -> u64 {
+        self.epoch.get_or_init(Instant::now).elapsed().as_millis() as u64
+    }
+
+    /// Registers a new connection, closing the least recently active one if at the limit.
+    fn admit(&self, max: usize) -> Arc<Conn> {
+        let conn = Arc::new(Conn {
+            last_active_ms: AtomicU64::new(self.now_ms()),
+            close: Notify::new(),
+        });
+        let mut open = self.open.lock();
+        if open.len() >= max
+            && let Some((i, _)) = open
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, c)| c.last_active_ms.load(Ordering::Relaxed))
+        {
+            let evicted = open.swap_remove(i);
+            evicted.close.notify_one();
+        }
+        open.push(conn.clone());
+        conn
+    }
+
+    fn release(&self, conn: &Arc<Conn>) {
+        self.open.lock().retain(|c| !Arc::ptr_eq(c, conn));
+    }
+}
+
+async fn tcp_accept(
+    listener: TcpListener,
+    responder: Arc<Responder>,
+    limits: TcpLimits,
+    conns: Arc<Conns>,
+    cancel: CancellationToken,
+) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "TCP accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = cancel.cancelled() => return,
+        };
+        let conn = conns.admit(limits.max_connections);
+        let (responder, limits, conns, cancel) = (
+            responder.clone(),
+            limits.clone(),
+            conns.clone(),
+            cancel.clone(),
+        );
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = tcp_connection(stream, &responder, &limits, &conns, &conn) => {}
+                _ = conn.close.notified() => tracing::debug!(%peer, "TCP connection evicted at the connection limit"),
+                _ = cancel.cancelled() => {}
+            }
+            conns.release(&conn);
+        });
+    }
+}
+
+async fn tcp_connection(
+    mut stream: TcpStream,
+    responder: &Responder,
+    limits: &TcpLimits,
+    conns: &Conns,
+    conn: &Conn,
+) {
+    let _ = stream.set_nodelay(true);
+    let mut query = Vec::new();
+    let mut response = Vec::new();
+    loop {
+        let mut len = [0u8; 2];
+        match tokio::time::timeout(limits.idle_timeout, stream.read_exact(&mut len)).await {
+            Ok(Ok(_)) => {}
+            _ => return,
+        }
+        let len = u16::from_be_bytes(len) as usize;
+        query.resize(len, 0);
+        match tokio::time::timeout(limits.io_timeout, stream.read_exact(&mut query)).await {
+            Ok(Ok(_)) => {}
+            _ => return,
+        }
+        conn.last_active_ms.store(conns.now_ms(), Ordering::Relaxed);
+        response.resize(2 + MAX_MESSAGE, 0);
+        let Some(n) = respond_guarded(responder, &query, Transport::Tcp, &mut response[2..]) else {
+            // Not even a header, or a response: nothing sensible to say on this connection.
+            return;
+        };
+        response[..2].copy_from_slice(&(n as u16).to_be_bytes());
+        match tokio::time::timeout(limits.io_timeout, stream.write_all(&response[..2 + n])).await {
+            Ok(Ok(())) => {}
+            _ => return,
+        }
+        response.truncate(0);
+    }
+}

@@ -1,0 +1,332 @@
+//! Record building: what names and records an [`Owner`] implies (Kubernetes DNS-Based Service
+//! Discovery 1.1.0, plus what CoreDNS's `kubernetes` plugin answers beyond it).
+//!
+//! This is pure: the model and the configuration in, a sorted list of `(name, records)` out.
+//! The writer diffs it against what the owner published before.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
+
+use smallvec::SmallVec;
+
+use crate::cluster::object::{Endpoint, Port, ServiceKind, Slice};
+use crate::cluster::{Model, ObjKey, Owner};
+use crate::dns::name::{Name, dashed_ip, reverse_name};
+
+/// The schema version `dns-version.<zone>` answers (spec §2.2).
+pub const SCHEMA_VERSION: &str = "1.1.0";
+/// The TTL of `dns-version.<zone>`, as in the spec's example and CoreDNS.
+pub const SCHEMA_VERSION_TTL: u32 = 28800;
+
+/// `--pods`: whether and how `<a-b-c-d>.<ns>.pod.<zone>` is answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum PodMode {
+    /// No Pod names (NXDOMAIN), as CoreDNS's default.
+    #[default]
+    Disabled,
+    /// Any well-formed dashed IP in any namespace answers with that IP, unchecked (CoreDNS
+    /// `pods insecure`, kube-dns's behaviour).
+    Insecure,
+    /// Only IPs of running Pods in that namespace (needs Pods from the source).
+    Verified,
+}
+
+/// `--ptr`: which endpoints get reverse (PTR) records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum PtrMode {
+    /// Every ready endpoint of every Service, one PTR per Service that selects the address
+    /// (CoreDNS; kubernetes/kubernetes#127716 shows users rely on it).
+    #[default]
+    All,
+    /// Only cluster IPs and ready endpoints that have a hostname (spec §2.4.3).
+    HostnameOnly,
+}
+
+/// What record building needs to know.
+#[derive(Clone, Debug)]
+pub struct RecordConfig {
+    /// Served cluster zones, e.g. `cluster.local`. PTR targets use the first.
+    pub zones: Vec<Name>,
+    /// Default TTL.
+    pub ttl: u32,
+    /// TTL of headless Service names, their endpoint names, SRV and PTR.
+    pub ttl_headless: u32,
+    /// TTL of ClusterIP Service names, their SRV and PTR.
+    pub ttl_clusterip: u32,
+    /// TTL of negative answers (the SOA minimum).
+    pub negative_ttl: u32,
+    /// Pod names.
+    pub pods: PodMode,
+    /// Reverse records for endpoints.
+    pub ptr: PtrMode,
+}
+
+impl RecordConfig {
+    /// `cluster.local`, TTL 5, negative TTL 1, CoreDNS defaults otherwise.
+    pub fn default_for(zones: Vec<Name>) -> Self {
+        RecordConfig {
+            zones,
+            ttl: 5,
+            ttl_headless: 5,
+            ttl_clusterip: 5,
+            negative_ttl: 1,
+            pods: PodMode::Disabled,
+            ptr: PtrMode::All,
+        }
+    }
+}
+
+/// One record's data. The derived order sorts records of one type together, which is the order
+/// they are answered in.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Rdata {
+    /// IPv4 address.
+    A(Ipv4Addr),
+    /// IPv6 address.
+    Aaaa(Ipv6Addr),
+    /// Alias.
+    Cname(Name),
+    /// Name server.
+    Ns(Name),
+    /// Reverse pointer.
+    Ptr(Name),
+    /// Service location; priority 0, weight decided when the RRset is built.
+    Srv {
+        /// Port number.
+        port: u16,
+        /// Target host.
+        target: Name,
+    },
+    /// One character string.
+    Txt(Arc<str>),
+}
+
+impl Rdata {
+    /// The address record for an IP.
+    pub fn addr(ip: IpAddr) -> Rdata {
+        match ip {
+            IpAddr::V4(v4) => Rdata::A(v4),
+            IpAddr::V6(v6) => Rdata::Aaaa(v6),
+        }
+    }
+}
+
+/// The records one owner puts at one name. An empty `rdata` still makes the name exist
+/// (an empty non-terminal such as `svc.<zone>`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rrs {
+    /// TTL for all of them.
+    pub ttl: u32,
+    /// Sorted, without duplicates.
+    pub rdata: SmallVec<[Rdata; 1]>,
+}
+
+/// An owner's names, sorted by name, each once.
+pub type OwnerRecords = Vec<(Name, Rrs)>;
+
+#[derive(Default)]
+struct Builder {
+    names: BTreeMap<Name, Rrs>,
+}
+
+impl Builder {
+    fn add(&mut self, name: Name, ttl: u32, rdata: Rdata) {
+        let rrs = self.touch(name, ttl);
+        rrs.rdata.push(rdata);
+    }
+
+    fn touch(&mut self, name: Name, ttl: u32) -> &mut Rrs {
+        let rrs = self.names.entry(name).or_insert_with(|| Rrs {
+            ttl,
+            rdata: SmallVec::new(),
+        });
+        rrs.ttl = rrs.ttl.min(ttl);
+        rrs
+    }
+
+    fn finish(self) -> OwnerRecords {
+        self.names
+            .into_iter()
+            .map(|(name, mut rrs)| {
+                rrs.rdata.sort_unstable();
+                rrs.rdata.dedup();
+                (name, rrs)
+            })
+            .collect()
+    }
+}
+
+/// Computes the records of `owner` from the model.
+pub fn owner_records(owner: &Owner, model: &Model, cfg: &RecordConfig) -> OwnerRecords {
+    let mut b = Builder::default();
+    match owner {
+        Owner::Apex => apex_records(&mut b, cfg),
+        Owner::Namespace(ns) => {
+            if model.has_namespace(ns) {
+                for zone in &cfg.zones {
+                    if let Ok(name) = zone.prepend(&[ns, "svc"]) {
+                        b.touch(name, cfg.ttl);
+                    }
+                }
+            }
+        }
+        Owner::Service(key) => service_records(&mut b, key, model, cfg),
+        Owner::Pod(key) => {
+            if cfg.pods == PodMode::Verified
+                && let Some(pod) = model.pod(key)
+            {
+                for &ip in &pod.ips {
+                    for zone in &cfg.zones {
+                        if let Ok(name) = zone.prepend(&[&dashed_ip(ip), &key.ns, "pod"]) {
+                            b.add(name, cfg.ttl, Rdata::addr(ip));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    b.finish()
+}
+
+/// The fixed names of every zone: NS at the apex, `dns-version` TXT, and the empty
+/// non-terminals `svc.<zone>` and `pod.<zone>` (NODATA, as CoreDNS answers them). The SOA is not
+/// here: its serial changes with every update, so the server writes it per query.
+fn apex_records(b: &mut Builder, cfg: &RecordConfig) {
+    for zone in &cfg.zones {
+        if let Ok(ns) = zone.prepend(&["ns", "dns"]) {
+            b.add(zone.clone(), cfg.ttl, Rdata::Ns(ns));
+        }
+        if let Ok(name) = zone.child("dns-version") {
+            b.add(
+                name,
+                SCHEMA_VERSION_TTL,
+                Rdata::Txt(Arc::from(SCHEMA_VERSION)),
+            );
+        }
+        for label in ["svc", "pod"] {
+            if let Ok(name) = zone.child(label) {
+                b.touch(name, cfg.ttl);
+            }
+        }
+    }
+    if let Some(first) = cfg.zones.first()
+        && let Ok(ns) = first.prepend(&["ns", "dns"])
+    {
+        for reverse in reverse_zones() {
+            b.add(reverse, cfg.ttl, Rdata::Ns(ns.clone()));
+        }
+    }
+}
+
+/// The reverse zones served alongside the cluster zones.
+pub fn reverse_zones() -> [Name; 2] {
+    [
+        Name::from_labels(["in-addr", "arpa"]).expect("static name"),
+        Name::from_labels(["ip6", "arpa"]).expect("static name"),
+    ]
+}
+
+/// The name of an endpoint under its Service: its hostname, else its dashed IP.
+fn endpoint_label(ep: &Endpoint, ip: IpAddr) -> std::borrow::Cow<'_, str> {
+    match &ep.hostname {
+        Some(h) => std::borrow::Cow::Borrowed(h),
+        None => std::borrow::Cow::Owned(dashed_ip(ip)),
+    }
+}
+
+fn srv_name(service: &Name, port: &Port) -> Option<Name> {
+    let name = port.name.as_deref()?;
+    service
+        .prepend(&[&format!("_{name}"), port.protocol.srv_label()])
+        .ok()
+}
+
+fn ready_endpoints<'a>(slices: &[&'a Slice]) -> impl Iterator<Item = (&'a Slice, &'a Endpoint)> {
+    slices
+        .iter()
+        .flat_map(|s| s.endpoints.iter().filter(|e| e.ready).map(move |e| (*s, e)))
+}
+
+fn service_records(b: &mut Builder, key: &ObjKey, model: &Model, cfg: &RecordConfig) {
+    let Some(svc) = model.service(key) else {
+        return;
+    };
+    let slices: Vec<&Slice> = model.slices_of(key).collect();
+    let (headless, ttl) = match &svc.kind {
+        ServiceKind::Headless => (true, cfg.ttl_headless),
+        ServiceKind::ClusterIp(_) => (false, cfg.ttl_clusterip),
+        ServiceKind::ExternalName(_) => (false, cfg.ttl),
+    };
+    let ptr_zone = cfg.zones.first();
+    for (zone_index, zone) in cfg.zones.iter().enumerate() {
+        let Ok(base) = zone.prepend(&[&key.name, &key.ns, "svc"]) else {
+            tracing::warn!(service = %key, "Service name is too long for a DNS name; skipping it");
+            return;
+        };
+        let with_ptr = zone_index == 0 && ptr_zone.is_some();
+
+        match &svc.kind {
+            // Spec §2.5: a CNAME and nothing else, not even endpoint names (CoreDNS skips them).
+            ServiceKind::ExternalName(target) => {
+                b.add(base, ttl, Rdata::Cname(target.clone()));
+                continue;
+            }
+            // Spec §2.3.1–2.3.3: the cluster IPs, SRV per named port targeting the Service name,
+            // PTR for each cluster IP.
+            ServiceKind::ClusterIp(ips) => {
+                for &ip in ips {
+                    b.add(base.clone(), ttl, Rdata::addr(ip));
+                    if with_ptr {
+                        b.add(reverse_name(ip), ttl, Rdata::Ptr(base.clone()));
+                    }
+                }
+                for port in &svc.ports {
+                    if let Some(name) = srv_name(&base, port) {
+                        let srv = Rdata::Srv {
+                            port: port.port,
+                            target: base.clone(),
+                        };
+                        b.add(name, ttl, srv.clone());
+                        b.add(base.clone(), ttl, srv);
+                    }
+                }
+            }
+            ServiceKind::Headless => {}
+        }
+
+        // Spec §2.4.1–2.4.3 for headless Services; CoreDNS also answers endpoint names for
+        // ClusterIP Services. Only ready endpoints count; "ready" is the EndpointSlice
+        // condition, which already honours publishNotReadyAddresses.
+        let endpoint_ttl = cfg.ttl_headless;
+        for (slice, ep) in ready_endpoints(&slices) {
+            for &ip in &ep.addresses {
+                let label = endpoint_label(ep, ip);
+                let Ok(ep_name) = base.child(&label) else {
+                    continue;
+                };
+                b.add(ep_name.clone(), endpoint_ttl, Rdata::addr(ip));
+                if headless {
+                    b.add(base.clone(), ttl, Rdata::addr(ip));
+                    for port in &slice.ports {
+                        if let Some(name) = srv_name(&base, port) {
+                            let srv = Rdata::Srv {
+                                port: port.port,
+                                target: ep_name.clone(),
+                            };
+                            b.add(name, ttl, srv.clone());
+                            b.add(base.clone(), ttl, srv);
+                        }
+                    }
+                }
+                let wants_ptr = match cfg.ptr {
+                    PtrMode::All => true,
+                    PtrMode::HostnameOnly => headless && ep.hostname.is_some(),
+                };
+                if with_ptr && wants_ptr {
+                    b.add(reverse_name(ip), endpoint_ttl, Rdata::Ptr(ep_name));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,353 @@
+//! Ready-to-send answers.
+//!
+//! An [`Answer`] holds the answer and additional sections of a response to one (name, type),
+//! encoded as they will sit in the message: after the 12-byte header and the question, whose
+//! name has the same length as the stored name whatever letter case the client used. So every
+//! offset is known when the record is built, owner names compress to a pointer at the question
+//! (`0xC00C`), and the glue of an SRV answer points at the target inside the SRV record. The
+//! server copies the bytes behind the client's own question; it never re-encodes.
+//!
+//! hickory-proto's encoder is not used here because the server must cut an answer at a record
+//! boundary (truncation keeps as many whole records as fit, RFC 2181 §9) and splice it after
+//! any question of the same length; both need the record offsets, which we record as we write.
+//! Tests decode every kind of answer with hickory-proto to check the encoding.
+
+use std::net::IpAddr;
+
+use crate::dns::name::Name;
+use crate::index::records::Rdata;
+
+/// Record types (RFC 1035 §3.2.2, RFC 3596, RFC 2782, RFC 6891).
+pub mod rtype {
+    /// IPv4 address.
+    pub const A: u16 = 1;
+    /// Name server.
+    pub const NS: u16 = 2;
+    /// Alias.
+    pub const CNAME: u16 = 5;
+    /// Start of authority.
+    pub const SOA: u16 = 6;
+    /// Reverse pointer.
+    pub const PTR: u16 = 12;
+    /// Text.
+    pub const TXT: u16 = 16;
+    /// IPv6 address.
+    pub const AAAA: u16 = 28;
+    /// Service location.
+    pub const SRV: u16 = 33;
+    /// EDNS pseudo-record.
+    pub const OPT: u16 = 41;
+    /// Incremental zone transfer.
+    pub const IXFR: u16 = 251;
+    /// Zone transfer.
+    pub const AXFR: u16 = 252;
+    /// Any type (RFC 8482 minimal answers).
+    pub const ANY: u16 = 255;
+}
+
+/// Class IN.
+pub const CLASS_IN: u16 = 1;
+
+/// The largest DNS message (a TCP length prefix is 16 bits).
+pub const MAX_MESSAGE: usize = 65535;
+/// Bytes an OPT record without options takes.
+pub const OPT_LEN: usize = 11;
+
+/// A pre-encoded RRset (plus glue), ready to follow a question of a known length.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Answer {
+    /// How many of the records are in the answer section; the rest are additional.
+    pub ancount: u16,
+    /// False when the RRset did not fit in the largest message and was cut: the server then sets
+    /// TC even over TCP.
+    pub complete: bool,
+    /// The records, answer section first.
+    pub bytes: Box<[u8]>,
+    /// The end offset of each record within `bytes`, in order.
+    pub ends: Box<[u16]>,
+}
+
+impl Answer {
+    /// How many whole records fit in `room` bytes, and the byte length they take.
+    pub fn fit(&self, room: usize) -> (usize, usize) {
+        let n = self.ends.partition_point(|&end| end as usize <= room);
+        let len = if n == 0 { 0 } else { self.ends[n - 1] as usize };
+        (n, len)
+    }
+}
+
+/// Everything a name answers, as the query path reads it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NameEntry {
+    /// Index of the zone the name belongs to (for the SOA of negative answers).
+    pub zone: u8,
+    /// Whether this is a zone apex, whose SOA is written per query.
+    pub apex: bool,
+    /// A CNAME answers every type.
+    pub cname: Option<Answer>,
+    /// One answer per type present, sorted by type. Empty for an empty non-terminal: the name
+    /// exists, every type is NODATA.
+    pub rrsets: Box<[(u16, Answer)]>,
+}
+
+impl NameEntry {
+    /// The stored answer for `qtype`, if the name has records of that type.
+    pub fn rrset(&self, qtype: u16) -> Option<&Answer> {
+        self.rrsets
+            .iter()
+            .find(|(t, _)| *t == qtype)
+            .map(|(_, a)| a)
+    }
+}
+
+/// Address glue for an SRV target.
+pub struct Glue<'a> {
+    /// The target name.
+    pub target: &'a Name,
+    /// TTL of its address records.
+    pub ttl: u32,
+    /// Its addresses.
+    pub addrs: Vec<IpAddr>,
+}
+
+struct Encoder {
+    /// Absolute offset in the message at which `bytes` starts.
+    base: usize,
+    qname: Name,
+    bytes: Vec<u8>,
+    ends: Vec<u16>,
+    /// Room left for records before the message would exceed [`MAX_MESSAGE`].
+    room: usize,
+    complete: bool,
+}
+
+impl Encoder {
+    fn new(qname: &Name) -> Encoder {
+        let base = 12 + qname.as_wire().len() + 4;
+        Encoder {
+            base,
+            qname: qname.clone(),
+            bytes: Vec::new(),
+            ends: Vec::new(),
+            room: MAX_MESSAGE - base - OPT_LEN,
+            complete: true,
+        }
+    }
+
+    /// Appends one record whose owner is the question name; `rdata` writes the RDATA and may
+    /// note offsets. Returns false (and writes nothing) once the message is full.
+    fn record(
+        &mut self,
+        owner: Owner,
+        rtype: u16,
+        ttl: u32,
+        rdata: impl FnOnce(&mut Encoder),
+    ) -> bool {
+        if !self.complete {
+            return false;
+        }
+        let start = self.bytes.len();
+        match owner {
+            Owner::Question => self.bytes.extend_from_slice(&[0xC0, 0x0C]),
+            Owner::Pointer(at) => self.bytes.extend_from_slice(&(0xC000 | at).to_be_bytes()),
+            Owner::Name(name) => self.name_compressed(&name),
+        }
+        self.bytes.extend_from_slice(&rtype.to_be_bytes());
+        self.bytes.extend_from_slice(&CLASS_IN.to_be_bytes());
+        self.bytes.extend_from_slice(&ttl.to_be_bytes());
+        let len_at = self.bytes.len();
+        self.bytes.extend_from_slice(&[0, 0]);
+        rdata(self);
+        let rdlen = self.bytes.len() - len_at - 2;
+        self.bytes[len_at..len_at + 2].copy_from_slice(&(rdlen as u16).to_be_bytes());
+        if self.bytes.len() > self.room {
+            self.bytes.truncate(start);
+            self.complete = false;
+            return false;
+        }
+        self.ends.push(self.bytes.len() as u16);
+        true
+    }
+
+    /// Writes `name`, compressing its longest suffix that is also a suffix of the question name
+    /// (allowed for owner names and for NS/CNAME/PTR targets, RFC 1035 §4.1.4).
+    fn name_compressed(&mut self, name: &Name) {
+        let qwire = self.qname.as_wire();
+        let mut rest = name.as_wire();
+        loop {
+            if rest.len() > 1 && rest.len() <= qwire.len() {
+                let at = qwire.len() - rest.len();
+                if &qwire[at..] == rest && is_label_start(qwire, at) {
+                    self.bytes
+                        .extend_from_slice(&(0xC000 | (12 + at) as u16).to_be_bytes());
+                    return;
+                }
+            }
+            let len = rest[0] as usize;
+            if len == 0 {
+                self.bytes.push(0);
+                return;
+            }
+            self.bytes.extend_from_slice(&rest[..1 + len]);
+            rest = &rest[1 + len..];
+        }
+    }
+
+    fn finish(self, ancount: usize) -> Answer {
+        let ancount = ancount.min(self.ends.len());
+        Answer {
+            ancount: ancount as u16,
+            complete: self.complete,
+            bytes: self.bytes.into_boxed_slice(),
+            ends: self.ends.into_boxed_slice(),
+        }
+    }
+}
+
+enum Owner {
+    Question,
+    Pointer(u16),
+    Name(Name),
+}
+
+fn is_label_start(wire: &[u8], at: usize) -> bool {
+    let mut i = 0;
+    while i < at {
+        i += 1 + wire[i] as usize;
+    }
+    i == at
+}
+
+/// The record type of an rdata.
+pub fn rdata_type(rdata: &Rdata) -> u16 {
+    match rdata {
+        Rdata::A(_) => rtype::A,
+        Rdata::Aaaa(_) => rtype::AAAA,
+        Rdata::Cname(_) => rtype::CNAME,
+        Rdata::Ns(_) => rtype::NS,
+        Rdata::Ptr(_) => rtype::PTR,
+        Rdata::Srv { .. } => rtype::SRV,
+        Rdata::Txt(_) => rtype::TXT,
+    }
+}
+
+/// Encodes one RRset (all `rdata` of one type) at `qname`. SRV answers carry the addresses of
+/// their targets (from `glue`) in the additional section, each pointing at its target name
+/// inside the SRV record.
+pub fn encode_rrset(qname: &Name, ttl: u32, rdata: &[&Rdata], glue: &[Glue<'_>]) -> Answer {
+    let mut enc = Encoder::new(qname);
+    // Kubernetes DNS spec §2.3.2/§2.4.2 and CoreDNS: priority 0, weight ⌊100/N⌋, at least 1.
+    let weight = (100 / rdata.len().max(1)).max(1) as u16;
+    let mut targets: Vec<(&Name, u16)> = Vec::new();
+    for rd in rdata {
+        let rtype = rdata_type(rd);
+        let written = enc.record(Owner::Question, rtype, ttl, |e| match rd {
+            Rdata::A(v4) => e.bytes.extend_from_slice(&v4.octets()),
+            Rdata::Aaaa(v6) => e.bytes.extend_from_slice(&v6.octets()),
+            Rdata::Cname(n) | Rdata::Ns(n) | Rdata::Ptr(n) => e.name_compressed(n),
+            Rdata::Srv { port, target } => {
+                e.bytes.extend_from_slice(&0u16.to_be_bytes());
+                e.bytes.extend_from_slice(&weight.to_be_bytes());
+                e.bytes.extend_from_slice(&port.to_be_bytes());
+                // RFC 2782: the target is not compressed; remember where it is for the glue.
+                let at = e.base + e.bytes.len();
+                if at < 0x4000 && !targets.iter().any(|(t, _)| *t == target) {
+                    targets.push((target, at as u16));
+                }
+                e.bytes.extend_from_slice(target.as_wire());
+            }
+            Rdata::Txt(text) => {
+                for chunk in text.as_bytes().chunks(255) {
+                    e.bytes.push(chunk.len() as u8);
+                    e.bytes.extend_from_slice(chunk);
+                }
+            }
+        });
+        if !written {
+            break;
+        }
+    }
+    let ancount = enc.ends.len();
+    for g in glue {
+        let owner = match targets.iter().find(|(t, _)| *t == g.target) {
+            Some(&(_, at)) => Owner::Pointer(at),
+            None => Owner::Name(g.target.clone()),
+        };
+        for &ip in &g.addrs {
+            let owner = match &owner {
+                Owner::Pointer(at) => Owner::Pointer(*at),
+                _ => Owner::Name(g.target.clone()),
+            };
+            let rtype = if ip.is_ipv4() { rtype::A } else { rtype::AAAA };
+            let written = enc.record(owner, rtype, g.ttl, |e| match ip {
+                IpAddr::V4(v4) => e.bytes.extend_from_slice(&v4.octets()),
+                IpAddr::V6(v6) => e.bytes.extend_from_slice(&v6.octets()),
+            });
+            if !written {
+                // Glue is optional: a full message keeps its answers complete.
+                enc.complete = true;
+                return enc.finish(ancount);
+            }
+        }
+    }
+    enc.finish(ancount)
+}
+
+/// Appends the SOA record of a zone: `owner` is a compression pointer to the zone name in the
+/// message; `names` is the pre-encoded MNAME and RNAME. Returns false if it does not fit.
+pub fn write_soa(
+    out: &mut [u8],
+    at: &mut usize,
+    owner: u16,
+    ttl: u32,
+    names: &[u8],
+    serial: u32,
+    minimum: u32,
+) -> bool {
+    let len = 2 + 10 + names.len() + 20;
+    let Some(dst) = out.get_mut(*at..*at + len) else {
+        return false;
+    };
+    dst[0..2].copy_from_slice(&(0xC000 | owner).to_be_bytes());
+    dst[2..4].copy_from_slice(&rtype::SOA.to_be_bytes());
+    dst[4..6].copy_from_slice(&CLASS_IN.to_be_bytes());
+    dst[6..10].copy_from_slice(&ttl.to_be_bytes());
+    dst[10..12].copy_from_slice(&((names.len() + 20) as u16).to_be_bytes());
+    let mut i = 12;
+    dst[i..i + names.len()].copy_from_slice(names);
+    i += names.len();
+    // Serial, then CoreDNS's refresh 7200, retry 1800, expire 86400, and the negative TTL.
+    for v in [serial, 7200, 1800, 86400, minimum] {
+        dst[i..i + 4].copy_from_slice(&v.to_be_bytes());
+        i += 4;
+    }
+    *at += len;
+    true
+}
+
+/// Appends an address record owned by the question name (for synthesized Pod names).
+pub fn write_addr(out: &mut [u8], at: &mut usize, ttl: u32, ip: IpAddr) -> bool {
+    let (v4, v6);
+    let (rtype, data): (u16, &[u8]) = match ip {
+        IpAddr::V4(ip) => {
+            v4 = ip.octets();
+            (rtype::A, &v4)
+        }
+        IpAddr::V6(ip) => {
+            v6 = ip.octets();
+            (rtype::AAAA, &v6)
+        }
+    };
+    let len = 12 + data.len();
+    let Some(dst) = out.get_mut(*at..*at + len) else {
+        return false;
+    };
+    dst[0..2].copy_from_slice(&[0xC0, 0x0C]);
+    dst[2..4].copy_from_slice(&rtype.to_be_bytes());
+    dst[4..6].copy_from_slice(&CLASS_IN.to_be_bytes());
+    dst[6..10].copy_from_slice(&ttl.to_be_bytes());
+    dst[10..12].copy_from_slice(&(data.len() as u16).to_be_bytes());
+    dst[12..].copy_from_slice(data);
+    *at += len;
+    true
+}

@@ -1,0 +1,446 @@
+//! The file source: Kubernetes YAML manifests on disk.
+//!
+//! Reads what `kubectl get svc,endpointslices,pods,namespaces -A -o yaml` writes, or hand-written
+//! manifests: multi-document YAML (or JSON), `kind: List`, a single file or a directory of
+//! `*.yaml`/`*.yml`/`*.json` files (not recursive, hidden files skipped, as `kubectl apply -f DIR`).
+//! Namespace, Service, EndpointSlice (`discovery.k8s.io/v1`) and Pod are read; other kinds are
+//! ignored.
+//!
+//! Changes are found by polling file metadata (size, mtime, inode), which also sees
+//! rename-into-place and ConfigMap symlink swaps that inotify-based watchers miss. A changed file
+//! is read only once it has settled: its metadata unchanged for the settle time, because tools
+//! rewrite files in place (truncate, then write in pieces) and a half-written YAML file can parse.
+//! A file that fails to parse is reported with its path and document number and its last good
+//! objects keep serving. Every successful re-read is sent as a relist, which the model turns into
+//! the difference.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use k8s_openapi::api::core::v1 as core;
+use k8s_openapi::api::discovery::v1 as discovery;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::{Event, Scope};
+use crate::cluster::object::{self, Kind, Object, ProjectError};
+
+/// Why manifests could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The file or directory could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The path.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A document is not valid YAML.
+    #[error("{path}: document {document}: {source}")]
+    Yaml {
+        /// The file.
+        path: PathBuf,
+        /// 1-based document number within the file.
+        document: usize,
+        /// The parser's error, with line and column.
+        #[source]
+        source: serde_yaml::Error,
+    },
+    /// A directory holds no manifest files.
+    #[error("{0}: no *.yaml, *.yml or *.json files")]
+    Empty(PathBuf),
+}
+
+/// Result type of this module.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// How the file source watches.
+#[derive(Clone, Debug)]
+pub struct FileOptions {
+    /// How often file metadata is checked.
+    pub poll_interval: Duration,
+    /// How long a changed file must stay unchanged before it is read.
+    pub settle: Duration,
+}
+
+impl Default for FileOptions {
+    fn default() -> Self {
+        FileOptions {
+            poll_interval: Duration::from_millis(250),
+            settle: Duration::from_millis(300),
+        }
+    }
+}
+
+/// Identity and version of a file as metadata shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Fingerprint {
+    len: u64,
+    modified: Option<SystemTime>,
+    inode: u64,
+}
+
+fn fingerprint(path: &Path) -> std::io::Result<Fingerprint> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path)?;
+    Ok(Fingerprint {
+        len: meta.len(),
+        modified: meta.modified().ok(),
+        inode: meta.ino(),
+    })
+}
+
+/// The manifest files a path names.
+fn manifest_files(path: &Path) -> Result<Vec<PathBuf>> {
+    let meta = std::fs::metadata(path).map_err(|source| Error::Read {
+        path: path.into(),
+        source,
+    })?;
+    if !meta.is_dir() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let entries = std::fs::read_dir(path).map_err(|source| Error::Read {
+        path: path.into(),
+        source,
+    })?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            !name.starts_with('.')
+                && matches!(
+                    p.extension().and_then(|e| e.to_str()),
+                    Some("yaml" | "yml" | "json")
+                )
+                && p.is_file()
+        })
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// Parses every document of a manifest file. A YAML error fails the whole file; an object that
+/// cannot be used is skipped with a warning naming it.
+pub fn parse_manifests(text: &str, path: &Path) -> Result<Vec<Object>> {
+    let mut objects = Vec::new();
+    for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        let document = i + 1;
+        let value = serde_yaml::Value::deserialize(doc).map_err(|source| Error::Yaml {
+            path: path.into(),
+            document,
+            source,
+        })?;
+        collect(value, path, document, &mut objects);
+    }
+    Ok(objects)
+}
+
+fn collect(value: serde_yaml::Value, path: &Path, document: usize, out: &mut Vec<Object>) {
+    if value.is_null() {
+        return;
+    }
+    let kind = value
+        .get("kind")
+        .and_then(|k| k.as_str())
+        .unwrap_or_default()
+        .to_string();
+    let api_version = value
+        .get("apiVersion")
+        .and_then(|k| k.as_str())
+        .unwrap_or_default()
+        .to_string();
+    let name = || {
+        let meta = value.get("metadata");
+        let ns = meta
+            .and_then(|m| m.get("namespace"))
+            .and_then(|n| n.as_str());
+        let name = meta
+            .and_then(|m| m.get("name"))
+            .and_then(|n| n.as_str())
+            .unwrap_or("<unnamed>");
+        match ns {
+            Some(ns) => format!("{kind} {ns}/{name}"),
+            None => format!("{kind} {name}"),
+        }
+    };
+    let where_ = format!("{}: document {document}", path.display());
+    let projected: std::result::Result<Object, String> = match (api_version.as_str(), kind.as_str())
+    {
+        (_, k) if k == "List" || (k.ends_with("List") && value.get("items").is_some()) => {
+            if let Some(serde_yaml::Value::Sequence(items)) = value.get("items").cloned() {
+                for item in items {
+                    collect(item, path, document, out);
+                }
+            }
+            return;
+        }
+        ("v1", "Service") => typed::<core::Service>(&value)
+            .and_then(|s| proj(object::project_service(&s)))
+            .map(Object::Service),
+        ("discovery.k8s.io/v1", "EndpointSlice") => typed::<discovery::EndpointSlice>(&value)
+            .and_then(|s| proj(object::project_slice(&s)))
+            .map(Object::Slice),
+        ("v1", "Pod") => typed::<core::Pod>(&value)
+            .and_then(|p| proj(object::project_pod(&p)))
+            .map(Object::Pod),
+        ("v1", "Namespace") => typed::<core::Namespace>(&value)
+            .and_then(|n| proj(object::project_namespace(&n)))
+            .map(Object::Namespace),
+        (_, "Service" | "EndpointSlice" | "Pod" | "Namespace") => {
+            tracing::warn!(object = %name(), %api_version, at = %where_, "skipping object of an unsupported apiVersion");
+            return;
+        }
+        _ => {
+            tracing::debug!(object = %name(), at = %where_, "ignoring kind");
+            return;
+        }
+    };
+    match projected {
+        Ok(obj) => out.push(obj),
+        Err(reason) => tracing::warn!(object = %name(), at = %where_, %reason, "skipping object"),
+    }
+}
+
+fn typed<T: DeserializeOwned>(value: &serde_yaml::Value) -> std::result::Result<T, String> {
+    serde_yaml::from_value(value.clone()).map_err(|e| e.to_string())
+}
+
+fn proj<T>(r: std::result::Result<T, ProjectError>) -> std::result::Result<T, String> {
+    r.map_err(|e| e.reason)
+}
+
+/// What was last read from each file.
+struct FileState {
+    fingerprint: Fingerprint,
+    objects: Vec<Object>,
+}
+
+/// Reads manifests from a path and keeps them in sync.
+pub struct FileSource {
+    path: PathBuf,
+    opts: FileOptions,
+    files: BTreeMap<PathBuf, FileState>,
+}
+
+impl FileSource {
+    /// Reads every manifest under `path`. Fails on any unreadable or unparsable file: at start
+    /// there is no last good state to keep serving.
+    pub fn load(path: &Path, opts: FileOptions) -> Result<FileSource> {
+        let mut source = FileSource {
+            path: path.to_path_buf(),
+            opts,
+            files: BTreeMap::new(),
+        };
+        let files = manifest_files(path)?;
+        if files.is_empty() {
+            return Err(Error::Empty(path.into()));
+        }
+        for file in files {
+            let (fingerprint, objects) = read_file(&file)?;
+            source.files.insert(
+                file,
+                FileState {
+                    fingerprint,
+                    objects,
+                },
+            );
+        }
+        Ok(source)
+    }
+
+    /// The current objects of every file, as one relist.
+    pub fn relist_events(&self) -> impl Iterator<Item = Event> + '_ {
+        let starts = Kind::ALL
+            .into_iter()
+            .map(|k| Event::RelistStart(Scope::all(k)));
+        let applies = self
+            .files
+            .values()
+            .flat_map(|f| f.objects.iter().cloned().map(Event::Apply));
+        let dones = Kind::ALL
+            .into_iter()
+            .map(|k| Event::RelistDone(Scope::all(k)));
+        starts.chain(applies).chain(dones)
+    }
+
+    /// How many objects are loaded.
+    pub fn object_count(&self) -> usize {
+        self.files.values().map(|f| f.objects.len()).sum()
+    }
+
+    /// Sends the initial state, then re-reads on change until cancelled.
+    pub async fn run(mut self, tx: mpsc::Sender<Event>, cancel: CancellationToken) {
+        for ev in self.relist_events().chain(std::iter::once(Event::Synced)) {
+            if tx.send(ev).await.is_err() {
+                return;
+            }
+        }
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(self.opts.poll_interval) => {}
+                _ = cancel.cancelled() => return,
+            }
+            if !self.changed() {
+                continue;
+            }
+            if !self.settle(&cancel).await {
+                return;
+            }
+            if self.reread() {
+                for ev in self.relist_events() {
+                    if tx.send(ev).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The current set of files and their fingerprints (files that vanish mid-scan are left out).
+    fn scan(&self) -> BTreeMap<PathBuf, Fingerprint> {
+        let Ok(files) = manifest_files(&self.path) else {
+            return BTreeMap::new();
+        };
+        files
+            .into_iter()
+            .filter_map(|f| Some((f.clone(), fingerprint(&f).ok()?)))
+            .collect()
+    }
+
+    fn changed(&self) -> bool {
+        let now = self.scan();
+        now.len() != self.files.len()
+            || now
+                .iter()
+                .any(|(p, fp)| self.files.get(p).is_none_or(|s| s.fingerprint != *fp))
+    }
+
+    /// Waits until the files stop changing for the settle time. Returns false if cancelled.
+    async fn settle(&self, cancel: &CancellationToken) -> bool {
+        let mut before = self.scan();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(self.opts.settle) => {}
+                _ = cancel.cancelled() => return false,
+            }
+            let after = self.scan();
+            if after == before {
+                return true;
+            }
+            before = after;
+        }
+    }
+
+    /// Re-reads changed files. Returns whether the set of objects may have changed.
+    fn reread(&mut self) -> bool {
+        let current = self.scan();
+        let mut changed = false;
+        if current.is_empty() && !self.path.is_dir() {
+            tracing::warn!(path = %self.path.display(), "manifest file is missing; keeping the last good state");
+            return false;
+        }
+        let gone: Vec<PathBuf> = self
+            .files
+            .keys()
+            .filter(|p| !current.contains_key(*p))
+            .cloned()
+            .collect();
+        for path in gone {
+            tracing::info!(path = %path.display(), "manifest file removed; its objects are deleted");
+            self.files.remove(&path);
+            changed = true;
+        }
+        for (path, fp) in current {
+            if self.files.get(&path).is_some_and(|s| s.fingerprint == fp) {
+                continue;
+            }
+            match read_file(&path) {
+                Ok((fingerprint, objects)) => {
+                    tracing::info!(path = %path.display(), objects = objects.len(), "manifest file re-read");
+                    self.files.insert(
+                        path,
+                        FileState {
+                            fingerprint,
+                            objects,
+                        },
+                    );
+                    changed = true;
+                }
+                Err(error) => {
+                    tracing::error!(%error, "manifest file not applied; its last good state keeps serving");
+                    // Remember the fingerprint so the same broken version is reported once.
+                    match self.files.get_mut(&path) {
+                        Some(state) => state.fingerprint = fp,
+                        None => {
+                            self.files.insert(
+                                path,
+                                FileState {
+                                    fingerprint: fp,
+                                    objects: Vec::new(),
+                                },
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        changed
+    }
+}
+
+fn read_file(path: &Path) -> Result<(Fingerprint, Vec<Object>)> {
+    let read_err = |source| Error::Read {
+        path: path.into(),
+        source,
+    };
+    let fingerprint = fingerprint(path).map_err(read_err)?;
+    let text = std::fs::read_to_string(path).map_err(read_err)?;
+    let objects = parse_manifests(&text, path)?;
+    Ok((fingerprint, objects))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists_and_documents() {
+        let text = r#"
+apiVersion: v1
+kind: List
+items:
+- apiVersion: v1
+  kind: Service
+  metadata: {name: a, namespace: ns-0}
+  spec: {clusterIP: 10.0.0.1}
+- apiVersion: apps/v1
+  kind: Deployment
+  metadata: {name: ignored}
+---
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: ns-0}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: bad, namespace: ns-0}
+spec: {clusterIP: 300.1.1.1}
+"#;
+        let objects = parse_manifests(text, Path::new("x.yaml")).unwrap();
+        assert_eq!(objects.len(), 2, "{objects:?}");
+    }
+
+    #[test]
+    fn yaml_errors_name_the_document() {
+        let text = "apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n---\nkind: [unclosed\n";
+        let err = parse_manifests(text, Path::new("dir/x.yaml")).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.starts_with("dir/x.yaml: document 2:"), "{msg}");
+    }
+}

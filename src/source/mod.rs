@@ -1,0 +1,54 @@
+//! Sources turn the outside world into one ordered stream of [`Event`]s.
+//!
+//! ```text
+//!  YAML files ──poll, settle, parse──▶ source::file ─┐
+//!                                                    ├─▶ mpsc<Event> ─▶ writer (Model → Index)
+//!  Kubernetes API ──list/watch────▶ source::kube ────┘
+//! ```
+//!
+//! A full list (initial sync, a `410 Gone` relist, a re-read file) is framed by
+//! [`Event::RelistStart`] and [`Event::RelistDone`] with the objects applied one by one in
+//! between: the model replaces what changed and deletes, at the end, what the list no longer
+//! contains. Nothing is cleared and refilled, so unchanged names never disappear, and no second
+//! copy of the cluster is ever held.
+
+pub mod file;
+
+use std::sync::Arc;
+
+use crate::cluster::{Kind, Object, ObjectRef};
+
+/// Which objects a relist covers: one kind, in one namespace or cluster-wide.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Scope {
+    /// The kind being listed.
+    pub kind: Kind,
+    /// `None` for a cluster-wide list.
+    pub namespace: Option<Arc<str>>,
+}
+
+impl Scope {
+    /// A cluster-wide scope for `kind`.
+    pub fn all(kind: Kind) -> Scope {
+        Scope {
+            kind,
+            namespace: None,
+        }
+    }
+}
+
+/// One change, in the order the source observed it.
+#[derive(Clone, Debug)]
+pub enum Event {
+    /// An object was created or updated (or re-listed).
+    Apply(Object),
+    /// An object was deleted. Deletions that happen while a source is disconnected arrive as
+    /// the absence of the object from the next relist instead.
+    Delete(ObjectRef),
+    /// A full list of the scope begins.
+    RelistStart(Scope),
+    /// The full list of the scope is complete; what it did not contain is deleted.
+    RelistDone(Scope),
+    /// Every kind the source watches has been listed completely once: the index may answer.
+    Synced,
+}
