@@ -190,6 +190,15 @@ impl Config {
     }
 }
 
+impl Config {
+    /// The file source's options, when the source is files.
+    pub fn file_options_mut(&mut self) -> Option<&mut FileOptions> {
+        match &mut self.source {
+            SourceConfig::File { opts, .. } => Some(opts),
+        }
+    }
+}
+
 impl ServeArgs {
     /// Validates the flags.
     pub fn to_config(&self) -> Result<Config, Error> {

@@ -148,6 +148,15 @@ impl Index {
         self.names.is_empty()
     }
 
+    /// A copy of every published name and entry, sorted by name (for dumps and tests; it clones
+    /// the whole index).
+    pub fn snapshot(&self) -> std::collections::BTreeMap<Name, NameEntry> {
+        self.names
+            .iter()
+            .map(|e| (e.key().clone(), e.value().clone()))
+            .collect()
+    }
+
     fn publish(&self, name: Name, entry: NameEntry) {
         self.names.insert(name, entry);
     }

@@ -301,10 +301,4 @@ impl Writer {
     pub fn sizes(&self) -> (usize, usize) {
         (self.nodes.len(), self.owners.len())
     }
-
-    /// Whether `name` is published with records (test helper).
-    #[cfg(test)]
-    pub(crate) fn has_node(&self, name: &Name) -> bool {
-        self.nodes.contains_key(name)
-    }
 }

@@ -1,0 +1,403 @@
+//! Protocol behaviour over real UDP and TCP sockets: EDNS, truncation, TCP framing and limits,
+//! and every kind of bad input.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use headless_dns::dns::{Responder, Transport};
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::{DNSClass, Name, RecordType};
+use support::dns::{addresses, ask, query_message, rcode, tcp, tcp_raw, udp, udp_raw};
+use support::server::TestServer;
+
+const FIXTURE: &str = include_str!("fixtures/records.yaml");
+
+/// A headless Service `big` in `ns-0` with `n` ready endpoints `big-<i>`, one named port.
+fn big_service(n: usize) -> String {
+    let mut yaml = String::from(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: big, namespace: ns-0}\nspec: {clusterIP: None, ports: [{name: web, port: 80}]}\n---\n\
+         apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: big-1, namespace: ns-0, labels: {kubernetes.io/service-name: big}}\n\
+         addressType: IPv4\nports: [{name: web, port: 80}]\nendpoints:\n",
+    );
+    for i in 0..n {
+        yaml.push_str(&format!(
+            "- {{addresses: [10.1.{}.{}], hostname: big-{i}}}\n",
+            i / 250,
+            i % 250 + 1
+        ));
+    }
+    yaml
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn edns_is_answered_with_opt_and_our_size() {
+    let server = TestServer::start(FIXTURE).await;
+    let resp = udp(
+        server.addr,
+        &query_message(
+            "web-0.nginx.ns-0.svc.cluster.local.",
+            RecordType::A,
+            Some(4096),
+        ),
+    );
+    let edns = resp.edns.as_ref().expect("OPT in the response");
+    assert_eq!(edns.max_payload(), 1232);
+    assert_eq!(edns.version(), 0);
+    let plain = ask(
+        server.addr,
+        "web-0.nginx.ns-0.svc.cluster.local.",
+        RecordType::A,
+    );
+    assert!(plain.edns.is_none(), "no OPT without EDNS in the query");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn large_answers_truncate_over_udp_with_whole_records_and_complete_over_tcp() {
+    let server = TestServer::start(&big_service(300)).await;
+    let name = "big.ns-0.svc.cluster.local.";
+
+    // No EDNS: 512 bytes. musl has no TCP fallback, so the truncated answer still carries
+    // as many whole records as fit.
+    let raw = udp_raw(
+        server.addr,
+        &query_message(name, RecordType::A, None).to_vec().unwrap(),
+        Duration::from_secs(3),
+    )
+    .unwrap();
+    assert!(raw.len() <= 512, "{} bytes", raw.len());
+    let resp = Message::from_vec(&raw).unwrap();
+    assert!(resp.metadata.truncation);
+    assert!(
+        resp.answers.len() >= 25,
+        "{} records fit in 512 bytes",
+        resp.answers.len()
+    );
+
+    // EDNS 1232.
+    let raw = udp_raw(
+        server.addr,
+        &query_message(name, RecordType::A, Some(1232))
+            .to_vec()
+            .unwrap(),
+        Duration::from_secs(3),
+    )
+    .unwrap();
+    assert!(raw.len() <= 1232);
+    let resp = Message::from_vec(&raw).unwrap();
+    assert!(resp.metadata.truncation);
+    assert!(resp.answers.len() >= 70, "{}", resp.answers.len());
+    assert!(resp.edns.is_some(), "the OPT survives truncation");
+
+    // A client offering more than --max-udp-size still gets at most 1232 bytes.
+    let raw = udp_raw(
+        server.addr,
+        &query_message(name, RecordType::A, Some(65000))
+            .to_vec()
+            .unwrap(),
+        Duration::from_secs(3),
+    )
+    .unwrap();
+    assert!(raw.len() <= 1232);
+
+    // TCP: all 300.
+    let resp = tcp(server.addr, &query_message(name, RecordType::A, None));
+    assert!(!resp.metadata.truncation);
+    let mut got = addresses(&resp);
+    got.sort();
+    got.dedup();
+    assert_eq!(got.len(), 300);
+
+    // SRV over TCP: 300 targets with weight ⌊100/300⌋ → 1, and all glue.
+    let resp = tcp(
+        server.addr,
+        &query_message(
+            "_web._tcp.big.ns-0.svc.cluster.local.",
+            RecordType::SRV,
+            Some(1232),
+        ),
+    );
+    assert!(!resp.metadata.truncation);
+    assert_eq!(resp.answers.len(), 300);
+    assert_eq!(resp.additionals.len(), 300);
+    let hickory_proto::rr::RData::SRV(srv) = &resp.answers[0].data else {
+        panic!()
+    };
+    assert_eq!(srv.weight, 1);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tcp_carries_several_queries_per_connection() {
+    let server = TestServer::start(FIXTURE).await;
+    let names = [
+        "web-0.nginx.ns-0.svc.cluster.local.",
+        "web-1.nginx.ns-0.svc.cluster.local.",
+        "api.ns-0.svc.cluster.local.",
+    ];
+    let msgs: Vec<Message> = names
+        .iter()
+        .map(|n| query_message(n, RecordType::A, None))
+        .collect();
+    let responses = tcp_raw(
+        server.addr,
+        &msgs.iter().map(|m| m.to_vec().unwrap()).collect::<Vec<_>>(),
+    );
+    let got: Vec<Vec<String>> = responses
+        .iter()
+        .map(|r| addresses(&Message::from_vec(r).unwrap()))
+        .collect();
+    assert_eq!(
+        got,
+        [vec!["10.244.1.5"], vec!["10.244.2.7"], vec!["10.96.0.20"]]
+    );
+    server.stop().await;
+}
+
+fn raw_header(id: u16, flags: u16, qd: u16, an: u16, ns: u16, ar: u16) -> Vec<u8> {
+    [id, flags, qd, an, ns, ar]
+        .iter()
+        .flat_map(|v| v.to_be_bytes())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_input_gets_the_right_error_and_never_stalls_the_server() {
+    let server = TestServer::start(FIXTURE).await;
+    let short = Duration::from_millis(300);
+    let question = query_message("web-0.nginx.ns-0.svc.cluster.local.", RecordType::A, None)
+        .to_vec()
+        .unwrap()[12..]
+        .to_vec();
+
+    // Not even a header: dropped.
+    assert_eq!(udp_raw(server.addr, &[1, 2, 3, 4, 5], short), None);
+    // A response (QR=1) is never answered: no reflection loops.
+    let mut response = raw_header(7, 0x8000, 1, 0, 0, 0);
+    response.extend_from_slice(&question);
+    assert_eq!(udp_raw(server.addr, &response, short), None);
+
+    let rcode_of = |packet: &[u8]| {
+        let raw = udp_raw(server.addr, packet, Duration::from_secs(2)).expect("an answer");
+        let msg = Message::from_vec(&raw).unwrap();
+        (msg.metadata.id, msg.metadata.response_code)
+    };
+    // QDCOUNT 0 and 2: FORMERR.
+    assert_eq!(
+        rcode_of(&raw_header(8, 0x0100, 0, 0, 0, 0)),
+        (8, ResponseCode::FormErr)
+    );
+    let mut two = raw_header(9, 0x0100, 2, 0, 0, 0);
+    two.extend_from_slice(&question);
+    two.extend_from_slice(&question);
+    assert_eq!(rcode_of(&two), (9, ResponseCode::FormErr));
+    // Header plus garbage: FORMERR.
+    let mut garbage = raw_header(10, 0, 1, 0, 0, 0);
+    garbage.extend_from_slice(&[0xff; 9]);
+    assert_eq!(rcode_of(&garbage), (10, ResponseCode::FormErr));
+    // A compression loop in the question: FORMERR, not a hang.
+    let mut looped = raw_header(11, 0, 1, 0, 0, 0);
+    looped.extend_from_slice(&[0xC0, 12, 0, 1, 0, 1]);
+    assert_eq!(rcode_of(&looped), (11, ResponseCode::FormErr));
+    // Opcodes other than QUERY: NOTIMP.
+    for opcode in [1u16, 2, 4, 5, 15] {
+        let mut p = raw_header(12, opcode << 11, 1, 0, 0, 0);
+        p.extend_from_slice(&question);
+        assert_eq!(rcode_of(&p), (12, ResponseCode::NotImp), "opcode {opcode}");
+    }
+
+    // EDNS version 1: BADVERS with an OPT of version 0.
+    let mut msg = query_message("web-0.nginx.ns-0.svc.cluster.local.", RecordType::A, None);
+    let mut edns = Edns::new();
+    edns.set_version(1);
+    msg.set_edns(edns);
+    let resp = udp(server.addr, &msg);
+    // Extended RCODE 16 (BADVERS; hickory names the shared value BADSIG too).
+    assert_eq!(u16::from(rcode(&resp)), 16);
+    assert_eq!(resp.edns.as_ref().map(|e| e.version()), Some(0));
+
+    // Class CHAOS: REFUSED.
+    let mut msg = Message::new(13, MessageType::Query, OpCode::Query);
+    let mut q = Query::query(
+        Name::from_ascii("web-0.nginx.ns-0.svc.cluster.local.").unwrap(),
+        RecordType::A,
+    );
+    q.set_query_class(DNSClass::CH);
+    msg.add_query(q);
+    assert_eq!(rcode(&udp(server.addr, &msg)), ResponseCode::Refused);
+
+    // Zone transfers are denied by default.
+    let resp = tcp(
+        server.addr,
+        &query_message("cluster.local.", RecordType::AXFR, None),
+    );
+    assert_eq!(rcode(&resp), ResponseCode::Refused);
+
+    // And the server still answers normally.
+    assert_eq!(
+        addresses(&ask(
+            server.addr,
+            "web-0.nginx.ns-0.svc.cluster.local.",
+            RecordType::A
+        )),
+        ["10.244.1.5"]
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn any_gets_a_minimal_answer() {
+    let server = TestServer::start(FIXTURE).await;
+    // RFC 8482: one RRset is enough.
+    let resp = ask(
+        server.addr,
+        "web-0.nginx.ns-0.svc.cluster.local.",
+        RecordType::ANY,
+    );
+    assert_eq!(rcode(&resp), ResponseCode::NoError);
+    assert_eq!(resp.answers.len(), 1);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn random_packets_never_stop_the_server() {
+    let server = TestServer::start(FIXTURE).await;
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut seed = 0x2545F4914F6CDD1Du64;
+    let mut next = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let valid = query_message(
+        "web-0.nginx.ns-0.svc.cluster.local.",
+        RecordType::A,
+        Some(1232),
+    )
+    .to_vec()
+    .unwrap();
+    for i in 0..3000 {
+        // Half pure noise, half a valid query with a few bytes flipped.
+        let packet: Vec<u8> = if i % 2 == 0 {
+            (0..(next() % 600) as usize).map(|_| next() as u8).collect()
+        } else {
+            let mut p = valid.clone();
+            for _ in 0..1 + next() % 4 {
+                let at = (next() as usize) % p.len();
+                p[at] = next() as u8;
+            }
+            p
+        };
+        sock.send_to(&packet, server.addr).unwrap();
+    }
+    assert_eq!(
+        addresses(&ask(
+            server.addr,
+            "web-0.nginx.ns-0.svc.cluster.local.",
+            RecordType::A
+        )),
+        ["10.244.1.5"]
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_and_slow_tcp_clients_never_lock_out_new_ones() {
+    let server = TestServer::start_with(FIXTURE, |c| {
+        c.tcp.max_connections = 16;
+        c.tcp.idle_timeout = Duration::from_secs(30);
+    })
+    .await;
+    // 100 idle connections, and 100 that send half a length prefix and stall.
+    let mut held = Vec::new();
+    for i in 0..200 {
+        let mut s = TcpStream::connect(server.addr).unwrap();
+        if i % 2 == 1 {
+            s.write_all(&[0]).unwrap();
+        }
+        held.push(s);
+    }
+    let started = Instant::now();
+    let resp = tcp(
+        server.addr,
+        &query_message("web-0.nginx.ns-0.svc.cluster.local.", RecordType::A, None),
+    );
+    assert_eq!(addresses(&resp), ["10.244.1.5"]);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_tcp_connections_time_out() {
+    let server =
+        TestServer::start_with(FIXTURE, |c| c.tcp.idle_timeout = Duration::from_millis(200)).await;
+    let mut s = TcpStream::connect(server.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 1];
+    assert_eq!(s.read(&mut buf).unwrap(), 0, "server closed the connection");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    server.stop().await;
+}
+
+/// The fast path (hand-parsed) and the general path (hickory-proto) give byte-identical
+/// answers for every query both accept.
+#[tokio::test(flavor = "multi_thread")]
+async fn fast_and_general_paths_agree() {
+    let server = TestServer::start(&format!("{FIXTURE}\n---\n{}", big_service(100))).await;
+    let responder = Responder::new(server.index().clone(), 1232);
+    let names = [
+        "web-0.nginx.ns-0.svc.cluster.local.",
+        "Web-1.NGINX.ns-0.svc.cluster.local.",
+        "nginx.ns-0.svc.cluster.local.",
+        "_web._tcp.nginx.ns-0.svc.cluster.local.",
+        "_web._tcp.big.ns-0.svc.cluster.local.",
+        "big.ns-0.svc.cluster.local.",
+        "db.ns-0.svc.cluster.local.",
+        "nope.ns-0.svc.cluster.local.",
+        "ns-0.svc.cluster.local.",
+        "cluster.local.",
+        "5.1.244.10.in-addr.arpa.",
+        "example.com.",
+    ];
+    let types = [
+        RecordType::A,
+        RecordType::AAAA,
+        RecordType::SRV,
+        RecordType::PTR,
+        RecordType::SOA,
+        RecordType::TXT,
+        RecordType::ANY,
+    ];
+    let (mut fast, mut general) = (vec![0u8; 65535], vec![0u8; 65535]);
+    let mut compared = 0;
+    for name in names {
+        for rtype in types {
+            for edns in [None, Some(512), Some(4096)] {
+                let packet = query_message(name, rtype, edns).to_vec().unwrap();
+                for transport in [Transport::Udp, Transport::Tcp] {
+                    let a = responder.respond(&packet, transport, &mut fast).unwrap();
+                    let b = responder
+                        .respond_general(&packet, transport, &mut general)
+                        .unwrap();
+                    assert_eq!(
+                        fast[..a],
+                        general[..b],
+                        "{name} {rtype} {edns:?} {transport:?}"
+                    );
+                    compared += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(compared, names.len() * types.len() * 6);
+    server.stop().await;
+}

@@ -1,0 +1,7 @@
+//! Shared test support: a fake Kubernetes API server, object builders, DNS client helpers and
+//! server harnesses. Each integration test file includes it with `mod support;` and uses what it
+//! needs.
+#![allow(dead_code)]
+
+pub mod dns;
+pub mod server;

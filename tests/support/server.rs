@@ -1,0 +1,141 @@
+//! Starting the real server: in-process on an ephemeral port, or as the built binary.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use headless_dns::config::Config;
+
+/// A server started in this process, serving manifests from a temporary directory.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub dir: tempfile::TempDir,
+    pub manifest: PathBuf,
+    running: Option<headless_dns::Running>,
+}
+
+impl TestServer {
+    /// Writes `yaml` to a manifest file and starts a server on 127.0.0.1:0 with default flags.
+    pub async fn start(yaml: &str) -> TestServer {
+        Self::start_with(yaml, |_| {}).await
+    }
+
+    /// Like [`TestServer::start`], letting the test adjust the configuration.
+    pub async fn start_with(yaml: &str, adjust: impl FnOnce(&mut Config)) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let manifest = dir.path().join("cluster.yaml");
+        std::fs::write(&manifest, yaml).unwrap();
+        let mut config = Config::for_file(&manifest, "127.0.0.1:0".parse().unwrap());
+        if let Some(opts) = config.file_options_mut() {
+            opts.poll_interval = Duration::from_millis(20);
+            opts.settle = Duration::from_millis(60);
+        }
+        adjust(&mut config);
+        let running = headless_dns::start(config).await.expect("server starts");
+        let addr = running.dns_addrs()[0];
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !running.index().is_ready() {
+            assert!(Instant::now() < deadline, "server did not become ready");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        TestServer {
+            addr,
+            dir,
+            manifest,
+            running: Some(running),
+        }
+    }
+
+    pub fn index(&self) -> &std::sync::Arc<headless_dns::index::Index> {
+        self.running.as_ref().unwrap().index()
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(r) = self.running.take() {
+            r.stop().await;
+        }
+    }
+}
+
+/// The built `headless-dns` binary, running `serve` with the given flags.
+pub struct BinaryServer {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub stderr: mpsc::Receiver<String>,
+}
+
+impl BinaryServer {
+    /// Starts the binary and waits for its "listening" log line (the address it bound).
+    pub fn start(args: &[&str]) -> BinaryServer {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_headless-dns"))
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("binary starts");
+        let (tx, rx) = mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let line = rx
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .unwrap_or_else(|_| panic!("no 'listening' line from headless-dns {args:?}"));
+            eprintln!("[server] {line}");
+            if line.contains("listening")
+                && let Some(addr) = line.split("addr=").nth(1)
+            {
+                let addr = addr.split_whitespace().next().unwrap().parse().unwrap();
+                return BinaryServer {
+                    child,
+                    addr,
+                    stderr: rx,
+                };
+            }
+        }
+    }
+
+    /// Waits for a log line containing `needle`.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        while let Ok(line) = self
+            .stderr
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            eprintln!("[server] {line}");
+            if line.contains(needle) {
+                return Some(line);
+            }
+        }
+        None
+    }
+}
+
+impl Drop for BinaryServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The example manifest shipped in the repo.
+pub fn example_manifest() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/examples/cluster.yaml")
+}
+
+/// Replaces a file the way `mv` into place does (atomic rename).
+pub fn replace_file(path: &Path, contents: &str) {
+    let tmp = path.with_extension("tmp-write");
+    std::fs::write(&tmp, contents).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
