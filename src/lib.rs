@@ -98,18 +98,17 @@ pub async fn start(config: Config) -> Result<Running, Error> {
     let cancel = CancellationToken::new();
     let (tx, rx) = mpsc::channel(EVENT_QUEUE);
 
+    // Read the source's initial state first: a broken manifest fails before any socket opens.
     let source = match &config.source {
         SourceConfig::File { path, opts } => {
             let file = source::file::FileSource::load(path, opts.clone())?;
             tracing::info!(path = %path.display(), objects = file.object_count(), "manifests loaded");
-            tokio::spawn(file.run(tx, cancel.clone()))
+            file
         }
     };
-    let writer = std::thread::Builder::new()
-        .name("index-writer".into())
-        .spawn(move || apply_events(rx, writer))
-        .map_err(Error::Bind)?;
 
+    // Serve (SERVFAIL for our zones until the initial state is published) before applying it,
+    // so "listening" always precedes "serving" in the log.
     let sockets = Sockets::bind(&config.listen, config.udp_workers).map_err(Error::Bind)?;
     let dns_addrs = sockets.local_addrs();
     let responder = Arc::new(Responder::new(index.clone(), config.max_udp_size));
@@ -117,6 +116,12 @@ pub async fn start(config: Config) -> Result<Running, Error> {
     for addr in &dns_addrs {
         tracing::info!(%addr, "listening (udp, tcp)");
     }
+
+    let writer = std::thread::Builder::new()
+        .name("index-writer".into())
+        .spawn(move || apply_events(rx, writer))
+        .map_err(Error::Bind)?;
+    let source = tokio::spawn(source.run(tx, cancel.clone()));
     Ok(Running {
         dns_addrs,
         index,

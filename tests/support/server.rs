@@ -69,6 +69,9 @@ pub struct BinaryServer {
 
 impl BinaryServer {
     /// Starts the binary and waits for its "listening" log line (the address it bound).
+    // The child is killed and reaped by `Drop` once it is wrapped; before that, a missing log line
+    // panics the test, which ends the process group anyway.
+    #[allow(clippy::zombie_processes)]
     pub fn start(args: &[&str]) -> BinaryServer {
         let mut child = Command::new(env!("CARGO_BIN_EXE_headless-dns"))
             .args(args)
@@ -93,9 +96,8 @@ impl BinaryServer {
                 .unwrap_or_else(|_| panic!("no 'listening' line from headless-dns {args:?}"));
             eprintln!("[server] {line}");
             if line.contains("listening")
-                && let Some(addr) = line.split("addr=").nth(1)
+                && let Some(addr) = listen_addr(&line)
             {
-                let addr = addr.split_whitespace().next().unwrap().parse().unwrap();
                 return BinaryServer {
                     child,
                     addr,
@@ -126,6 +128,18 @@ impl Drop for BinaryServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The address in a "listening" log line, text (`addr=127.0.0.1:53`) or JSON (`"addr":"…"`).
+fn listen_addr(line: &str) -> Option<SocketAddr> {
+    let rest = line
+        .split("addr=")
+        .nth(1)
+        .or_else(|| line.split("\"addr\":\"").nth(1))?;
+    rest.split(|c: char| c.is_whitespace() || c == '"')
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// The example manifest shipped in the repo.
