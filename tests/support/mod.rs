@@ -4,4 +4,6 @@
 #![allow(dead_code)]
 
 pub mod dns;
+pub mod fake_api;
+pub mod objects;
 pub mod server;
