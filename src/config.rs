@@ -10,6 +10,7 @@ use crate::dns::name::Name;
 use crate::dns::server::TcpLimits;
 use crate::index::{PodMode, PtrMode, RecordConfig};
 use crate::source::file::FileOptions;
+use crate::source::kube::KubeOptions;
 
 /// Why the flags do not make a configuration.
 #[derive(Debug, thiserror::Error)]
@@ -17,6 +18,12 @@ pub enum Error {
     /// `--source` is neither `file:PATH` nor `kube`.
     #[error("--source {0:?}: expected file:PATH or kube")]
     Source(String),
+    /// A flag only applies to `--source kube`.
+    #[error("{0} only applies to --source kube")]
+    KubeOnly(&'static str),
+    /// `--http` is not an address.
+    #[error("--http {0:?}: expected ADDR:PORT or none")]
+    Http(String),
     /// A `--zone` is not a domain name.
     #[error("--zone {zone:?}: {source}")]
     Zone {
@@ -64,11 +71,31 @@ pub enum LogFormat {
 /// Flags of `serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Where Services, EndpointSlices, Pods and Namespaces come from: `file:PATH` reads Kubernetes
-    /// YAML (a file, or a directory of *.yaml/*.yml/*.json; multi-document and `kind: List`, as
-    /// `kubectl get -o yaml` writes) and re-reads it when it changes.
+    /// Where Services, EndpointSlices, Pods and Namespaces come from: `kube` watches the
+    /// Kubernetes API; `file:PATH` reads Kubernetes YAML (a file, or a directory of
+    /// *.yaml/*.yml/*.json; multi-document and `kind: List`, as `kubectl get -o yaml` writes) and
+    /// re-reads it when it changes.
     #[arg(long, value_name = "SOURCE")]
     pub source: String,
+
+    /// With `--source kube`: the kubeconfig file to use. Without it: `KUBECONFIG`, then
+    /// `~/.kube/config`, then the in-cluster service account.
+    #[arg(long, value_name = "PATH")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// With `--source kube`: serve only these namespaces (repeatable; default: all).
+    #[arg(long = "namespace", value_name = "NS")]
+    pub namespaces: Vec<String>,
+
+    /// With `--source kube`: serve only Services and EndpointSlices matching this label selector
+    /// (`app=web`, `tier in (a,b)`, `!canary`).
+    #[arg(long, value_name = "SELECTOR")]
+    pub label_selector: Option<String>,
+
+    /// Address for HTTP: `/healthz` (the process serves), `/readyz` (the first full state of the
+    /// cluster is served), `/metrics` (Prometheus). `none` disables it.
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:8080")]
+    pub http: String,
 
     /// Address to answer DNS on, over UDP and TCP (repeatable). Port 0 picks a free port.
     #[arg(long = "listen", value_name = "ADDR", default_value = "0.0.0.0:53")]
@@ -145,6 +172,8 @@ pub struct ServeArgs {
 /// Where objects come from.
 #[derive(Clone, Debug)]
 pub enum SourceConfig {
+    /// The Kubernetes API.
+    Kube(KubeOptions),
     /// Kubernetes YAML files.
     File {
         /// A file or a directory.
@@ -161,6 +190,8 @@ pub struct Config {
     pub source: SourceConfig,
     /// DNS listen addresses (UDP and TCP each).
     pub listen: Vec<SocketAddr>,
+    /// HTTP listen address, if any.
+    pub http: Option<SocketAddr>,
     /// Zones, TTLs, and record options.
     pub records: RecordConfig,
     /// UDP worker threads per listen address.
@@ -180,6 +211,7 @@ impl Config {
                 opts: FileOptions::default(),
             },
             listen: vec![listen],
+            http: None,
             records: RecordConfig::default_for(vec![
                 Name::parse("cluster.local").expect("static name"),
             ]),
@@ -195,6 +227,7 @@ impl Config {
     pub fn file_options_mut(&mut self) -> Option<&mut FileOptions> {
         match &mut self.source {
             SourceConfig::File { opts, .. } => Some(opts),
+            SourceConfig::Kube(_) => None,
         }
     }
 }
@@ -203,14 +236,35 @@ impl ServeArgs {
     /// Validates the flags.
     pub fn to_config(&self) -> Result<Config, Error> {
         let source = match self.source.split_once(':') {
-            Some(("file", path)) if !path.is_empty() => SourceConfig::File {
-                path: PathBuf::from(path),
-                opts: FileOptions {
-                    poll_interval: self.file_poll_interval,
-                    settle: self.file_settle,
-                },
-            },
+            None if self.source == "kube" => SourceConfig::Kube(KubeOptions {
+                kubeconfig: self.kubeconfig.clone(),
+                namespaces: self.namespaces.clone(),
+                label_selector: self.label_selector.clone(),
+                pods: self.pods == PodMode::Verified,
+            }),
+            Some(("file", path)) if !path.is_empty() => {
+                for (flag, set) in [
+                    ("--kubeconfig", self.kubeconfig.is_some()),
+                    ("--namespace", !self.namespaces.is_empty()),
+                    ("--label-selector", self.label_selector.is_some()),
+                ] {
+                    if set {
+                        return Err(Error::KubeOnly(flag));
+                    }
+                }
+                SourceConfig::File {
+                    path: PathBuf::from(path),
+                    opts: FileOptions {
+                        poll_interval: self.file_poll_interval,
+                        settle: self.file_settle,
+                    },
+                }
+            }
             _ => return Err(Error::Source(self.source.clone())),
+        };
+        let http = match self.http.as_str() {
+            "none" | "" => None,
+            addr => Some(addr.parse().map_err(|_| Error::Http(self.http.clone()))?),
         };
         let mut zones = Vec::new();
         for zone in &self.zones {
@@ -240,6 +294,7 @@ impl ServeArgs {
         Ok(Config {
             source,
             listen: self.listen.clone(),
+            http,
             records: RecordConfig {
                 zones,
                 ttl: self.ttl,

@@ -26,22 +26,27 @@
 pub mod cluster;
 pub mod config;
 pub mod dns;
+pub mod http;
 pub mod index;
+pub mod metrics;
 pub mod source;
 
 use std::collections::HashSet;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::cluster::{Model, Owner};
+use crate::cluster::object::{Kind, Object, ServiceKind};
+use crate::cluster::{Model, ObjKey, Owner};
 use crate::config::{Config, SourceConfig};
 use crate::dns::Responder;
 use crate::dns::server::{DnsServer, Sockets};
 use crate::index::{Index, Writer};
+use crate::metrics::{Metrics, ServiceKindLabel};
 use crate::source::Event;
 
 /// Why the server could not start.
@@ -50,6 +55,9 @@ pub enum Error {
     /// The file source could not read its manifests.
     #[error("file source: {0}")]
     File(#[from] source::file::Error),
+    /// The Kubernetes client could not be configured.
+    #[error("kube source: {0}")]
+    Kube(#[from] source::kube::Error),
     /// A listen address could not be bound.
     #[error("{0}")]
     Bind(#[source] std::io::Error),
@@ -63,10 +71,12 @@ const EVENT_BATCH: usize = 1024;
 /// A started server.
 pub struct Running {
     dns_addrs: Vec<SocketAddr>,
+    http_addr: Option<SocketAddr>,
     index: Arc<Index>,
+    metrics: Arc<Metrics>,
     dns: DnsServer,
     cancel: CancellationToken,
-    source: tokio::task::JoinHandle<()>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
     writer: std::thread::JoinHandle<()>,
 }
 
@@ -76,35 +86,55 @@ impl Running {
         &self.dns_addrs
     }
 
+    /// The bound HTTP address, if HTTP is enabled.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
+    }
+
     /// The published index.
     pub fn index(&self) -> &Arc<Index> {
         &self.index
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// Stops serving and waits for every task.
     pub async fn stop(self) {
         self.cancel.cancel();
         self.dns.stop().await;
-        let _ = self.source.await;
+        for task in self.tasks {
+            let _ = task.await;
+        }
         let _ = tokio::task::spawn_blocking(move || self.writer.join()).await;
     }
 }
 
-/// Starts the source, the writer and the DNS workers. Returns once the sockets are bound and the
-/// source's initial state is read (answers may still be SERVFAIL until it is published).
+enum Started {
+    File(source::file::FileSource),
+    Kube(kube::Client, source::kube::KubeOptions),
+}
+
+/// Starts the source, the writer, the DNS workers and the HTTP endpoints. Returns once the
+/// sockets are bound (answers are SERVFAIL for the served zones until the source's first full
+/// state is published).
 pub async fn start(config: Config) -> Result<Running, Error> {
     let index = Arc::new(Index::new(&config.records));
+    let metrics = Arc::new(Metrics::new());
     let writer = Writer::new(index.clone(), config.records.clone());
     let cancel = CancellationToken::new();
     let (tx, rx) = mpsc::channel(EVENT_QUEUE);
 
-    // Read the source's initial state first: a broken manifest fails before any socket opens.
+    // Prepare the source first: a broken manifest or kubeconfig fails before any socket opens.
     let source = match &config.source {
         SourceConfig::File { path, opts } => {
             let file = source::file::FileSource::load(path, opts.clone())?;
             tracing::info!(path = %path.display(), objects = file.object_count(), "manifests loaded");
-            file
+            Started::File(file)
         }
+        SourceConfig::Kube(opts) => Started::Kube(source::kube::client(opts).await?, opts.clone()),
     };
 
     // Serve (SERVFAIL for our zones until the initial state is published) before applying it,
@@ -116,18 +146,40 @@ pub async fn start(config: Config) -> Result<Running, Error> {
     for addr in &dns_addrs {
         tracing::info!(%addr, "listening (udp, tcp)");
     }
+    let mut tasks = Vec::new();
+    let mut http_addr = None;
+    if let Some(addr) = config.http {
+        let (bound, server) = http::serve(addr, index.clone(), metrics.clone(), cancel.clone())
+            .await
+            .map_err(Error::Bind)?;
+        tracing::info!(addr = %bound, "http endpoints: /healthz /readyz /metrics");
+        http_addr = Some(bound);
+        tasks.push(tokio::spawn(server));
+    }
 
+    let writer_metrics = metrics.clone();
     let writer = std::thread::Builder::new()
         .name("index-writer".into())
-        .spawn(move || apply_events(rx, writer))
+        .spawn(move || apply_events(rx, writer, &writer_metrics))
         .map_err(Error::Bind)?;
-    let source = tokio::spawn(source.run(tx, cancel.clone()));
+    tasks.push(match source {
+        Started::File(file) => tokio::spawn(file.run(tx, cancel.clone())),
+        Started::Kube(client, opts) => tokio::spawn(source::kube::run(
+            client,
+            opts,
+            tx,
+            metrics.clone(),
+            cancel.clone(),
+        )),
+    });
     Ok(Running {
         dns_addrs,
+        http_addr,
         index,
+        metrics,
         dns,
         cancel,
-        source,
+        tasks,
         writer,
     })
 }
@@ -143,19 +195,40 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
 
 /// The writer loop: applies events to the model in order and publishes after each batch, so
 /// every change is visible to the next query once it has been applied.
-fn apply_events(mut rx: mpsc::Receiver<Event>, mut writer: Writer) {
+fn apply_events(mut rx: mpsc::Receiver<(Instant, Event)>, mut writer: Writer, metrics: &Metrics) {
     let mut model = Model::new();
     let mut touched: HashSet<Owner> = HashSet::new();
+    // Slices whose trigger time is to be measured once published: (service, trigger ms).
+    let mut triggers: Vec<(ObjKey, i64)> = Vec::new();
+    let mut open_slice_relists = 0usize;
     while let Some(first) = rx.blocking_recv() {
         let mut synced = false;
+        let oldest = first.0;
         let mut next = Some(first);
         let mut applied = 0;
-        while let Some(event) = next.take() {
+        while let Some((_, event)) = next.take() {
             match event {
-                Event::Apply(obj) => touched.extend(model.apply(obj)),
+                Event::Apply(obj) => {
+                    // The SLI counts changes, not the initial list (old trigger times).
+                    if let Object::Slice(slice) = &obj
+                        && let Some(ms) = slice.trigger_time_ms
+                        && open_slice_relists == 0
+                    {
+                        triggers
+                            .push((ObjKey::new(slice.key.ns.clone(), slice.service.clone()), ms));
+                    }
+                    touched.extend(model.apply(obj));
+                }
                 Event::Delete(what) => touched.extend(model.delete(&what)),
-                Event::RelistStart(scope) => model.relist_start(scope),
-                Event::RelistDone(scope) => touched.extend(model.relist_done(&scope)),
+                Event::RelistStart(scope) => {
+                    open_slice_relists += (scope.kind == Kind::EndpointSlice) as usize;
+                    model.relist_start(scope);
+                }
+                Event::RelistDone(scope) => {
+                    open_slice_relists = open_slice_relists
+                        .saturating_sub((scope.kind == Kind::EndpointSlice) as usize);
+                    touched.extend(model.relist_done(&scope));
+                }
                 Event::Synced => synced = true,
             }
             applied += 1;
@@ -166,8 +239,32 @@ fn apply_events(mut rx: mpsc::Receiver<Event>, mut writer: Writer) {
         if !touched.is_empty() {
             writer.recompute(&model, touched.drain());
         }
+        metrics
+            .event_to_answer
+            .observe(oldest.elapsed().as_secs_f64());
+        if !triggers.is_empty() {
+            let now_ms = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or(0);
+            for (service, ms) in triggers.drain(..) {
+                let service_kind = match model.service(&service).map(|s| &s.kind) {
+                    Some(ServiceKind::Headless) => "headless_with_selector",
+                    Some(ServiceKind::ClusterIp(_)) => "cluster_ip",
+                    _ => continue,
+                };
+                let seconds = (now_ms - ms).max(0) as f64 / 1000.0;
+                metrics
+                    .programming_duration
+                    .get_or_create(&ServiceKindLabel { service_kind })
+                    .observe(seconds);
+            }
+        }
+        let (services, slices, pods, namespaces) = model.counts();
+        metrics.services.set(services as i64);
+        metrics.endpoint_slices.set(slices as i64);
+        metrics.pods.set(pods as i64);
         if synced && !writer.index().is_ready() {
-            let (services, slices, pods, namespaces) = model.counts();
             tracing::info!(
                 services,
                 slices,
@@ -177,6 +274,7 @@ fn apply_events(mut rx: mpsc::Receiver<Event>, mut writer: Writer) {
                 "initial state published; serving"
             );
             writer.index().set_ready(true);
+            metrics.ready.set(1);
         }
     }
 }

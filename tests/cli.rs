@@ -26,6 +26,10 @@ fn help_explains_every_flag() {
     assert!(ok);
     for flag in [
         "--source",
+        "--kubeconfig",
+        "--namespace",
+        "--label-selector",
+        "--http",
         "--listen",
         "--zone",
         "--ttl ",
@@ -87,6 +91,8 @@ fn serves_the_shipped_example() {
         "127.0.0.1:0",
         "--log-format",
         "json",
+        "--http",
+        "127.0.0.1:0",
     ]);
     assert!(
         server

@@ -25,7 +25,15 @@ fn dig(addr: std::net::SocketAddr, args: &[&str]) -> String {
 
 fn example_server() -> BinaryServer {
     let source = format!("file:{}", example_manifest().display());
-    BinaryServer::start(&["serve", "--source", &source, "--listen", "127.0.0.1:0"])
+    BinaryServer::start(&[
+        "serve",
+        "--source",
+        &source,
+        "--listen",
+        "127.0.0.1:0",
+        "--http",
+        "127.0.0.1:0",
+    ])
 }
 
 #[test]

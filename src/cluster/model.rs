@@ -162,7 +162,9 @@ impl Model {
             Kind::Namespace => self
                 .namespaces
                 .iter()
-                .filter(|(_, s)| s.seen < started)
+                .filter(|(name, s)| {
+                    s.seen < started && scope.namespace.as_ref().is_none_or(|ns| ns == *name)
+                })
                 .map(|(name, _)| ObjectRef {
                     kind: Kind::Namespace,
                     key: ObjKey::new("", name.clone()),

@@ -22,10 +22,9 @@ use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::api::discovery::v1 as discovery;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{Event, Scope};
+use super::{Event, Scope, Sender, send};
 use crate::cluster::object::{self, Kind, Object, ProjectError};
 
 /// Why manifests could not be read.
@@ -274,9 +273,9 @@ impl FileSource {
     }
 
     /// Sends the initial state, then re-reads on change until cancelled.
-    pub async fn run(mut self, tx: mpsc::Sender<Event>, cancel: CancellationToken) {
+    pub async fn run(mut self, tx: Sender, cancel: CancellationToken) {
         for ev in self.relist_events().chain(std::iter::once(Event::Synced)) {
-            if tx.send(ev).await.is_err() {
+            if !send(&tx, ev).await {
                 return;
             }
         }
@@ -293,7 +292,7 @@ impl FileSource {
             }
             if self.reread() {
                 for ev in self.relist_events() {
-                    if tx.send(ev).await.is_err() {
+                    if !send(&tx, ev).await {
                         return;
                     }
                 }

@@ -13,8 +13,12 @@
 //! copy of the cluster is ever held.
 
 pub mod file;
+pub mod kube;
 
 use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::mpsc;
 
 use crate::cluster::{Kind, Object, ObjectRef};
 
@@ -51,4 +55,13 @@ pub enum Event {
     RelistDone(Scope),
     /// Every kind the source watches has been listed completely once: the index may answer.
     Synced,
+}
+
+/// The channel sources send on: each event with the instant it arrived, so the writer can measure
+/// event-to-answer latency.
+pub type Sender = mpsc::Sender<(Instant, Event)>;
+
+/// Sends an event stamped with the current instant. Returns false when the writer has stopped.
+pub async fn send(tx: &Sender, event: Event) -> bool {
+    tx.send((Instant::now(), event)).await.is_ok()
 }

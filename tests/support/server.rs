@@ -95,7 +95,7 @@ impl BinaryServer {
                 .recv_timeout(deadline.saturating_duration_since(Instant::now()))
                 .unwrap_or_else(|_| panic!("no 'listening' line from headless-dns {args:?}"));
             eprintln!("[server] {line}");
-            if line.contains("listening")
+            if line.contains("listening (udp, tcp)")
                 && let Some(addr) = listen_addr(&line)
             {
                 return BinaryServer {
@@ -105,6 +105,22 @@ impl BinaryServer {
                 };
             }
         }
+    }
+
+    /// The HTTP address, from the "http endpoints" log line (which follows the DNS one).
+    pub fn http_addr(&self) -> SocketAddr {
+        let line = self
+            .wait_for_log("http endpoints", Duration::from_secs(10))
+            .expect("an http endpoints log line");
+        listen_addr(&line).expect("an address in the http log line")
+    }
+
+    /// Every log line received so far that has not been read yet.
+    pub fn drain_logs(&self) -> Vec<String> {
+        self.stderr
+            .try_iter()
+            .inspect(|l| eprintln!("[server] {l}"))
+            .collect()
     }
 
     /// Waits for a log line containing `needle`.
@@ -140,6 +156,26 @@ fn listen_addr(line: &str) -> Option<SocketAddr> {
         .next()?
         .parse()
         .ok()
+}
+
+/// A plain HTTP/1.0 GET on loopback: (status, body).
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(3)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: test\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
 }
 
 /// The example manifest shipped in the repo.

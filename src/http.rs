@@ -1,0 +1,72 @@
+//! The HTTP endpoints: `/healthz` (the process serves), `/readyz` (the first full state of the
+//! cluster is served), `/metrics` (Prometheus).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use tokio_util::sync::CancellationToken;
+
+use crate::index::Index;
+use crate::metrics::Metrics;
+
+#[derive(Clone)]
+struct Shared {
+    index: Arc<Index>,
+    metrics: Arc<Metrics>,
+}
+
+/// Binds the HTTP listener (so a bad address fails at start) and returns its address and the
+/// serving future.
+pub async fn serve(
+    addr: SocketAddr,
+    index: Arc<Index>,
+    metrics: Arc<Metrics>,
+    cancel: CancellationToken,
+) -> std::io::Result<(SocketAddr, impl Future<Output = ()>)> {
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        std::io::Error::new(e.kind(), format!("cannot listen for HTTP on {addr}: {e}"))
+    })?;
+    let local = listener.local_addr()?;
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .with_state(Shared { index, metrics });
+    let server = async move {
+        if let Err(error) = axum::serve(listener, app)
+            .with_graceful_shutdown(cancel.cancelled_owned())
+            .await
+        {
+            tracing::error!(%error, "HTTP server failed");
+        }
+    };
+    Ok((local, server))
+}
+
+async fn readyz(State(s): State<Shared>) -> impl IntoResponse {
+    if s.index.is_ready() {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: the first full list of the cluster is not served yet\n",
+        )
+    }
+}
+
+async fn metrics_text(State(s): State<Shared>) -> impl IntoResponse {
+    s.metrics.index_names.set(s.index.len() as i64);
+    s.metrics.ready.set(s.index.is_ready() as i64);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        s.metrics.render(),
+    )
+}
