@@ -28,9 +28,9 @@ pub async fn serve(
     metrics: Arc<Metrics>,
     cancel: CancellationToken,
 ) -> std::io::Result<(SocketAddr, impl Future<Output = ()>)> {
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
-        std::io::Error::new(e.kind(), format!("cannot listen for HTTP on {addr}: {e}"))
-    })?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen for HTTP on {addr}: {e}")))?;
     let local = listener.local_addr()?;
     let app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
@@ -38,10 +38,7 @@ pub async fn serve(
         .route("/metrics", get(metrics_text))
         .with_state(Shared { index, metrics });
     let server = async move {
-        if let Err(error) = axum::serve(listener, app)
-            .with_graceful_shutdown(cancel.cancelled_owned())
-            .await
-        {
+        if let Err(error) = axum::serve(listener, app).with_graceful_shutdown(cancel.cancelled_owned()).await {
             tracing::error!(%error, "HTTP server failed");
         }
     };
@@ -52,21 +49,12 @@ async fn readyz(State(s): State<Shared>) -> impl IntoResponse {
     if s.index.is_ready() {
         (StatusCode::OK, "ready\n")
     } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: the first full list of the cluster is not served yet\n",
-        )
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready: the first full list of the cluster is not served yet\n")
     }
 }
 
 async fn metrics_text(State(s): State<Shared>) -> impl IntoResponse {
     s.metrics.index_names.set(s.index.len() as i64);
     s.metrics.ready.set(s.index.is_ready() as i64);
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        s.metrics.render(),
-    )
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], s.metrics.render())
 }

@@ -14,9 +14,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve(args) => {
             init_logging(args.log_format, &args.log_level)?;
             let config = args.to_config()?;
-            headless_dns::run(config, shutdown_signal())
-                .await
-                .context("headless-dns serve")?;
+            headless_dns::run(config, shutdown_signal()).await.context("headless-dns serve")?;
         }
     }
     Ok(())

@@ -54,10 +54,9 @@ impl Metrics {
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("headless_dns");
         // 1 ms … ~16 s, doubling: the SLI is about seconds; the fast path is sub-millisecond.
-        let programming_duration =
-            Family::<ServiceKindLabel, Histogram>::new_with_constructor(|| {
-                Histogram::new(exponential_buckets(0.001, 2.0, 15))
-            });
+        let programming_duration = Family::<ServiceKindLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.001, 2.0, 15))
+        });
         registry.register(
             "dns_programming_duration_seconds",
             "From an EndpointSlice's last-change-trigger-time to the change being served",
@@ -83,11 +82,7 @@ impl Metrics {
             relists.clone(),
         );
         let ready = Gauge::default();
-        registry.register(
-            "ready",
-            "1 once the first full state of the cluster is served",
-            ready.clone(),
-        );
+        registry.register("ready", "1 once the first full state of the cluster is served", ready.clone());
         let index_names = Gauge::default();
         registry.register(
             "index_names",
@@ -97,11 +92,7 @@ impl Metrics {
         let services = Gauge::default();
         registry.register("services", "Services in the model", services.clone());
         let endpoint_slices = Gauge::default();
-        registry.register(
-            "endpoint_slices",
-            "EndpointSlices in the model",
-            endpoint_slices.clone(),
-        );
+        registry.register("endpoint_slices", "EndpointSlices in the model", endpoint_slices.clone());
         let pods = Gauge::default();
         registry.register("pods", "Pods in the model", pods.clone());
         Metrics {

@@ -9,15 +9,8 @@ use support::dns::{addresses, ask};
 use support::server::{BinaryServer, example_manifest};
 
 fn run(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_headless-dns"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
+    let out = Command::new(env!("CARGO_BIN_EXE_headless-dns")).args(args).output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
 }
 
 #[test]
@@ -49,27 +42,15 @@ fn help_explains_every_flag() {
     ] {
         assert!(help.contains(flag), "{flag} missing from --help:\n{help}");
     }
-    assert!(
-        help.contains("[default: cluster.local]") && help.contains("[default: 5]"),
-        "{help}"
-    );
+    assert!(help.contains("[default: cluster.local]") && help.contains("[default: 5]"), "{help}");
 }
 
 #[test]
 fn bad_flags_are_clear_errors() {
     let (ok, _, err) = run(&["serve", "--source", "bogus"]);
     assert!(!ok);
-    assert!(
-        err.contains("--source \"bogus\": expected file:PATH or kube"),
-        "{err}"
-    );
-    let (ok, _, err) = run(&[
-        "serve",
-        "--source",
-        "file:/nonexistent/cluster.yaml",
-        "--listen",
-        "127.0.0.1:0",
-    ]);
+    assert!(err.contains("--source \"bogus\": expected file:PATH or kube"), "{err}");
+    let (ok, _, err) = run(&["serve", "--source", "file:/nonexistent/cluster.yaml", "--listen", "127.0.0.1:0"]);
     assert!(!ok);
     assert!(err.contains("/nonexistent/cluster.yaml"), "{err}");
     let (ok, _, err) = run(&["serve", "--source", "file:x", "--zone", "bad..zone"]);
@@ -94,25 +75,7 @@ fn serves_the_shipped_example() {
         "--http",
         "127.0.0.1:0",
     ]);
-    assert!(
-        server
-            .wait_for_log("serving", std::time::Duration::from_secs(10))
-            .is_some()
-    );
-    assert_eq!(
-        addresses(&ask(
-            server.addr,
-            "web-0.nginx.default.svc.cluster.local.",
-            RecordType::A
-        )),
-        ["10.244.1.5"]
-    );
-    assert_eq!(
-        addresses(&ask(
-            server.addr,
-            "web-1.nginx.default.svc.cluster.local.",
-            RecordType::A
-        )),
-        ["10.244.2.7"]
-    );
+    assert!(server.wait_for_log("serving", std::time::Duration::from_secs(10)).is_some());
+    assert_eq!(addresses(&ask(server.addr, "web-0.nginx.default.svc.cluster.local.", RecordType::A)), ["10.244.1.5"]);
+    assert_eq!(addresses(&ask(server.addr, "web-1.nginx.default.svc.cluster.local.", RecordType::A)), ["10.244.2.7"]);
 }

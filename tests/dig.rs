@@ -15,25 +15,13 @@ fn dig(addr: std::net::SocketAddr, args: &[&str]) -> String {
         .args(args)
         .output()
         .expect("dig runs");
-    assert!(
-        out.status.success(),
-        "dig {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "dig {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap()
 }
 
 fn example_server() -> BinaryServer {
     let source = format!("file:{}", example_manifest().display());
-    BinaryServer::start(&[
-        "serve",
-        "--source",
-        &source,
-        "--listen",
-        "127.0.0.1:0",
-        "--http",
-        "127.0.0.1:0",
-    ])
+    BinaryServer::start(&["serve", "--source", &source, "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"])
 }
 
 #[test]
@@ -43,67 +31,28 @@ fn readme_examples() {
     }
     let server = example_server();
     let a = server.addr;
+    assert_eq!(dig(a, &["+short", "web-0.nginx.default.svc.cluster.local"]), "10.244.1.5\n");
     assert_eq!(
-        dig(a, &["+short", "web-0.nginx.default.svc.cluster.local"]),
-        "10.244.1.5\n"
-    );
-    assert_eq!(
-        dig(
-            a,
-            &["+short", "_web._tcp.nginx.default.svc.cluster.local", "SRV"]
-        ),
+        dig(a, &["+short", "_web._tcp.nginx.default.svc.cluster.local", "SRV"]),
         "0 50 80 web-0.nginx.default.svc.cluster.local.\n0 50 80 web-1.nginx.default.svc.cluster.local.\n"
     );
-    assert_eq!(
-        dig(a, &["+short", "-x", "10.244.1.5"]),
-        "web-0.nginx.default.svc.cluster.local.\n"
-    );
-    assert_eq!(
-        dig(a, &["+short", "nginx.default.svc.cluster.local"]),
-        "10.244.1.5\n10.244.2.7\n"
-    );
-    assert_eq!(
-        dig(a, &["+short", "api.default.svc.cluster.local"]),
-        "10.96.0.20\n"
-    );
-    assert_eq!(
-        dig(a, &["+short", "db.default.svc.cluster.local"]),
-        "db.example.com.\n"
-    );
-    assert_eq!(
-        dig(a, &["+short", "dns-version.cluster.local", "TXT"]),
-        "\"1.1.0\"\n"
-    );
-    assert_eq!(
-        dig(
-            a,
-            &["+short", "+tcp", "web-1.nginx.default.svc.cluster.local"]
-        ),
-        "10.244.2.7\n"
-    );
+    assert_eq!(dig(a, &["+short", "-x", "10.244.1.5"]), "web-0.nginx.default.svc.cluster.local.\n");
+    assert_eq!(dig(a, &["+short", "nginx.default.svc.cluster.local"]), "10.244.1.5\n10.244.2.7\n");
+    assert_eq!(dig(a, &["+short", "api.default.svc.cluster.local"]), "10.96.0.20\n");
+    assert_eq!(dig(a, &["+short", "db.default.svc.cluster.local"]), "db.example.com.\n");
+    assert_eq!(dig(a, &["+short", "dns-version.cluster.local", "TXT"]), "\"1.1.0\"\n");
+    assert_eq!(dig(a, &["+short", "+tcp", "web-1.nginx.default.svc.cluster.local"]), "10.244.2.7\n");
 
     // Full output: the header says authoritative, the SRV glue is there.
     let full = dig(a, &["_web._tcp.nginx.default.svc.cluster.local", "SRV"]);
     assert!(full.contains("flags: qr aa rd;"), "{full}");
-    assert!(
-        full.contains("ANSWER: 2, AUTHORITY: 0, ADDITIONAL: 3"),
-        "{full}"
-    );
-    assert!(
-        full.contains("web-0.nginx.default.svc.cluster.local. 5 IN A\t10.244.1.5"),
-        "{full}"
-    );
+    assert!(full.contains("ANSWER: 2, AUTHORITY: 0, ADDITIONAL: 3"), "{full}");
+    assert!(full.contains("web-0.nginx.default.svc.cluster.local. 5 IN A\t10.244.1.5"), "{full}");
 
     // NODATA and NXDOMAIN carry the SOA.
     let nodata = dig(a, &["web-0.nginx.default.svc.cluster.local", "AAAA"]);
-    assert!(
-        nodata.contains("status: NOERROR") && nodata.contains("ANSWER: 0, AUTHORITY: 1"),
-        "{nodata}"
-    );
-    assert!(
-        nodata.contains("IN\tSOA\tns.dns.cluster.local. hostmaster.cluster.local."),
-        "{nodata}"
-    );
+    assert!(nodata.contains("status: NOERROR") && nodata.contains("ANSWER: 0, AUTHORITY: 1"), "{nodata}");
+    assert!(nodata.contains("IN\tSOA\tns.dns.cluster.local. hostmaster.cluster.local."), "{nodata}");
     let nx = dig(a, &["web-9.nginx.default.svc.cluster.local"]);
     assert!(nx.contains("status: NXDOMAIN"), "{nx}");
     let refused = dig(a, &["example.com"]);
@@ -121,30 +70,19 @@ async fn dig_retries_a_truncated_answer_over_tcp() {
          addressType: IPv4\nendpoints:\n",
     );
     for i in 0..300 {
-        yaml.push_str(&format!(
-            "- {{addresses: [10.1.{}.{}]}}\n",
-            i / 250,
-            i % 250 + 1
-        ));
+        yaml.push_str(&format!("- {{addresses: [10.1.{}.{}]}}\n", i / 250, i % 250 + 1));
     }
     let server = TestServer::start(&yaml).await;
     let addr = server.addr;
     let (full, truncated) = tokio::task::spawn_blocking(move || {
         (
             dig(addr, &["+short", "big.ns-0.svc.cluster.local"]),
-            dig(
-                addr,
-                &["+ignore", "+bufsize=1232", "big.ns-0.svc.cluster.local"],
-            ),
+            dig(addr, &["+ignore", "+bufsize=1232", "big.ns-0.svc.cluster.local"]),
         )
     })
     .await
     .unwrap();
-    assert_eq!(
-        full.lines().count(),
-        300,
-        "dig fell back to TCP and got every address"
-    );
+    assert_eq!(full.lines().count(), 300, "dig fell back to TCP and got every address");
     assert!(truncated.contains("flags: qr aa tc rd;"), "{truncated}");
     server.stop().await;
 }

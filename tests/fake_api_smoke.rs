@@ -20,8 +20,8 @@ use serde_json::json;
 
 use support::fake_api::FakeApiServer;
 use support::objects::{
-    Ep, mk_external_name_service, mk_headless_service, mk_namespace, mk_pod, mk_service, mk_slice,
-    with_labels, with_trigger_time,
+    Ep, mk_external_name_service, mk_headless_service, mk_namespace, mk_pod, mk_service, mk_slice, with_labels,
+    with_trigger_time,
 };
 
 /// Upper bound for anything a test waits for.
@@ -119,10 +119,7 @@ fn seed_services(fake: &FakeApiServer) {
 }
 
 fn names<K: kube::Resource>(items: impl IntoIterator<Item = K>) -> Vec<String> {
-    items
-        .into_iter()
-        .map(|o| o.meta().name.clone().unwrap_or_default())
-        .collect()
+    items.into_iter().map(|o| o.meta().name.clone().unwrap_or_default()).collect()
 }
 
 #[tokio::test]
@@ -131,45 +128,21 @@ async fn list_with_real_client_namespaced_and_paginated() {
     seed_services(&fake);
     let client = client_for(&fake).await;
 
-    let all = Api::<Service>::all(client.clone())
-        .list(&ListParams::default())
-        .await
-        .expect("list services");
-    assert_eq!(
-        names(all.items.clone()),
-        ["svc-0", "svc-1", "svc-2", "svc-3"]
-    );
-    assert_eq!(
-        all.metadata.resource_version.as_deref(),
-        Some(fake.resource_version().to_string().as_str())
-    );
+    let all = Api::<Service>::all(client.clone()).list(&ListParams::default()).await.expect("list services");
+    assert_eq!(names(all.items.clone()), ["svc-0", "svc-1", "svc-2", "svc-3"]);
+    assert_eq!(all.metadata.resource_version.as_deref(), Some(fake.resource_version().to_string().as_str()));
     for svc in &all.items {
         assert!(svc.metadata.uid.is_some(), "uid set");
-        assert!(
-            svc.metadata.creation_timestamp.is_some(),
-            "creationTimestamp set"
-        );
-        assert!(
-            svc.metadata.resource_version.is_some(),
-            "resourceVersion set"
-        );
+        assert!(svc.metadata.creation_timestamp.is_some(), "creationTimestamp set");
+        assert!(svc.metadata.resource_version.is_some(), "resourceVersion set");
     }
     let headless = &all.items[1];
-    assert_eq!(
-        headless.spec.as_ref().unwrap().cluster_ip.as_deref(),
-        Some("None")
-    );
+    assert_eq!(headless.spec.as_ref().unwrap().cluster_ip.as_deref(), Some("None"));
 
-    let ns1 = Api::<Service>::namespaced(client.clone(), "ns-1")
-        .list(&ListParams::default())
-        .await
-        .expect("list ns-1");
+    let ns1 = Api::<Service>::namespaced(client.clone(), "ns-1").list(&ListParams::default()).await.expect("list ns-1");
     assert_eq!(names(ns1.items), ["svc-2", "svc-3"]);
 
-    let namespaces = Api::<Namespace>::all(client.clone())
-        .list(&ListParams::default())
-        .await
-        .expect("list namespaces");
+    let namespaces = Api::<Namespace>::all(client.clone()).list(&ListParams::default()).await.expect("list namespaces");
     assert_eq!(names(namespaces.items), ["ns-0", "ns-1"]);
 
     // Page size smaller than the object count.
@@ -200,22 +173,10 @@ async fn list_label_and_field_selectors() {
     let mut pending = mk_pod("ns-0", "pod-2", &["10.0.0.3"], None, None);
     pending["status"]["phase"] = json!("Pending");
     fake.apply_many([
-        with_labels(
-            mk_pod("ns-0", "pod-0", &["10.0.0.1"], None, None),
-            &[("tier", "web")],
-        ),
-        with_labels(
-            mk_pod("ns-0", "pod-1", &["10.0.0.2"], None, None),
-            &[("tier", "db")],
-        ),
+        with_labels(mk_pod("ns-0", "pod-0", &["10.0.0.1"], None, None), &[("tier", "web")]),
+        with_labels(mk_pod("ns-0", "pod-1", &["10.0.0.2"], None, None), &[("tier", "db")]),
         pending,
-        mk_pod(
-            "ns-1",
-            "pod-3",
-            &["10.0.0.4", "fd00::4"],
-            Some("pod-3"),
-            Some("sub-0"),
-        ),
+        mk_pod("ns-1", "pod-3", &["10.0.0.4", "fd00::4"], Some("pod-3"), Some("sub-0")),
     ]);
     let api = Api::<Pod>::all(client_for(&fake).await);
     let list = |selector: &'static str, fields: &'static str| {
@@ -237,47 +198,23 @@ async fn list_label_and_field_selectors() {
     assert_eq!(list("tier", "").await, ["pod-0", "pod-1"]);
     assert_eq!(list("!tier", "").await, ["pod-2", "pod-3"]);
     assert_eq!(list("tier,app!=pod-0", "").await, ["pod-1"]);
-    assert_eq!(
-        list("tier in (web, db),app notin (pod-1)", "").await,
-        ["pod-0"]
-    );
-    assert_eq!(
-        list("", "status.phase=Running").await,
-        ["pod-0", "pod-1", "pod-3"]
-    );
+    assert_eq!(list("tier in (web, db),app notin (pod-1)", "").await, ["pod-0"]);
+    assert_eq!(list("", "status.phase=Running").await, ["pod-0", "pod-1", "pod-3"]);
     assert_eq!(list("", "status.phase!=Running").await, ["pod-2"]);
     assert_eq!(list("", "metadata.namespace==ns-1").await, ["pod-3"]);
-    assert_eq!(
-        list("tier", "metadata.name=pod-1,status.phase=Running").await,
-        ["pod-1"]
-    );
+    assert_eq!(list("tier", "metadata.name=pod-1,status.phase=Running").await, ["pod-1"]);
 
-    let pod3 = Api::<Pod>::namespaced(api.clone().into_client(), "ns-1")
-        .get("pod-3")
-        .await
-        .expect("get pod-3");
+    let pod3 = Api::<Pod>::namespaced(api.clone().into_client(), "ns-1").get("pod-3").await.expect("get pod-3");
     let status = pod3.status.unwrap();
     assert_eq!(status.pod_ip.as_deref(), Some("10.0.0.4"));
     assert_eq!(status.pod_ips.unwrap().len(), 2);
     assert_eq!(pod3.spec.unwrap().subdomain.as_deref(), Some("sub-0"));
 
     // Unsupported field labels and malformed selectors are 400s, not panics.
-    let err = api
-        .list(&ListParams::default().fields("spec.bogus=1"))
-        .await
-        .expect_err("bad field selector");
-    assert!(
-        matches!(err, kube::Error::Api(ref s) if s.code == 400),
-        "{err:?}"
-    );
-    let err = api
-        .list(&ListParams::default().labels("a in (b"))
-        .await
-        .expect_err("bad label selector");
-    assert!(
-        matches!(err, kube::Error::Api(ref s) if s.code == 400),
-        "{err:?}"
-    );
+    let err = api.list(&ListParams::default().fields("spec.bogus=1")).await.expect_err("bad field selector");
+    assert!(matches!(err, kube::Error::Api(ref s) if s.code == 400), "{err:?}");
+    let err = api.list(&ListParams::default().labels("a in (b")).await.expect_err("bad label selector");
+    assert!(matches!(err, kube::Error::Api(ref s) if s.code == 400), "{err:?}");
 }
 
 #[tokio::test]
@@ -293,23 +230,15 @@ async fn continue_tokens_are_consistent_snapshots_and_expire() {
     fake.delete("Namespace", None, "ns-3");
     fake.apply(mk_namespace("ns-9"));
     fake.apply(with_labels(mk_namespace("ns-2"), &[("changed", "yes")]));
-    let second = api
-        .list(&ListParams::default().limit(10).continue_token(&token))
-        .await
-        .unwrap();
+    let second = api.list(&ListParams::default().limit(10).continue_token(&token)).await.unwrap();
     assert_eq!(names(second.items.clone()), ["ns-2", "ns-3", "ns-4"]);
     assert!(!second.items[0].labels().contains_key("changed"));
-    assert_eq!(
-        second.metadata.resource_version,
-        first.metadata.resource_version
-    );
+    assert_eq!(second.metadata.resource_version, first.metadata.resource_version);
 
     // After a compaction the token is too old: 410 Gone, reason Expired.
     fake.compact();
-    let err = api
-        .list(&ListParams::default().limit(10).continue_token(&token))
-        .await
-        .expect_err("expired continue token");
+    let err =
+        api.list(&ListParams::default().limit(10).continue_token(&token)).await.expect_err("expired continue token");
     match err {
         kube::Error::Api(status) => {
             assert_eq!(status.code, 410);
@@ -327,31 +256,17 @@ async fn get_discovery_and_unknown_paths() {
     seed_services(&fake);
     let client = client_for(&fake).await;
 
-    let svc = Api::<Service>::namespaced(client.clone(), "ns-0")
-        .get("svc-0")
-        .await
-        .unwrap();
+    let svc = Api::<Service>::namespaced(client.clone(), "ns-0").get("svc-0").await.unwrap();
     assert_eq!(svc.spec.unwrap().cluster_ip.as_deref(), Some("10.96.0.10"));
-    let err = Api::<Service>::namespaced(client.clone(), "ns-0")
-        .get("svc-404")
-        .await
-        .expect_err("missing service");
+    let err = Api::<Service>::namespaced(client.clone(), "ns-0").get("svc-404").await.expect_err("missing service");
     assert!(matches!(err, kube::Error::Api(ref s) if s.code == 404 && s.reason == "NotFound"));
 
     let version = client.apiserver_version().await.expect("/version");
     assert_eq!(version.major, "1");
 
-    let req = axum::http::Request::get("/apis/apps/v1/deployments")
-        .body(Vec::new())
-        .unwrap();
-    let err = client
-        .request_text(req)
-        .await
-        .expect_err("unknown resource");
-    assert!(
-        matches!(err, kube::Error::Api(ref s) if s.code == 404),
-        "{err:?}"
-    );
+    let req = axum::http::Request::get("/apis/apps/v1/deployments").body(Vec::new()).unwrap();
+    let err = client.request_text(req).await.expect_err("unknown resource");
+    assert!(matches!(err, kube::Error::Api(ref s) if s.code == 404), "{err:?}");
 
     let req = axum::http::Request::get("/api").body(Vec::new()).unwrap();
     let api_versions: serde_json::Value = client.request(req).await.expect("/api");
@@ -363,15 +278,9 @@ async fn watcher_sees_initial_list_then_apply_and_delete() {
     let fake = FakeApiServer::start();
     seed_services(&fake);
     let client = client_for(&fake).await;
-    let mut stream = drive(watcher::watcher(
-        Api::<Service>::all(client),
-        watcher::Config::default(),
-    ));
+    let mut stream = drive(watcher::watcher(Api::<Service>::all(client), watcher::Config::default()));
 
-    assert_eq!(
-        expect_initial_list(&mut stream).await,
-        ["svc-0", "svc-1", "svc-2", "svc-3"]
-    );
+    assert_eq!(expect_initial_list(&mut stream).await, ["svc-0", "svc-1", "svc-2", "svc-3"]);
     assert!(fake.wait_for_watches("Service", 1, WAIT).await);
 
     fake.apply(mk_headless_service("ns-1", "svc-4", &[("http", 80, "TCP")]));
@@ -380,36 +289,18 @@ async fn watcher_sees_initial_list_then_apply_and_delete() {
         other => panic!("expected Apply, got {other:?}"),
     }
     // An update of an existing object.
-    fake.apply(mk_service(
-        "ns-0",
-        "svc-0",
-        "10.96.0.11",
-        &[("http", 80, "TCP")],
-    ));
+    fake.apply(mk_service("ns-0", "svc-0", "10.96.0.11", &[("http", 80, "TCP")]));
     match next_event(&mut stream).await.0 {
         Event::Apply(svc) => {
             assert_eq!(svc.spec.unwrap().cluster_ip.as_deref(), Some("10.96.0.11"));
-            assert_eq!(
-                svc.metadata.resource_version,
-                Some(fake.resource_version().to_string())
-            );
+            assert_eq!(svc.metadata.resource_version, Some(fake.resource_version().to_string()));
         }
         other => panic!("expected Apply, got {other:?}"),
     }
     // Re-applying the same object is a no-op, as on a real server.
     let rv = fake.resource_version();
-    assert_eq!(
-        fake.apply(mk_service(
-            "ns-0",
-            "svc-0",
-            "10.96.0.11",
-            &[("http", 80, "TCP")]
-        )),
-        rv
-    );
-    let deleted_rv = fake
-        .delete("Service", Some("ns-0"), "svc-1")
-        .expect("svc-1 existed");
+    assert_eq!(fake.apply(mk_service("ns-0", "svc-0", "10.96.0.11", &[("http", 80, "TCP")])), rv);
+    let deleted_rv = fake.delete("Service", Some("ns-0"), "svc-1").expect("svc-1 existed");
     match next_event(&mut stream).await.0 {
         Event::Delete(svc) => {
             assert_eq!(svc.name_any(), "svc-1");
@@ -430,10 +321,7 @@ async fn watcher_resumes_after_dropped_connection_without_relisting() {
     let fake = FakeApiServer::start();
     seed_services(&fake);
     let client = client_for(&fake).await;
-    let mut stream = drive(watcher::watcher(
-        Api::<Service>::all(client),
-        watcher::Config::default(),
-    ));
+    let mut stream = drive(watcher::watcher(Api::<Service>::all(client), watcher::Config::default()));
     expect_initial_list(&mut stream).await;
     assert!(fake.wait_for_watches("Service", 1, WAIT).await);
 
@@ -453,10 +341,7 @@ async fn watcher_resumes_after_dropped_connection_without_relisting() {
     let log = fake.request_log();
     let last = log.last().unwrap();
     assert!(last.contains("watch=true"), "{last}");
-    assert!(
-        !last.contains("resourceVersion=0"),
-        "resumed from a real version: {last}"
-    );
+    assert!(!last.contains("resourceVersion=0"), "resumed from a real version: {last}");
 }
 
 #[tokio::test]
@@ -464,10 +349,7 @@ async fn watcher_relists_after_410_gone() {
     let fake = FakeApiServer::start();
     seed_services(&fake);
     let client = client_for(&fake).await;
-    let mut stream = drive(watcher::watcher(
-        Api::<Service>::all(client),
-        watcher::Config::default(),
-    ));
+    let mut stream = drive(watcher::watcher(Api::<Service>::all(client), watcher::Config::default()));
     expect_initial_list(&mut stream).await;
     assert!(fake.wait_for_watches("Service", 1, WAIT).await);
 
@@ -478,17 +360,11 @@ async fn watcher_relists_after_410_gone() {
         Err(watcher::Error::WatchError(status)) => {
             assert_eq!(status.code, 410);
             assert_eq!(status.reason, "Expired");
-            assert!(
-                status.message.starts_with("too old resource version: "),
-                "{status:?}"
-            );
+            assert!(status.message.starts_with("too old resource version: "), "{status:?}");
         }
         other => panic!("expected a 410 watch error, got {other:?}"),
     }
-    assert_eq!(
-        expect_initial_list(&mut stream).await,
-        ["svc-1", "svc-2", "svc-3"]
-    );
+    assert_eq!(expect_initial_list(&mut stream).await, ["svc-1", "svc-2", "svc-3"]);
     assert_eq!(fake.list_requests("Service"), 2, "relisted");
 
     // And watching goes on from the new list.
@@ -510,59 +386,36 @@ async fn raw_watch_replays_history_and_answers_410_after_compaction() {
     fake.delete("Service", Some("ns-0"), "svc-7");
 
     let mut watch = api
-        .watch(
-            &WatchParams::default().timeout(5).disable_bookmarks(),
-            &start.to_string(),
-        )
+        .watch(&WatchParams::default().timeout(5).disable_bookmarks(), &start.to_string())
         .await
         .expect("watch")
         .boxed();
     assert!(matches!(next(&mut watch).await, Ok(WatchEvent::Added(s)) if s.name_any() == "svc-7"));
-    assert!(
-        matches!(next(&mut watch).await, Ok(WatchEvent::Deleted(s)) if s.name_any() == "svc-7")
-    );
+    assert!(matches!(next(&mut watch).await, Ok(WatchEvent::Deleted(s)) if s.name_any() == "svc-7"));
     drop(watch);
 
     fake.compact();
     let mut watch = api
-        .watch(
-            &WatchParams::default().timeout(5).disable_bookmarks(),
-            &start.to_string(),
-        )
+        .watch(&WatchParams::default().timeout(5).disable_bookmarks(), &start.to_string())
         .await
         .expect("watch is accepted, the error comes as an event")
         .boxed();
     match next(&mut watch).await {
         Ok(WatchEvent::Error(status)) => {
             assert_eq!(status.code, 410);
-            assert_eq!(
-                status.message,
-                format!(
-                    "too old resource version: {start} ({})",
-                    fake.resource_version()
-                )
-            );
+            assert_eq!(status.message, format!("too old resource version: {start} ({})", fake.resource_version()));
         }
         other => panic!("expected ERROR 410, got {other:?}"),
     }
-    let end = tokio::time::timeout(WAIT, watch.next())
-        .await
-        .expect("stream ends");
+    let end = tokio::time::timeout(WAIT, watch.next()).await.expect("stream ends");
     assert!(end.is_none(), "the stream ends after the 410");
 
     // A list at an exact, compacted version is 410 as well.
     let err = api
-        .list(
-            &ListParams::default()
-                .at(&start.to_string())
-                .matching(kube::api::VersionMatch::Exact),
-        )
+        .list(&ListParams::default().at(&start.to_string()).matching(kube::api::VersionMatch::Exact))
         .await
         .expect_err("exact list at compacted version");
-    assert!(
-        matches!(err, kube::Error::Api(ref s) if s.code == 410),
-        "{err:?}"
-    );
+    assert!(matches!(err, kube::Error::Api(ref s) if s.code == 410), "{err:?}");
 }
 
 #[tokio::test]
@@ -577,11 +430,7 @@ async fn history_limit_compacts_old_writes() {
     let mut watch = api.watch(&wp, &start.to_string()).await.unwrap().boxed();
     assert!(matches!(next(&mut watch).await, Ok(WatchEvent::Error(s)) if s.code == 410));
     // Resuming after it replays the two retained writes.
-    let mut watch = api
-        .watch(&wp, &(start + 1).to_string())
-        .await
-        .unwrap()
-        .boxed();
+    let mut watch = api.watch(&wp, &(start + 1).to_string()).await.unwrap().boxed();
     assert!(matches!(next(&mut watch).await, Ok(WatchEvent::Added(n)) if n.name_any() == "ns-1"));
     assert!(matches!(next(&mut watch).await, Ok(WatchEvent::Added(n)) if n.name_any() == "ns-2"));
 }
@@ -598,9 +447,7 @@ async fn raw_watch_with_selector_sees_objects_enter_and_leave() {
         &[Ep::new("10.0.0.1").hostname("pod-0").target_pod("pod-0")],
     ));
     let api = Api::<EndpointSlice>::namespaced(client_for(&fake).await, "ns-0");
-    let wp = WatchParams::default()
-        .labels("kubernetes.io/service-name=svc-0")
-        .disable_bookmarks();
+    let wp = WatchParams::default().labels("kubernetes.io/service-name=svc-0").disable_bookmarks();
     let mut watch = api.watch(&wp, "0").await.expect("watch").boxed();
     // resourceVersion=0: synthetic ADDED for the current state.
     match next(&mut watch).await {
@@ -616,44 +463,23 @@ async fn raw_watch_with_selector_sees_objects_enter_and_leave() {
     fake.apply(moved);
     assert!(matches!(next(&mut watch).await, Ok(WatchEvent::Deleted(_))));
     fake.apply(with_trigger_time(
-        mk_slice(
-            "ns-0",
-            "svc-0-aaaaa",
-            "svc-0",
-            "IPv4",
-            &[],
-            &[Ep::new("10.0.0.2").not_ready()],
-        ),
+        mk_slice("ns-0", "svc-0-aaaaa", "svc-0", "IPv4", &[], &[Ep::new("10.0.0.2").not_ready()]),
         "2025-01-01T00:00:00Z",
     ));
     match next(&mut watch).await {
         Ok(WatchEvent::Added(slice)) => {
             assert_eq!(
-                slice
-                    .annotations()
-                    .get("endpoints.kubernetes.io/last-change-trigger-time"),
+                slice.annotations().get("endpoints.kubernetes.io/last-change-trigger-time"),
                 Some(&"2025-01-01T00:00:00Z".to_owned())
             );
-            assert_eq!(
-                slice.endpoints[0].conditions.clone().unwrap().ready,
-                Some(false)
-            );
+            assert_eq!(slice.endpoints[0].conditions.clone().unwrap().ready, Some(false));
         }
         other => panic!("expected ADDED, got {other:?}"),
     }
     // Another service's slice is filtered out.
-    fake.apply(mk_slice(
-        "ns-0",
-        "svc-1-bbbbb",
-        "svc-1",
-        "IPv6",
-        &[],
-        &[Ep::new("fd00::1")],
-    ));
+    fake.apply(mk_slice("ns-0", "svc-1-bbbbb", "svc-1", "IPv6", &[], &[Ep::new("fd00::1")]));
     fake.delete("EndpointSlice", Some("ns-0"), "svc-0-aaaaa");
-    assert!(
-        matches!(next(&mut watch).await, Ok(WatchEvent::Deleted(s)) if s.name_any() == "svc-0-aaaaa")
-    );
+    assert!(matches!(next(&mut watch).await, Ok(WatchEvent::Deleted(s)) if s.name_any() == "svc-0-aaaaa"));
 }
 
 #[tokio::test]
@@ -663,59 +489,33 @@ async fn bookmarks_periodic_and_on_demand() {
     seed_services(&fake);
     let api = Api::<Service>::all(client_for(&fake).await);
     let rv = fake.resource_version().to_string();
-    let mut watch = api
-        .watch(&WatchParams::default(), &rv)
-        .await
-        .expect("watch")
-        .boxed();
+    let mut watch = api.watch(&WatchParams::default(), &rv).await.expect("watch").boxed();
     assert!(fake.wait_for_watches("Service", 1, WAIT).await);
     fake.bump_resource_version();
     fake.send_bookmarks();
     match next(&mut watch).await {
         Ok(WatchEvent::Bookmark(bm)) => {
-            assert_eq!(
-                bm.metadata.resource_version,
-                fake.resource_version().to_string()
-            );
+            assert_eq!(bm.metadata.resource_version, fake.resource_version().to_string());
             assert_eq!(bm.types.kind, "Service");
         }
         other => panic!("expected BOOKMARK, got {other:?}"),
     }
     fake.set_bookmark_interval(Some(Duration::from_millis(50)));
-    assert!(matches!(
-        next(&mut watch).await,
-        Ok(WatchEvent::Bookmark(_))
-    ));
-    assert!(matches!(
-        next(&mut watch).await,
-        Ok(WatchEvent::Bookmark(_))
-    ));
+    assert!(matches!(next(&mut watch).await, Ok(WatchEvent::Bookmark(_))));
+    assert!(matches!(next(&mut watch).await, Ok(WatchEvent::Bookmark(_))));
 
     // The runtime watcher requests bookmarks by default and takes them in stride.
     let mut stream = drive(watcher::watcher(api.clone(), watcher::Config::default()));
     expect_initial_list(&mut stream).await;
     // Bookmarks flow (every 50 ms) while the watcher is polled; it swallows them.
     let quiet = tokio::time::timeout(Duration::from_millis(300), stream.next()).await;
-    assert!(
-        quiet.is_err(),
-        "bookmarks are not surfaced as events: {quiet:?}"
-    );
+    assert!(quiet.is_err(), "bookmarks are not surfaced as events: {quiet:?}");
     fake.apply(mk_service("ns-0", "svc-8", "10.96.0.18", &[]));
     let (event, errors) = next_event(&mut stream).await;
     assert!(errors.is_empty(), "{errors:?}");
-    assert!(
-        matches!(event, Event::Apply(ref s) if s.name_any() == "svc-8"),
-        "{event:?}"
-    );
-    let watch_line = fake
-        .request_log()
-        .into_iter()
-        .rfind(|l| l.contains("watch=true"))
-        .unwrap();
-    assert!(
-        watch_line.contains("allowWatchBookmarks=true"),
-        "{watch_line}"
-    );
+    assert!(matches!(event, Event::Apply(ref s) if s.name_any() == "svc-8"), "{event:?}");
+    let watch_line = fake.request_log().into_iter().rfind(|l| l.contains("watch=true")).unwrap();
+    assert!(watch_line.contains("allowWatchBookmarks=true"), "{watch_line}");
 }
 
 #[tokio::test]
@@ -724,14 +524,9 @@ async fn watch_timeout_seconds_ends_the_stream_cleanly() {
     let api = Api::<Service>::all(client_for(&fake).await);
     let rv = fake.resource_version().to_string();
     let started = tokio::time::Instant::now();
-    let mut watch = api
-        .watch(&WatchParams::default().timeout(1).disable_bookmarks(), &rv)
-        .await
-        .expect("watch")
-        .boxed();
-    let end = tokio::time::timeout(WAIT, watch.next())
-        .await
-        .expect("ends");
+    let mut watch =
+        api.watch(&WatchParams::default().timeout(1).disable_bookmarks(), &rv).await.expect("watch").boxed();
+    let end = tokio::time::timeout(WAIT, watch.next()).await.expect("ends");
     assert!(end.is_none(), "{end:?}");
     assert!(started.elapsed() >= Duration::from_millis(900));
 }
@@ -742,19 +537,12 @@ async fn stall_delays_the_initial_list() {
     seed_services(&fake);
     let client = client_for(&fake).await;
     fake.set_stalled(true);
-    let mut stream = drive(watcher::watcher(
-        Api::<Service>::all(client),
-        watcher::Config::default(),
-    ));
+    let mut stream = drive(watcher::watcher(Api::<Service>::all(client), watcher::Config::default()));
     // The watcher emits Init before it lists; the list itself is held.
     assert!(matches!(next(&mut stream).await, Ok(Event::Init)));
     let held = tokio::time::timeout(Duration::from_millis(500), stream.next()).await;
     assert!(held.is_err(), "nothing may arrive while stalled: {held:?}");
-    assert_eq!(
-        fake.list_requests("Service"),
-        1,
-        "the list arrived and is held"
-    );
+    assert_eq!(fake.list_requests("Service"), 1, "the list arrived and is held");
     fake.set_stalled(false);
     let mut names = Vec::new();
     loop {
@@ -785,32 +573,19 @@ async fn down_closes_connections_and_watcher_recovers() {
     let api = Api::<Service>::all(client_for(&fake).await);
     // Warm the client's connection pool, so that the outage also has to cut
     // an idle keep-alive connection.
-    assert_eq!(
-        api.list(&ListParams::default()).await.unwrap().items.len(),
-        4
-    );
+    assert_eq!(api.list(&ListParams::default()).await.unwrap().items.len(), 4);
     fake.set_down(true);
     let started = tokio::time::Instant::now();
     let err = api.list(&ListParams::default()).await.expect_err("down");
-    assert!(
-        !matches!(err, kube::Error::Api(_)),
-        "a transport error: {err:?}"
-    );
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "fails fast, no retries"
-    );
+    assert!(!matches!(err, kube::Error::Api(_)), "a transport error: {err:?}");
+    assert!(started.elapsed() < Duration::from_secs(2), "fails fast, no retries");
     eprintln!("list while down: {err:?}");
     fake.set_down(false);
-    assert_eq!(
-        api.list(&ListParams::default()).await.unwrap().items.len(),
-        4
-    );
+    assert_eq!(api.list(&ListParams::default()).await.unwrap().items.len(), 4);
 
     // A watcher that loses the server keeps retrying (with backoff) and resumes.
     use kube::runtime::WatchStreamExt;
-    let mut stream =
-        drive(watcher::watcher(api.clone(), watcher::Config::default()).default_backoff());
+    let mut stream = drive(watcher::watcher(api.clone(), watcher::Config::default()).default_backoff());
     expect_initial_list(&mut stream).await;
     assert!(fake.wait_for_watches("Service", 1, WAIT).await);
     let lists_before = fake.list_requests("Service");
@@ -824,11 +599,7 @@ async fn down_closes_connections_and_watcher_recovers() {
         Event::Apply(svc) => assert_eq!(svc.name_any(), "svc-9"),
         other => panic!("expected Apply, got {other:?}"),
     }
-    assert_eq!(
-        fake.list_requests("Service"),
-        lists_before,
-        "resumed without relisting"
-    );
+    assert_eq!(fake.list_requests("Service"), lists_before, "resumed without relisting");
 }
 
 #[tokio::test]
@@ -841,10 +612,7 @@ async fn unavailable_answers_503_which_kube_retries_by_default() {
         Client::try_from(config).unwrap()
     };
     fake.set_unavailable(true);
-    let err = Api::<Service>::all(no_retry)
-        .list(&ListParams::default())
-        .await
-        .expect_err("unavailable");
+    let err = Api::<Service>::all(no_retry).list(&ListParams::default()).await.expect_err("unavailable");
     match err {
         kube::Error::Api(status) => {
             assert_eq!(status.code, 503);
@@ -869,22 +637,12 @@ async fn streaming_list_watcher() {
     let fake = FakeApiServer::start();
     seed_services(&fake);
     let api = Api::<Service>::all(client_for(&fake).await);
-    let mut stream = drive(watcher::watcher(
-        api,
-        watcher::Config::default().streaming_lists(),
-    ));
-    assert_eq!(
-        expect_initial_list(&mut stream).await,
-        ["svc-0", "svc-1", "svc-2", "svc-3"]
-    );
+    let mut stream = drive(watcher::watcher(api, watcher::Config::default().streaming_lists()));
+    assert_eq!(expect_initial_list(&mut stream).await, ["svc-0", "svc-1", "svc-2", "svc-3"]);
     assert_eq!(fake.list_requests("Service"), 0);
     fake.apply(mk_service("ns-0", "svc-10", "10.96.0.20", &[]));
     assert!(matches!(next_event(&mut stream).await.0, Event::Apply(_)));
-    let first = fake
-        .request_log()
-        .into_iter()
-        .find(|l| l.contains("watch"))
-        .unwrap();
+    let first = fake.request_log().into_iter().find(|l| l.contains("watch")).unwrap();
     assert!(first.contains("sendInitialEvents=true"), "{first}");
 }
 
@@ -895,10 +653,7 @@ fn plain_test_with_its_own_client_runtime() {
     seed_services(&fake);
     assert_eq!(fake.objects("Service").len(), 4);
     assert!(fake.get("Namespace", None, "ns-1").is_some());
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let count = runtime.block_on(async {
         let api = Api::<Service>::namespaced(client_for(&fake).await, "ns-0");
         api.list(&ListParams::default()).await.unwrap().items.len()

@@ -21,9 +21,7 @@ fn statefulset(ips: &[&str]) -> String {
          addressType: IPv4\nports: [{name: web, port: 80}]\nendpoints:\n",
     );
     for (i, ip) in ips.iter().enumerate() {
-        yaml.push_str(&format!(
-            "- {{addresses: [{ip}], hostname: web-{i}, conditions: {{ready: true}}}}\n"
-        ));
+        yaml.push_str(&format!("- {{addresses: [{ip}], hostname: web-{i}, conditions: {{ready: true}}}}\n"));
     }
     yaml
 }
@@ -39,10 +37,7 @@ async fn wait_for(server: &TestServer, i: usize, ip: &str) -> Duration {
         if addresses(&ask(server.addr, &web(i), RecordType::A)) == [ip] {
             return started.elapsed();
         }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "web-{i} never became {ip}"
-        );
+        assert!(started.elapsed() < Duration::from_secs(10), "web-{i} never became {ip}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -50,10 +45,7 @@ async fn wait_for(server: &TestServer, i: usize, ip: &str) -> Duration {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_replaced_file_is_served_without_restart() {
     let server = TestServer::start(&statefulset(&["10.0.0.1", "10.0.0.2"])).await;
-    assert_eq!(
-        addresses(&ask(server.addr, &web(0), RecordType::A)),
-        ["10.0.0.1"]
-    );
+    assert_eq!(addresses(&ask(server.addr, &web(0), RecordType::A)), ["10.0.0.1"]);
     let serial = server.index().serial();
     replace_file(&server.manifest, &statefulset(&["10.0.0.9", "10.0.0.2"]));
     wait_for(&server, 0, "10.0.0.9").await;
@@ -103,11 +95,7 @@ async fn a_file_rewritten_in_place_in_pieces_is_never_applied_half_written() {
 
     // An editor saving in place: truncate, then write in pieces with pauses.
     let full = statefulset(&["10.0.0.7", "10.0.0.2", "10.0.0.3"]);
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .truncate(true)
-        .open(&server.manifest)
-        .unwrap();
+    let mut file = std::fs::OpenOptions::new().write(true).truncate(true).open(&server.manifest).unwrap();
     for piece in full.as_bytes().chunks(full.len() / 4 + 1) {
         file.write_all(piece).unwrap();
         file.flush().unwrap();
@@ -125,15 +113,9 @@ async fn a_file_rewritten_in_place_in_pieces_is_never_applied_half_written() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_broken_file_keeps_the_last_good_state() {
     let server = TestServer::start(&statefulset(&["10.0.0.1"])).await;
-    replace_file(
-        &server.manifest,
-        "apiVersion: v1\nkind: Service\nmetadata: {name: [unclosed\n",
-    );
+    replace_file(&server.manifest, "apiVersion: v1\nkind: Service\nmetadata: {name: [unclosed\n");
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(
-        addresses(&ask(server.addr, &web(0), RecordType::A)),
-        ["10.0.0.1"]
-    );
+    assert_eq!(addresses(&ask(server.addr, &web(0), RecordType::A)), ["10.0.0.1"]);
     // Fixed again: applied.
     replace_file(&server.manifest, &statefulset(&["10.0.0.5"]));
     wait_for(&server, 0, "10.0.0.5").await;
@@ -147,18 +129,8 @@ async fn a_bad_object_is_skipped_and_the_rest_served() {
         statefulset(&["10.0.0.1"])
     );
     let server = TestServer::start(&yaml).await;
-    assert_eq!(
-        addresses(&ask(server.addr, &web(0), RecordType::A)),
-        ["10.0.0.1"]
-    );
-    assert_eq!(
-        rcode(&ask(
-            server.addr,
-            "broken.ns-0.svc.cluster.local.",
-            RecordType::A
-        )),
-        ResponseCode::NXDomain
-    );
+    assert_eq!(addresses(&ask(server.addr, &web(0), RecordType::A)), ["10.0.0.1"]);
+    assert_eq!(rcode(&ask(server.addr, "broken.ns-0.svc.cluster.local.", RecordType::A)), ResponseCode::NXDomain);
     server.stop().await;
 }
 
@@ -182,10 +154,7 @@ async fn unchanged_names_never_flap_while_others_churn() {
     let (asked, wrong) = querier.join().unwrap();
     assert_eq!(changes.load(Ordering::Relaxed), 15);
     assert!(asked > 50, "{asked}");
-    assert_eq!(
-        wrong, 0,
-        "web-0 did not change and must never vanish or change"
-    );
+    assert_eq!(wrong, 0, "web-0 did not change and must never vanish or change");
     server.stop().await;
 }
 
@@ -199,8 +168,7 @@ async fn a_directory_of_manifests() {
     )
     .unwrap();
     std::fs::write(dir.path().join("notes.txt"), "not a manifest").unwrap();
-    let mut config =
-        headless_dns::config::Config::for_file(dir.path(), "127.0.0.1:0".parse().unwrap());
+    let mut config = headless_dns::config::Config::for_file(dir.path(), "127.0.0.1:0".parse().unwrap());
     config.file_options_mut().unwrap().poll_interval = Duration::from_millis(20);
     config.file_options_mut().unwrap().settle = Duration::from_millis(50);
     let running = headless_dns::start(config).await.unwrap();
@@ -208,16 +176,12 @@ async fn a_directory_of_manifests() {
     while !running.index().is_ready() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    assert_eq!(
-        addresses(&ask(addr, "api.ns-0.svc.cluster.local.", RecordType::A)),
-        ["10.96.0.1"]
-    );
+    assert_eq!(addresses(&ask(addr, "api.ns-0.svc.cluster.local.", RecordType::A)), ["10.96.0.1"]);
     assert_eq!(addresses(&ask(addr, &web(0), RecordType::A)), ["10.0.0.1"]);
     // Removing a file removes its objects.
     std::fs::remove_file(dir.path().join("b.yml")).unwrap();
     let started = Instant::now();
-    while rcode(&ask(addr, "api.ns-0.svc.cluster.local.", RecordType::A)) != ResponseCode::NXDomain
-    {
+    while rcode(&ask(addr, "api.ns-0.svc.cluster.local.", RecordType::A)) != ResponseCode::NXDomain {
         assert!(started.elapsed() < Duration::from_secs(10));
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -229,29 +193,12 @@ async fn a_directory_of_manifests() {
 async fn a_broken_file_at_start_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("cluster.yaml");
-    std::fs::write(
-        &path,
-        "apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n---\nkind: [\n",
-    )
-    .unwrap();
+    std::fs::write(&path, "apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n---\nkind: [\n").unwrap();
     let config = headless_dns::config::Config::for_file(&path, "127.0.0.1:0".parse().unwrap());
-    let err = headless_dns::start(config)
-        .await
-        .err()
-        .expect("start fails")
-        .to_string();
+    let err = headless_dns::start(config).await.err().expect("start fails").to_string();
     assert!(err.contains("cluster.yaml: document 2:"), "{err}");
-    let config = headless_dns::config::Config::for_file(
-        dir.path().join("missing.yaml"),
-        "127.0.0.1:0".parse().unwrap(),
-    );
-    let err = headless_dns::start(config)
-        .await
-        .err()
-        .expect("start fails")
-        .to_string();
-    assert!(
-        err.contains("missing.yaml") && err.contains("No such file"),
-        "{err}"
-    );
+    let config =
+        headless_dns::config::Config::for_file(dir.path().join("missing.yaml"), "127.0.0.1:0".parse().unwrap());
+    let err = headless_dns::start(config).await.err().expect("start fails").to_string();
+    assert!(err.contains("missing.yaml") && err.contains("No such file"), "{err}");
 }

@@ -24,36 +24,15 @@ struct Case {
 }
 
 const fn ok(name: &'static str, rtype: RecordType, answer: &'static [&'static str]) -> Case {
-    Case {
-        name,
-        rtype,
-        rcode: ResponseCode::NoError,
-        answer,
-        additional: &[],
-        soa: false,
-    }
+    Case { name, rtype, rcode: ResponseCode::NoError, answer, additional: &[], soa: false }
 }
 
 const fn nodata(name: &'static str, rtype: RecordType) -> Case {
-    Case {
-        name,
-        rtype,
-        rcode: ResponseCode::NoError,
-        answer: &[],
-        additional: &[],
-        soa: true,
-    }
+    Case { name, rtype, rcode: ResponseCode::NoError, answer: &[], additional: &[], soa: true }
 }
 
 const fn nxdomain(name: &'static str, rtype: RecordType) -> Case {
-    Case {
-        name,
-        rtype,
-        rcode: ResponseCode::NXDomain,
-        answer: &[],
-        additional: &[],
-        soa: true,
-    }
+    Case { name, rtype, rcode: ResponseCode::NXDomain, answer: &[], additional: &[], soa: true }
 }
 
 fn check(server: std::net::SocketAddr, cases: &[Case]) {
@@ -62,10 +41,7 @@ fn check(server: std::net::SocketAddr, cases: &[Case]) {
         let resp = ask(server, case.name, case.rtype);
         let got_answer = zone_lines(&resp.answers);
         let got_additional = zone_lines(&resp.additionals);
-        let soa = resp
-            .authorities
-            .iter()
-            .any(|r| r.record_type() == RecordType::SOA);
+        let soa = resp.authorities.iter().any(|r| r.record_type() == RecordType::SOA);
         let ok = rcode(&resp) == case.rcode
             && got_answer == case.answer
             && (case.additional.is_empty() || got_additional == case.additional)
@@ -78,13 +54,7 @@ fn check(server: std::net::SocketAddr, cases: &[Case]) {
             ));
         }
     }
-    assert!(
-        failures.is_empty(),
-        "{} of {} cases failed:\n{}",
-        failures.len(),
-        cases.len(),
-        failures.join("\n")
-    );
+    assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), cases.len(), failures.join("\n"));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -95,40 +65,17 @@ async fn spec_records() {
         server.addr,
         &[
             // §2.2 schema version, apex SOA and NS.
-            ok(
-                "dns-version.cluster.local.",
-                TXT,
-                &["dns-version.cluster.local. 28800 IN TXT 1.1.0"],
-            ),
-            ok(
-                "cluster.local.",
-                NS,
-                &["cluster.local. 5 IN NS ns.dns.cluster.local."],
-            ),
+            ok("dns-version.cluster.local.", TXT, &["dns-version.cluster.local. 28800 IN TXT 1.1.0"]),
+            ok("cluster.local.", NS, &["cluster.local. 5 IN NS ns.dns.cluster.local."]),
             // §2.4.1 headless: ready endpoints of every slice, merged and deduplicated, both families.
             ok(
                 "nginx.ns-0.svc.cluster.local.",
                 A,
-                &[
-                    "nginx.ns-0.svc.cluster.local. 5 IN A 10.244.1.5",
-                    "nginx.ns-0.svc.cluster.local. 5 IN A 10.244.2.7",
-                ],
+                &["nginx.ns-0.svc.cluster.local. 5 IN A 10.244.1.5", "nginx.ns-0.svc.cluster.local. 5 IN A 10.244.2.7"],
             ),
-            ok(
-                "nginx.ns-0.svc.cluster.local.",
-                AAAA,
-                &["nginx.ns-0.svc.cluster.local. 5 IN AAAA fd00::5"],
-            ),
-            ok(
-                "web-0.nginx.ns-0.svc.cluster.local.",
-                A,
-                &["web-0.nginx.ns-0.svc.cluster.local. 5 IN A 10.244.1.5"],
-            ),
-            ok(
-                "web-0.nginx.ns-0.svc.cluster.local.",
-                AAAA,
-                &["web-0.nginx.ns-0.svc.cluster.local. 5 IN AAAA fd00::5"],
-            ),
+            ok("nginx.ns-0.svc.cluster.local.", AAAA, &["nginx.ns-0.svc.cluster.local. 5 IN AAAA fd00::5"]),
+            ok("web-0.nginx.ns-0.svc.cluster.local.", A, &["web-0.nginx.ns-0.svc.cluster.local. 5 IN A 10.244.1.5"]),
+            ok("web-0.nginx.ns-0.svc.cluster.local.", AAAA, &["web-0.nginx.ns-0.svc.cluster.local. 5 IN AAAA fd00::5"]),
             // An IPv4-only Pod name has no AAAA: NODATA, never NXDOMAIN (musl gives up on NXDOMAIN).
             nodata("web-1.nginx.ns-0.svc.cluster.local.", AAAA),
             nodata("web-1.nginx.ns-0.svc.cluster.local.", MX),
@@ -164,16 +111,8 @@ async fn spec_records() {
             nxdomain("_9000._tcp.nginx.ns-0.svc.cluster.local.", SRV),
             nxdomain("_web._udp.nginx.ns-0.svc.cluster.local.", SRV),
             // §2.3 ClusterIP: all cluster IPs, SRV to the Service name, endpoint names (CoreDNS).
-            ok(
-                "api.ns-0.svc.cluster.local.",
-                A,
-                &["api.ns-0.svc.cluster.local. 5 IN A 10.96.0.20"],
-            ),
-            ok(
-                "api.ns-0.svc.cluster.local.",
-                AAAA,
-                &["api.ns-0.svc.cluster.local. 5 IN AAAA fd00:96::20"],
-            ),
+            ok("api.ns-0.svc.cluster.local.", A, &["api.ns-0.svc.cluster.local. 5 IN A 10.96.0.20"]),
+            ok("api.ns-0.svc.cluster.local.", AAAA, &["api.ns-0.svc.cluster.local. 5 IN AAAA fd00:96::20"]),
             Case {
                 additional: &[
                     "api.ns-0.svc.cluster.local. 5 IN A 10.96.0.20",
@@ -182,17 +121,13 @@ async fn spec_records() {
                 ..ok(
                     "_http._tcp.api.ns-0.svc.cluster.local.",
                     SRV,
-                    &[
-                        "_http._tcp.api.ns-0.svc.cluster.local. 5 IN SRV 0 100 80 api.ns-0.svc.cluster.local.",
-                    ],
+                    &["_http._tcp.api.ns-0.svc.cluster.local. 5 IN SRV 0 100 80 api.ns-0.svc.cluster.local."],
                 )
             },
             ok(
                 "_dns._udp.api.ns-0.svc.cluster.local.",
                 SRV,
-                &[
-                    "_dns._udp.api.ns-0.svc.cluster.local. 5 IN SRV 0 100 53 api.ns-0.svc.cluster.local.",
-                ],
+                &["_dns._udp.api.ns-0.svc.cluster.local. 5 IN SRV 0 100 53 api.ns-0.svc.cluster.local."],
             ),
             ok(
                 "10-244-1-9.api.ns-0.svc.cluster.local.",
@@ -200,11 +135,7 @@ async fn spec_records() {
                 &["10-244-1-9.api.ns-0.svc.cluster.local. 5 IN A 10.244.1.9"],
             ),
             // §2.3.3, §2.4.3 PTR; CoreDNS: every endpoint.
-            ok(
-                "20.0.96.10.in-addr.arpa.",
-                PTR,
-                &["20.0.96.10.in-addr.arpa. 5 IN PTR api.ns-0.svc.cluster.local."],
-            ),
+            ok("20.0.96.10.in-addr.arpa.", PTR, &["20.0.96.10.in-addr.arpa. 5 IN PTR api.ns-0.svc.cluster.local."]),
             ok(
                 "5.1.244.10.in-addr.arpa.",
                 PTR,
@@ -226,16 +157,8 @@ async fn spec_records() {
             nxdomain("1.2.3.4.in-addr.arpa.", PTR),
             nodata("244.10.in-addr.arpa.", PTR),
             // §2.5 ExternalName: CNAME for any type; IP-valued ExternalName is not served.
-            ok(
-                "db.ns-0.svc.cluster.local.",
-                A,
-                &["db.ns-0.svc.cluster.local. 5 IN CNAME db.example.com."],
-            ),
-            ok(
-                "db.ns-0.svc.cluster.local.",
-                CNAME,
-                &["db.ns-0.svc.cluster.local. 5 IN CNAME db.example.com."],
-            ),
+            ok("db.ns-0.svc.cluster.local.", A, &["db.ns-0.svc.cluster.local. 5 IN CNAME db.example.com."]),
+            ok("db.ns-0.svc.cluster.local.", CNAME, &["db.ns-0.svc.cluster.local. 5 IN CNAME db.example.com."]),
             nxdomain("by-ip.ns-0.svc.cluster.local.", A),
             // Headless with no ready endpoint: NXDOMAIN, and so are its names.
             nxdomain("empty.ns-0.svc.cluster.local.", A),
@@ -263,15 +186,8 @@ async fn spec_records() {
 #[tokio::test(flavor = "multi_thread")]
 async fn names_match_case_insensitively_and_echo_the_question() {
     let server = TestServer::start(FIXTURE).await;
-    let resp = ask(
-        server.addr,
-        "WEB-0.Nginx.NS-0.svc.Cluster.Local.",
-        RecordType::A,
-    );
-    assert_eq!(
-        resp.queries[0].name().to_string(),
-        "WEB-0.Nginx.NS-0.svc.Cluster.Local."
-    );
+    let resp = ask(server.addr, "WEB-0.Nginx.NS-0.svc.Cluster.Local.", RecordType::A);
+    assert_eq!(resp.queries[0].name().to_string(), "WEB-0.Nginx.NS-0.svc.Cluster.Local.");
     assert_eq!(support::dns::addresses(&resp), ["10.244.1.5"]);
     assert_eq!(
         resp.answers[0].name.to_string(),
@@ -299,16 +215,8 @@ async fn pods_verified_answers_only_running_pods_in_their_namespace() {
     check(
         server.addr,
         &[
-            ok(
-                "10-244-1-5.ns-0.pod.cluster.local.",
-                A,
-                &["10-244-1-5.ns-0.pod.cluster.local. 5 IN A 10.244.1.5"],
-            ),
-            ok(
-                "fd00--5.ns-0.pod.cluster.local.",
-                AAAA,
-                &["fd00--5.ns-0.pod.cluster.local. 5 IN AAAA fd00::5"],
-            ),
+            ok("10-244-1-5.ns-0.pod.cluster.local.", A, &["10-244-1-5.ns-0.pod.cluster.local. 5 IN A 10.244.1.5"]),
+            ok("fd00--5.ns-0.pod.cluster.local.", AAAA, &["fd00--5.ns-0.pod.cluster.local. 5 IN AAAA fd00::5"]),
             nodata("10-244-1-5.ns-0.pod.cluster.local.", AAAA),
             nodata("ns-0.pod.cluster.local.", A),
             nxdomain("10-244-1-5.other.pod.cluster.local.", A),
@@ -327,16 +235,8 @@ async fn pods_insecure_echoes_any_address() {
     check(
         server.addr,
         &[
-            ok(
-                "10-9-9-9.anything.pod.cluster.local.",
-                A,
-                &["10-9-9-9.anything.pod.cluster.local. 5 IN A 10.9.9.9"],
-            ),
-            ok(
-                "fd00--7.anything.pod.cluster.local.",
-                AAAA,
-                &["fd00--7.anything.pod.cluster.local. 5 IN AAAA fd00::7"],
-            ),
+            ok("10-9-9-9.anything.pod.cluster.local.", A, &["10-9-9-9.anything.pod.cluster.local. 5 IN A 10.9.9.9"]),
+            ok("fd00--7.anything.pod.cluster.local.", AAAA, &["fd00--7.anything.pod.cluster.local. 5 IN AAAA fd00::7"]),
             nodata("10-9-9-9.anything.pod.cluster.local.", AAAA),
             nodata("anything.pod.cluster.local.", A),
             nxdomain("not-an-ip.anything.pod.cluster.local.", A),
@@ -358,11 +258,7 @@ async fn ptr_hostname_only_follows_the_spec() {
                 PTR,
                 &["5.1.244.10.in-addr.arpa. 5 IN PTR web-0.nginx.ns-0.svc.cluster.local."],
             ),
-            ok(
-                "20.0.96.10.in-addr.arpa.",
-                PTR,
-                &["20.0.96.10.in-addr.arpa. 5 IN PTR api.ns-0.svc.cluster.local."],
-            ),
+            ok("20.0.96.10.in-addr.arpa.", PTR, &["20.0.96.10.in-addr.arpa. 5 IN PTR api.ns-0.svc.cluster.local."]),
             nxdomain("9.1.244.10.in-addr.arpa.", PTR),
         ],
     );
@@ -382,34 +278,16 @@ async fn ttls_per_kind_and_negative_ttl() {
     check(
         server.addr,
         &[
-            ok(
-                "nginx.ns-0.svc.cluster.local.",
-                AAAA,
-                &["nginx.ns-0.svc.cluster.local. 2 IN AAAA fd00::5"],
-            ),
-            ok(
-                "web-0.nginx.ns-0.svc.cluster.local.",
-                A,
-                &["web-0.nginx.ns-0.svc.cluster.local. 2 IN A 10.244.1.5"],
-            ),
-            ok(
-                "api.ns-0.svc.cluster.local.",
-                A,
-                &["api.ns-0.svc.cluster.local. 30 IN A 10.96.0.20"],
-            ),
-            ok(
-                "db.ns-0.svc.cluster.local.",
-                CNAME,
-                &["db.ns-0.svc.cluster.local. 7 IN CNAME db.example.com."],
-            ),
+            ok("nginx.ns-0.svc.cluster.local.", AAAA, &["nginx.ns-0.svc.cluster.local. 2 IN AAAA fd00::5"]),
+            ok("web-0.nginx.ns-0.svc.cluster.local.", A, &["web-0.nginx.ns-0.svc.cluster.local. 2 IN A 10.244.1.5"]),
+            ok("api.ns-0.svc.cluster.local.", A, &["api.ns-0.svc.cluster.local. 30 IN A 10.96.0.20"]),
+            ok("db.ns-0.svc.cluster.local.", CNAME, &["db.ns-0.svc.cluster.local. 7 IN CNAME db.example.com."]),
         ],
     );
     let resp = ask(server.addr, "nope.ns-0.svc.cluster.local.", A);
     let soa = &resp.authorities[0];
     assert_eq!(soa.ttl, 3);
-    let hickory_proto::rr::RData::SOA(soa) = &soa.data else {
-        panic!("{soa:?}")
-    };
+    let hickory_proto::rr::RData::SOA(soa) = &soa.data else { panic!("{soa:?}") };
     assert_eq!(soa.minimum, 3);
     server.stop().await;
 }
@@ -418,9 +296,7 @@ async fn ttls_per_kind_and_negative_ttl() {
 async fn several_zones() {
     use RecordType::*;
     let server = TestServer::start_with(FIXTURE, |c| {
-        c.records
-            .zones
-            .push(headless_dns::dns::name::Name::parse("cluster.example").unwrap());
+        c.records.zones.push(headless_dns::dns::name::Name::parse("cluster.example").unwrap());
     })
     .await;
     check(
@@ -431,16 +307,8 @@ async fn several_zones() {
                 A,
                 &["web-0.nginx.ns-0.svc.cluster.example. 5 IN A 10.244.1.5"],
             ),
-            ok(
-                "web-0.nginx.ns-0.svc.cluster.local.",
-                A,
-                &["web-0.nginx.ns-0.svc.cluster.local. 5 IN A 10.244.1.5"],
-            ),
-            ok(
-                "dns-version.cluster.example.",
-                TXT,
-                &["dns-version.cluster.example. 28800 IN TXT 1.1.0"],
-            ),
+            ok("web-0.nginx.ns-0.svc.cluster.local.", A, &["web-0.nginx.ns-0.svc.cluster.local. 5 IN A 10.244.1.5"]),
+            ok("dns-version.cluster.example.", TXT, &["dns-version.cluster.example. 28800 IN TXT 1.1.0"]),
             nxdomain("nope.cluster.example.", A),
         ],
     );

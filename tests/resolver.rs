@@ -15,11 +15,7 @@ search default.svc.cluster.local svc.cluster.local cluster.local\n\
 options ndots:5 timeout:1 attempts:2\n";
 
 fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| o.stdout == b"0\n")
-        .unwrap_or(false)
+    Command::new("id").arg("-u").output().map(|o| o.stdout == b"0\n").unwrap_or(false)
 }
 
 #[test]
@@ -53,10 +49,7 @@ echo "missing: $(getent hosts web-9.nginx || echo not-found)"
         bin = env!("CARGO_BIN_EXE_headless-dns"),
         manifest = example_manifest().display(),
     );
-    let out = Command::new("unshare")
-        .args(["--net", "--mount", "sh", "-c", &script])
-        .output()
-        .unwrap();
+    let out = Command::new("unshare").args(["--net", "--mount", "sh", "-c", &script]).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stdout}\n{stderr}");
@@ -71,9 +64,6 @@ echo "missing: $(getent hosts web-9.nginx || echo not-found)"
         "missing: not-found",
     ];
     for line in expect {
-        assert!(
-            stdout.lines().any(|l| l == line),
-            "missing {line:?} in:\n{stdout}\n{stderr}"
-        );
+        assert!(stdout.lines().any(|l| l == line), "missing {line:?} in:\n{stdout}\n{stderr}");
     }
 }

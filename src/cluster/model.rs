@@ -73,10 +73,7 @@ impl Model {
             Object::Slice(slice) => {
                 let key = slice.key.clone();
                 let new_service = ObjKey::new(key.ns.clone(), slice.service.clone());
-                let old_service = self
-                    .slices
-                    .get(&key)
-                    .map(|s| ObjKey::new(key.ns.clone(), s.obj.service.clone()));
+                let old_service = self.slices.get(&key).map(|s| ObjKey::new(key.ns.clone(), s.obj.service.clone()));
                 if !upsert(&mut self.slices, key.clone(), slice, seen) {
                     return touched;
                 }
@@ -84,10 +81,7 @@ impl Model {
                     self.unlink_slice(&old, &key);
                     touched.push(Owner::Service(old));
                 }
-                let list = self
-                    .slices_by_service
-                    .entry(new_service.clone())
-                    .or_default();
+                let list = self.slices_by_service.entry(new_service.clone()).or_default();
                 if !list.contains(&key) {
                     list.push(key);
                 }
@@ -162,13 +156,8 @@ impl Model {
             Kind::Namespace => self
                 .namespaces
                 .iter()
-                .filter(|(name, s)| {
-                    s.seen < started && scope.namespace.as_ref().is_none_or(|ns| ns == *name)
-                })
-                .map(|(name, _)| ObjectRef {
-                    kind: Kind::Namespace,
-                    key: ObjKey::new("", name.clone()),
-                })
+                .filter(|(name, s)| s.seen < started && scope.namespace.as_ref().is_none_or(|ns| ns == *name))
+                .map(|(name, _)| ObjectRef { kind: Kind::Namespace, key: ObjKey::new("", name.clone()) })
                 .collect(),
         };
         let mut touched = Vec::new();
@@ -186,11 +175,7 @@ impl Model {
 
     /// The EndpointSlices labelled with a Service's name, in a stable order.
     pub fn slices_of(&self, service: &ObjKey) -> impl Iterator<Item = &Slice> {
-        self.slices_by_service
-            .get(service)
-            .into_iter()
-            .flatten()
-            .filter_map(|k| self.slices.get(k).map(|s| &s.obj))
+        self.slices_by_service.get(service).into_iter().flatten().filter_map(|k| self.slices.get(k).map(|s| &s.obj))
     }
 
     /// A Pod.
@@ -208,20 +193,12 @@ impl Model {
         let services = self.services.keys().cloned().map(Owner::Service);
         let pods = self.pods.keys().cloned().map(Owner::Pod);
         let namespaces = self.namespaces.keys().cloned().map(Owner::Namespace);
-        std::iter::once(Owner::Apex)
-            .chain(namespaces)
-            .chain(services)
-            .chain(pods)
+        std::iter::once(Owner::Apex).chain(namespaces).chain(services).chain(pods)
     }
 
     /// Object counts: (Services, EndpointSlices, Pods, Namespaces).
     pub fn counts(&self) -> (usize, usize, usize, usize) {
-        (
-            self.services.len(),
-            self.slices.len(),
-            self.pods.len(),
-            self.namespaces.len(),
-        )
+        (self.services.len(), self.slices.len(), self.pods.len(), self.namespaces.len())
     }
 
     fn unlink_slice(&mut self, service: &ObjKey, slice: &ObjKey) {
@@ -236,12 +213,7 @@ impl Model {
 
 /// Stores `obj` under `key`; returns whether anything changed. The generation is refreshed
 /// either way, so a relist sees the object.
-fn upsert<K: std::hash::Hash + Eq, T: PartialEq>(
-    map: &mut HashMap<K, Stored<T>>,
-    key: K,
-    obj: T,
-    seen: u64,
-) -> bool {
+fn upsert<K: std::hash::Hash + Eq, T: PartialEq>(map: &mut HashMap<K, Stored<T>>, key: K, obj: T, seen: u64) -> bool {
     match map.get_mut(&key) {
         Some(stored) => {
             stored.seen = seen;
@@ -266,10 +238,7 @@ fn stale_keys<T>(
 ) -> Vec<ObjectRef> {
     map.iter()
         .filter(|(k, s)| s.seen < started && in_scope(k))
-        .map(|(k, _)| ObjectRef {
-            kind,
-            key: k.clone(),
-        })
+        .map(|(k, _)| ObjectRef { kind, key: k.clone() })
         .collect()
 }
 
@@ -279,11 +248,7 @@ mod tests {
     use crate::cluster::object::{Endpoint, ServiceKind};
 
     fn svc(ns: &str, name: &str) -> Object {
-        Object::Service(Service {
-            key: ObjKey::new(ns, name),
-            kind: ServiceKind::Headless,
-            ports: vec![],
-        })
+        Object::Service(Service { key: ObjKey::new(ns, name), kind: ServiceKind::Headless, ports: vec![] })
     }
 
     fn slice(ns: &str, name: &str, service: &str, ip: &str) -> Object {
@@ -317,10 +282,7 @@ mod tests {
         let touched = m.apply(slice("ns-0", "slice-0", "svc-1", "10.0.0.1"));
         assert_eq!(
             touched.as_slice(),
-            &[
-                Owner::Service(ObjKey::new("ns-0", "svc-0")),
-                Owner::Service(ObjKey::new("ns-0", "svc-1"))
-            ]
+            &[Owner::Service(ObjKey::new("ns-0", "svc-0")), Owner::Service(ObjKey::new("ns-0", "svc-1"))]
         );
         assert_eq!(m.slices_of(&ObjKey::new("ns-0", "svc-0")).count(), 0);
         assert_eq!(m.slices_of(&ObjKey::new("ns-0", "svc-1")).count(), 1);
@@ -332,21 +294,12 @@ mod tests {
         m.apply(svc("ns-0", "keep"));
         m.apply(svc("ns-0", "gone"));
         m.apply(svc("ns-1", "other"));
-        let scope = Scope {
-            kind: Kind::Service,
-            namespace: Some("ns-0".into()),
-        };
+        let scope = Scope { kind: Kind::Service, namespace: Some("ns-0".into()) };
         m.relist_start(scope.clone());
-        assert!(
-            m.apply(svc("ns-0", "keep")).is_empty(),
-            "unchanged object is a no-op"
-        );
+        assert!(m.apply(svc("ns-0", "keep")).is_empty(), "unchanged object is a no-op");
         let touched = m.relist_done(&scope);
         assert_eq!(touched, vec![Owner::Service(ObjKey::new("ns-0", "gone"))]);
         assert!(m.service(&ObjKey::new("ns-0", "keep")).is_some());
-        assert!(
-            m.service(&ObjKey::new("ns-1", "other")).is_some(),
-            "outside the scope"
-        );
+        assert!(m.service(&ObjKey::new("ns-1", "other")).is_some(), "outside the scope");
     }
 }

@@ -37,12 +37,7 @@ pub enum Kind {
 
 impl Kind {
     /// Every kind, in the order a source lists them.
-    pub const ALL: [Kind; 4] = [
-        Kind::Namespace,
-        Kind::Service,
-        Kind::EndpointSlice,
-        Kind::Pod,
-    ];
+    pub const ALL: [Kind; 4] = [Kind::Namespace, Kind::Service, Kind::EndpointSlice, Kind::Pod];
 
     /// The `kind` field of the API object.
     pub fn as_str(self) -> &'static str {
@@ -73,10 +68,7 @@ pub struct ObjKey {
 impl ObjKey {
     /// Builds a key.
     pub fn new(ns: impl Into<Arc<str>>, name: impl Into<Arc<str>>) -> Self {
-        ObjKey {
-            ns: ns.into(),
-            name: name.into(),
-        }
+        ObjKey { ns: ns.into(), name: name.into() }
     }
 }
 
@@ -128,22 +120,10 @@ impl Object {
     /// Which object this is.
     pub fn object_ref(&self) -> ObjectRef {
         match self {
-            Object::Service(s) => ObjectRef {
-                kind: Kind::Service,
-                key: s.key.clone(),
-            },
-            Object::Slice(s) => ObjectRef {
-                kind: Kind::EndpointSlice,
-                key: s.key.clone(),
-            },
-            Object::Pod(p) => ObjectRef {
-                kind: Kind::Pod,
-                key: p.key.clone(),
-            },
-            Object::Namespace(n) => ObjectRef {
-                kind: Kind::Namespace,
-                key: ObjKey::new("", n.name.clone()),
-            },
+            Object::Service(s) => ObjectRef { kind: Kind::Service, key: s.key.clone() },
+            Object::Slice(s) => ObjectRef { kind: Kind::EndpointSlice, key: s.key.clone() },
+            Object::Pod(p) => ObjectRef { kind: Kind::Pod, key: p.key.clone() },
+            Object::Namespace(n) => ObjectRef { kind: Kind::Namespace, key: ObjKey::new("", n.name.clone()) },
         }
     }
 }
@@ -298,44 +278,28 @@ fn parse_ip(text: &str) -> Option<IpAddr> {
     text.trim().parse().ok()
 }
 
-fn project_port(
-    name: Option<&str>,
-    protocol: Option<&str>,
-    port: Option<i32>,
-) -> Result<Option<Port>, String> {
+fn project_port(name: Option<&str>, protocol: Option<&str>, port: Option<i32>) -> Result<Option<Port>, String> {
     let Some(port) = port else {
         // An EndpointSlice port without a number means "all ports"; it has no SRV record.
         return Ok(None);
     };
     let port = u16::try_from(port).map_err(|_| format!("port {port} is out of range"))?;
     let protocol = Protocol::parse(protocol)?;
-    let name = name
-        .filter(|n| !n.is_empty())
-        .filter(|n| dns_label(n))
-        .map(|n| n.to_ascii_lowercase().into_boxed_str());
-    Ok(Some(Port {
-        name,
-        protocol,
-        port,
-    }))
+    let name = name.filter(|n| !n.is_empty()).filter(|n| dns_label(n)).map(|n| n.to_ascii_lowercase().into_boxed_str());
+    Ok(Some(Port { name, protocol, port }))
 }
 
 /// Projects a Service. A Service whose cluster IPs do not parse is rejected as a whole (serving a
 /// Service with part of its addresses would be a silent lie); one with a bad port loses that port.
 pub fn project_service(svc: &core::Service) -> Result<Service, ProjectError> {
     let key = meta_key(Kind::Service, &svc.metadata)?;
-    let err = |reason: String| ProjectError {
-        what: format!("Service {key}"),
-        reason,
-    };
+    let err = |reason: String| ProjectError { what: format!("Service {key}"), reason };
     let spec = svc.spec.clone().unwrap_or_default();
     let kind = match spec.type_.as_deref() {
         Some("ExternalName") => {
             let ext = spec.external_name.as_deref().unwrap_or_default();
             if ext.parse::<IpAddr>().is_ok() {
-                return Err(err(format!(
-                    "externalName {ext:?} is an IP address; only hostnames get a CNAME"
-                )));
+                return Err(err(format!("externalName {ext:?} is an IP address; only hostnames get a CNAME")));
             }
             let target = Name::parse(ext).map_err(|e| err(format!("externalName: {e}")))?;
             if target == Name::root() {
@@ -354,8 +318,7 @@ pub fn project_service(svc: &core::Service) -> Result<Service, ProjectError> {
             } else {
                 let mut ips = SmallVec::new();
                 for text in texts.iter().filter(|t| !t.is_empty()) {
-                    let ip = parse_ip(text)
-                        .ok_or_else(|| err(format!("cluster IP {text:?} is not an IP address")))?;
+                    let ip = parse_ip(text).ok_or_else(|| err(format!("cluster IP {text:?} is not an IP address")))?;
                     ips.push(ip);
                 }
                 ServiceKind::ClusterIp(ips)
@@ -377,10 +340,7 @@ pub fn project_service(svc: &core::Service) -> Result<Service, ProjectError> {
 /// FQDN slices (deprecated) carry no addresses we can serve and project to no endpoints.
 pub fn project_slice(slice: &discovery::EndpointSlice) -> Result<Slice, ProjectError> {
     let key = meta_key(Kind::EndpointSlice, &slice.metadata)?;
-    let err = |reason: String| ProjectError {
-        what: format!("EndpointSlice {key}"),
-        reason,
-    };
+    let err = |reason: String| ProjectError { what: format!("EndpointSlice {key}"), reason };
     let service = slice
         .metadata
         .labels
@@ -450,13 +410,7 @@ pub fn project_slice(slice: &discovery::EndpointSlice) -> Result<Slice, ProjectE
         .as_ref()
         .and_then(|a| a.get(TRIGGER_TIME_ANNOTATION))
         .and_then(|t| parse_rfc3339_ms(t));
-    Ok(Slice {
-        key,
-        service: Arc::from(service.as_str()),
-        ports,
-        endpoints,
-        trigger_time_ms,
-    })
+    Ok(Slice { key, service: Arc::from(service.as_str()), ports, endpoints, trigger_time_ms })
 }
 
 /// Projects a Pod. Pods that have finished (`Succeeded`, `Failed`) project with no addresses:
@@ -491,14 +445,9 @@ pub fn project_pod(pod: &core::Pod) -> Result<Pod, ProjectError> {
 pub fn project_namespace(ns: &core::Namespace) -> Result<Namespace, ProjectError> {
     let name = ns.metadata.name.as_deref().unwrap_or_default();
     if name.is_empty() {
-        return Err(ProjectError {
-            what: "Namespace".into(),
-            reason: "metadata.name is missing".into(),
-        });
+        return Err(ProjectError { what: "Namespace".into(), reason: "metadata.name is missing".into() });
     }
-    Ok(Namespace {
-        name: Arc::from(name),
-    })
+    Ok(Namespace { name: Arc::from(name) })
 }
 
 /// Parses the RFC 3339 timestamps Kubernetes writes (`2024-05-01T10:00:00Z`, optionally with
@@ -524,10 +473,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             s.kind,
-            ServiceKind::ClusterIp(SmallVec::from_vec(vec![
-                "10.0.0.1".parse().unwrap(),
-                "fd00::1".parse().unwrap()
-            ]))
+            ServiceKind::ClusterIp(SmallVec::from_vec(vec!["10.0.0.1".parse().unwrap(), "fd00::1".parse().unwrap()]))
         );
         assert_eq!(s.ports[0].name.as_deref(), Some("http"));
         assert_eq!(s.ports[1].name, None);
@@ -537,25 +483,16 @@ mod tests {
         assert_eq!(h.kind, ServiceKind::Headless);
         assert_eq!(h.key, ObjKey::new("default", "nginx"));
 
-        let e = service(
-            "metadata: {name: db}\nspec: {type: ExternalName, externalName: DB.Example.com.}",
-        )
-        .unwrap();
-        assert_eq!(
-            e.kind,
-            ServiceKind::ExternalName(Name::parse("db.example.com").unwrap())
-        );
+        let e = service("metadata: {name: db}\nspec: {type: ExternalName, externalName: DB.Example.com.}").unwrap();
+        assert_eq!(e.kind, ServiceKind::ExternalName(Name::parse("db.example.com").unwrap()));
     }
 
     #[test]
     fn bad_services_are_rejected_with_their_name() {
-        let err = service("metadata: {name: x, namespace: ns-1}\nspec: {clusterIP: 10.0.0.300}")
-            .unwrap_err();
+        let err = service("metadata: {name: x, namespace: ns-1}\nspec: {clusterIP: 10.0.0.300}").unwrap_err();
         assert_eq!(err.what, "Service ns-1/x");
         assert!(err.reason.contains("10.0.0.300"), "{err}");
-        let err =
-            service("metadata: {name: ext}\nspec: {type: ExternalName, externalName: 1.2.3.4}")
-                .unwrap_err();
+        let err = service("metadata: {name: ext}\nspec: {type: ExternalName, externalName: 1.2.3.4}").unwrap_err();
         assert!(err.reason.contains("IP address"), "{err}");
         assert!(service("metadata: {namespace: a}\nspec: {}").is_err());
     }
@@ -584,11 +521,7 @@ endpoints:
         .unwrap();
         let s = project_slice(&slice).unwrap();
         assert_eq!(&*s.service, "nginx");
-        assert_eq!(
-            s.endpoints.len(),
-            2,
-            "the IPv6 and the bad address are skipped"
-        );
+        assert_eq!(s.endpoints.len(), 2, "the IPv6 and the bad address are skipped");
         assert!(s.endpoints[0].ready && s.endpoints[0].serving && !s.endpoints[0].terminating);
         assert_eq!(s.endpoints[0].hostname.as_deref(), Some("web-0"));
         assert_eq!(s.endpoints[0].pod.as_deref(), Some("web-0"));
@@ -598,10 +531,8 @@ endpoints:
 
     #[test]
     fn slice_without_service_label_is_rejected() {
-        let slice: discovery::EndpointSlice = serde_yaml::from_str(
-            "metadata: {name: s, namespace: a}\naddressType: IPv4\nendpoints: []",
-        )
-        .unwrap();
+        let slice: discovery::EndpointSlice =
+            serde_yaml::from_str("metadata: {name: s, namespace: a}\naddressType: IPv4\nendpoints: []").unwrap();
         let err = project_slice(&slice).unwrap_err();
         assert_eq!(err.what, "EndpointSlice a/s");
     }
@@ -613,10 +544,9 @@ endpoints:
         )
         .unwrap();
         assert_eq!(project_pod(&pod).unwrap().ips.len(), 2);
-        let done: core::Pod = serde_yaml::from_str(
-            "metadata: {name: p, namespace: a}\nstatus: {phase: Succeeded, podIP: 10.1.1.1}",
-        )
-        .unwrap();
+        let done: core::Pod =
+            serde_yaml::from_str("metadata: {name: p, namespace: a}\nstatus: {phase: Succeeded, podIP: 10.1.1.1}")
+                .unwrap();
         assert!(project_pod(&done).unwrap().ips.is_empty());
     }
 }

@@ -13,12 +13,7 @@ const QR: u16 = 0x8000;
 const RD: u16 = 0x0100;
 
 /// Answers a packet the fast path could not; `None` means drop it.
-pub fn respond(
-    r: &Responder,
-    packet: &[u8],
-    transport: Transport,
-    out: &mut [u8],
-) -> Option<usize> {
+pub fn respond(r: &Responder, packet: &[u8], transport: Transport, out: &mut [u8]) -> Option<usize> {
     if packet.len() < 12 {
         return None;
     }
@@ -29,15 +24,7 @@ pub fn respond(
     }
     let opcode_bits = flags & 0x7800;
     let header_only = |out: &mut [u8], rcode: u8| {
-        write_header(
-            out,
-            id,
-            QR | opcode_bits | (flags & RD) | rcode as u16,
-            0,
-            0,
-            0,
-            0,
-        );
+        write_header(out, id, QR | opcode_bits | (flags & RD) | rcode as u16, 0, 0, 0, 0);
         Some(12)
     };
     if opcode_bits != 0 {
@@ -70,29 +57,14 @@ pub fn respond(
     asked.extend_from_slice(&qtype.to_be_bytes());
     asked.extend_from_slice(&qclass.to_be_bytes());
 
-    let edns = msg.edns.as_ref().map(|e| Edns {
-        udp_size: e.max_payload(),
-        dnssec_ok: e.flags().dnssec_ok,
-    });
-    let q = Question {
-        id,
-        flags,
-        asked: &asked,
-        lower: &lower,
-        qtype,
-        edns,
-    };
+    let edns = msg.edns.as_ref().map(|e| Edns { udp_size: e.max_payload(), dnssec_ok: e.flags().dnssec_ok });
+    let q = Question { id, flags, asked: &asked, lower: &lower, qtype, edns };
 
     if let Some(e) = &msg.edns
         && e.version() != 0
     {
         // RFC 6891 §6.1.3: BADVERS, with an OPT of the version we do support.
-        return Some(error_with_question(
-            &q,
-            (rcode::BADVERS & 0xF) as u8,
-            (rcode::BADVERS >> 4) as u8,
-            out,
-        ));
+        return Some(error_with_question(&q, (rcode::BADVERS & 0xF) as u8, (rcode::BADVERS >> 4) as u8, out));
     }
     if qclass != CLASS_IN {
         return Some(error_with_question(&q, rcode::REFUSED, 0, out));

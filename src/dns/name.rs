@@ -183,10 +183,7 @@ fn push_label(wire: &mut Vec<u8>, label: &str) -> Result<(), NameError> {
     if label.len() > MAX_LABEL {
         return Err(NameError::LongLabel(label.to_string()));
     }
-    if !label
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    {
+    if !label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
         return Err(NameError::BadChar(label.to_string()));
     }
     wire.push(label.len() as u8);
@@ -263,10 +260,7 @@ pub fn parse_dashed_ip(label: &[u8]) -> Option<IpAddr> {
     {
         return Some(IpAddr::V4(v4));
     }
-    text.replace('-', ":")
-        .parse::<Ipv6Addr>()
-        .ok()
-        .map(IpAddr::V6)
+    text.replace('-', ":").parse::<Ipv6Addr>().ok().map(IpAddr::V6)
 }
 
 /// The reverse-lookup name of an address: `5.1.244.10.in-addr.arpa.` or the 32-nibble
@@ -285,12 +279,7 @@ pub fn reverse_name(ip: IpAddr) -> Name {
         IpAddr::V6(v6) => {
             const HEX: &[u8; 16] = b"0123456789abcdef";
             for octet in v6.octets().iter().rev() {
-                wire.extend_from_slice(&[
-                    1,
-                    HEX[(octet & 0xF) as usize],
-                    1,
-                    HEX[(octet >> 4) as usize],
-                ]);
+                wire.extend_from_slice(&[1, HEX[(octet & 0xF) as usize], 1, HEX[(octet >> 4) as usize]]);
             }
             wire.extend_from_slice(b"\x03ip6\x04arpa\x00");
         }
@@ -314,10 +303,7 @@ mod tests {
     #[test]
     fn parse_rejects_bad_names() {
         assert!(matches!(Name::parse("a..b"), Err(NameError::EmptyLabel(_))));
-        assert!(matches!(
-            Name::parse(&"x".repeat(64)),
-            Err(NameError::LongLabel(_))
-        ));
+        assert!(matches!(Name::parse(&"x".repeat(64)), Err(NameError::LongLabel(_))));
         assert!(matches!(Name::parse("a b.c"), Err(NameError::BadChar(_))));
         let long = vec!["abcdefghij"; 30].join(".");
         assert!(matches!(Name::parse(&long), Err(NameError::LongName(_))));
@@ -331,10 +317,7 @@ mod tests {
         assert!(zone.is_within(&zone));
         assert!(!Name::parse("xcluster.local").unwrap().is_within(&zone));
         assert!(!Name::parse("local").unwrap().is_within(&zone));
-        assert_eq!(
-            name.parent().unwrap().to_dotted(),
-            "default.svc.cluster.local."
-        );
+        assert_eq!(name.parent().unwrap().to_dotted(), "default.svc.cluster.local.");
         assert_eq!(Name::root().parent(), None);
         assert_eq!(name.first_label(), b"nginx");
     }
@@ -352,10 +335,7 @@ mod tests {
 
     #[test]
     fn reverse_names() {
-        assert_eq!(
-            reverse_name("10.244.1.5".parse().unwrap()).to_dotted(),
-            "5.1.244.10.in-addr.arpa."
-        );
+        assert_eq!(reverse_name("10.244.1.5".parse().unwrap()).to_dotted(), "5.1.244.10.in-addr.arpa.");
         assert_eq!(
             reverse_name("2001:db8::567:89ab".parse().unwrap()).to_dotted(),
             "b.a.9.8.7.6.5.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa."

@@ -42,11 +42,7 @@ pub struct TcpLimits {
 
 impl Default for TcpLimits {
     fn default() -> Self {
-        TcpLimits {
-            max_connections: 1024,
-            idle_timeout: Duration::from_secs(10),
-            io_timeout: Duration::from_secs(2),
-        }
+        TcpLimits { max_connections: 1024, idle_timeout: Duration::from_secs(10), io_timeout: Duration::from_secs(2) }
     }
 }
 
@@ -61,10 +57,7 @@ pub struct Sockets {
 impl Sockets {
     /// Binds UDP and TCP on each address (the same port for both; with port 0, a free one).
     pub fn bind(addrs: &[SocketAddr], udp_workers: usize) -> io::Result<Sockets> {
-        let mut sockets = Sockets {
-            udp: Vec::new(),
-            tcp: Vec::new(),
-        };
+        let mut sockets = Sockets { udp: Vec::new(), tcp: Vec::new() };
         for &addr in addrs {
             let mut attempt = 0;
             loop {
@@ -75,18 +68,11 @@ impl Sockets {
                         break;
                     }
                     // Port 0: the UDP port the kernel picked may be taken for TCP; pick again.
-                    Err(e)
-                        if addr.port() == 0
-                            && e.kind() == io::ErrorKind::AddrInUse
-                            && attempt < 20 =>
-                    {
+                    Err(e) if addr.port() == 0 && e.kind() == io::ErrorKind::AddrInUse && attempt < 20 => {
                         attempt += 1;
                     }
                     Err(e) => {
-                        return Err(io::Error::new(
-                            e.kind(),
-                            format!("cannot listen on {addr}: {e}"),
-                        ));
+                        return Err(io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")));
                     }
                 }
             }
@@ -96,10 +82,7 @@ impl Sockets {
 
     /// The bound addresses (UDP and TCP share them).
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.udp
-            .iter()
-            .filter_map(|s| s.first()?.local_addr().ok())
-            .collect()
+        self.udp.iter().filter_map(|s| s.first()?.local_addr().ok()).collect()
     }
 }
 
@@ -140,11 +123,7 @@ pub struct DnsServer {
 
 impl DnsServer {
     /// Starts serving the sockets. Must be called within a Tokio runtime (for TCP).
-    pub fn start(
-        sockets: Sockets,
-        responder: Arc<Responder>,
-        limits: TcpLimits,
-    ) -> io::Result<DnsServer> {
+    pub fn start(sockets: Sockets, responder: Arc<Responder>, limits: TcpLimits) -> io::Result<DnsServer> {
         let stop = Arc::new(AtomicBool::new(false));
         let cancel = CancellationToken::new();
         let mut udp_threads = Vec::new();
@@ -171,12 +150,7 @@ impl DnsServer {
                 cancel.clone(),
             )));
         }
-        Ok(DnsServer {
-            stop,
-            cancel,
-            udp_threads,
-            tcp_tasks,
-        })
+        Ok(DnsServer { stop, cancel, udp_threads, tcp_tasks })
     }
 
     /// Stops every worker and waits for them.
@@ -198,15 +172,8 @@ impl DnsServer {
 
 /// Answers one packet, turning a panic (a bug: no input should cause one) into a dropped packet
 /// instead of a dead worker.
-fn respond_guarded(
-    responder: &Responder,
-    packet: &[u8],
-    transport: Transport,
-    out: &mut [u8],
-) -> Option<usize> {
-    match catch_unwind(AssertUnwindSafe(|| {
-        responder.respond(packet, transport, out)
-    })) {
+fn respond_guarded(responder: &Responder, packet: &[u8], transport: Transport, out: &mut [u8]) -> Option<usize> {
+    match catch_unwind(AssertUnwindSafe(|| responder.respond(packet, transport, out))) {
         Ok(len) => len,
         Err(_) => {
             tracing::error!(len = packet.len(), packet = ?&packet[..packet.len().min(64)], "BUG: query handling panicked; packet dropped");
@@ -225,9 +192,7 @@ fn udp_worker(socket: UdpSocket, responder: &Responder, stop: &AtomicBool) {
             Err(e)
                 if matches!(
                     e.kind(),
-                    io::ErrorKind::WouldBlock
-                        | io::ErrorKind::TimedOut
-                        | io::ErrorKind::Interrupted
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
                 ) =>
             {
                 continue;
@@ -268,16 +233,10 @@ impl Conns {
 
     /// Registers a new connection, closing the least recently active one if at the limit.
     fn admit(&self, max: usize) -> Arc<Conn> {
-        let conn = Arc::new(Conn {
-            last_active_ms: AtomicU64::new(self.now_ms()),
-            close: Notify::new(),
-        });
+        let conn = Arc::new(Conn { last_active_ms: AtomicU64::new(self.now_ms()), close: Notify::new() });
         let mut open = self.open.lock();
         if open.len() >= max
-            && let Some((i, _)) = open
-                .iter()
-                .enumerate()
-                .min_by_key(|(_, c)| c.last_active_ms.load(Ordering::Relaxed))
+            && let Some((i, _)) = open.iter().enumerate().min_by_key(|(_, c)| c.last_active_ms.load(Ordering::Relaxed))
         {
             let evicted = open.swap_remove(i);
             evicted.close.notify_one();
@@ -312,12 +271,7 @@ async fn tcp_accept(
             _ = cancel.cancelled() => return,
         };
         let conn = conns.admit(limits.max_connections);
-        let (responder, limits, conns, cancel) = (
-            responder.clone(),
-            limits.clone(),
-            conns.clone(),
-            cancel.clone(),
-        );
+        let (responder, limits, conns, cancel) = (responder.clone(), limits.clone(), conns.clone(), cancel.clone());
         tokio::spawn(async move {
             tokio::select! {
                 _ = tcp_connection(stream, &responder, &limits, &conns, &conn) => {}
@@ -329,13 +283,7 @@ async fn tcp_accept(
     }
 }
 
-async fn tcp_connection(
-    mut stream: TcpStream,
-    responder: &Responder,
-    limits: &TcpLimits,
-    conns: &Conns,
-    conn: &Conn,
-) {
+async fn tcp_connection(mut stream: TcpStream, responder: &Responder, limits: &TcpLimits, conns: &Conns, conn: &Conn) {
     let _ = stream.set_nodelay(true);
     let mut query = Vec::new();
     let mut response = Vec::new();

@@ -66,11 +66,7 @@ impl Index {
         let first = cfg.zones.first().cloned().unwrap_or_else(Name::root);
         let mut zones = Vec::new();
         for name in cfg.zones.iter().cloned().chain(records::reverse_zones()) {
-            let home = if cfg.zones.contains(&name) {
-                &name
-            } else {
-                &first
-            };
+            let home = if cfg.zones.contains(&name) { &name } else { &first };
             let mut soa_names = Vec::new();
             for label in ["ns", "dns"] {
                 soa_names.push(label.len() as u8);
@@ -80,10 +76,7 @@ impl Index {
             soa_names.push(b"hostmaster".len() as u8);
             soa_names.extend_from_slice(b"hostmaster");
             soa_names.extend_from_slice(home.as_wire());
-            zones.push(Zone {
-                name,
-                soa_names: soa_names.into_boxed_slice(),
-            });
+            zones.push(Zone { name, soa_names: soa_names.into_boxed_slice() });
         }
         Index {
             names: DashMap::with_hasher(Hasher::default()),
@@ -151,10 +144,7 @@ impl Index {
     /// A copy of every published name and entry, sorted by name (for dumps and tests; it clones
     /// the whole index).
     pub fn snapshot(&self) -> std::collections::BTreeMap<Name, NameEntry> {
-        self.names
-            .iter()
-            .map(|e| (e.key().clone(), e.value().clone()))
-            .collect()
+        self.names.iter().map(|e| (e.key().clone(), e.value().clone())).collect()
     }
 
     fn publish(&self, name: Name, entry: NameEntry) {
@@ -169,19 +159,14 @@ impl Index {
     /// CoreDNS's serial does), or by one if that is not ahead.
     fn bump_serial(&self) {
         let now = unix_now();
-        let _ = self
-            .serial
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |s| {
-                Some(if now > s { now } else { s.wrapping_add(1) })
-            });
+        let _ = self.serial.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |s| {
+            Some(if now > s { now } else { s.wrapping_add(1) })
+        });
     }
 }
 
 fn unix_now() -> u32 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as u32)
-        .unwrap_or(1)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as u32).unwrap_or(1)
 }
 
 #[cfg(test)]

@@ -137,10 +137,7 @@ impl Builder {
     }
 
     fn touch(&mut self, name: Name, ttl: u32) -> &mut Rrs {
-        let rrs = self.names.entry(name).or_insert_with(|| Rrs {
-            ttl,
-            rdata: SmallVec::new(),
-        });
+        let rrs = self.names.entry(name).or_insert_with(|| Rrs { ttl, rdata: SmallVec::new() });
         rrs.ttl = rrs.ttl.min(ttl);
         rrs
     }
@@ -198,11 +195,7 @@ fn apex_records(b: &mut Builder, cfg: &RecordConfig) {
             b.add(zone.clone(), cfg.ttl, Rdata::Ns(ns));
         }
         if let Ok(name) = zone.child("dns-version") {
-            b.add(
-                name,
-                SCHEMA_VERSION_TTL,
-                Rdata::Txt(Arc::from(SCHEMA_VERSION)),
-            );
+            b.add(name, SCHEMA_VERSION_TTL, Rdata::Txt(Arc::from(SCHEMA_VERSION)));
         }
         for label in ["svc", "pod"] {
             if let Ok(name) = zone.child(label) {
@@ -237,15 +230,11 @@ fn endpoint_label(ep: &Endpoint, ip: IpAddr) -> std::borrow::Cow<'_, str> {
 
 fn srv_name(service: &Name, port: &Port) -> Option<Name> {
     let name = port.name.as_deref()?;
-    service
-        .prepend(&[&format!("_{name}"), port.protocol.srv_label()])
-        .ok()
+    service.prepend(&[&format!("_{name}"), port.protocol.srv_label()]).ok()
 }
 
 fn ready_endpoints<'a>(slices: &[&'a Slice]) -> impl Iterator<Item = (&'a Slice, &'a Endpoint)> {
-    slices
-        .iter()
-        .flat_map(|s| s.endpoints.iter().filter(|e| e.ready).map(move |e| (*s, e)))
+    slices.iter().flat_map(|s| s.endpoints.iter().filter(|e| e.ready).map(move |e| (*s, e)))
 }
 
 fn service_records(b: &mut Builder, key: &ObjKey, model: &Model, cfg: &RecordConfig) {
@@ -283,10 +272,7 @@ fn service_records(b: &mut Builder, key: &ObjKey, model: &Model, cfg: &RecordCon
                 }
                 for port in &svc.ports {
                     if let Some(name) = srv_name(&base, port) {
-                        let srv = Rdata::Srv {
-                            port: port.port,
-                            target: base.clone(),
-                        };
+                        let srv = Rdata::Srv { port: port.port, target: base.clone() };
                         b.add(name, ttl, srv.clone());
                         b.add(base.clone(), ttl, srv);
                     }
@@ -310,10 +296,7 @@ fn service_records(b: &mut Builder, key: &ObjKey, model: &Model, cfg: &RecordCon
                     b.add(base.clone(), ttl, Rdata::addr(ip));
                     for port in &slice.ports {
                         if let Some(name) = srv_name(&base, port) {
-                            let srv = Rdata::Srv {
-                                port: port.port,
-                                target: ep_name.clone(),
-                            };
+                            let srv = Rdata::Srv { port: port.port, target: ep_name.clone() };
                             b.add(name, ttl, srv.clone());
                             b.add(base.clone(), ttl, srv);
                         }

@@ -8,9 +8,7 @@ use smallvec::smallvec;
 
 use super::records::RecordConfig;
 use super::{Index, Writer};
-use crate::cluster::object::{
-    Endpoint, Namespace, Object, Port, Protocol, Service, ServiceKind, Slice,
-};
+use crate::cluster::object::{Endpoint, Namespace, Object, Port, Protocol, Service, ServiceKind, Slice};
 use crate::cluster::{Kind, Model, ObjKey, ObjectRef, Owner};
 use crate::dns::name::{Name, reverse_name};
 
@@ -27,10 +25,7 @@ impl Fixture {
     fn new() -> Self {
         let cfg = cfg();
         let index = Arc::new(Index::new(&cfg));
-        Fixture {
-            model: Model::new(),
-            writer: Writer::new(index, cfg),
-        }
+        Fixture { model: Model::new(), writer: Writer::new(index, cfg) }
     }
 
     fn apply(&mut self, obj: Object) -> bool {
@@ -39,10 +34,7 @@ impl Fixture {
     }
 
     fn delete(&mut self, kind: Kind, ns: &str, name: &str) -> bool {
-        let touched = self.model.delete(&ObjectRef {
-            kind,
-            key: ObjKey::new(ns, name),
-        });
+        let touched = self.model.delete(&ObjectRef { kind, key: ObjKey::new(ns, name) });
         self.writer.recompute(&self.model, touched)
     }
 
@@ -51,16 +43,11 @@ impl Fixture {
     }
 
     fn has(&self, name: &str) -> bool {
-        self.index()
-            .get(Name::parse(name).unwrap().as_wire())
-            .is_some()
+        self.index().get(Name::parse(name).unwrap().as_wire()).is_some()
     }
 
     fn rrset_count(&self, name: &Name, rtype: u16) -> usize {
-        self.index()
-            .get(name.as_wire())
-            .and_then(|e| e.rrset(rtype).map(|a| a.ancount as usize))
-            .unwrap_or(0)
+        self.index().get(name.as_wire()).and_then(|e| e.rrset(rtype).map(|a| a.ancount as usize)).unwrap_or(0)
     }
 }
 
@@ -68,11 +55,7 @@ fn service(ns: &str, name: &str, kind: ServiceKind) -> Object {
     Object::Service(Service {
         key: ObjKey::new(ns, name),
         kind,
-        ports: vec![Port {
-            name: Some("web".into()),
-            protocol: Protocol::Tcp,
-            port: 80,
-        }],
+        ports: vec![Port { name: Some("web".into()), protocol: Protocol::Tcp, port: 80 }],
     })
 }
 
@@ -91,11 +74,7 @@ fn slice(ns: &str, name: &str, svc: &str, endpoints: Vec<Endpoint>) -> Object {
     Object::Slice(Slice {
         key: ObjKey::new(ns, name),
         service: svc.into(),
-        ports: vec![Port {
-            name: Some("web".into()),
-            protocol: Protocol::Tcp,
-            port: 80,
-        }],
+        ports: vec![Port { name: Some("web".into()), protocol: Protocol::Tcp, port: 80 }],
         endpoints,
         trigger_time_ms: None,
     })
@@ -105,41 +84,22 @@ fn slice(ns: &str, name: &str, svc: &str, endpoints: Vec<Endpoint>) -> Object {
 fn empty_non_terminals_come_and_go_with_what_is_below_them() {
     let mut f = Fixture::new();
     f.apply(service("ns-0", "svc-0", ServiceKind::Headless));
-    f.apply(slice(
-        "ns-0",
-        "slice-0",
-        "svc-0",
-        vec![endpoint("10.0.0.1", Some("pod-0"), true)],
-    ));
+    f.apply(slice("ns-0", "slice-0", "svc-0", vec![endpoint("10.0.0.1", Some("pod-0"), true)]));
     assert!(f.has("pod-0.svc-0.ns-0.svc.cluster.local"));
-    assert!(
-        f.has("_tcp.svc-0.ns-0.svc.cluster.local"),
-        "empty non-terminal above the SRV name"
-    );
+    assert!(f.has("_tcp.svc-0.ns-0.svc.cluster.local"), "empty non-terminal above the SRV name");
     assert!(f.has("ns-0.svc.cluster.local"));
     assert!(f.has("0.0.10.in-addr.arpa"));
 
     f.delete(Kind::EndpointSlice, "ns-0", "slice-0");
     assert!(!f.has("pod-0.svc-0.ns-0.svc.cluster.local"));
     assert!(!f.has("_tcp.svc-0.ns-0.svc.cluster.local"));
-    assert!(
-        !f.has("svc-0.ns-0.svc.cluster.local"),
-        "headless with no endpoints: NXDOMAIN"
-    );
-    assert!(
-        !f.has("ns-0.svc.cluster.local"),
-        "no Namespace object and nothing below"
-    );
+    assert!(!f.has("svc-0.ns-0.svc.cluster.local"), "headless with no endpoints: NXDOMAIN");
+    assert!(!f.has("ns-0.svc.cluster.local"), "no Namespace object and nothing below");
     assert!(!f.has("0.0.10.in-addr.arpa"));
     assert!(f.has("svc.cluster.local"), "fixed names stay");
 
-    f.apply(Object::Namespace(Namespace {
-        name: "ns-0".into(),
-    }));
-    assert!(
-        f.has("ns-0.svc.cluster.local"),
-        "a Namespace object keeps its name"
-    );
+    f.apply(Object::Namespace(Namespace { name: "ns-0".into() }));
+    assert!(f.has("ns-0.svc.cluster.local"), "a Namespace object keeps its name");
 }
 
 #[test]
@@ -147,12 +107,7 @@ fn a_shared_reverse_name_keeps_one_ptr_per_service() {
     let mut f = Fixture::new();
     for svc in ["a", "b"] {
         f.apply(service("ns-0", svc, ServiceKind::Headless));
-        f.apply(slice(
-            "ns-0",
-            svc,
-            svc,
-            vec![endpoint("10.0.0.1", Some("pod-0"), true)],
-        ));
+        f.apply(slice("ns-0", svc, svc, vec![endpoint("10.0.0.1", Some("pod-0"), true)]));
     }
     let reverse = reverse_name("10.0.0.1".parse().unwrap());
     assert_eq!(f.rrset_count(&reverse, super::wire::rtype::PTR), 2);
@@ -166,18 +121,10 @@ fn a_shared_reverse_name_keeps_one_ptr_per_service() {
 fn serial_moves_on_change_only() {
     let mut f = Fixture::new();
     let before = f.index().serial();
-    assert!(f.apply(service(
-        "ns-0",
-        "svc-0",
-        ServiceKind::ClusterIp(smallvec!["10.96.0.1".parse().unwrap()])
-    )));
+    assert!(f.apply(service("ns-0", "svc-0", ServiceKind::ClusterIp(smallvec!["10.96.0.1".parse().unwrap()]))));
     let after = f.index().serial();
     assert!(after > before);
-    assert!(!f.apply(service(
-        "ns-0",
-        "svc-0",
-        ServiceKind::ClusterIp(smallvec!["10.96.0.1".parse().unwrap()])
-    )));
+    assert!(!f.apply(service("ns-0", "svc-0", ServiceKind::ClusterIp(smallvec!["10.96.0.1".parse().unwrap()]))));
     assert_eq!(f.index().serial(), after);
 }
 
@@ -185,36 +132,12 @@ fn serial_moves_on_change_only() {
 fn srv_glue_follows_a_pod_recreation() {
     let mut f = Fixture::new();
     f.apply(service("ns-0", "svc-0", ServiceKind::Headless));
-    f.apply(slice(
-        "ns-0",
-        "slice-0",
-        "svc-0",
-        vec![endpoint("10.0.0.1", Some("pod-0"), true)],
-    ));
+    f.apply(slice("ns-0", "slice-0", "svc-0", vec![endpoint("10.0.0.1", Some("pod-0"), true)]));
     let srv = Name::parse("_web._tcp.svc-0.ns-0.svc.cluster.local").unwrap();
-    let glue_before = f
-        .index()
-        .get(srv.as_wire())
-        .unwrap()
-        .rrset(super::wire::rtype::SRV)
-        .unwrap()
-        .bytes
-        .clone();
+    let glue_before = f.index().get(srv.as_wire()).unwrap().rrset(super::wire::rtype::SRV).unwrap().bytes.clone();
     // Same hostname, new IP: the SRV record is unchanged, its glue is not.
-    f.apply(slice(
-        "ns-0",
-        "slice-0",
-        "svc-0",
-        vec![endpoint("10.0.0.2", Some("pod-0"), true)],
-    ));
-    let glue_after = f
-        .index()
-        .get(srv.as_wire())
-        .unwrap()
-        .rrset(super::wire::rtype::SRV)
-        .unwrap()
-        .bytes
-        .clone();
+    f.apply(slice("ns-0", "slice-0", "svc-0", vec![endpoint("10.0.0.2", Some("pod-0"), true)]));
+    let glue_after = f.index().get(srv.as_wire()).unwrap().rrset(super::wire::rtype::SRV).unwrap().bytes.clone();
     assert_ne!(glue_before, glue_after);
     assert!(glue_after.ends_with(&[10, 0, 0, 2]));
 }
@@ -222,33 +145,19 @@ fn srv_glue_follows_a_pod_recreation() {
 /// A small universe of objects, so that random sequences collide often.
 fn arb_object() -> impl Strategy<Value = Object> {
     let ips = prop::sample::select(vec!["10.0.0.1", "10.0.0.2", "10.0.0.3", "fd00::1"]);
-    let endpoint = (
-        ips,
-        prop::option::of(prop::sample::select(vec!["pod-0", "pod-1"])),
-        any::<bool>(),
-    )
+    let endpoint = (ips, prop::option::of(prop::sample::select(vec!["pod-0", "pod-1"])), any::<bool>())
         .prop_map(|(ip, host, ready)| endpoint(ip, host, ready));
     let svc_name = prop::sample::select(vec!["svc-0", "svc-1"]);
     let kind = prop_oneof![
         Just(ServiceKind::Headless),
-        Just(ServiceKind::ClusterIp(smallvec![
-            "10.96.0.1".parse().unwrap()
-        ])),
-        Just(ServiceKind::ExternalName(
-            Name::parse("example.com").unwrap()
-        )),
+        Just(ServiceKind::ClusterIp(smallvec!["10.96.0.1".parse().unwrap()])),
+        Just(ServiceKind::ExternalName(Name::parse("example.com").unwrap())),
     ];
     prop_oneof![
         (svc_name.clone(), kind).prop_map(|(n, k)| service("ns-0", n, k)),
-        (
-            prop::sample::select(vec!["slice-0", "slice-1", "slice-2"]),
-            svc_name,
-            prop::collection::vec(endpoint, 0..3)
-        )
+        (prop::sample::select(vec!["slice-0", "slice-1", "slice-2"]), svc_name, prop::collection::vec(endpoint, 0..3))
             .prop_map(|(n, s, eps)| slice("ns-0", n, s, eps)),
-        Just(Object::Namespace(Namespace {
-            name: "ns-0".into()
-        })),
+        Just(Object::Namespace(Namespace { name: "ns-0".into() })),
     ]
 }
 

@@ -93,10 +93,7 @@ pub struct NameEntry {
 impl NameEntry {
     /// The stored answer for `qtype`, if the name has records of that type.
     pub fn rrset(&self, qtype: u16) -> Option<&Answer> {
-        self.rrsets
-            .iter()
-            .find(|(t, _)| *t == qtype)
-            .map(|(_, a)| a)
+        self.rrsets.iter().find(|(t, _)| *t == qtype).map(|(_, a)| a)
     }
 }
 
@@ -136,13 +133,7 @@ impl Encoder {
 
     /// Appends one record whose owner is the question name; `rdata` writes the RDATA and may
     /// note offsets. Returns false (and writes nothing) once the message is full.
-    fn record(
-        &mut self,
-        owner: Owner,
-        rtype: u16,
-        ttl: u32,
-        rdata: impl FnOnce(&mut Encoder),
-    ) -> bool {
+    fn record(&mut self, owner: Owner, rtype: u16, ttl: u32, rdata: impl FnOnce(&mut Encoder)) -> bool {
         if !self.complete {
             return false;
         }
@@ -178,8 +169,7 @@ impl Encoder {
             if rest.len() > 1 && rest.len() <= qwire.len() {
                 let at = qwire.len() - rest.len();
                 if &qwire[at..] == rest && is_label_start(qwire, at) {
-                    self.bytes
-                        .extend_from_slice(&(0xC000 | (12 + at) as u16).to_be_bytes());
+                    self.bytes.extend_from_slice(&(0xC000 | (12 + at) as u16).to_be_bytes());
                     return;
                 }
             }

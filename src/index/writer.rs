@@ -37,20 +37,8 @@ pub struct Writer {
 impl Writer {
     /// A writer for `index`, with the zone apexes published.
     pub fn new(index: Arc<Index>, cfg: RecordConfig) -> Writer {
-        let mut writer = Writer {
-            index,
-            cfg,
-            owners: HashMap::new(),
-            nodes: HashMap::new(),
-            dirty: HashSet::new(),
-        };
-        for zone in writer
-            .index
-            .zones()
-            .iter()
-            .map(|z| z.name.clone())
-            .collect::<Vec<_>>()
-        {
+        let mut writer = Writer { index, cfg, owners: HashMap::new(), nodes: HashMap::new(), dirty: HashSet::new() };
+        for zone in writer.index.zones().iter().map(|z| z.name.clone()).collect::<Vec<_>>() {
             writer.nodes.entry(zone.clone()).or_default();
             writer.dirty.insert(zone);
         }
@@ -138,13 +126,7 @@ impl Writer {
             }
             return;
         }
-        self.nodes.insert(
-            name.clone(),
-            Node {
-                owners: smallvec::smallvec![owner.clone()],
-                children: 0,
-            },
-        );
+        self.nodes.insert(name.clone(), Node { owners: smallvec::smallvec![owner.clone()], children: 0 });
         self.link_to_parent(name);
     }
 
@@ -211,11 +193,7 @@ impl Writer {
 
     /// Every record at `name`, from all its owners, with each owner's TTL.
     fn records_at<'a>(&'a self, name: &Name) -> impl Iterator<Item = (u32, &'a Rdata)> + 'a {
-        let owners = self
-            .nodes
-            .get(name)
-            .map(|n| n.owners.as_slice())
-            .unwrap_or_default();
+        let owners = self.nodes.get(name).map(|n| n.owners.as_slice()).unwrap_or_default();
         let name = name.clone();
         owners
             .iter()
@@ -247,11 +225,7 @@ impl Writer {
         for (t, ttl, mut list) in by_type {
             list.sort_unstable();
             list.dedup();
-            let glue = if t == wire::rtype::SRV {
-                self.glue(&list)
-            } else {
-                Vec::new()
-            };
+            let glue = if t == wire::rtype::SRV { self.glue(&list) } else { Vec::new() };
             let answer: Answer = encode_rrset(name, ttl, &list, &glue);
             if t == wire::rtype::CNAME {
                 cname = Some(answer);
@@ -259,12 +233,7 @@ impl Writer {
                 rrsets.push((t, answer));
             }
         }
-        NameEntry {
-            zone,
-            apex,
-            cname,
-            rrsets: rrsets.into_boxed_slice(),
-        }
+        NameEntry { zone, apex, cname, rrsets: rrsets.into_boxed_slice() }
     }
 
     fn glue<'a>(&'a self, srv: &[&'a Rdata]) -> Vec<Glue<'a>> {

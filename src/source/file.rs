@@ -69,10 +69,7 @@ pub struct FileOptions {
 
 impl Default for FileOptions {
     fn default() -> Self {
-        FileOptions {
-            poll_interval: Duration::from_millis(250),
-            settle: Duration::from_millis(300),
-        }
+        FileOptions { poll_interval: Duration::from_millis(250), settle: Duration::from_millis(300) }
     }
 }
 
@@ -87,35 +84,22 @@ struct Fingerprint {
 fn fingerprint(path: &Path) -> std::io::Result<Fingerprint> {
     use std::os::unix::fs::MetadataExt;
     let meta = std::fs::metadata(path)?;
-    Ok(Fingerprint {
-        len: meta.len(),
-        modified: meta.modified().ok(),
-        inode: meta.ino(),
-    })
+    Ok(Fingerprint { len: meta.len(), modified: meta.modified().ok(), inode: meta.ino() })
 }
 
 /// The manifest files a path names.
 fn manifest_files(path: &Path) -> Result<Vec<PathBuf>> {
-    let meta = std::fs::metadata(path).map_err(|source| Error::Read {
-        path: path.into(),
-        source,
-    })?;
+    let meta = std::fs::metadata(path).map_err(|source| Error::Read { path: path.into(), source })?;
     if !meta.is_dir() {
         return Ok(vec![path.to_path_buf()]);
     }
-    let entries = std::fs::read_dir(path).map_err(|source| Error::Read {
-        path: path.into(),
-        source,
-    })?;
+    let entries = std::fs::read_dir(path).map_err(|source| Error::Read { path: path.into(), source })?;
     let mut files: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
             let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
             !name.starts_with('.')
-                && matches!(
-                    p.extension().and_then(|e| e.to_str()),
-                    Some("yaml" | "yml" | "json")
-                )
+                && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "json"))
                 && p.is_file()
         })
         .collect();
@@ -143,33 +127,19 @@ fn collect(value: serde_yaml::Value, path: &Path, document: usize, out: &mut Vec
     if value.is_null() {
         return;
     }
-    let kind = value
-        .get("kind")
-        .and_then(|k| k.as_str())
-        .unwrap_or_default()
-        .to_string();
-    let api_version = value
-        .get("apiVersion")
-        .and_then(|k| k.as_str())
-        .unwrap_or_default()
-        .to_string();
+    let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or_default().to_string();
+    let api_version = value.get("apiVersion").and_then(|k| k.as_str()).unwrap_or_default().to_string();
     let name = || {
         let meta = value.get("metadata");
-        let ns = meta
-            .and_then(|m| m.get("namespace"))
-            .and_then(|n| n.as_str());
-        let name = meta
-            .and_then(|m| m.get("name"))
-            .and_then(|n| n.as_str())
-            .unwrap_or("<unnamed>");
+        let ns = meta.and_then(|m| m.get("namespace")).and_then(|n| n.as_str());
+        let name = meta.and_then(|m| m.get("name")).and_then(|n| n.as_str()).unwrap_or("<unnamed>");
         match ns {
             Some(ns) => format!("{kind} {ns}/{name}"),
             None => format!("{kind} {name}"),
         }
     };
     let where_ = format!("{}: document {document}", path.display());
-    let projected: std::result::Result<Object, String> = match (api_version.as_str(), kind.as_str())
-    {
+    let projected: std::result::Result<Object, String> = match (api_version.as_str(), kind.as_str()) {
         (_, k) if k == "List" || (k.ends_with("List") && value.get("items").is_some()) => {
             if let Some(serde_yaml::Value::Sequence(items)) = value.get("items").cloned() {
                 for item in items {
@@ -178,18 +148,16 @@ fn collect(value: serde_yaml::Value, path: &Path, document: usize, out: &mut Vec
             }
             return;
         }
-        ("v1", "Service") => typed::<core::Service>(&value)
-            .and_then(|s| proj(object::project_service(&s)))
-            .map(Object::Service),
-        ("discovery.k8s.io/v1", "EndpointSlice") => typed::<discovery::EndpointSlice>(&value)
-            .and_then(|s| proj(object::project_slice(&s)))
-            .map(Object::Slice),
-        ("v1", "Pod") => typed::<core::Pod>(&value)
-            .and_then(|p| proj(object::project_pod(&p)))
-            .map(Object::Pod),
-        ("v1", "Namespace") => typed::<core::Namespace>(&value)
-            .and_then(|n| proj(object::project_namespace(&n)))
-            .map(Object::Namespace),
+        ("v1", "Service") => {
+            typed::<core::Service>(&value).and_then(|s| proj(object::project_service(&s))).map(Object::Service)
+        }
+        ("discovery.k8s.io/v1", "EndpointSlice") => {
+            typed::<discovery::EndpointSlice>(&value).and_then(|s| proj(object::project_slice(&s))).map(Object::Slice)
+        }
+        ("v1", "Pod") => typed::<core::Pod>(&value).and_then(|p| proj(object::project_pod(&p))).map(Object::Pod),
+        ("v1", "Namespace") => {
+            typed::<core::Namespace>(&value).and_then(|n| proj(object::project_namespace(&n))).map(Object::Namespace)
+        }
         (_, "Service" | "EndpointSlice" | "Pod" | "Namespace") => {
             tracing::warn!(object = %name(), %api_version, at = %where_, "skipping object of an unsupported apiVersion");
             return;
@@ -230,40 +198,23 @@ impl FileSource {
     /// Reads every manifest under `path`. Fails on any unreadable or unparsable file: at start
     /// there is no last good state to keep serving.
     pub fn load(path: &Path, opts: FileOptions) -> Result<FileSource> {
-        let mut source = FileSource {
-            path: path.to_path_buf(),
-            opts,
-            files: BTreeMap::new(),
-        };
+        let mut source = FileSource { path: path.to_path_buf(), opts, files: BTreeMap::new() };
         let files = manifest_files(path)?;
         if files.is_empty() {
             return Err(Error::Empty(path.into()));
         }
         for file in files {
             let (fingerprint, objects) = read_file(&file)?;
-            source.files.insert(
-                file,
-                FileState {
-                    fingerprint,
-                    objects,
-                },
-            );
+            source.files.insert(file, FileState { fingerprint, objects });
         }
         Ok(source)
     }
 
     /// The current objects of every file, as one relist.
     pub fn relist_events(&self) -> impl Iterator<Item = Event> + '_ {
-        let starts = Kind::ALL
-            .into_iter()
-            .map(|k| Event::RelistStart(Scope::all(k)));
-        let applies = self
-            .files
-            .values()
-            .flat_map(|f| f.objects.iter().cloned().map(Event::Apply));
-        let dones = Kind::ALL
-            .into_iter()
-            .map(|k| Event::RelistDone(Scope::all(k)));
+        let starts = Kind::ALL.into_iter().map(|k| Event::RelistStart(Scope::all(k)));
+        let applies = self.files.values().flat_map(|f| f.objects.iter().cloned().map(Event::Apply));
+        let dones = Kind::ALL.into_iter().map(|k| Event::RelistDone(Scope::all(k)));
         starts.chain(applies).chain(dones)
     }
 
@@ -305,18 +256,13 @@ impl FileSource {
         let Ok(files) = manifest_files(&self.path) else {
             return BTreeMap::new();
         };
-        files
-            .into_iter()
-            .filter_map(|f| Some((f.clone(), fingerprint(&f).ok()?)))
-            .collect()
+        files.into_iter().filter_map(|f| Some((f.clone(), fingerprint(&f).ok()?))).collect()
     }
 
     fn changed(&self) -> bool {
         let now = self.scan();
         now.len() != self.files.len()
-            || now
-                .iter()
-                .any(|(p, fp)| self.files.get(p).is_none_or(|s| s.fingerprint != *fp))
+            || now.iter().any(|(p, fp)| self.files.get(p).is_none_or(|s| s.fingerprint != *fp))
     }
 
     /// Waits until the files stop changing for the settle time. Returns false if cancelled.
@@ -343,12 +289,7 @@ impl FileSource {
             tracing::warn!(path = %self.path.display(), "manifest file is missing; keeping the last good state");
             return false;
         }
-        let gone: Vec<PathBuf> = self
-            .files
-            .keys()
-            .filter(|p| !current.contains_key(*p))
-            .cloned()
-            .collect();
+        let gone: Vec<PathBuf> = self.files.keys().filter(|p| !current.contains_key(*p)).cloned().collect();
         for path in gone {
             tracing::info!(path = %path.display(), "manifest file removed; its objects are deleted");
             self.files.remove(&path);
@@ -361,13 +302,7 @@ impl FileSource {
             match read_file(&path) {
                 Ok((fingerprint, objects)) => {
                     tracing::info!(path = %path.display(), objects = objects.len(), "manifest file re-read");
-                    self.files.insert(
-                        path,
-                        FileState {
-                            fingerprint,
-                            objects,
-                        },
-                    );
+                    self.files.insert(path, FileState { fingerprint, objects });
                     changed = true;
                 }
                 Err(error) => {
@@ -376,13 +311,7 @@ impl FileSource {
                     match self.files.get_mut(&path) {
                         Some(state) => state.fingerprint = fp,
                         None => {
-                            self.files.insert(
-                                path,
-                                FileState {
-                                    fingerprint: fp,
-                                    objects: Vec::new(),
-                                },
-                            );
+                            self.files.insert(path, FileState { fingerprint: fp, objects: Vec::new() });
                         }
                     }
                 }
@@ -393,10 +322,7 @@ impl FileSource {
 }
 
 fn read_file(path: &Path) -> Result<(Fingerprint, Vec<Object>)> {
-    let read_err = |source| Error::Read {
-        path: path.into(),
-        source,
-    };
+    let read_err = |source| Error::Read { path: path.into(), source };
     let fingerprint = fingerprint(path).map_err(read_err)?;
     let text = std::fs::read_to_string(path).map_err(read_err)?;
     let objects = parse_manifests(&text, path)?;

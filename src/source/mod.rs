@@ -34,10 +34,7 @@ pub struct Scope {
 impl Scope {
     /// A cluster-wide scope for `kind`.
     pub fn all(kind: Kind) -> Scope {
-        Scope {
-            kind,
-            namespace: None,
-        }
+        Scope { kind, namespace: None }
     }
 }
 

@@ -30,12 +30,7 @@ fn rand_id() -> u16 {
 
 /// Sends raw bytes over UDP; returns the raw response, or None on timeout.
 pub fn udp_raw(server: SocketAddr, packet: &[u8], timeout: Duration) -> Option<Vec<u8>> {
-    let sock = UdpSocket::bind(if server.is_ipv4() {
-        "127.0.0.1:0"
-    } else {
-        "[::1]:0"
-    })
-    .unwrap();
+    let sock = UdpSocket::bind(if server.is_ipv4() { "127.0.0.1:0" } else { "[::1]:0" }).unwrap();
     sock.set_read_timeout(Some(timeout)).unwrap();
     sock.send_to(packet, server).unwrap();
     let mut buf = vec![0u8; 65535];
@@ -91,10 +86,7 @@ pub fn tcp(server: SocketAddr, msg: &Message) -> Message {
 
 /// The records of a section in zone-file syntax (`name ttl IN TYPE rdata`), for table tests.
 pub fn zone_lines(records: &[Record]) -> Vec<String> {
-    records
-        .iter()
-        .map(|r| format!("{} {} IN {} {}", r.name, r.ttl, r.record_type(), r.data))
-        .collect()
+    records.iter().map(|r| format!("{} {} IN {} {}", r.name, r.ttl, r.record_type(), r.data)).collect()
 }
 
 /// The addresses in the answer section, in order.

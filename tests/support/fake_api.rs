@@ -387,8 +387,7 @@ impl State {
             if !w.bookmarks {
                 return true;
             }
-            w.tx.send(bookmark_line(&RESOURCES[w.res], rv, false))
-                .is_ok()
+            w.tx.send(bookmark_line(&RESOURCES[w.res], rv, false)).is_ok()
         });
     }
 
@@ -442,9 +441,7 @@ pub struct FakeApiServer {
 
 impl fmt::Debug for FakeApiServer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("FakeApiServer")
-            .field("addr", &self.shared.addr)
-            .finish_non_exhaustive()
+        f.debug_struct("FakeApiServer").field("addr", &self.shared.addr).finish_non_exhaustive()
     }
 }
 
@@ -456,9 +453,7 @@ impl FakeApiServer {
     /// If the loopback listener or the runtime cannot be created.
     pub fn start() -> Self {
         let listener = StdTcpListener::bind(("127.0.0.1", 0)).expect("fake_api: bind 127.0.0.1:0");
-        listener
-            .set_nonblocking(true)
-            .expect("fake_api: set_nonblocking");
+        listener.set_nonblocking(true).expect("fake_api: set_nonblocking");
         let addr = listener.local_addr().expect("fake_api: local_addr");
         let (stalled, _) = watch::channel(false);
         let (drops, _) = watch::channel(0);
@@ -472,10 +467,8 @@ impl FakeApiServer {
             addr,
             debug: std::env::var_os("FAKE_API_DEBUG").is_some_and(|v| !v.is_empty() && v != "0"),
         });
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("fake_api: build tokio runtime");
+        let runtime =
+            tokio::runtime::Builder::new_current_thread().enable_all().build().expect("fake_api: build tokio runtime");
         let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
         let server_shared = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
@@ -488,11 +481,7 @@ impl FakeApiServer {
             })
             .expect("fake_api: spawn server thread");
         shared.debug(format_args!("listening"));
-        Self {
-            shared,
-            shutdown: Some(shutdown_tx),
-            thread: Some(thread),
-        }
+        Self { shared, shutdown: Some(shutdown_tx), thread: Some(thread) }
     }
 
     /// `http://127.0.0.1:PORT`
@@ -567,9 +556,7 @@ preferences: {{}}
         for (res, key, mut obj) in prepared {
             let existing = st.objects[res].get(&key).cloned();
             {
-                let meta = obj["metadata"]
-                    .as_object_mut()
-                    .expect("prepare_object made metadata an object");
+                let meta = obj["metadata"].as_object_mut().expect("prepare_object made metadata an object");
                 let old_meta = existing.as_ref().and_then(|e| e["metadata"].as_object());
                 for field in ["uid", "creationTimestamp"] {
                     if let Some(v) = old_meta.and_then(|m| m.get(field)) {
@@ -596,23 +583,9 @@ preferences: {{}}
             let rv = st.rv;
             obj["metadata"]["resourceVersion"] = json!(rv.to_string());
             st.objects[res].insert(key.clone(), obj.clone());
-            let kind = if existing.is_some() {
-                EventType::Modified
-            } else {
-                EventType::Added
-            };
-            self.shared.debug(format_args!(
-                "{kind:?} {} {}/{} rv={rv}",
-                RESOURCES[res].kind, key.0, key.1
-            ));
-            st.record(HistoryEvent {
-                rv,
-                res,
-                key,
-                kind,
-                object: obj,
-                prev: existing,
-            });
+            let kind = if existing.is_some() { EventType::Modified } else { EventType::Added };
+            self.shared.debug(format_args!("{kind:?} {} {}/{} rv={rv}", RESOURCES[res].kind, key.0, key.1));
+            st.record(HistoryEvent { rv, res, key, kind, object: obj, prev: existing });
         }
         st.rv
     }
@@ -633,18 +606,8 @@ preferences: {{}}
         let rv = st.rv;
         let mut object = prev.clone();
         object["metadata"]["resourceVersion"] = json!(rv.to_string());
-        self.shared.debug(format_args!(
-            "Deleted {} {}/{} rv={rv}",
-            RESOURCES[res].kind, key.0, key.1
-        ));
-        st.record(HistoryEvent {
-            rv,
-            res,
-            key,
-            kind: EventType::Deleted,
-            object,
-            prev: Some(prev),
-        });
+        self.shared.debug(format_args!("Deleted {} {}/{} rv={rv}", RESOURCES[res].kind, key.0, key.1));
+        st.record(HistoryEvent { rv, res, key, kind: EventType::Deleted, object, prev: Some(prev) });
         Some(rv)
     }
 
@@ -658,10 +621,7 @@ preferences: {{}}
     /// All current objects of a kind, in list order.
     pub fn objects(&self, kind: &str) -> Vec<Value> {
         let res = expect_resource(kind);
-        self.shared.state.lock().objects[res]
-            .values()
-            .cloned()
-            .collect()
+        self.shared.state.lock().objects[res].values().cloned().collect()
     }
 
     /// The last resourceVersion handed out (what a list would report now).
@@ -682,8 +642,7 @@ preferences: {{}}
     /// Aborts every open watch stream mid-body, without the terminating chunk.
     pub fn drop_watches(&self) {
         let mut st = self.shared.state.lock();
-        self.shared
-            .debug(format_args!("dropping {} watches", st.watchers.len()));
+        self.shared.debug(format_args!("dropping {} watches", st.watchers.len()));
         self.shared.drop_watches_locked(&mut st);
     }
 
@@ -695,8 +654,7 @@ preferences: {{}}
         let mut st = self.shared.state.lock();
         st.floor = st.rv;
         st.history.clear();
-        self.shared
-            .debug(format_args!("compacted at rv={}", st.floor));
+        self.shared.debug(format_args!("compacted at rv={}", st.floor));
     }
 
     /// Keeps at most `limit` writes (all kinds together) for watch replay,
@@ -715,11 +673,7 @@ preferences: {{}}
         st.rv += 1;
         st.floor = st.rv;
         st.history.clear();
-        self.shared.debug(format_args!(
-            "expired {} watches, compacted at rv={}",
-            st.watchers.len(),
-            st.floor
-        ));
+        self.shared.debug(format_args!("expired {} watches, compacted at rv={}", st.watchers.len(), st.floor));
         self.shared.drop_watches_locked(&mut st);
     }
 
@@ -786,10 +740,7 @@ preferences: {{}}
     pub fn open_watches(&self, kind: &str) -> usize {
         let res = expect_resource(kind);
         let st = self.shared.state.lock();
-        st.watchers
-            .iter()
-            .filter(|w| w.res == res && !w.tx.is_closed())
-            .count()
+        st.watchers.iter().filter(|w| w.res == res && !w.tx.is_closed()).count()
     }
 
     /// Waits (asynchronously, on the caller's runtime) until at least `n`
@@ -809,13 +760,7 @@ preferences: {{}}
 
     /// The last requests, oldest first, as `"GET /path?query"`.
     pub fn request_log(&self) -> Vec<String> {
-        self.shared
-            .state
-            .lock()
-            .request_log
-            .iter()
-            .cloned()
-            .collect()
+        self.shared.state.lock().request_log.iter().cloned().collect()
     }
 }
 
@@ -842,9 +787,7 @@ fn prepare_object(mut obj: Value) -> (usize, Key, Value) {
     };
     map.insert("kind".to_owned(), json!(def.kind));
     map.insert("apiVersion".to_owned(), json!(def.api_version));
-    let meta = map
-        .entry("metadata")
-        .or_insert_with(|| Value::Object(Map::new()));
+    let meta = map.entry("metadata").or_insert_with(|| Value::Object(Map::new()));
     if !meta.is_object() {
         *meta = Value::Object(Map::new());
     }
@@ -854,12 +797,8 @@ fn prepare_object(mut obj: Value) -> (usize, Key, Value) {
         _ => panic!("fake_api: {} without metadata.name", def.kind),
     };
     let namespace = if def.namespaced {
-        let ns = meta
-            .get("namespace")
-            .and_then(Value::as_str)
-            .filter(|ns| !ns.is_empty())
-            .unwrap_or("default")
-            .to_owned();
+        let ns =
+            meta.get("namespace").and_then(Value::as_str).filter(|ns| !ns.is_empty()).unwrap_or("default").to_owned();
         meta.insert("namespace".to_owned(), json!(ns));
         ns
     } else {
@@ -870,11 +809,7 @@ fn prepare_object(mut obj: Value) -> (usize, Key, Value) {
 }
 
 fn object_key(def: &ResourceDef, namespace: Option<&str>, name: &str) -> Key {
-    let ns = if def.namespaced {
-        namespace.unwrap_or("default").to_owned()
-    } else {
-        String::new()
-    };
+    let ns = if def.namespaced { namespace.unwrap_or("default").to_owned() } else { String::new() };
     (ns, name.to_owned())
 }
 
@@ -886,9 +821,7 @@ fn fake_uid(n: u64) -> String {
 /// The current UTC time as RFC 3339 with second precision, as Kubernetes
 /// serialises `metav1.Time`.
 fn rfc3339_now() -> String {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let days = i64::try_from(secs / 86_400).unwrap_or(0);
     let rem = secs % 86_400;
     // Civil-from-days (Howard Hinnant's algorithm).
@@ -901,12 +834,7 @@ fn rfc3339_now() -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 // ----- selectors ------------------------------------------------------------------
@@ -939,9 +867,7 @@ impl LabelSelector {
                 }
                 return Err(format!("invalid label selector {s:?}: empty requirement"));
             }
-            reqs.push(
-                Self::parse_term(term).map_err(|e| format!("invalid label selector {s:?}: {e}"))?,
-            );
+            reqs.push(Self::parse_term(term).map_err(|e| format!("invalid label selector {s:?}: {e}"))?);
         }
         Ok(Self(reqs))
     }
@@ -957,9 +883,7 @@ impl LabelSelector {
             let values: Vec<String> = values.split(',').map(|v| v.trim().to_owned()).collect();
             let mut head = term[..open].split_whitespace();
             let (Some(key), Some(op), None) = (head.next(), head.next(), head.next()) else {
-                return Err(format!(
-                    "expected `key in (...)` or `key notin (...)`, got {term:?}"
-                ));
+                return Err(format!("expected `key in (...)` or `key notin (...)`, got {term:?}"));
             };
             let key = valid_key(key)?;
             return match op {
@@ -968,11 +892,9 @@ impl LabelSelector {
                 _ => Err(format!("unknown set operator {op:?}")),
             };
         }
-        for (op, ctor) in [
-            ("!=", LabelReq::NotEq as fn(String, String) -> LabelReq),
-            ("==", LabelReq::Eq),
-            ("=", LabelReq::Eq),
-        ] {
+        for (op, ctor) in
+            [("!=", LabelReq::NotEq as fn(String, String) -> LabelReq), ("==", LabelReq::Eq), ("=", LabelReq::Eq)]
+        {
             if let Some((key, value)) = term.split_once(op) {
                 let value = value.trim();
                 if value.contains(['=', '!', ' ']) {
@@ -1050,10 +972,7 @@ impl FieldSelector {
                 return Err(format!("invalid field selector: {term:?}: no operator"));
             };
             let field = field.trim();
-            if !(field == "metadata.name"
-                || field == "metadata.namespace"
-                || def.extra_fields.contains(&field))
-            {
+            if !(field == "metadata.name" || field == "metadata.namespace" || def.extra_fields.contains(&field)) {
                 // The real server's message for an unsupported field label.
                 return Err(format!("field label not supported: {field}"));
             }
@@ -1100,8 +1019,7 @@ impl Filter {
 // ----- watch events ---------------------------------------------------------------
 
 fn event_line(event_type: &str, object: &Value) -> String {
-    let mut line =
-        serde_json::to_string(&json!({ "type": event_type, "object": object })).unwrap_or_default();
+    let mut line = serde_json::to_string(&json!({ "type": event_type, "object": object })).unwrap_or_default();
     line.push('\n');
     line
 }
@@ -1111,10 +1029,7 @@ fn bookmark_line(def: &ResourceDef, rv: u64, initial_events_end: bool) -> String
     if initial_events_end {
         metadata["annotations"] = json!({ "k8s.io/initial-events-end": "true" });
     }
-    event_line(
-        "BOOKMARK",
-        &json!({ "kind": def.kind, "apiVersion": def.api_version, "metadata": metadata }),
-    )
+    event_line("BOOKMARK", &json!({ "kind": def.kind, "apiVersion": def.api_version, "metadata": metadata }))
 }
 
 /// The line a watcher with `filter` gets for a history event, if any. Like the
@@ -1146,10 +1061,7 @@ fn watch_line_for(filter: &Filter, ev: &HistoryEvent) -> Option<String> {
 
 async fn serve(shared: Arc<Shared>, listener: StdTcpListener, shutdown: oneshot::Receiver<()>) {
     let listener = match tokio::net::TcpListener::from_std(listener) {
-        Ok(inner) => FaultyListener {
-            inner,
-            shared: Arc::clone(&shared),
-        },
+        Ok(inner) => FaultyListener { inner, shared: Arc::clone(&shared) },
         Err(e) => {
             eprintln!("fake_api: cannot register listener: {e}");
             return;
@@ -1189,17 +1101,12 @@ impl axum::serve::Listener for FaultyListener {
                     // this accept then cuts the connection on first use.
                     let generation = self.shared.down_generation.load(Ordering::SeqCst);
                     if self.shared.down.load(Ordering::SeqCst) {
-                        self.shared
-                            .debug(format_args!("down: closing new connection from {peer}"));
+                        self.shared.debug(format_args!("down: closing new connection from {peer}"));
                         drop(stream);
                         continue;
                     }
                     let _ = stream.set_nodelay(true);
-                    let io = FaultyIo {
-                        inner: stream,
-                        shared: Arc::clone(&self.shared),
-                        generation,
-                    };
+                    let io = FaultyIo { inner: stream, shared: Arc::clone(&self.shared), generation };
                     return (io, peer);
                 }
                 Err(e) => {
@@ -1229,20 +1136,13 @@ impl FaultyIo {
         if self.shared.down_generation.load(Ordering::SeqCst) == self.generation {
             Ok(())
         } else {
-            Err(io::Error::new(
-                io::ErrorKind::ConnectionReset,
-                "fake API server is down",
-            ))
+            Err(io::Error::new(io::ErrorKind::ConnectionReset, "fake API server is down"))
         }
     }
 }
 
 impl AsyncRead for FaultyIo {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         if let Err(e) = this.check() {
             return Poll::Ready(Err(e));
@@ -1252,11 +1152,7 @@ impl AsyncRead for FaultyIo {
 }
 
 impl AsyncWrite for FaultyIo {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         if let Err(e) = this.check() {
             return Poll::Ready(Err(e));
@@ -1312,26 +1208,15 @@ async fn bookmark_ticker(shared: Arc<Shared>) {
 /// Where a request path leads.
 #[derive(Debug)]
 enum Route {
-    Collection {
-        res: usize,
-        namespace: Option<String>,
-    },
-    Object {
-        res: usize,
-        namespace: Option<String>,
-        name: String,
-    },
+    Collection { res: usize, namespace: Option<String> },
+    Object { res: usize, namespace: Option<String>, name: String },
     Discovery(Value),
     Health,
     NotFound,
 }
 
 fn route(shared: &Shared, path: &str) -> Route {
-    let segs: Vec<&str> = path
-        .trim_matches('/')
-        .split('/')
-        .filter(|s| !s.is_empty())
-        .collect();
+    let segs: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
     let (group, version, rest): (&str, &str, &[&str]) = match segs.as_slice() {
         ["version"] => return Route::Discovery(version_doc()),
         ["healthz" | "livez" | "readyz"] => return Route::Health,
@@ -1344,44 +1229,27 @@ fn route(shared: &Shared, path: &str) -> Route {
         ["apis", group, version, rest @ ..] => (group, version, rest),
         _ => return Route::NotFound,
     };
-    let find = |plural: &str| {
-        RESOURCES
-            .iter()
-            .position(|r| r.group == group && r.version == version && r.plural == plural)
-    };
-    let known_gv = RESOURCES
-        .iter()
-        .any(|r| r.group == group && r.version == version);
+    let find =
+        |plural: &str| RESOURCES.iter().position(|r| r.group == group && r.version == version && r.plural == plural);
+    let known_gv = RESOURCES.iter().any(|r| r.group == group && r.version == version);
     match rest {
         [] if known_gv => Route::Discovery(resource_list_doc(group, version)),
         [plural] => match find(plural) {
-            Some(res) => Route::Collection {
-                res,
-                namespace: None,
-            },
+            Some(res) => Route::Collection { res, namespace: None },
             None => Route::NotFound,
         },
         [plural, name] => match find(plural) {
-            Some(res) if !RESOURCES[res].namespaced => Route::Object {
-                res,
-                namespace: None,
-                name: (*name).to_owned(),
-            },
+            Some(res) if !RESOURCES[res].namespaced => Route::Object { res, namespace: None, name: (*name).to_owned() },
             _ => Route::NotFound,
         },
         ["namespaces", ns, plural] => match find(plural) {
-            Some(res) if RESOURCES[res].namespaced => Route::Collection {
-                res,
-                namespace: Some((*ns).to_owned()),
-            },
+            Some(res) if RESOURCES[res].namespaced => Route::Collection { res, namespace: Some((*ns).to_owned()) },
             _ => Route::NotFound,
         },
         ["namespaces", ns, plural, name] => match find(plural) {
-            Some(res) if RESOURCES[res].namespaced => Route::Object {
-                res,
-                namespace: Some((*ns).to_owned()),
-                name: (*name).to_owned(),
-            },
+            Some(res) if RESOURCES[res].namespaced => {
+                Route::Object { res, namespace: Some((*ns).to_owned()), name: (*name).to_owned() }
+            }
             _ => Route::NotFound,
         },
         _ => Route::NotFound,
@@ -1409,10 +1277,7 @@ impl Query {
     /// A boolean parameter the way Go's `strconv.ParseBool` reads it; absent
     /// or unparsable is `false`.
     fn flag(&self, name: &str) -> bool {
-        matches!(
-            self.get(name),
-            Some("1" | "t" | "T" | "true" | "TRUE" | "True")
-        )
+        matches!(self.get(name), Some("1" | "t" | "T" | "true" | "TRUE" | "True"))
     }
 }
 
@@ -1451,11 +1316,8 @@ async fn handle(shared: Arc<Shared>, req: Request<Body>) -> Response<Body> {
     let is_watch = query.flag("watch");
     {
         let mut st = shared.state.lock();
-        let line = if raw_query.is_empty() {
-            format!("{method} {path}")
-        } else {
-            format!("{method} {path}?{raw_query}")
-        };
+        let line =
+            if raw_query.is_empty() { format!("{method} {path}") } else { format!("{method} {path}?{raw_query}") };
         shared.debug(format_args!("{line}"));
         st.log_request(line);
         if let (Route::Collection { res, .. }, &Method::GET) = (&route, &method) {
@@ -1493,33 +1355,20 @@ async fn handle(shared: Arc<Shared>, req: Request<Body>) -> Response<Body> {
         Route::Discovery(doc) => json_response(StatusCode::OK, &doc),
         Route::Health => {
             let mut resp = Response::new(Body::from("ok"));
-            resp.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; charset=utf-8"),
-            );
+            resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
             resp
         }
-        Route::NotFound => status_response(
-            StatusCode::NOT_FOUND,
-            "NotFound",
-            "the server could not find the requested resource",
-        ),
-        Route::Object {
-            res,
-            namespace,
-            name,
-        } => get_object(&shared, res, namespace, &name),
+        Route::NotFound => {
+            status_response(StatusCode::NOT_FOUND, "NotFound", "the server could not find the requested resource")
+        }
+        Route::Object { res, namespace, name } => get_object(&shared, res, namespace, &name),
         Route::Collection { res, namespace } => {
             let def = &RESOURCES[res];
             let filter = match parse_filter(def, namespace, &query) {
                 Ok(f) => f,
                 Err(msg) => return status_response(StatusCode::BAD_REQUEST, "BadRequest", &msg),
             };
-            if is_watch {
-                start_watch(&shared, res, filter, &query)
-            } else {
-                list(&shared, res, &filter, &query)
-            }
+            if is_watch { start_watch(&shared, res, filter, &query) } else { list(&shared, res, &filter, &query) }
         }
     }
 }
@@ -1532,22 +1381,14 @@ fn parse_filter(def: &ResourceDef, namespace: Option<String>, q: &Query) -> Resu
     })
 }
 
-fn get_object(
-    shared: &Shared,
-    res: usize,
-    namespace: Option<String>,
-    name: &str,
-) -> Response<Body> {
+fn get_object(shared: &Shared, res: usize, namespace: Option<String>, name: &str) -> Response<Body> {
     let def = &RESOURCES[res];
     let key = (namespace.unwrap_or_default(), name.to_owned());
     match shared.state.lock().objects[res].get(&key) {
         Some(obj) => json_response(StatusCode::OK, obj),
         None => {
-            let mut status = status_object(
-                404,
-                "NotFound",
-                &format!("{}{} \"{name}\" not found", def.plural, group_suffix(def)),
-            );
+            let mut status =
+                status_object(404, "NotFound", &format!("{}{} \"{name}\" not found", def.plural, group_suffix(def)));
             status["details"] = json!({ "name": name, "group": def.group, "kind": def.plural });
             json_response(StatusCode::NOT_FOUND, &status)
         }
@@ -1555,21 +1396,13 @@ fn get_object(
 }
 
 fn group_suffix(def: &ResourceDef) -> String {
-    if def.group.is_empty() {
-        String::new()
-    } else {
-        format!(".{}", def.group)
-    }
+    if def.group.is_empty() { String::new() } else { format!(".{}", def.group) }
 }
 
 /// A resourceVersion parameter, or the `400 Bad Request` to answer.
 fn parse_rv(s: &str) -> Result<u64, Box<Response<Body>>> {
     s.parse::<u64>().map_err(|_| {
-        Box::new(status_response(
-            StatusCode::BAD_REQUEST,
-            "BadRequest",
-            &format!("invalid resource version {s:?}"),
-        ))
+        Box::new(status_response(StatusCode::BAD_REQUEST, "BadRequest", &format!("invalid resource version {s:?}")))
     })
 }
 
@@ -1588,18 +1421,12 @@ fn list(shared: &Shared, res: usize, filter: &Filter, q: &Query) -> Response<Bod
             Ok(n) if n > 0 => usize::try_from(n).ok(),
             Ok(_) => None,
             Err(_) => {
-                return status_response(
-                    StatusCode::BAD_REQUEST,
-                    "BadRequest",
-                    &format!("invalid limit {l:?}"),
-                );
+                return status_response(StatusCode::BAD_REQUEST, "BadRequest", &format!("invalid limit {l:?}"));
             }
         },
     };
     if !matches!(rv_match, "" | "NotOlderThan" | "Exact") {
-        return invalid(&format!(
-            "resourceVersionMatch: Unsupported value: {rv_match:?}"
-        ));
+        return invalid(&format!("resourceVersionMatch: Unsupported value: {rv_match:?}"));
     }
     if !rv_match.is_empty() && rv_param.is_empty() {
         return invalid("resourceVersionMatch is forbidden unless resourceVersion is provided");
@@ -1626,9 +1453,7 @@ fn list(shared: &Shared, res: usize, filter: &Filter, q: &Query) -> Response<Bod
                     Err(resp) => return *resp,
                 };
                 if rv_match == "Exact" && v == 0 {
-                    return invalid(
-                        "resourceVersionMatch: Exact requires a non-zero resourceVersion",
-                    );
+                    return invalid("resourceVersionMatch: Exact requires a non-zero resourceVersion");
                 }
                 if v > st.rv {
                     return status_response(
@@ -1699,9 +1524,7 @@ fn page(
     limit: Option<usize>,
 ) -> (Vec<Value>, Option<Key>, usize) {
     let lower = start_after.map_or(Bound::Unbounded, Bound::Excluded);
-    let mut matching = objects
-        .range::<Key, _>((lower, Bound::Unbounded))
-        .filter(|(_, obj)| filter.matches(obj));
+    let mut matching = objects.range::<Key, _>((lower, Bound::Unbounded)).filter(|(_, obj)| filter.matches(obj));
     let mut items = Vec::new();
     let mut last_key = None;
     for (key, obj) in matching.by_ref() {
@@ -1737,11 +1560,7 @@ fn start_watch(shared: &Arc<Shared>, res: usize, filter: Filter, q: &Query) -> R
         None | Some(Ok(0)) => DEFAULT_WATCH_TIMEOUT,
         Some(Ok(secs)) => Duration::from_secs(secs),
         Some(Err(_)) => {
-            return status_response(
-                StatusCode::BAD_REQUEST,
-                "BadRequest",
-                "invalid timeoutSeconds",
-            );
+            return status_response(StatusCode::BAD_REQUEST, "BadRequest", "invalid timeoutSeconds");
         }
     };
     if send_initial && rv_match != "NotOlderThan" {
@@ -1778,10 +1597,7 @@ fn start_watch(shared: &Arc<Shared>, res: usize, filter: Filter, q: &Query) -> R
             if v < st.floor {
                 let message = format!("too old resource version: {v} ({})", st.floor);
                 shared.debug(format_args!("watch {}: {message}", def.plural));
-                let _ = tx.send(event_line(
-                    "ERROR",
-                    &status_object(410, "Expired", &message),
-                ));
+                let _ = tx.send(event_line("ERROR", &status_object(410, "Expired", &message)));
                 drop(st);
                 drop(tx);
                 return watch_response(WatchStream::finite(rx, shared, timeout));
@@ -1805,18 +1621,9 @@ fn start_watch(shared: &Arc<Shared>, res: usize, filter: Filter, q: &Query) -> R
     }
     let id = st.next_watcher_id;
     st.next_watcher_id += 1;
-    st.watchers.push(Watcher {
-        id,
-        res,
-        filter,
-        bookmarks,
-        tx,
-    });
+    st.watchers.push(Watcher { id, res, filter, bookmarks, tx });
     drop(st);
-    let guard = WatchGuard {
-        shared: Arc::clone(shared),
-        id,
-    };
+    let guard = WatchGuard { shared: Arc::clone(shared), id };
     watch_response(WatchStream::live(rx, shared, drops, timeout, guard))
 }
 
@@ -1879,14 +1686,7 @@ impl WatchStream {
     /// (hyper then closes the connection without the terminating chunk), or
     /// `None` to end it cleanly.
     async fn next_chunk(&mut self) -> Option<io::Result<String>> {
-        let Self {
-            rx,
-            stalled,
-            drops,
-            deadline,
-            done,
-            ..
-        } = self;
+        let Self { rx, stalled, drops, deadline, done, .. } = self;
         if *done {
             return None;
         }
@@ -1924,14 +1724,13 @@ impl WatchStream {
 }
 
 fn watch_response(stream: WatchStream) -> Response<Body> {
-    let body = futures::stream::unfold(stream, |mut stream| async move {
-        stream.next_chunk().await.map(|chunk| (chunk, stream))
-    });
+    let body =
+        futures::stream::unfold(
+            stream,
+            |mut stream| async move { stream.next_chunk().await.map(|chunk| (chunk, stream)) },
+        );
     let mut resp = Response::new(Body::from_stream(body));
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     resp
 }
 
@@ -1941,10 +1740,7 @@ fn json_response(code: StatusCode, value: &Value) -> Response<Body> {
     let body = serde_json::to_vec(value).unwrap_or_default();
     let mut resp = Response::new(Body::from(body));
     *resp.status_mut() = code;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     resp
 }
 
@@ -1988,11 +1784,7 @@ fn api_versions_doc(addr: SocketAddr) -> Value {
 }
 
 fn groups() -> Vec<&'static str> {
-    let mut groups: Vec<&str> = RESOURCES
-        .iter()
-        .map(|r| r.group)
-        .filter(|g| !g.is_empty())
-        .collect();
+    let mut groups: Vec<&str> = RESOURCES.iter().map(|r| r.group).filter(|g| !g.is_empty()).collect();
     groups.dedup();
     groups
 }
@@ -2034,10 +1826,6 @@ fn resource_list_doc(group: &str, version: &str) -> Value {
             })
         })
         .collect();
-    let gv = if group.is_empty() {
-        version.to_owned()
-    } else {
-        format!("{group}/{version}")
-    };
+    let gv = if group.is_empty() { version.to_owned() } else { format!("{group}/{version}") };
     json!({ "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources })
 }

@@ -50,11 +50,7 @@ pub fn mk_namespace(name: &str) -> Value {
 ///
 /// `ports` are `(name, port, protocol)`; an empty name leaves the port unnamed.
 pub fn mk_service(ns: &str, name: &str, cluster_ip: &str, ports: &[(&str, u16, &str)]) -> Value {
-    let family = if cluster_ip.contains(':') {
-        "IPv6"
-    } else {
-        "IPv4"
-    };
+    let family = if cluster_ip.contains(':') { "IPv6" } else { "IPv4" };
     json!({
         "apiVersion": "v1",
         "kind": "Service",
@@ -199,11 +195,7 @@ impl Ep {
 
     fn to_json(&self, ns: &str) -> Value {
         let mut conditions = Map::new();
-        for (key, value) in [
-            ("ready", self.ready),
-            ("serving", self.serving),
-            ("terminating", self.terminating),
-        ] {
+        for (key, value) in [("ready", self.ready), ("serving", self.serving), ("terminating", self.terminating)] {
             if let Some(value) = value {
                 conditions.insert(key.to_owned(), Value::Bool(value));
             }
@@ -215,10 +207,7 @@ impl Ep {
             ep.insert("hostname".to_owned(), json!(hostname));
         }
         if let Some(pod) = &self.target_pod {
-            ep.insert(
-                "targetRef".to_owned(),
-                json!({ "kind": "Pod", "namespace": ns, "name": pod }),
-            );
+            ep.insert("targetRef".to_owned(), json!({ "kind": "Pod", "namespace": ns, "name": pod }));
         }
         if let Some(node) = &self.node_name {
             ep.insert("nodeName".to_owned(), json!(node));
@@ -268,13 +257,7 @@ pub fn mk_slice(
 
 /// A running Pod with the given IPs (the first one is `status.podIP`), and
 /// optional `spec.hostname` / `spec.subdomain`.
-pub fn mk_pod(
-    ns: &str,
-    name: &str,
-    ips: &[&str],
-    hostname: Option<&str>,
-    subdomain: Option<&str>,
-) -> Value {
+pub fn mk_pod(ns: &str, name: &str, ips: &[&str], hostname: Option<&str>, subdomain: Option<&str>) -> Value {
     let mut spec = json!({
         "containers": [{ "name": "main", "image": "registry.invalid/app:1" }],
         "restartPolicy": "Always",
@@ -315,32 +298,21 @@ pub fn with_trigger_time(slice: Value, time: &str) -> Value {
 
 /// Adds (or replaces) one annotation.
 pub fn with_annotation(mut obj: Value, key: &str, value: &str) -> Value {
-    set_field(
-        &mut obj,
-        &format!("metadata.annotations.{}", escape_key(key)),
-        json!(value),
-    );
+    set_field(&mut obj, &format!("metadata.annotations.{}", escape_key(key)), json!(value));
     obj
 }
 
 /// Adds (or replaces) labels.
 pub fn with_labels(mut obj: Value, labels: &[(&str, &str)]) -> Value {
     for (key, value) in labels {
-        set_field(
-            &mut obj,
-            &format!("metadata.labels.{}", escape_key(key)),
-            json!(value),
-        );
+        set_field(&mut obj, &format!("metadata.labels.{}", escape_key(key)), json!(value));
     }
     obj
 }
 
 /// Removes a label if present.
 pub fn without_label(mut obj: Value, key: &str) -> Value {
-    if let Some(labels) = obj
-        .pointer_mut("/metadata/labels")
-        .and_then(Value::as_object_mut)
-    {
+    if let Some(labels) = obj.pointer_mut("/metadata/labels").and_then(Value::as_object_mut) {
         labels.remove(key);
     }
     obj
@@ -365,17 +337,13 @@ pub fn set_field(obj: &mut Value, path: &str, value: Value) {
             *cur = Value::Object(Map::new());
         }
         let map = cur.as_object_mut().expect("just made an object");
-        cur = map
-            .entry(part.clone())
-            .or_insert_with(|| Value::Object(Map::new()));
+        cur = map.entry(part.clone()).or_insert_with(|| Value::Object(Map::new()));
     }
     if let Some(last) = parts.last() {
         if !cur.is_object() {
             *cur = Value::Object(Map::new());
         }
-        cur.as_object_mut()
-            .expect("just made an object")
-            .insert(last.clone(), value);
+        cur.as_object_mut().expect("just made an object").insert(last.clone(), value);
     }
 }
 

@@ -41,12 +41,7 @@ impl TestServer {
             assert!(Instant::now() < deadline, "server did not become ready");
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        TestServer {
-            addr,
-            dir,
-            manifest,
-            running: Some(running),
-        }
+        TestServer { addr, dir, manifest, running: Some(running) }
     }
 
     pub fn index(&self) -> &std::sync::Arc<headless_dns::index::Index> {
@@ -98,38 +93,26 @@ impl BinaryServer {
             if line.contains("listening (udp, tcp)")
                 && let Some(addr) = listen_addr(&line)
             {
-                return BinaryServer {
-                    child,
-                    addr,
-                    stderr: rx,
-                };
+                return BinaryServer { child, addr, stderr: rx };
             }
         }
     }
 
     /// The HTTP address, from the "http endpoints" log line (which follows the DNS one).
     pub fn http_addr(&self) -> SocketAddr {
-        let line = self
-            .wait_for_log("http endpoints", Duration::from_secs(10))
-            .expect("an http endpoints log line");
+        let line = self.wait_for_log("http endpoints", Duration::from_secs(10)).expect("an http endpoints log line");
         listen_addr(&line).expect("an address in the http log line")
     }
 
     /// Every log line received so far that has not been read yet.
     pub fn drain_logs(&self) -> Vec<String> {
-        self.stderr
-            .try_iter()
-            .inspect(|l| eprintln!("[server] {l}"))
-            .collect()
+        self.stderr.try_iter().inspect(|l| eprintln!("[server] {l}")).collect()
     }
 
     /// Waits for a log line containing `needle`.
     pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> Option<String> {
         let deadline = Instant::now() + timeout;
-        while let Ok(line) = self
-            .stderr
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-        {
+        while let Ok(line) = self.stderr.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
             eprintln!("[server] {line}");
             if line.contains(needle) {
                 return Some(line);
@@ -148,14 +131,8 @@ impl Drop for BinaryServer {
 
 /// The address in a "listening" log line, text (`addr=127.0.0.1:53`) or JSON (`"addr":"…"`).
 fn listen_addr(line: &str) -> Option<SocketAddr> {
-    let rest = line
-        .split("addr=")
-        .nth(1)
-        .or_else(|| line.split("\"addr\":\"").nth(1))?;
-    rest.split(|c: char| c.is_whitespace() || c == '"')
-        .next()?
-        .parse()
-        .ok()
+    let rest = line.split("addr=").nth(1).or_else(|| line.split("\"addr\":\"").nth(1))?;
+    rest.split(|c: char| c.is_whitespace() || c == '"').next()?.parse().ok()
 }
 
 /// A plain HTTP/1.0 GET on loopback: (status, body).
@@ -166,15 +143,8 @@ pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     write!(s, "GET {path} HTTP/1.0\r\nHost: test\r\n\r\n").unwrap();
     let mut text = String::new();
     s.read_to_string(&mut text).unwrap();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
+    let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
     (status, body)
 }
 
