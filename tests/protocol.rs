@@ -23,11 +23,7 @@ fn big_service(n: usize) -> String {
          addressType: IPv4\nports: [{name: web, port: 80}]\nendpoints:\n",
     );
     for i in 0..n {
-        yaml.push_str(&format!(
-            "- {{addresses: [10.1.{}.{}], hostname: big-{i}}}\n",
-            i / 250,
-            i % 250 + 1
-        ));
+        yaml.push_str(&format!("- {{addresses: [10.1.{}.{}], hostname: big-{i}}}\n", i / 250, i % 250 + 1));
     }
     yaml
 }
@@ -35,22 +31,11 @@ fn big_service(n: usize) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn edns_is_answered_with_opt_and_our_size() {
     let server = TestServer::start(FIXTURE).await;
-    let resp = udp(
-        server.addr,
-        &query_message(
-            "web-0.nginx.ns-0.svc.cluster.local.",
-            RecordType::A,
-            Some(4096),
-        ),
-    );
+    let resp = udp(server.addr, &query_message("web-0.nginx.ns-0.svc.cluster.local.", RecordType::A, Some(4096)));
     let edns = resp.edns.as_ref().expect("OPT in the response");
     assert_eq!(edns.max_payload(), 1232);
     assert_eq!(edns.version(), 0);
-    let plain = ask(
-        server.addr,
-        "web-0.nginx.ns-0.svc.cluster.local.",
-        RecordType::A,
-    );
+    let plain = ask(server.addr, "web-0.nginx.ns-0.svc.cluster.local.", RecordType::A);
     assert!(plain.edns.is_none(), "no OPT without EDNS in the query");
     server.stop().await;
 }
@@ -62,30 +47,17 @@ async fn large_answers_truncate_over_udp_with_whole_records_and_complete_over_tc
 
     // No EDNS: 512 bytes. musl has no TCP fallback, so the truncated answer still carries
     // as many whole records as fit.
-    let raw = udp_raw(
-        server.addr,
-        &query_message(name, RecordType::A, None).to_vec().unwrap(),
-        Duration::from_secs(3),
-    )
-    .unwrap();
+    let raw = udp_raw(server.addr, &query_message(name, RecordType::A, None).to_vec().unwrap(), Duration::from_secs(3))
+        .unwrap();
     assert!(raw.len() <= 512, "{} bytes", raw.len());
     let resp = Message::from_vec(&raw).unwrap();
     assert!(resp.metadata.truncation);
-    assert!(
-        resp.answers.len() >= 25,
-        "{} records fit in 512 bytes",
-        resp.answers.len()
-    );
+    assert!(resp.answers.len() >= 25, "{} records fit in 512 bytes", resp.answers.len());
 
     // EDNS 1232.
-    let raw = udp_raw(
-        server.addr,
-        &query_message(name, RecordType::A, Some(1232))
-            .to_vec()
-            .unwrap(),
-        Duration::from_secs(3),
-    )
-    .unwrap();
+    let raw =
+        udp_raw(server.addr, &query_message(name, RecordType::A, Some(1232)).to_vec().unwrap(), Duration::from_secs(3))
+            .unwrap();
     assert!(raw.len() <= 1232);
     let resp = Message::from_vec(&raw).unwrap();
     assert!(resp.metadata.truncation);
@@ -95,9 +67,7 @@ async fn large_answers_truncate_over_udp_with_whole_records_and_complete_over_tc
     // A client offering more than --max-udp-size still gets at most 1232 bytes.
     let raw = udp_raw(
         server.addr,
-        &query_message(name, RecordType::A, Some(65000))
-            .to_vec()
-            .unwrap(),
+        &query_message(name, RecordType::A, Some(65000)).to_vec().unwrap(),
         Duration::from_secs(3),
     )
     .unwrap();
@@ -112,20 +82,11 @@ async fn large_answers_truncate_over_udp_with_whole_records_and_complete_over_tc
     assert_eq!(got.len(), 300);
 
     // SRV over TCP: 300 targets with weight ⌊100/300⌋ → 1, and all glue.
-    let resp = tcp(
-        server.addr,
-        &query_message(
-            "_web._tcp.big.ns-0.svc.cluster.local.",
-            RecordType::SRV,
-            Some(1232),
-        ),
-    );
+    let resp = tcp(server.addr, &query_message("_web._tcp.big.ns-0.svc.cluster.local.", RecordType::SRV, Some(1232)));
     assert!(!resp.metadata.truncation);
     assert_eq!(resp.answers.len(), 300);
     assert_eq!(resp.additionals.len(), 300);
-    let hickory_proto::rr::RData::SRV(srv) = &resp.answers[0].data else {
-        panic!()
-    };
+    let hickory_proto::rr::RData::SRV(srv) = &resp.answers[0].data else { panic!() };
     assert_eq!(srv.weight, 1);
     server.stop().await;
 }
@@ -133,45 +94,25 @@ async fn large_answers_truncate_over_udp_with_whole_records_and_complete_over_tc
 #[tokio::test(flavor = "multi_thread")]
 async fn tcp_carries_several_queries_per_connection() {
     let server = TestServer::start(FIXTURE).await;
-    let names = [
-        "web-0.nginx.ns-0.svc.cluster.local.",
-        "web-1.nginx.ns-0.svc.cluster.local.",
-        "api.ns-0.svc.cluster.local.",
-    ];
-    let msgs: Vec<Message> = names
-        .iter()
-        .map(|n| query_message(n, RecordType::A, None))
-        .collect();
-    let responses = tcp_raw(
-        server.addr,
-        &msgs.iter().map(|m| m.to_vec().unwrap()).collect::<Vec<_>>(),
-    );
-    let got: Vec<Vec<String>> = responses
-        .iter()
-        .map(|r| addresses(&Message::from_vec(r).unwrap()))
-        .collect();
-    assert_eq!(
-        got,
-        [vec!["10.244.1.5"], vec!["10.244.2.7"], vec!["10.96.0.20"]]
-    );
+    let names =
+        ["web-0.nginx.ns-0.svc.cluster.local.", "web-1.nginx.ns-0.svc.cluster.local.", "api.ns-0.svc.cluster.local."];
+    let msgs: Vec<Message> = names.iter().map(|n| query_message(n, RecordType::A, None)).collect();
+    let responses = tcp_raw(server.addr, &msgs.iter().map(|m| m.to_vec().unwrap()).collect::<Vec<_>>());
+    let got: Vec<Vec<String>> = responses.iter().map(|r| addresses(&Message::from_vec(r).unwrap())).collect();
+    assert_eq!(got, [vec!["10.244.1.5"], vec!["10.244.2.7"], vec!["10.96.0.20"]]);
     server.stop().await;
 }
 
 fn raw_header(id: u16, flags: u16, qd: u16, an: u16, ns: u16, ar: u16) -> Vec<u8> {
-    [id, flags, qd, an, ns, ar]
-        .iter()
-        .flat_map(|v| v.to_be_bytes())
-        .collect()
+    [id, flags, qd, an, ns, ar].iter().flat_map(|v| v.to_be_bytes()).collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_input_gets_the_right_error_and_never_stalls_the_server() {
     let server = TestServer::start(FIXTURE).await;
     let short = Duration::from_millis(300);
-    let question = query_message("web-0.nginx.ns-0.svc.cluster.local.", RecordType::A, None)
-        .to_vec()
-        .unwrap()[12..]
-        .to_vec();
+    let question =
+        query_message("web-0.nginx.ns-0.svc.cluster.local.", RecordType::A, None).to_vec().unwrap()[12..].to_vec();
 
     // Not even a header: dropped.
     assert_eq!(udp_raw(server.addr, &[1, 2, 3, 4, 5], short), None);
@@ -186,10 +127,7 @@ async fn bad_input_gets_the_right_error_and_never_stalls_the_server() {
         (msg.metadata.id, msg.metadata.response_code)
     };
     // QDCOUNT 0 and 2: FORMERR.
-    assert_eq!(
-        rcode_of(&raw_header(8, 0x0100, 0, 0, 0, 0)),
-        (8, ResponseCode::FormErr)
-    );
+    assert_eq!(rcode_of(&raw_header(8, 0x0100, 0, 0, 0, 0)), (8, ResponseCode::FormErr));
     let mut two = raw_header(9, 0x0100, 2, 0, 0, 0);
     two.extend_from_slice(&question);
     two.extend_from_slice(&question);
@@ -202,6 +140,13 @@ async fn bad_input_gets_the_right_error_and_never_stalls_the_server() {
     let mut looped = raw_header(11, 0, 1, 0, 0, 0);
     looped.extend_from_slice(&[0xC0, 12, 0, 1, 0, 1]);
     assert_eq!(rcode_of(&looped), (11, ResponseCode::FormErr));
+    // An OPT whose options do not fill its RDATA (found by the fuzzer): FORMERR on both paths.
+    let mut bad_opt = query_message("web-0.nginx.ns-0.svc.cluster.local.", RecordType::A, Some(1232)).to_vec().unwrap();
+    let n = bad_opt.len();
+    bad_opt[n - 2..].copy_from_slice(&[0, 1]);
+    bad_opt.push(0);
+    bad_opt[0..2].copy_from_slice(&14u16.to_be_bytes());
+    assert_eq!(rcode_of(&bad_opt), (14, ResponseCode::FormErr));
     // Opcodes other than QUERY: NOTIMP.
     for opcode in [1u16, 2, 4, 5, 15] {
         let mut p = raw_header(12, opcode << 11, 1, 0, 0, 0);
@@ -221,30 +166,17 @@ async fn bad_input_gets_the_right_error_and_never_stalls_the_server() {
 
     // Class CHAOS: REFUSED.
     let mut msg = Message::new(13, MessageType::Query, OpCode::Query);
-    let mut q = Query::query(
-        Name::from_ascii("web-0.nginx.ns-0.svc.cluster.local.").unwrap(),
-        RecordType::A,
-    );
+    let mut q = Query::query(Name::from_ascii("web-0.nginx.ns-0.svc.cluster.local.").unwrap(), RecordType::A);
     q.set_query_class(DNSClass::CH);
     msg.add_query(q);
     assert_eq!(rcode(&udp(server.addr, &msg)), ResponseCode::Refused);
 
     // Zone transfers are denied by default.
-    let resp = tcp(
-        server.addr,
-        &query_message("cluster.local.", RecordType::AXFR, None),
-    );
+    let resp = tcp(server.addr, &query_message("cluster.local.", RecordType::AXFR, None));
     assert_eq!(rcode(&resp), ResponseCode::Refused);
 
     // And the server still answers normally.
-    assert_eq!(
-        addresses(&ask(
-            server.addr,
-            "web-0.nginx.ns-0.svc.cluster.local.",
-            RecordType::A
-        )),
-        ["10.244.1.5"]
-    );
+    assert_eq!(addresses(&ask(server.addr, "web-0.nginx.ns-0.svc.cluster.local.", RecordType::A)), ["10.244.1.5"]);
     server.stop().await;
 }
 
@@ -252,11 +184,7 @@ async fn bad_input_gets_the_right_error_and_never_stalls_the_server() {
 async fn any_gets_a_minimal_answer() {
     let server = TestServer::start(FIXTURE).await;
     // RFC 8482: one RRset is enough.
-    let resp = ask(
-        server.addr,
-        "web-0.nginx.ns-0.svc.cluster.local.",
-        RecordType::ANY,
-    );
+    let resp = ask(server.addr, "web-0.nginx.ns-0.svc.cluster.local.", RecordType::ANY);
     assert_eq!(rcode(&resp), ResponseCode::NoError);
     assert_eq!(resp.answers.len(), 1);
     server.stop().await;
@@ -273,13 +201,7 @@ async fn random_packets_never_stop_the_server() {
         seed ^= seed << 17;
         seed
     };
-    let valid = query_message(
-        "web-0.nginx.ns-0.svc.cluster.local.",
-        RecordType::A,
-        Some(1232),
-    )
-    .to_vec()
-    .unwrap();
+    let valid = query_message("web-0.nginx.ns-0.svc.cluster.local.", RecordType::A, Some(1232)).to_vec().unwrap();
     for i in 0..3000 {
         // Half pure noise, half a valid query with a few bytes flipped.
         let packet: Vec<u8> = if i % 2 == 0 {
@@ -294,14 +216,7 @@ async fn random_packets_never_stop_the_server() {
         };
         sock.send_to(&packet, server.addr).unwrap();
     }
-    assert_eq!(
-        addresses(&ask(
-            server.addr,
-            "web-0.nginx.ns-0.svc.cluster.local.",
-            RecordType::A
-        )),
-        ["10.244.1.5"]
-    );
+    assert_eq!(addresses(&ask(server.addr, "web-0.nginx.ns-0.svc.cluster.local.", RecordType::A)), ["10.244.1.5"]);
     server.stop().await;
 }
 
@@ -322,23 +237,15 @@ async fn idle_and_slow_tcp_clients_never_lock_out_new_ones() {
         held.push(s);
     }
     let started = Instant::now();
-    let resp = tcp(
-        server.addr,
-        &query_message("web-0.nginx.ns-0.svc.cluster.local.", RecordType::A, None),
-    );
+    let resp = tcp(server.addr, &query_message("web-0.nginx.ns-0.svc.cluster.local.", RecordType::A, None));
     assert_eq!(addresses(&resp), ["10.244.1.5"]);
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "{:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
     server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn idle_tcp_connections_time_out() {
-    let server =
-        TestServer::start_with(FIXTURE, |c| c.tcp.idle_timeout = Duration::from_millis(200)).await;
+    let server = TestServer::start_with(FIXTURE, |c| c.tcp.idle_timeout = Duration::from_millis(200)).await;
     let mut s = TcpStream::connect(server.addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let started = Instant::now();
@@ -385,14 +292,8 @@ async fn fast_and_general_paths_agree() {
                 let packet = query_message(name, rtype, edns).to_vec().unwrap();
                 for transport in [Transport::Udp, Transport::Tcp] {
                     let a = responder.respond(&packet, transport, &mut fast).unwrap();
-                    let b = responder
-                        .respond_general(&packet, transport, &mut general)
-                        .unwrap();
-                    assert_eq!(
-                        fast[..a],
-                        general[..b],
-                        "{name} {rtype} {edns:?} {transport:?}"
-                    );
+                    let b = responder.respond_general(&packet, transport, &mut general).unwrap();
+                    assert_eq!(fast[..a], general[..b], "{name} {rtype} {edns:?} {transport:?}");
                     compared += 1;
                 }
             }

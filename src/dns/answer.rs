@@ -93,10 +93,7 @@ enum Fast<'a> {
 impl Responder {
     /// A responder that caps UDP answers at `max_udp` bytes (at least 512).
     pub fn new(index: Arc<Index>, max_udp: u16) -> Responder {
-        Responder {
-            index,
-            max_udp: max_udp.max(512),
-        }
+        Responder { index, max_udp: max_udp.max(512) }
     }
 
     /// The index answers come from.
@@ -118,12 +115,7 @@ impl Responder {
 
     /// Like [`Responder::respond`] but always through the general path (for tests comparing the
     /// two).
-    pub fn respond_general(
-        &self,
-        packet: &[u8],
-        transport: Transport,
-        out: &mut [u8],
-    ) -> Option<usize> {
+    pub fn respond_general(&self, packet: &[u8], transport: Transport, out: &mut [u8]) -> Option<usize> {
         general::respond(self, packet, transport, out)
     }
 
@@ -151,11 +143,7 @@ impl Responder {
         if !index.is_ready() {
             // Never an authoritative NXDOMAIN before the first full sync (kubernetes/dns#186).
             flags &= !AA;
-            rcode = if index.zone_of(q.lower).is_some() {
-                rcode::SERVFAIL
-            } else {
-                rcode::REFUSED
-            };
+            rcode = if index.zone_of(q.lower).is_some() { rcode::SERVFAIL } else { rcode::REFUSED };
         } else if let Some(entry) = index.get(q.lower) {
             let stored = match &entry.cname {
                 Some(cname) => Some(cname),
@@ -177,15 +165,7 @@ impl Responder {
             } else if entry.apex && matches!(q.qtype, rtype::SOA | rtype::ANY) {
                 an = self.soa(q, entry.zone, index.ttl, out, &mut at, room, &mut flags);
             } else {
-                ns = self.soa(
-                    q,
-                    entry.zone,
-                    index.negative_ttl,
-                    out,
-                    &mut at,
-                    room,
-                    &mut flags,
-                );
+                ns = self.soa(q, entry.zone, index.negative_ttl, out, &mut at, room, &mut flags);
             }
         } else if let Some(zone) = index.zone_of(q.lower) {
             match self.synthesize_pod(q, zone) {
@@ -233,15 +213,7 @@ impl Responder {
         // The zone's name ends the question name: point at it.
         let owner = (12 + q.lower.len() - zone.name.as_wire().len()) as u16;
         let serial = self.index.serial();
-        if wire::write_soa(
-            &mut out[..room],
-            at,
-            owner,
-            ttl,
-            &zone.soa_names,
-            serial,
-            self.index.negative_ttl,
-        ) {
+        if wire::write_soa(&mut out[..room], at, owner, ttl, &zone.soa_names, serial, self.index.negative_ttl) {
             1
         } else {
             *flags |= TC;
@@ -330,12 +302,7 @@ fn parse_fast<'a>(packet: &'a [u8], lower: &'a mut [u8; MAX_NAME]) -> Fast<'a> {
         return Fast::Drop;
     }
     let opcode = (flags >> 11) & 0xF;
-    let (qd, an, ns, ar) = (
-        be16(packet, 4),
-        be16(packet, 6),
-        be16(packet, 8),
-        be16(packet, 10),
-    );
+    let (qd, an, ns, ar) = (be16(packet, 4), be16(packet, 6), be16(packet, 8), be16(packet, 10));
     if opcode != 0 || qd != 1 || an != 0 || ns != 0 || ar > 1 {
         return Fast::General;
     }
@@ -379,11 +346,19 @@ fn parse_fast<'a>(packet: &'a [u8], lower: &'a mut [u8; MAX_NAME]) -> Fast<'a> {
             return Fast::General;
         }
         let rdlen = be16(opt, 9) as usize;
-        at += OPT_LEN + rdlen;
-        edns = Some(Edns {
-            udp_size: be16(opt, 3),
-            dnssec_ok: opt[7] & 0x80 != 0,
-        });
+        at += OPT_LEN;
+        // Options (code, length, data) must exactly fill RDLEN; anything else is for the general
+        // path to reject (RFC 6891 §6.1.2), so both paths agree.
+        let Some(mut options) = packet.get(at..at + rdlen) else { return Fast::General };
+        while !options.is_empty() {
+            let Some(len) = options.get(2..4).map(|l| u16::from_be_bytes([l[0], l[1]]) as usize) else {
+                return Fast::General;
+            };
+            let Some(rest) = options.get(4 + len..) else { return Fast::General };
+            options = rest;
+        }
+        at += rdlen;
+        edns = Some(Edns { udp_size: be16(opt, 3), dnssec_ok: opt[7] & 0x80 != 0 });
     }
     if at != packet.len() {
         return Fast::General;

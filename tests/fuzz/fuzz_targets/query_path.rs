@@ -1,0 +1,232 @@
+//! Fuzzes the query path: `Responder::respond` (fast path, falling back to the general path) and
+//! `Responder::respond_general`, over UDP and TCP, against a fixed index.
+//!
+//! Invariants checked for every input:
+//! - nothing panics;
+//! - a response is at least 12 bytes, has QR set and carries the query's ID;
+//! - over UDP it is at most 1232 bytes, and at most the limit the query allows (its EDNS size
+//!   clamped to 512..=1232, or 512 without EDNS) whenever hickory-proto decodes the query;
+//! - every response decodes with hickory-proto, with no bytes left over after the counted
+//!   records;
+//! - a response that echoes a question echoes the query's question (hickory-decoded queries);
+//! - when hickory decodes the query as a standard query with one question and both `respond` and
+//!   `respond_general` answer, the two answers are byte-identical;
+//! - a UDP answer without TC has the same RCODE, answer and authority sections as the TCP one.
+#![no_main]
+
+use std::path::Path;
+use std::sync::{Arc, LazyLock};
+
+use headless_dns::cluster::Model;
+use headless_dns::dns::name::Name;
+use headless_dns::dns::{Responder, Transport};
+use headless_dns::index::{Index, PodMode, RecordConfig, Writer};
+use headless_dns::source::file::parse_manifests;
+use hickory_proto::op::{Message, MessageType, OpCode};
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
+use libfuzzer_sys::fuzz_target;
+
+/// The server's `--max-udp-size` in these tests.
+const MAX_UDP: u16 = 1232;
+
+/// The record-test fixture: every record kind and negative case.
+const FIXTURE: &str = include_str!("../../fixtures/records.yaml");
+
+struct Setup {
+    /// A published index over two zones, with `--pods insecure` (so Pod names are synthesized).
+    ready: Responder,
+    /// An index that has not seen its first full sync (SERVFAIL / REFUSED).
+    unready: Responder,
+}
+
+static SETUP: LazyLock<Setup> = LazyLock::new(|| Setup { ready: responder(true), unready: responder(false) });
+
+/// Manifests for answers that cannot fit: a headless Service whose A and SRV RRsets need
+/// truncation over UDP, and one so large that even a TCP message cannot hold its RRset.
+fn big_manifests() -> String {
+    let mut yaml = String::new();
+    let service = |name: &str| {
+        format!(
+            "---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: big}}\n\
+             spec: {{clusterIP: None, ports: [{{name: web, port: 80}}, {{name: dns, port: 53, protocol: UDP}}]}}\n"
+        )
+    };
+    yaml.push_str("---\napiVersion: v1\nkind: Namespace\nmetadata: {name: big}\n");
+    // 120 endpoints with hostnames: ~2 KB of A records, ~5 KB of SRV plus glue.
+    yaml.push_str(&service("sts"));
+    yaml.push_str(
+        "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+         metadata: {name: sts-1, namespace: big, labels: {kubernetes.io/service-name: sts}}\n\
+         addressType: IPv4\nports: [{name: web, port: 80, protocol: TCP}, {name: dns, port: 53, protocol: UDP}]\nendpoints:\n",
+    );
+    for i in 0..120 {
+        yaml.push_str(&format!("- {{addresses: [10.1.{}.{}], hostname: pod-{i}}}\n", i / 200, i % 200 + 1));
+    }
+    // 4,500 endpoints without hostnames: the A RRset alone is over 64 KB (complete = false).
+    yaml.push_str(&service("huge"));
+    for s in 0..5 {
+        yaml.push_str(&format!(
+            "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+             metadata: {{name: huge-{s}, namespace: big, labels: {{kubernetes.io/service-name: huge}}}}\n\
+             addressType: IPv4\nports: [{{name: web, port: 80, protocol: TCP}}]\nendpoints:\n"
+        ));
+        for i in 0..900 {
+            yaml.push_str(&format!("- {{addresses: [10.2.{}.{}]}}\n", s * 5 + i / 200, i % 200 + 1));
+        }
+    }
+    // A dual-stack headless Service with IPv6 endpoints only.
+    yaml.push_str(&service("v6"));
+    yaml.push_str(
+        "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+         metadata: {name: v6-1, namespace: big, labels: {kubernetes.io/service-name: v6}}\n\
+         addressType: IPv6\nports: [{name: web, port: 80, protocol: TCP}]\nendpoints:\n\
+         - {addresses: [\"fd00::1\"], hostname: a}\n- {addresses: [\"fd00::2\"]}\n",
+    );
+    yaml
+}
+
+/// `QUERY_PATH_DUMP=1` prints a summary of each response (to check what the seeds reach).
+static DUMP: LazyLock<bool> = LazyLock::new(|| std::env::var_os("QUERY_PATH_DUMP").is_some());
+
+fn responder(ready: bool) -> Responder {
+    let zones = vec![Name::parse("cluster.local").unwrap(), Name::parse("k8s.test").unwrap()];
+    let mut cfg = RecordConfig::default_for(zones);
+    cfg.pods = PodMode::Insecure;
+    let index = Arc::new(Index::new(&cfg));
+    let mut writer = Writer::new(index.clone(), cfg);
+    if ready {
+        let mut model = Model::new();
+        let mut objects = parse_manifests(FIXTURE, Path::new("records.yaml")).unwrap();
+        objects.extend(parse_manifests(&big_manifests(), Path::new("big.yaml")).unwrap());
+        assert!(objects.len() > 15, "manifests did not parse: {}", objects.len());
+        let mut touched = Vec::new();
+        for obj in objects {
+            touched.extend(model.apply(obj));
+        }
+        writer.recompute(&model, touched);
+        index.set_ready(true);
+    }
+    Responder::new(index, MAX_UDP)
+}
+
+/// Decodes a whole message, failing if bytes are left after the counted records.
+fn decode_exact(bytes: &[u8]) -> Result<Message, String> {
+    let mut decoder = BinDecoder::new(bytes);
+    let msg = Message::read(&mut decoder).map_err(|e| e.to_string())?;
+    if !decoder.is_empty() {
+        return Err(format!("{} trailing bytes after the counted records", bytes.len() - decoder.index()));
+    }
+    Ok(msg)
+}
+
+/// The UDP size limit a (hickory-decoded) query allows.
+fn udp_limit(query: &Message) -> usize {
+    match &query.edns {
+        Some(e) => e.max_payload().clamp(512, MAX_UDP) as usize,
+        None => 512,
+    }
+}
+
+fn check(what: &str, data: &[u8], query: Option<&Message>, resp: &[u8], udp: bool) -> Message {
+    let ctx = || format!("{what}: query {:02x?}\nresponse {:02x?}", data, resp);
+    assert!(resp.len() >= 12, "{}: response shorter than a header", ctx());
+    assert!(resp[2] & 0x80 != 0, "{}: QR not set", ctx());
+    assert_eq!(resp[..2], data[..2], "{}: ID not echoed", ctx());
+    if udp {
+        assert!(resp.len() <= MAX_UDP as usize, "{}: UDP response over {MAX_UDP}", ctx());
+        if let Some(q) = query {
+            let limit = udp_limit(q);
+            assert!(resp.len() <= limit, "{}: UDP response over the query's {limit}", ctx());
+        }
+    }
+    let msg = match decode_exact(resp) {
+        Ok(m) => m,
+        Err(e) => panic!("{}: response does not decode: {e}", ctx()),
+    };
+    assert_eq!(msg.metadata.message_type, MessageType::Response, "{}", ctx());
+    assert!(msg.queries.len() <= 1, "{}: several questions", ctx());
+    if let (Some(q), Some(echoed)) = (query, msg.queries.first()) {
+        let asked = q.queries.first().expect("a response echoes only a question it got");
+        assert!(echoed.name().iter().eq(asked.name().iter()), "{}: question name not echoed as asked", ctx());
+        assert_eq!(echoed.query_type(), asked.query_type(), "{}", ctx());
+        assert_eq!(echoed.query_class(), asked.query_class(), "{}", ctx());
+    }
+    if let Some(q) = query
+        && q.edns.is_some()
+        && msg.queries.len() == 1
+    {
+        assert!(msg.edns.is_some(), "{}: EDNS query answered without OPT", ctx());
+    }
+    msg
+}
+
+fn run(r: &Responder, data: &[u8], query: Option<&Message>, out: &mut [u8], out2: &mut [u8]) {
+    let mut decoded = [None, None];
+    for (i, transport) in [Transport::Udp, Transport::Tcp].into_iter().enumerate() {
+        let udp = transport == Transport::Udp;
+        let fast = r.respond(data, transport, out);
+        let general = r.respond_general(data, transport, out2);
+        if let Some(len) = fast {
+            decoded[i] = Some(check("respond", data, query, &out[..len], udp));
+        }
+        if let Some(len) = general {
+            let msg = check("respond_general", data, query, &out2[..len], udp);
+            if *DUMP {
+                eprintln!("general {transport:?}: {:?}", msg.metadata.response_code);
+            }
+        }
+        // A query the general path understands gets the same answer both ways.
+        if let (Some(a), Some(b), Some(q)) = (fast, general, query)
+            && q.metadata.message_type == MessageType::Query
+            && q.metadata.op_code == OpCode::Query
+            && q.queries.len() == 1
+        {
+            assert!(
+                out[..a] == out2[..b],
+                "{transport:?}: fast and general paths differ\nquery   {:02x?}\nfast    {:02x?}\ngeneral {:02x?}",
+                data,
+                &out[..a],
+                &out2[..b]
+            );
+        }
+        // The general path drops exactly what the fast path drops.
+        assert_eq!(
+            fast.is_none(),
+            general.is_none(),
+            "{transport:?}: one path dropped the query, the other did not: {:02x?}",
+            data
+        );
+    }
+    if *DUMP {
+        for (t, m) in ["udp", "tcp"].iter().zip(&decoded) {
+            if let Some(m) = m {
+                eprintln!(
+                    "{t}: {:?} tc={} an={} ns={} ar={} edns={}",
+                    m.metadata.response_code,
+                    m.metadata.truncation,
+                    m.answers.len(),
+                    m.authorities.len(),
+                    m.additionals.len(),
+                    m.edns.is_some()
+                );
+            }
+        }
+    }
+    // A UDP answer that is not truncated says what the TCP answer says.
+    if let [Some(u), Some(t)] = &decoded
+        && !u.metadata.truncation
+    {
+        assert_eq!(u.metadata.response_code, t.metadata.response_code, "rcode: {data:02x?}");
+        assert_eq!(u.answers, t.answers, "answers: {data:02x?}");
+        assert_eq!(u.authorities, t.authorities, "authorities: {data:02x?}");
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let setup = &*SETUP;
+    let mut out = vec![0u8; 65535];
+    let mut out2 = vec![0u8; 65535];
+    let query = Message::from_vec(data).ok();
+    run(&setup.ready, data, query.as_ref(), &mut out, &mut out2);
+    run(&setup.unready, data, query.as_ref(), &mut out, &mut out2);
+});
