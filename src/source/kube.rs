@@ -74,20 +74,11 @@ pub struct KubeOptions {
 pub async fn client(opts: &KubeOptions) -> Result<Client, Error> {
     let config = match &opts.kubeconfig {
         Some(path) => {
-            let kubeconfig =
-                kube::config::Kubeconfig::read_from(path).map_err(|source| Error::Kubeconfig {
-                    path: path.clone(),
-                    source,
-                })?;
-            kube::Config::from_custom_kubeconfig(
-                kubeconfig,
-                &kube::config::KubeConfigOptions::default(),
-            )
-            .await
-            .map_err(|source| Error::Kubeconfig {
-                path: path.clone(),
-                source,
-            })?
+            let kubeconfig = kube::config::Kubeconfig::read_from(path)
+                .map_err(|source| Error::Kubeconfig { path: path.clone(), source })?;
+            kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
+                .await
+                .map_err(|source| Error::Kubeconfig { path: path.clone(), source })?
         }
         None => kube::Config::infer().await.map_err(Error::Infer)?,
     };
@@ -96,87 +87,58 @@ pub async fn client(opts: &KubeOptions) -> Result<Client, Error> {
 }
 
 /// Runs every watcher until cancelled. Sends [`Event::Synced`] once each has listed once.
-pub async fn run(
-    client: Client,
-    opts: KubeOptions,
-    tx: Sender,
-    metrics: Arc<Metrics>,
-    cancel: CancellationToken,
-) {
-    let namespaces: Vec<Option<String>> = if opts.namespaces.is_empty() {
-        vec![None]
-    } else {
-        opts.namespaces.iter().cloned().map(Some).collect()
-    };
+pub async fn run(client: Client, opts: KubeOptions, tx: Sender, metrics: Arc<Metrics>, cancel: CancellationToken) {
+    let namespaces: Vec<Option<String>> =
+        if opts.namespaces.is_empty() { vec![None] } else { opts.namespaces.iter().cloned().map(Some).collect() };
     let labels = watcher::Config::default();
     let labels = match &opts.label_selector {
         Some(sel) => labels.labels(sel),
         None => labels,
     };
-    let mut tasks = Vec::new();
+    let mut tasks: Vec<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>> = Vec::new();
     let pending = Arc::new(AtomicUsize::new(0));
     let ctx = |kind: Kind, namespace: &Option<String>| Watch {
         kind,
-        scope: Scope {
-            kind,
-            namespace: namespace.as_deref().map(Arc::from),
-        },
+        scope: Scope { kind, namespace: namespace.as_deref().map(Arc::from) },
         tx: tx.clone(),
         pending: pending.clone(),
         metrics: metrics.clone(),
         cancel: cancel.clone(),
     };
     for ns in &namespaces {
-        let api = |c: &Client| -> (
-            Api<core::Service>,
-            Api<discovery::EndpointSlice>,
-            Api<core::Pod>,
-        ) {
+        let api = |c: &Client| -> (Api<core::Service>, Api<discovery::EndpointSlice>, Api<core::Pod>) {
             match ns {
-                Some(ns) => (
-                    Api::namespaced(c.clone(), ns),
-                    Api::namespaced(c.clone(), ns),
-                    Api::namespaced(c.clone(), ns),
-                ),
-                None => (
-                    Api::all(c.clone()),
-                    Api::all(c.clone()),
-                    Api::all(c.clone()),
-                ),
+                Some(ns) => {
+                    (Api::namespaced(c.clone(), ns), Api::namespaced(c.clone(), ns), Api::namespaced(c.clone(), ns))
+                }
+                None => (Api::all(c.clone()), Api::all(c.clone()), Api::all(c.clone())),
             }
         };
         let (services, slices, pods) = api(&client);
-        tasks.push(tokio::spawn(ctx(Kind::Service, ns).run(
-            services,
-            labels.clone(),
-            |s| object::project_service(s).map(Object::Service),
-        )));
-        tasks.push(tokio::spawn(ctx(Kind::EndpointSlice, ns).run(
-            slices,
-            labels.clone(),
-            |s| object::project_slice(s).map(Object::Slice),
-        )));
+        tasks.push(Box::pin(
+            ctx(Kind::Service, ns).run(services, labels.clone(), |s| object::project_service(s).map(Object::Service)),
+        ));
+        tasks.push(Box::pin(
+            ctx(Kind::EndpointSlice, ns).run(slices, labels.clone(), |s| object::project_slice(s).map(Object::Slice)),
+        ));
         if opts.pods {
             // Finished Pods no longer own their IPs; the API server filters them out for us
             // (an object leaving the selector is reported deleted).
-            let cfg =
-                watcher::Config::default().fields("status.phase!=Succeeded,status.phase!=Failed");
-            tasks.push(tokio::spawn(
-                ctx(Kind::Pod, ns).run(pods, cfg, |p| object::project_pod(p).map(Object::Pod)),
-            ));
+            let cfg = watcher::Config::default().fields("status.phase!=Succeeded,status.phase!=Failed");
+            tasks.push(Box::pin(ctx(Kind::Pod, ns).run(pods, cfg, |p| object::project_pod(p).map(Object::Pod))));
         }
         let namespaces: Api<core::Namespace> = Api::all(client.clone());
         let cfg = match ns {
             Some(ns) => watcher::Config::default().fields(&format!("metadata.name={ns}")),
             None => watcher::Config::default(),
         };
-        tasks.push(tokio::spawn(ctx(Kind::Namespace, ns).run(
-            namespaces,
-            cfg,
-            |n| object::project_namespace(n).map(Object::Namespace),
-        )));
+        tasks.push(Box::pin(
+            ctx(Kind::Namespace, ns).run(namespaces, cfg, |n| object::project_namespace(n).map(Object::Namespace)),
+        ));
     }
+    // Count the watchers before any runs, so the last to finish its first list sends Synced.
     pending.store(tasks.len(), Ordering::SeqCst);
+    let tasks: Vec<_> = tasks.into_iter().map(tokio::spawn).collect();
     for task in tasks {
         let _ = task.await;
     }
@@ -199,9 +161,7 @@ impl Watch {
         K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
         P: Fn(&K) -> Result<Object, ProjectError>,
     {
-        let label = KindLabel {
-            kind: self.kind.as_str(),
-        };
+        let label = KindLabel { kind: self.kind.as_str() };
         let mut stream = watcher(api, cfg).default_backoff().boxed();
         let mut listed = false;
         let mut failing = false;
@@ -245,9 +205,7 @@ impl Watch {
             }
             if done && !listed {
                 listed = true;
-                if self.pending.fetch_sub(1, Ordering::SeqCst) == 1
-                    && !send(&self.tx, Event::Synced).await
-                {
+                if self.pending.fetch_sub(1, Ordering::SeqCst) == 1 && !send(&self.tx, Event::Synced).await {
                     return;
                 }
             }
@@ -255,19 +213,12 @@ impl Watch {
     }
 
     fn object_ref<K: Resource>(&self, obj: &K) -> ObjectRef {
-        let ns = if self.kind == Kind::Namespace {
-            String::new()
-        } else {
-            obj.namespace().unwrap_or_default()
-        };
+        let ns = if self.kind == Kind::Namespace { String::new() } else { obj.namespace().unwrap_or_default() };
         let key = match self.kind {
             Kind::Namespace => ObjKey::new("", obj.name_any()),
             _ => ObjKey::new(ns, obj.name_any()),
         };
-        ObjectRef {
-            kind: self.kind,
-            key,
-        }
+        ObjectRef { kind: self.kind, key }
     }
 
     /// Projects an object. One that cannot be used is skipped with a warning naming it; if it
