@@ -172,6 +172,9 @@ pub struct ServeArgs {
 /// Where objects come from.
 #[derive(Clone, Debug)]
 pub enum SourceConfig {
+    /// Events sent by the embedding program through [`crate::Running::feed`] (benchmarks and
+    /// tests that drive the model directly). Not reachable from the command line.
+    External,
     /// The Kubernetes API.
     Kube(KubeOptions),
     /// Kubernetes YAML files.
@@ -206,15 +209,10 @@ impl Config {
     /// A configuration for tests and embedding: the file source at `path`, on `listen`.
     pub fn for_file(path: impl Into<PathBuf>, listen: SocketAddr) -> Config {
         Config {
-            source: SourceConfig::File {
-                path: path.into(),
-                opts: FileOptions::default(),
-            },
+            source: SourceConfig::File { path: path.into(), opts: FileOptions::default() },
             listen: vec![listen],
             http: None,
-            records: RecordConfig::default_for(vec![
-                Name::parse("cluster.local").expect("static name"),
-            ]),
+            records: RecordConfig::default_for(vec![Name::parse("cluster.local").expect("static name")]),
             udp_workers: 2,
             max_udp_size: 1232,
             tcp: TcpLimits::default(),
@@ -227,7 +225,7 @@ impl Config {
     pub fn file_options_mut(&mut self) -> Option<&mut FileOptions> {
         match &mut self.source {
             SourceConfig::File { opts, .. } => Some(opts),
-            SourceConfig::Kube(_) => None,
+            SourceConfig::Kube(_) | SourceConfig::External => None,
         }
     }
 }
@@ -254,10 +252,7 @@ impl ServeArgs {
                 }
                 SourceConfig::File {
                     path: PathBuf::from(path),
-                    opts: FileOptions {
-                        poll_interval: self.file_poll_interval,
-                        settle: self.file_settle,
-                    },
+                    opts: FileOptions { poll_interval: self.file_poll_interval, settle: self.file_settle },
                 }
             }
             _ => return Err(Error::Source(self.source.clone())),
@@ -268,10 +263,7 @@ impl ServeArgs {
         };
         let mut zones = Vec::new();
         for zone in &self.zones {
-            let name = Name::parse(zone).map_err(|source| Error::Zone {
-                zone: zone.clone(),
-                source,
-            })?;
+            let name = Name::parse(zone).map_err(|source| Error::Zone { zone: zone.clone(), source })?;
             if !zones.contains(&name) {
                 zones.push(name);
             }
@@ -288,9 +280,7 @@ impl ServeArgs {
                 return Err(Error::Ttl { flag, value });
             }
         }
-        let cpus = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1);
+        let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
         Ok(Config {
             source,
             listen: self.listen.clone(),

@@ -16,12 +16,7 @@
 //!   UDP and TCP.
 
 #![forbid(unsafe_code)]
-#![warn(
-    missing_docs,
-    rust_2018_idioms,
-    clippy::dbg_macro,
-    clippy::print_stdout
-)]
+#![warn(missing_docs, rust_2018_idioms, clippy::dbg_macro, clippy::print_stdout)]
 
 pub mod cluster;
 pub mod config;
@@ -78,6 +73,7 @@ pub struct Running {
     cancel: CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     writer: std::thread::JoinHandle<()>,
+    feed: Option<source::Sender>,
 }
 
 impl Running {
@@ -101,8 +97,14 @@ impl Running {
         &self.metrics
     }
 
+    /// With [`SourceConfig::External`]: the channel to send events on.
+    pub fn feed(&self) -> Option<&source::Sender> {
+        self.feed.as_ref()
+    }
+
     /// Stops serving and waits for every task.
-    pub async fn stop(self) {
+    pub async fn stop(mut self) {
+        self.feed = None;
         self.cancel.cancel();
         self.dns.stop().await;
         for task in self.tasks {
@@ -113,6 +115,7 @@ impl Running {
 }
 
 enum Started {
+    External,
     File(source::file::FileSource),
     Kube(kube::Client, source::kube::KubeOptions),
 }
@@ -135,6 +138,7 @@ pub async fn start(config: Config) -> Result<Running, Error> {
             Started::File(file)
         }
         SourceConfig::Kube(opts) => Started::Kube(source::kube::client(opts).await?, opts.clone()),
+        SourceConfig::External => Started::External,
     };
 
     // Serve (SERVFAIL for our zones until the initial state is published) before applying it,
@@ -149,9 +153,8 @@ pub async fn start(config: Config) -> Result<Running, Error> {
     let mut tasks = Vec::new();
     let mut http_addr = None;
     if let Some(addr) = config.http {
-        let (bound, server) = http::serve(addr, index.clone(), metrics.clone(), cancel.clone())
-            .await
-            .map_err(Error::Bind)?;
+        let (bound, server) =
+            http::serve(addr, index.clone(), metrics.clone(), cancel.clone()).await.map_err(Error::Bind)?;
         tracing::info!(addr = %bound, "http endpoints: /healthz /readyz /metrics");
         http_addr = Some(bound);
         tasks.push(tokio::spawn(server));
@@ -160,28 +163,20 @@ pub async fn start(config: Config) -> Result<Running, Error> {
     let writer_metrics = metrics.clone();
     let writer = std::thread::Builder::new()
         .name("index-writer".into())
-        .spawn(move || apply_events(rx, writer, &writer_metrics))
+        .spawn({
+            let (runtime, cancel) = (tokio::runtime::Handle::current(), cancel.clone());
+            move || apply_events(rx, writer, &writer_metrics, runtime, cancel)
+        })
         .map_err(Error::Bind)?;
-    tasks.push(match source {
-        Started::File(file) => tokio::spawn(file.run(tx, cancel.clone())),
-        Started::Kube(client, opts) => tokio::spawn(source::kube::run(
-            client,
-            opts,
-            tx,
-            metrics.clone(),
-            cancel.clone(),
-        )),
-    });
-    Ok(Running {
-        dns_addrs,
-        http_addr,
-        index,
-        metrics,
-        dns,
-        cancel,
-        tasks,
-        writer,
-    })
+    let mut feed = None;
+    match source {
+        Started::External => feed = Some(tx),
+        Started::File(file) => tasks.push(tokio::spawn(file.run(tx, cancel.clone()))),
+        Started::Kube(client, opts) => {
+            tasks.push(tokio::spawn(source::kube::run(client, opts, tx, metrics.clone(), cancel.clone())))
+        }
+    }
+    Ok(Running { dns_addrs, http_addr, index, metrics, dns, cancel, tasks, writer, feed })
 }
 
 /// Runs the server until `shutdown` completes.
@@ -193,15 +188,37 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     Ok(())
 }
 
+/// Waits for the next event, or for shutdown: a source, or an embedder holding a feed, may keep
+/// the channel open after stop.
+fn next_event(
+    runtime: &tokio::runtime::Handle,
+    rx: &mut mpsc::Receiver<(Instant, Event)>,
+    cancel: &CancellationToken,
+) -> Option<(Instant, Event)> {
+    runtime.block_on(async {
+        tokio::select! {
+            biased;
+            event = rx.recv() => event,
+            _ = cancel.cancelled() => None,
+        }
+    })
+}
+
 /// The writer loop: applies events to the model in order and publishes after each batch, so
 /// every change is visible to the next query once it has been applied.
-fn apply_events(mut rx: mpsc::Receiver<(Instant, Event)>, mut writer: Writer, metrics: &Metrics) {
+fn apply_events(
+    mut rx: mpsc::Receiver<(Instant, Event)>,
+    mut writer: Writer,
+    metrics: &Metrics,
+    runtime: tokio::runtime::Handle,
+    cancel: CancellationToken,
+) {
     let mut model = Model::new();
     let mut touched: HashSet<Owner> = HashSet::new();
     // Slices whose trigger time is to be measured once published: (service, trigger ms).
     let mut triggers: Vec<(ObjKey, i64)> = Vec::new();
     let mut open_slice_relists = 0usize;
-    while let Some(first) = rx.blocking_recv() {
+    while let Some(first) = next_event(&runtime, &mut rx, &cancel) {
         let mut synced = false;
         let oldest = first.0;
         let mut next = Some(first);
@@ -214,8 +231,7 @@ fn apply_events(mut rx: mpsc::Receiver<(Instant, Event)>, mut writer: Writer, me
                         && let Some(ms) = slice.trigger_time_ms
                         && open_slice_relists == 0
                     {
-                        triggers
-                            .push((ObjKey::new(slice.key.ns.clone(), slice.service.clone()), ms));
+                        triggers.push((ObjKey::new(slice.key.ns.clone(), slice.service.clone()), ms));
                     }
                     touched.extend(model.apply(obj));
                 }
@@ -225,8 +241,8 @@ fn apply_events(mut rx: mpsc::Receiver<(Instant, Event)>, mut writer: Writer, me
                     model.relist_start(scope);
                 }
                 Event::RelistDone(scope) => {
-                    open_slice_relists = open_slice_relists
-                        .saturating_sub((scope.kind == Kind::EndpointSlice) as usize);
+                    open_slice_relists =
+                        open_slice_relists.saturating_sub((scope.kind == Kind::EndpointSlice) as usize);
                     touched.extend(model.relist_done(&scope));
                 }
                 Event::Synced => synced = true,
@@ -239,14 +255,9 @@ fn apply_events(mut rx: mpsc::Receiver<(Instant, Event)>, mut writer: Writer, me
         if !touched.is_empty() {
             writer.recompute(&model, touched.drain());
         }
-        metrics
-            .event_to_answer
-            .observe(oldest.elapsed().as_secs_f64());
+        metrics.event_to_answer.observe(oldest.elapsed().as_secs_f64());
         if !triggers.is_empty() {
-            let now_ms = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_millis() as i64)
-                .unwrap_or(0);
+            let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
             for (service, ms) in triggers.drain(..) {
                 let service_kind = match model.service(&service).map(|s| &s.kind) {
                     Some(ServiceKind::Headless) => "headless_with_selector",
@@ -254,10 +265,7 @@ fn apply_events(mut rx: mpsc::Receiver<(Instant, Event)>, mut writer: Writer, me
                     _ => continue,
                 };
                 let seconds = (now_ms - ms).max(0) as f64 / 1000.0;
-                metrics
-                    .programming_duration
-                    .get_or_create(&ServiceKindLabel { service_kind })
-                    .observe(seconds);
+                metrics.programming_duration.get_or_create(&ServiceKindLabel { service_kind }).observe(seconds);
             }
         }
         let (services, slices, pods, namespaces) = model.counts();
