@@ -373,3 +373,68 @@ fn parse_fast<'a>(packet: &'a [u8], lower: &'a mut [u8; MAX_NAME]) -> Fast<'a> {
         edns,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::cluster::Model;
+    use crate::index::{RecordConfig, Writer};
+    use crate::source::file::parse_manifests;
+
+    fn responder() -> Responder {
+        let cfg = RecordConfig::default_for(vec![crate::dns::name::Name::parse("cluster.local").unwrap()]);
+        let index = Arc::new(Index::new(&cfg));
+        let mut writer = Writer::new(index.clone(), cfg);
+        let mut model = Model::new();
+        let yaml = include_str!("../../tests/fixtures/records.yaml");
+        for obj in parse_manifests(yaml, std::path::Path::new("records.yaml")).unwrap() {
+            let touched = model.apply(obj);
+            writer.recompute(&model, touched);
+        }
+        index.set_ready(true);
+        Responder::new(index, 1232)
+    }
+
+    proptest! {
+        /// No input panics; every response is a response to the query's ID, within the UDP limit.
+        #[test]
+        fn random_bytes_never_panic(packet in prop::collection::vec(any::<u8>(), 0..700)) {
+            let r = responder();
+            let mut out = vec![0u8; wire::MAX_MESSAGE];
+            for transport in [Transport::Udp, Transport::Tcp] {
+                if let Some(n) = r.respond(&packet, transport, &mut out) {
+                    prop_assert!(n >= 12);
+                    prop_assert_eq!(&out[..2], &packet[..2]);
+                    prop_assert!(out[2] & 0x80 != 0, "QR set");
+                    if transport == Transport::Udp {
+                        prop_assert!(n <= 1232);
+                    }
+                }
+            }
+        }
+
+        /// A valid query with random bytes flipped: same guarantees.
+        #[test]
+        fn mutated_queries_never_panic(flips in prop::collection::vec((0usize..64, any::<u8>()), 1..6)) {
+            let r = responder();
+            let mut packet = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 1];
+            for label in ["web-0", "nginx", "ns-0", "svc", "cluster", "local"] {
+                packet.push(label.len() as u8);
+                packet.extend_from_slice(label.as_bytes());
+            }
+            packet.extend_from_slice(&[0, 0, 1, 0, 1, 0, 0, 41, 4, 0xd0, 0, 0, 0, 0, 0, 0]);
+            for (at, byte) in flips {
+                let at = at % packet.len();
+                packet[at] = byte;
+            }
+            let mut out = vec![0u8; wire::MAX_MESSAGE];
+            if let Some(n) = r.respond(&packet, Transport::Udp, &mut out) {
+                prop_assert!((12..=1232).contains(&n));
+            }
+        }
+    }
+}
