@@ -151,6 +151,11 @@ pub struct ServeArgs {
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
     pub tcp_idle_timeout: Duration,
 
+    /// On SIGTERM: stop reporting ready (`/readyz` 503) but keep answering for this long, so load
+    /// balancers and kube-proxy move clients away before the process exits (CoreDNS `lameduck`).
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub lameduck: Duration,
+
     /// With a file source: how often to check the files for changes.
     #[arg(long, value_name = "DURATION", default_value = "250ms", value_parser = humantime::parse_duration)]
     pub file_poll_interval: Duration,
@@ -203,6 +208,8 @@ pub struct Config {
     pub max_udp_size: u16,
     /// TCP limits.
     pub tcp: TcpLimits,
+    /// How long to keep answering after a shutdown signal, not ready.
+    pub lameduck: Duration,
 }
 
 impl Config {
@@ -216,6 +223,7 @@ impl Config {
             udp_workers: 2,
             max_udp_size: 1232,
             tcp: TcpLimits::default(),
+            lameduck: Duration::ZERO,
         }
     }
 }
@@ -301,6 +309,7 @@ impl ServeArgs {
                 idle_timeout: self.tcp_idle_timeout,
                 ..TcpLimits::default()
             },
+            lameduck: self.lameduck,
         })
     }
 }

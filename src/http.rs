@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
 use axum::extract::State;
@@ -18,6 +19,7 @@ use crate::metrics::Metrics;
 struct Shared {
     index: Arc<Index>,
     metrics: Arc<Metrics>,
+    draining: Arc<AtomicBool>,
 }
 
 /// Binds the HTTP listener (so a bad address fails at start) and returns its address and the
@@ -26,6 +28,7 @@ pub async fn serve(
     addr: SocketAddr,
     index: Arc<Index>,
     metrics: Arc<Metrics>,
+    draining: Arc<AtomicBool>,
     cancel: CancellationToken,
 ) -> std::io::Result<(SocketAddr, impl Future<Output = ()>)> {
     let listener = tokio::net::TcpListener::bind(addr)
@@ -36,7 +39,7 @@ pub async fn serve(
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
-        .with_state(Shared { index, metrics });
+        .with_state(Shared { index, metrics, draining });
     let server = async move {
         if let Err(error) = axum::serve(listener, app).with_graceful_shutdown(cancel.cancelled_owned()).await {
             tracing::error!(%error, "HTTP server failed");
@@ -46,7 +49,9 @@ pub async fn serve(
 }
 
 async fn readyz(State(s): State<Shared>) -> impl IntoResponse {
-    if s.index.is_ready() {
+    if s.draining.load(Ordering::Relaxed) {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready: shutting down (lame duck)\n")
+    } else if s.index.is_ready() {
         (StatusCode::OK, "ready\n")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready: the first full list of the cluster is not served yet\n")

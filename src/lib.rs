@@ -30,6 +30,7 @@ use std::collections::HashSet;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::mpsc;
@@ -74,6 +75,8 @@ pub struct Running {
     tasks: Vec<tokio::task::JoinHandle<()>>,
     writer: std::thread::JoinHandle<()>,
     feed: Option<source::Sender>,
+    draining: Arc<AtomicBool>,
+    lameduck: std::time::Duration,
 }
 
 impl Running {
@@ -152,9 +155,11 @@ pub async fn start(config: Config) -> Result<Running, Error> {
     }
     let mut tasks = Vec::new();
     let mut http_addr = None;
+    let draining = Arc::new(AtomicBool::new(false));
     if let Some(addr) = config.http {
-        let (bound, server) =
-            http::serve(addr, index.clone(), metrics.clone(), cancel.clone()).await.map_err(Error::Bind)?;
+        let (bound, server) = http::serve(addr, index.clone(), metrics.clone(), draining.clone(), cancel.clone())
+            .await
+            .map_err(Error::Bind)?;
         tracing::info!(addr = %bound, "http endpoints: /healthz /readyz /metrics");
         http_addr = Some(bound);
         tasks.push(tokio::spawn(server));
@@ -176,13 +181,21 @@ pub async fn start(config: Config) -> Result<Running, Error> {
             tasks.push(tokio::spawn(source::kube::run(client, opts, tx, metrics.clone(), cancel.clone())))
         }
     }
-    Ok(Running { dns_addrs, http_addr, index, metrics, dns, cancel, tasks, writer, feed })
+    let lameduck = config.lameduck;
+    Ok(Running { dns_addrs, http_addr, index, metrics, dns, cancel, tasks, writer, feed, draining, lameduck })
 }
 
 /// Runs the server until `shutdown` completes.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
     let running = start(config).await?;
     shutdown.await;
+    if !running.lameduck.is_zero() {
+        // Not ready from now on, but still answering: clients move away before we stop.
+        tracing::info!(lameduck = ?running.lameduck, "shutting down: not ready, still answering");
+        running.draining.store(true, Ordering::Relaxed);
+        running.metrics.ready.set(0);
+        tokio::time::sleep(running.lameduck).await;
+    }
     tracing::info!("shutting down");
     running.stop().await;
     Ok(())
@@ -273,6 +286,8 @@ fn apply_events(
         metrics.endpoint_slices.set(slices as i64);
         metrics.pods.set(pods as i64);
         if synced && !writer.index().is_ready() {
+            writer.index().set_ready(true);
+            metrics.ready.set(1);
             tracing::info!(
                 services,
                 slices,
@@ -281,8 +296,6 @@ fn apply_events(
                 names = writer.index().len(),
                 "initial state published; serving"
             );
-            writer.index().set_ready(true);
-            metrics.ready.set(1);
         }
     }
 }

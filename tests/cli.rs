@@ -37,6 +37,7 @@ fn help_explains_every_flag() {
         "--tcp-idle-timeout",
         "--file-poll-interval",
         "--file-settle",
+        "--lameduck",
         "--log-format",
         "--log-level",
     ] {
@@ -78,4 +79,56 @@ fn serves_the_shipped_example() {
     assert!(server.wait_for_log("serving", std::time::Duration::from_secs(10)).is_some());
     assert_eq!(addresses(&ask(server.addr, "web-0.nginx.default.svc.cluster.local.", RecordType::A)), ["10.244.1.5"]);
     assert_eq!(addresses(&ask(server.addr, "web-1.nginx.default.svc.cluster.local.", RecordType::A)), ["10.244.2.7"]);
+}
+
+#[test]
+fn sigterm_drains_without_failing_a_query() {
+    let source = format!("file:{}", example_manifest().display());
+    let mut server = BinaryServer::start(&[
+        "serve",
+        "--source",
+        &source,
+        "--listen",
+        "127.0.0.1:0",
+        "--http",
+        "127.0.0.1:0",
+        "--lameduck",
+        "1s",
+    ]);
+    let http = server.http_addr();
+    let dns = server.addr;
+    support::server::wait_until(|| support::server::http_get(http, "/readyz").0 == 200);
+
+    // Load: one client asking as fast as it can until the process is gone.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    let load = std::thread::spawn(move || {
+        let (mut ok, mut failed) = (0, 0);
+        while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+            let packet = support::dns::query_message("web-0.nginx.default.svc.cluster.local.", RecordType::A, None);
+            match support::dns::udp_raw(dns, &packet.to_vec().unwrap(), std::time::Duration::from_millis(500)) {
+                Some(_) => ok += 1,
+                None => failed += 1,
+            }
+        }
+        (ok, failed)
+    });
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let pid = server.child.id().to_string();
+    let sent = std::time::Instant::now();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    // During the lame duck: not ready, still answering.
+    support::server::wait_until(|| support::server::http_get(http, "/readyz").0 == 503);
+    assert_eq!(addresses(&ask(dns, "web-1.nginx.default.svc.cluster.local.", RecordType::A)), ["10.244.2.7"]);
+    assert_eq!(support::server::http_get(http, "/healthz").0, 200);
+    // Stop the load just before the lame duck ends; every query until then was answered.
+    std::thread::sleep(std::time::Duration::from_millis(700).saturating_sub(sent.elapsed()));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed) = load.join().unwrap();
+    assert!(ok > 10, "{ok}");
+    assert_eq!(failed, 0, "queries failed during the lame duck");
+    let status = server.child.wait().unwrap();
+    assert!(status.success(), "{status}");
+    assert!(sent.elapsed() >= std::time::Duration::from_secs(1), "exited before the lame duck ended");
+    assert!(sent.elapsed() < std::time::Duration::from_secs(5), "{:?}", sent.elapsed());
 }

@@ -135,6 +135,15 @@ fn listen_addr(line: &str) -> Option<SocketAddr> {
     rest.split(|c: char| c.is_whitespace() || c == '"').next()?.parse().ok()
 }
 
+/// Polls `check` every 10 ms for up to 10 s.
+pub fn wait_until(mut check: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !check() {
+        assert!(started.elapsed() < Duration::from_secs(10), "condition not met in 10 s");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// A plain HTTP/1.0 GET on loopback: (status, body).
 pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     use std::io::{Read, Write};
