@@ -151,6 +151,11 @@ pub struct ServeArgs {
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
     pub tcp_idle_timeout: Duration,
 
+    /// The NSID (RFC 5001) answered to `dig +nsid`, to tell which replica answered [default: the
+    /// host name, which is the Pod name in Kubernetes]. An empty value disables it.
+    #[arg(long, value_name = "ID")]
+    pub nsid: Option<String>,
+
     /// On SIGTERM: stop reporting ready (`/readyz` 503) but keep answering for this long, so load
     /// balancers and kube-proxy move clients away before the process exits (CoreDNS `lameduck`).
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration)]
@@ -210,6 +215,8 @@ pub struct Config {
     pub tcp: TcpLimits,
     /// How long to keep answering after a shutdown signal, not ready.
     pub lameduck: Duration,
+    /// The NSID answered to queries that ask for it; empty for none.
+    pub nsid: String,
 }
 
 impl Config {
@@ -224,6 +231,7 @@ impl Config {
             max_udp_size: 1232,
             tcp: TcpLimits::default(),
             lameduck: Duration::ZERO,
+            nsid: String::new(),
         }
     }
 }
@@ -310,6 +318,17 @@ impl ServeArgs {
                 ..TcpLimits::default()
             },
             lameduck: self.lameduck,
+            nsid: self.nsid.clone().unwrap_or_else(host_name),
         })
     }
+}
+
+/// The host name (the Pod name in Kubernetes).
+fn host_name() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default()
 }

@@ -148,7 +148,7 @@ pub async fn start(config: Config) -> Result<Running, Error> {
     // so "listening" always precedes "serving" in the log.
     let sockets = Sockets::bind(&config.listen, config.udp_workers).map_err(Error::Bind)?;
     let dns_addrs = sockets.local_addrs();
-    let responder = Arc::new(Responder::new(index.clone(), config.max_udp_size));
+    let responder = Arc::new(Responder::new(index.clone(), config.max_udp_size).with_nsid(config.nsid.as_bytes()));
     let dns = DnsServer::start(sockets, responder, config.tcp.clone()).map_err(Error::Bind)?;
     for addr in &dns_addrs {
         tracing::info!(%addr, "listening (udp, tcp)");

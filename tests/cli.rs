@@ -38,6 +38,7 @@ fn help_explains_every_flag() {
         "--file-poll-interval",
         "--file-settle",
         "--lameduck",
+        "--nsid",
         "--log-format",
         "--log-level",
     ] {

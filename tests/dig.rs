@@ -86,3 +86,28 @@ async fn dig_retries_a_truncated_answer_over_tcp() {
     assert!(truncated.contains("flags: qr aa tc rd;"), "{truncated}");
     server.stop().await;
 }
+
+#[test]
+fn dig_nsid_tells_which_replica_answered() {
+    if !require_tool("dig") {
+        return;
+    }
+    let source = format!("file:{}", example_manifest().display());
+    let server = BinaryServer::start(&[
+        "serve",
+        "--source",
+        &source,
+        "--listen",
+        "127.0.0.1:0",
+        "--http",
+        "none",
+        "--nsid",
+        "replica-a",
+    ]);
+    let out = dig(server.addr, &["+nsid", "web-0.nginx.default.svc.cluster.local"]);
+    assert!(out.contains("; NSID: 72 65 70 6c 69 63 61 2d 61 (\"replica-a\")"), "{out}");
+    assert!(out.contains("web-0.nginx.default.svc.cluster.local. 5 IN A\t10.244.1.5"), "{out}");
+    // Without +nsid, no NSID.
+    let out = dig(server.addr, &["web-0.nginx.default.svc.cluster.local"]);
+    assert!(!out.contains("NSID"), "{out}");
+}

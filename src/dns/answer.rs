@@ -57,6 +57,8 @@ pub struct Edns {
     pub udp_size: u16,
     /// The DO bit, echoed in the response (RFC 3225 §3).
     pub dnssec_ok: bool,
+    /// Whether the query asked for the server's NSID (RFC 5001).
+    pub nsid: bool,
 }
 
 /// A parsed question, borrowing from the packet or the general path's buffers.
@@ -80,7 +82,12 @@ pub struct Question<'a> {
 pub struct Responder {
     index: Arc<Index>,
     max_udp: u16,
+    /// The NSID option (code, length, data) answered to queries that ask for it, pre-encoded.
+    nsid: Option<Box<[u8]>>,
 }
+
+/// EDNS option code of NSID (RFC 5001).
+const NSID: u16 = 3;
 
 enum Fast<'a> {
     Ok(Question<'a>),
@@ -93,7 +100,29 @@ enum Fast<'a> {
 impl Responder {
     /// A responder that caps UDP answers at `max_udp` bytes (at least 512).
     pub fn new(index: Arc<Index>, max_udp: u16) -> Responder {
-        Responder { index, max_udp: max_udp.max(512) }
+        Responder { index, max_udp: max_udp.max(512), nsid: None }
+    }
+
+    /// Answers NSID requests (`dig +nsid`) with `id`, so a client can tell which replica answered
+    /// (RFC 5001). An empty id disables it.
+    pub fn with_nsid(mut self, id: &[u8]) -> Responder {
+        self.nsid = (!id.is_empty()).then(|| {
+            let len = id.len().min(512) as u16;
+            let mut option = Vec::with_capacity(4 + len as usize);
+            option.extend_from_slice(&NSID.to_be_bytes());
+            option.extend_from_slice(&len.to_be_bytes());
+            option.extend_from_slice(&id[..len as usize]);
+            option.into_boxed_slice()
+        });
+        self
+    }
+
+    /// The NSID option to append for this query, if any.
+    fn nsid_for(&self, q: &Question<'_>) -> &[u8] {
+        match (&self.nsid, q.edns) {
+            (Some(option), Some(e)) if e.nsid => option,
+            _ => &[],
+        }
     }
 
     /// The index answers come from.
@@ -132,7 +161,8 @@ impl Responder {
     /// Writes the response to a well-formed question.
     pub fn answer(&self, q: &Question<'_>, transport: Transport, out: &mut [u8]) -> usize {
         let limit = self.limit(q, transport, out);
-        let room = limit - if q.edns.is_some() { OPT_LEN } else { 0 };
+        let nsid = self.nsid_for(q);
+        let room = limit - if q.edns.is_some() { OPT_LEN + nsid.len() } else { 0 };
         let mut at = 12 + q.asked.len();
         out[12..at].copy_from_slice(q.asked);
         let mut flags = QR | (q.flags & (RD | CD)) | AA;
@@ -191,7 +221,7 @@ impl Responder {
 
         if let Some(edns) = q.edns {
             ar += 1;
-            write_opt(out, &mut at, self.max_udp, 0, edns.dnssec_ok);
+            write_opt(out, &mut at, self.max_udp, 0, edns.dnssec_ok, nsid);
         }
         write_header(out, q.id, flags | rcode as u16, 1, an, ns, ar);
         at
@@ -274,16 +304,17 @@ pub fn write_header(out: &mut [u8], id: u16, flags: u16, qd: u16, an: u16, ns: u
 }
 
 /// Appends an OPT record without options (RFC 6891 §6.1.2).
-pub fn write_opt(out: &mut [u8], at: &mut usize, udp_size: u16, ext_rcode: u8, dnssec_ok: bool) {
-    let o = &mut out[*at..*at + OPT_LEN];
+pub fn write_opt(out: &mut [u8], at: &mut usize, udp_size: u16, ext_rcode: u8, dnssec_ok: bool, options: &[u8]) {
+    let o = &mut out[*at..*at + OPT_LEN + options.len()];
     o[0] = 0;
     o[1..3].copy_from_slice(&rtype::OPT.to_be_bytes());
     o[3..5].copy_from_slice(&udp_size.to_be_bytes());
     o[5] = ext_rcode;
     o[6] = 0;
     o[7..9].copy_from_slice(&(if dnssec_ok { 0x8000u16 } else { 0 }).to_be_bytes());
-    o[9..11].copy_from_slice(&[0, 0]);
-    *at += OPT_LEN;
+    o[9..11].copy_from_slice(&(options.len() as u16).to_be_bytes());
+    o[11..].copy_from_slice(options);
+    *at += OPT_LEN + options.len();
 }
 
 fn be16(b: &[u8], at: usize) -> u16 {
@@ -350,15 +381,18 @@ fn parse_fast<'a>(packet: &'a [u8], lower: &'a mut [u8; MAX_NAME]) -> Fast<'a> {
         // Options (code, length, data) must exactly fill RDLEN; anything else is for the general
         // path to reject (RFC 6891 §6.1.2), so both paths agree.
         let Some(mut options) = packet.get(at..at + rdlen) else { return Fast::General };
+        let mut nsid = false;
         while !options.is_empty() {
             let Some(len) = options.get(2..4).map(|l| u16::from_be_bytes([l[0], l[1]]) as usize) else {
                 return Fast::General;
             };
+            // "The name server MUST ignore any NSID payload data that might be present in the query."
+            nsid |= be16(options, 0) == NSID;
             let Some(rest) = options.get(4 + len..) else { return Fast::General };
             options = rest;
         }
         at += rdlen;
-        edns = Some(Edns { udp_size: be16(opt, 3), dnssec_ok: opt[7] & 0x80 != 0 });
+        edns = Some(Edns { udp_size: be16(opt, 3), dnssec_ok: opt[7] & 0x80 != 0, nsid });
     }
     if at != packet.len() {
         return Fast::General;

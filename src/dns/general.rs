@@ -4,6 +4,7 @@
 //! well-formed question to [`Responder::answer`], the same code that answers the fast path.
 
 use hickory_proto::op::{Message, OpCode};
+use hickory_proto::rr::rdata::opt::EdnsCode;
 
 use super::answer::{Edns, Question, Responder, Transport, rcode, write_header, write_opt};
 use super::name::MAX_NAME;
@@ -57,7 +58,11 @@ pub fn respond(r: &Responder, packet: &[u8], transport: Transport, out: &mut [u8
     asked.extend_from_slice(&qtype.to_be_bytes());
     asked.extend_from_slice(&qclass.to_be_bytes());
 
-    let edns = msg.edns.as_ref().map(|e| Edns { udp_size: e.max_payload(), dnssec_ok: e.flags().dnssec_ok });
+    let edns = msg.edns.as_ref().map(|e| Edns {
+        udp_size: e.max_payload(),
+        dnssec_ok: e.flags().dnssec_ok,
+        nsid: e.option(EdnsCode::NSID).is_some(),
+    });
     let q = Question { id, flags, asked: &asked, lower: &lower, qtype, edns };
 
     if let Some(e) = &msg.edns
@@ -85,7 +90,7 @@ fn error_with_question(q: &Question<'_>, rcode: u8, ext_rcode: u8, out: &mut [u8
     out[12..at].copy_from_slice(q.asked);
     let mut ar = 0;
     if let Some(edns) = q.edns {
-        write_opt(out, &mut at, 1232, ext_rcode, edns.dnssec_ok);
+        write_opt(out, &mut at, 1232, ext_rcode, edns.dnssec_ok, &[]);
         ar = 1;
     }
     write_header(out, q.id, QR | (q.flags & RD) | rcode as u16, 1, 0, 0, ar);
