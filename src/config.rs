@@ -21,6 +21,9 @@ pub enum Error {
     /// A flag only applies to `--source kube`.
     #[error("{0} only applies to --source kube")]
     KubeOnly(&'static str),
+    /// `--upstream` is not an address (or `none` mixed with addresses).
+    #[error("--upstream {0:?}: expected IP, IP:PORT, or none alone")]
+    Upstream(String),
     /// `--http` is not an address.
     #[error("--http {0:?}: expected ADDR:PORT or none")]
     Http(String),
@@ -151,6 +154,12 @@ pub struct ServeArgs {
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
     pub tcp_idle_timeout: Duration,
 
+    /// Upstream resolver for names outside the served zones (repeatable; `IP` or `IP:PORT`), with
+    /// a response cache. `none` answers them REFUSED, for use as a stub zone only
+    /// [default: the name servers in /etc/resolv.conf].
+    #[arg(long = "upstream", value_name = "ADDR")]
+    pub upstreams: Vec<String>,
+
     /// The NSID (RFC 5001) answered to `dig +nsid`, to tell which replica answered [default: the
     /// host name, which is the Pod name in Kubernetes]. An empty value disables it.
     #[arg(long, value_name = "ID")]
@@ -217,6 +226,8 @@ pub struct Config {
     pub lameduck: Duration,
     /// The NSID answered to queries that ask for it; empty for none.
     pub nsid: String,
+    /// Forwarding: `None` off (REFUSED), `Some(empty)` the system's resolvers, else these.
+    pub upstream: Option<Vec<SocketAddr>>,
 }
 
 impl Config {
@@ -232,6 +243,7 @@ impl Config {
             tcp: TcpLimits::default(),
             lameduck: Duration::ZERO,
             nsid: String::new(),
+            upstream: None,
         }
     }
 }
@@ -247,6 +259,21 @@ impl Config {
 }
 
 impl ServeArgs {
+    fn upstream(&self) -> Result<Option<Vec<SocketAddr>>, Error> {
+        if self.upstreams.iter().any(|u| u == "none") {
+            return if self.upstreams.len() == 1 { Ok(None) } else { Err(Error::Upstream("none".into())) };
+        }
+        let mut out = Vec::new();
+        for text in &self.upstreams {
+            let addr = text
+                .parse::<SocketAddr>()
+                .or_else(|_| text.parse::<std::net::IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+                .map_err(|_| Error::Upstream(text.clone()))?;
+            out.push(addr);
+        }
+        Ok(Some(out))
+    }
+
     /// Validates the flags.
     pub fn to_config(&self) -> Result<Config, Error> {
         let source = match self.source.split_once(':') {
@@ -319,6 +346,7 @@ impl ServeArgs {
             },
             lameduck: self.lameduck,
             nsid: self.nsid.clone().unwrap_or_else(host_name),
+            upstream: self.upstream()?,
         })
     }
 }

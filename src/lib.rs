@@ -21,6 +21,7 @@
 pub mod cluster;
 pub mod config;
 pub mod dns;
+pub mod forward;
 pub mod http;
 pub mod index;
 pub mod metrics;
@@ -54,6 +55,9 @@ pub enum Error {
     /// The Kubernetes client could not be configured.
     #[error("kube source: {0}")]
     Kube(#[from] source::kube::Error),
+    /// Forwarding could not be set up.
+    #[error("forwarding: {0}")]
+    Forward(#[from] forward::Error),
     /// A listen address could not be bound.
     #[error("{0}")]
     Bind(#[source] std::io::Error),
@@ -149,7 +153,15 @@ pub async fn start(config: Config) -> Result<Running, Error> {
     let sockets = Sockets::bind(&config.listen, config.udp_workers).map_err(Error::Bind)?;
     let dns_addrs = sockets.local_addrs();
     let responder = Arc::new(Responder::new(index.clone(), config.max_udp_size).with_nsid(config.nsid.as_bytes()));
-    let dns = DnsServer::start(sockets, responder, config.tcp.clone()).map_err(Error::Bind)?;
+    let forwarder = match &config.upstream {
+        Some(upstreams) => {
+            let forwarder = Arc::new(forward::Forwarder::new(upstreams)?);
+            tracing::info!(upstreams = ?forwarder.upstreams(), "forwarding names outside the served zones");
+            Some(forwarder)
+        }
+        None => None,
+    };
+    let dns = DnsServer::start(sockets, responder, config.tcp.clone(), forwarder.clone()).map_err(Error::Bind)?;
     for addr in &dns_addrs {
         tracing::info!(%addr, "listening (udp, tcp)");
     }
@@ -173,6 +185,10 @@ pub async fn start(config: Config) -> Result<Running, Error> {
             move || apply_events(rx, writer, &writer_metrics, runtime, cancel)
         })
         .map_err(Error::Bind)?;
+    if let Some(forwarder) = forwarder {
+        // After the sockets serve, so a probe that comes back to us is seen.
+        tasks.push(tokio::spawn(forwarder.probe_for_loops()));
+    }
     let mut feed = None;
     match source {
         Started::External => feed = Some(tx),

@@ -35,7 +35,7 @@ fn glibc_resolves_short_names_through_the_search_path() {
         r#"set -e
 ip link set lo up
 mount --bind {resolv} /etc/resolv.conf
-{bin} serve --source file:{manifest} --listen 127.0.0.1:53 --log-level warn &
+{bin} serve --source file:{manifest} --listen 127.0.0.1:53 --http none --upstream none --log-level warn &
 server=$!
 trap 'kill $server' EXIT
 for i in $(seq 1 100); do getent hosts dns-version.cluster.local >/dev/null 2>&1 && break; sleep 0.1; done

@@ -89,6 +89,27 @@ pub struct Responder {
 /// EDNS option code of NSID (RFC 5001).
 const NSID: u16 = 3;
 
+/// What to do with a packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Send the response of this length.
+    Reply(usize),
+    /// Forward it upstream: a name outside every served zone.
+    Forward,
+    /// Send nothing (a response, or not even a header).
+    Drop,
+}
+
+impl Outcome {
+    /// The response length, if there is one to send.
+    pub fn reply(self) -> Option<usize> {
+        match self {
+            Outcome::Reply(n) => Some(n),
+            Outcome::Forward | Outcome::Drop => None,
+        }
+    }
+}
+
 enum Fast<'a> {
     Ok(Question<'a>),
     Drop,
@@ -133,19 +154,27 @@ impl Responder {
     /// Answers one packet into `out` (which should hold [`wire::MAX_MESSAGE`] bytes). Returns the
     /// response length, or `None` when the packet must not be answered (a response, or not even
     /// a header).
+    /// Names outside the served zones get REFUSED here; [`Responder::handle`] lets the caller
+    /// forward them instead.
     pub fn respond(&self, packet: &[u8], transport: Transport, out: &mut [u8]) -> Option<usize> {
-        let mut lower = [0u8; MAX_NAME];
-        match parse_fast(packet, &mut lower) {
-            Fast::Ok(q) => Some(self.answer(&q, transport, out)),
-            Fast::Drop => None,
-            Fast::General => general::respond(self, packet, transport, out),
-        }
+        self.handle(packet, transport, out, false).reply()
     }
 
     /// Like [`Responder::respond`] but always through the general path (for tests comparing the
     /// two).
     pub fn respond_general(&self, packet: &[u8], transport: Transport, out: &mut [u8]) -> Option<usize> {
-        general::respond(self, packet, transport, out)
+        general::respond(self, packet, transport, out, false).reply()
+    }
+
+    /// Answers one packet, or says to forward it (a name outside every served zone, when
+    /// `forward` is set), or to drop it.
+    pub fn handle(&self, packet: &[u8], transport: Transport, out: &mut [u8], forward: bool) -> Outcome {
+        let mut lower = [0u8; MAX_NAME];
+        match parse_fast(packet, &mut lower) {
+            Fast::Ok(q) => self.answer(&q, transport, out, forward),
+            Fast::Drop => Outcome::Drop,
+            Fast::General => general::respond(self, packet, transport, out, forward),
+        }
     }
 
     /// The size limit for a response.
@@ -158,8 +187,12 @@ impl Responder {
         limit.min(out.len())
     }
 
-    /// Writes the response to a well-formed question.
-    pub fn answer(&self, q: &Question<'_>, transport: Transport, out: &mut [u8]) -> usize {
+    /// Writes the response to a well-formed question (or, with `forward`, leaves a name outside
+    /// the served zones to the caller).
+    pub fn answer(&self, q: &Question<'_>, transport: Transport, out: &mut [u8], forward: bool) -> Outcome {
+        if forward && self.index.zone_of(q.lower).is_none() {
+            return Outcome::Forward;
+        }
         let limit = self.limit(q, transport, out);
         let nsid = self.nsid_for(q);
         let room = limit - if q.edns.is_some() { OPT_LEN + nsid.len() } else { 0 };
@@ -224,7 +257,7 @@ impl Responder {
             write_opt(out, &mut at, self.max_udp, 0, edns.dnssec_ok, nsid);
         }
         write_header(out, q.id, flags | rcode as u16, 1, an, ns, ar);
-        at
+        Outcome::Reply(at)
     }
 
     /// Writes the zone's SOA (answer or authority); returns the record count (0 if it did not fit).

@@ -6,7 +6,7 @@
 use hickory_proto::op::{Message, OpCode};
 use hickory_proto::rr::rdata::opt::EdnsCode;
 
-use super::answer::{Edns, Question, Responder, Transport, rcode, write_header, write_opt};
+use super::answer::{Edns, Outcome, Question, Responder, Transport, rcode, write_header, write_opt};
 use super::name::MAX_NAME;
 use crate::index::wire::{CLASS_IN, rtype};
 
@@ -14,19 +14,19 @@ const QR: u16 = 0x8000;
 const RD: u16 = 0x0100;
 
 /// Answers a packet the fast path could not; `None` means drop it.
-pub fn respond(r: &Responder, packet: &[u8], transport: Transport, out: &mut [u8]) -> Option<usize> {
+pub fn respond(r: &Responder, packet: &[u8], transport: Transport, out: &mut [u8], forward: bool) -> Outcome {
     if packet.len() < 12 {
-        return None;
+        return Outcome::Drop;
     }
     let id = u16::from_be_bytes([packet[0], packet[1]]);
     let flags = u16::from_be_bytes([packet[2], packet[3]]);
     if flags & QR != 0 {
-        return None;
+        return Outcome::Drop;
     }
     let opcode_bits = flags & 0x7800;
     let header_only = |out: &mut [u8], rcode: u8| {
         write_header(out, id, QR | opcode_bits | (flags & RD) | rcode as u16, 0, 0, 0, 0);
-        Some(12)
+        Outcome::Reply(12)
     };
     if opcode_bits != 0 {
         // Only QUERY is implemented (no NOTIFY, UPDATE, …), whatever the rest of the packet.
@@ -69,19 +69,19 @@ pub fn respond(r: &Responder, packet: &[u8], transport: Transport, out: &mut [u8
         && e.version() != 0
     {
         // RFC 6891 §6.1.3: BADVERS, with an OPT of the version we do support.
-        return Some(error_with_question(&q, (rcode::BADVERS & 0xF) as u8, (rcode::BADVERS >> 4) as u8, out));
+        return Outcome::Reply(error_with_question(&q, (rcode::BADVERS & 0xF) as u8, (rcode::BADVERS >> 4) as u8, out));
     }
     if qclass != CLASS_IN {
-        return Some(error_with_question(&q, rcode::REFUSED, 0, out));
+        return Outcome::Reply(error_with_question(&q, rcode::REFUSED, 0, out));
     }
     if matches!(qtype, rtype::AXFR | rtype::IXFR) {
         // Zone transfers are denied unless configured (not yet supported at all).
-        return Some(error_with_question(&q, rcode::REFUSED, 0, out));
+        return Outcome::Reply(error_with_question(&q, rcode::REFUSED, 0, out));
     }
     if qtype == rtype::OPT {
-        return Some(error_with_question(&q, rcode::FORMERR, 0, out));
+        return Outcome::Reply(error_with_question(&q, rcode::FORMERR, 0, out));
     }
-    Some(r.answer(&q, transport, out))
+    r.answer(&q, transport, out, forward)
 }
 
 /// A response with the question echoed and no records but the OPT.

@@ -26,7 +26,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::answer::{Responder, Transport};
+use super::answer::{Outcome, Responder, Transport};
+use crate::forward::{Forwarder, UdpJob};
 use crate::index::wire::MAX_MESSAGE;
 
 /// Limits on TCP clients.
@@ -123,23 +124,35 @@ pub struct DnsServer {
 
 impl DnsServer {
     /// Starts serving the sockets. Must be called within a Tokio runtime (for TCP).
-    pub fn start(sockets: Sockets, responder: Arc<Responder>, limits: TcpLimits) -> io::Result<DnsServer> {
+    pub fn start(
+        sockets: Sockets,
+        responder: Arc<Responder>,
+        limits: TcpLimits,
+        forwarder: Option<Arc<Forwarder>>,
+    ) -> io::Result<DnsServer> {
         let stop = Arc::new(AtomicBool::new(false));
         let cancel = CancellationToken::new();
         let mut udp_threads = Vec::new();
+        let mut tcp_tasks = Vec::new();
+        // UDP workers hand forwarded queries to one async task (they never wait on upstreams).
+        let jobs = forwarder.as_ref().map(|f| {
+            let (tx, rx) = tokio::sync::mpsc::channel(1024);
+            tcp_tasks.push(tokio::spawn(f.clone().run_udp(rx, cancel.clone())));
+            tx
+        });
         for (addr_index, group) in sockets.udp.into_iter().enumerate() {
             for (worker, socket) in group.into_iter().enumerate() {
                 socket.set_read_timeout(Some(Duration::from_millis(100)))?;
                 let responder = responder.clone();
                 let stop = stop.clone();
+                let forward = jobs.clone().map(|tx| (tx, Arc::new(socket.try_clone().expect("cloning a UDP socket"))));
                 let thread = std::thread::Builder::new()
                     .name(format!("dns-udp-{addr_index}-{worker}"))
-                    .spawn(move || udp_worker(socket, &responder, &stop))?;
+                    .spawn(move || udp_worker(socket, &responder, &stop, forward))?;
                 udp_threads.push(thread);
             }
         }
         let conns = Arc::new(Conns::default());
-        let mut tcp_tasks = Vec::new();
         for listener in sockets.tcp {
             let listener = TcpListener::from_std(listener)?;
             tcp_tasks.push(tokio::spawn(tcp_accept(
@@ -148,6 +161,7 @@ impl DnsServer {
                 limits.clone(),
                 conns.clone(),
                 cancel.clone(),
+                forwarder.clone(),
             )));
         }
         Ok(DnsServer { stop, cancel, udp_threads, tcp_tasks })
@@ -172,17 +186,26 @@ impl DnsServer {
 
 /// Answers one packet, turning a panic (a bug: no input should cause one) into a dropped packet
 /// instead of a dead worker.
-fn respond_guarded(responder: &Responder, packet: &[u8], transport: Transport, out: &mut [u8]) -> Option<usize> {
-    match catch_unwind(AssertUnwindSafe(|| responder.respond(packet, transport, out))) {
-        Ok(len) => len,
+fn respond_guarded(
+    responder: &Responder,
+    packet: &[u8],
+    transport: Transport,
+    out: &mut [u8],
+    forward: bool,
+) -> Outcome {
+    match catch_unwind(AssertUnwindSafe(|| responder.handle(packet, transport, out, forward))) {
+        Ok(outcome) => outcome,
         Err(_) => {
             tracing::error!(len = packet.len(), packet = ?&packet[..packet.len().min(64)], "BUG: query handling panicked; packet dropped");
-            None
+            Outcome::Drop
         }
     }
 }
 
-fn udp_worker(socket: UdpSocket, responder: &Responder, stop: &AtomicBool) {
+/// A UDP worker's way to forward: the job queue and a clone of its socket to answer on.
+type UdpForward = (tokio::sync::mpsc::Sender<UdpJob>, Arc<UdpSocket>);
+
+fn udp_worker(socket: UdpSocket, responder: &Responder, stop: &AtomicBool, forward: Option<UdpForward>) {
     let mut rx = vec![0u8; MAX_MESSAGE];
     let mut tx = vec![0u8; MAX_MESSAGE];
     let mut last_error_log: Option<Instant> = None;
@@ -206,10 +229,20 @@ fn udp_worker(socket: UdpSocket, responder: &Responder, stop: &AtomicBool) {
                 continue;
             }
         };
-        if let Some(len) = respond_guarded(responder, &rx[..n], Transport::Udp, &mut tx)
-            && let Err(e) = socket.send_to(&tx[..len], peer)
-        {
-            tracing::trace!(error = %e, %peer, "UDP send failed");
+        match respond_guarded(responder, &rx[..n], Transport::Udp, &mut tx, forward.is_some()) {
+            Outcome::Reply(len) => {
+                if let Err(e) = socket.send_to(&tx[..len], peer) {
+                    tracing::trace!(error = %e, %peer, "UDP send failed");
+                }
+            }
+            Outcome::Forward => {
+                if let Some((jobs, reply)) = &forward {
+                    let job = UdpJob { packet: rx[..n].to_vec(), peer, socket: reply.clone() };
+                    // A full queue means upstreams are far behind: drop, the client retries.
+                    let _ = jobs.try_send(job);
+                }
+            }
+            Outcome::Drop => {}
         }
     }
 }
@@ -256,6 +289,7 @@ async fn tcp_accept(
     limits: TcpLimits,
     conns: Arc<Conns>,
     cancel: CancellationToken,
+    forwarder: Option<Arc<Forwarder>>,
 ) {
     loop {
         let (stream, peer) = tokio::select! {
@@ -271,10 +305,11 @@ async fn tcp_accept(
             _ = cancel.cancelled() => return,
         };
         let conn = conns.admit(limits.max_connections);
-        let (responder, limits, conns, cancel) = (responder.clone(), limits.clone(), conns.clone(), cancel.clone());
+        let (responder, limits, conns, cancel, forwarder) =
+            (responder.clone(), limits.clone(), conns.clone(), cancel.clone(), forwarder.clone());
         tokio::spawn(async move {
             tokio::select! {
-                _ = tcp_connection(stream, &responder, &limits, &conns, &conn) => {}
+                _ = tcp_connection(stream, &responder, &limits, &conns, &conn, forwarder.as_deref()) => {}
                 _ = conn.close.notified() => tracing::debug!(%peer, "TCP connection evicted at the connection limit"),
                 _ = cancel.cancelled() => {}
             }
@@ -283,7 +318,14 @@ async fn tcp_accept(
     }
 }
 
-async fn tcp_connection(mut stream: TcpStream, responder: &Responder, limits: &TcpLimits, conns: &Conns, conn: &Conn) {
+async fn tcp_connection(
+    mut stream: TcpStream,
+    responder: &Responder,
+    limits: &TcpLimits,
+    conns: &Conns,
+    conn: &Conn,
+    forwarder: Option<&Forwarder>,
+) {
     let _ = stream.set_nodelay(true);
     let mut query = Vec::new();
     let mut response = Vec::new();
@@ -301,9 +343,18 @@ async fn tcp_connection(mut stream: TcpStream, responder: &Responder, limits: &T
         }
         conn.last_active_ms.store(conns.now_ms(), Ordering::Relaxed);
         response.resize(2 + MAX_MESSAGE, 0);
-        let Some(n) = respond_guarded(responder, &query, Transport::Tcp, &mut response[2..]) else {
+        let n = match respond_guarded(responder, &query, Transport::Tcp, &mut response[2..], forwarder.is_some()) {
+            Outcome::Reply(n) => n,
+            Outcome::Forward => {
+                let Some(bytes) = forwarder.expect("forwarding only when set").answer(&query, Transport::Tcp).await
+                else {
+                    return;
+                };
+                response[2..2 + bytes.len()].copy_from_slice(&bytes);
+                bytes.len()
+            }
             // Not even a header, or a response: nothing sensible to say on this connection.
-            return;
+            Outcome::Drop => return,
         };
         response[..2].copy_from_slice(&(n as u16).to_be_bytes());
         match tokio::time::timeout(limits.io_timeout, stream.write_all(&response[..2 + n])).await {

@@ -67,7 +67,14 @@ impl BinaryServer {
     // The child is killed and reaped by `Drop` once it is wrapped; before that, a missing log line
     // panics the test, which ends the process group anyway.
     #[allow(clippy::zombie_processes)]
+    /// Without an explicit `--upstream`, forwarding is off (`--upstream none`): a test must never
+    /// send queries to the machine's own resolvers.
     pub fn start(args: &[&str]) -> BinaryServer {
+        let mut args = args.to_vec();
+        if !args.contains(&"--upstream") && args.first() == Some(&"serve") {
+            args.extend(["--upstream", "none"]);
+        }
+        let args = &args[..];
         let mut child = Command::new(env!("CARGO_BIN_EXE_headless-dns"))
             .args(args)
             .env("RUST_LOG", "info")

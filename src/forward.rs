@@ -1,0 +1,234 @@
+//! Forwarding names outside the served zones to upstream resolvers (the drop-in case: the cluster
+//! DNS must answer every name a Pod asks, or musl clients wait out a 5 s timeout on each REFUSED).
+//!
+//! ```text
+//!  UDP worker (sync) ──Job──▶ mpsc ──▶ forwarding task ──spawn──▶ hickory Resolver ──▶ upstreams
+//!  TCP connection ─────────await──────────────────────────────────┘   (response cache)
+//! ```
+//!
+//! hickory-resolver does the upstream work (UDP with TCP fallback, retries across servers, a
+//! positive and negative response cache honouring TTLs); we only turn its result into a response
+//! to the client's question. Failures become SERVFAIL within the upstream timeout, never a hang.
+//!
+//! Loops: at start a probe for a random name under `headless-dns-loop.` is sent upstream. If it
+//! comes back to us, an upstream forwards to us: forwarding is switched off (SERVFAIL) and an
+//! error is logged, as CoreDNS's `loop` plugin detects the same (it halts the process instead).
+
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
+use hickory_proto::rr::{Name, RecordType};
+use hickory_resolver::config::{NameServerConfig, ResolveHosts, ResolverConfig};
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::net::{DnsError, NetError};
+use hickory_resolver::{Resolver, TokioResolver};
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use crate::dns::Transport;
+
+/// How long one forwarded query may take before it is answered SERVFAIL.
+const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
+/// Forwarded queries in flight at most (CoreDNS's `max_concurrent 1000`); beyond, SERVFAIL.
+const MAX_CONCURRENT: usize = 1000;
+
+/// Why forwarding could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// `/etc/resolv.conf` could not be read.
+    #[error("reading the system resolver configuration: {0}")]
+    SystemConf(#[source] NetError),
+    /// The resolver could not be built.
+    #[error("building the upstream resolver: {0}")]
+    Build(#[source] NetError),
+    /// No upstream.
+    #[error("no upstream name servers (give --upstream ADDR, or --upstream none)")]
+    NoUpstream,
+}
+
+/// A query to forward from a UDP worker, with where to send the answer.
+pub struct UdpJob {
+    /// The query as received.
+    pub packet: Vec<u8>,
+    /// Who asked.
+    pub peer: SocketAddr,
+    /// The socket it came in on (a clone).
+    pub socket: Arc<UdpSocket>,
+}
+
+/// Forwards queries to upstream resolvers.
+pub struct Forwarder {
+    resolver: TokioResolver,
+    upstreams: Vec<SocketAddr>,
+    probe: Name,
+    looped: AtomicBool,
+    in_flight: Semaphore,
+}
+
+impl Forwarder {
+    /// A forwarder to `upstreams`, or to the name servers of `/etc/resolv.conf` when empty.
+    pub fn new(upstreams: &[SocketAddr]) -> Result<Forwarder, Error> {
+        let upstreams = if upstreams.is_empty() { system_upstreams()? } else { upstreams.to_vec() };
+        if upstreams.is_empty() {
+            return Err(Error::NoUpstream);
+        }
+        let mut config = ResolverConfig::from_parts(None, vec![], vec![]);
+        for addr in &upstreams {
+            let mut ns = NameServerConfig::udp_and_tcp(addr.ip());
+            for conn in &mut ns.connections {
+                conn.port = addr.port();
+            }
+            config.add_name_server(ns);
+        }
+        let mut builder = Resolver::builder_with_config(config, TokioRuntimeProvider::default());
+        let opts = builder.options_mut();
+        // Names arrive fully qualified: no search list, no hosts file.
+        opts.ndots = 0;
+        opts.use_hosts_file = ResolveHosts::Never;
+        opts.timeout = UPSTREAM_TIMEOUT;
+        opts.attempts = 1;
+        opts.cache_size = 10_000;
+        opts.preserve_intermediates = true;
+        opts.edns_payload_len = 1232;
+        let resolver = builder.build().map_err(Error::Build)?;
+        let probe = Name::from_ascii(format!("{:016x}.{:016x}.headless-dns-loop.", rand_u64(), rand_u64()))
+            .expect("valid probe name");
+        Ok(Forwarder {
+            resolver,
+            upstreams,
+            probe,
+            looped: AtomicBool::new(false),
+            in_flight: Semaphore::new(MAX_CONCURRENT),
+        })
+    }
+
+    /// The upstreams in use.
+    pub fn upstreams(&self) -> &[SocketAddr] {
+        &self.upstreams
+    }
+
+    /// Sends the loop probe upstream once.
+    pub async fn probe_for_loops(self: Arc<Self>) {
+        let _ = tokio::time::timeout(UPSTREAM_TIMEOUT * 2, self.resolver.lookup(self.probe.clone(), RecordType::HINFO))
+            .await;
+    }
+
+    /// Answers a query for a name outside our zones: `None` when the packet is not a query we can
+    /// forward (the caller then answers as it would without forwarding).
+    pub async fn answer(&self, packet: &[u8], transport: Transport) -> Option<Vec<u8>> {
+        let query = Message::from_vec(packet).ok()?;
+        let limit = match (transport, &query.edns) {
+            (Transport::Tcp, _) => 65535,
+            (Transport::Udp, Some(e)) => e.max_payload().clamp(512, 1232) as usize,
+            (Transport::Udp, None) => 512,
+        };
+        let question = query.queries.first()?.clone();
+        let mut response = Message::new(query.metadata.id, MessageType::Response, OpCode::Query);
+        response.metadata.recursion_desired = query.metadata.recursion_desired;
+        response.metadata.recursion_available = true;
+        response.metadata.checking_disabled = query.metadata.checking_disabled;
+        response.add_query(question.clone());
+        if query.edns.is_some() {
+            let mut edns = Edns::new();
+            edns.set_max_payload(1232);
+            response.set_edns(edns);
+        }
+        if question.name().eq_case(&self.probe) || question.name() == &self.probe {
+            if !self.looped.swap(true, Ordering::Relaxed) {
+                tracing::error!(
+                    upstreams = ?self.upstreams,
+                    "forwarding loop detected: an upstream sends our queries back to us; forwarding is off (SERVFAIL) until restart"
+                );
+            }
+            response.metadata.response_code = ResponseCode::ServFail;
+            return encode(response, limit);
+        }
+        if self.looped.load(Ordering::Relaxed) {
+            response.metadata.response_code = ResponseCode::ServFail;
+            return encode(response, limit);
+        }
+        let Ok(_permit) = self.in_flight.try_acquire() else {
+            response.metadata.response_code = ResponseCode::ServFail;
+            return encode(response, limit);
+        };
+        let result = tokio::time::timeout(
+            UPSTREAM_TIMEOUT + Duration::from_millis(500),
+            self.resolver.lookup(question.name().clone(), question.query_type()),
+        )
+        .await;
+        match result {
+            Ok(Ok(lookup)) => {
+                response.answers = lookup.answers().to_vec();
+            }
+            Ok(Err(NetError::Dns(DnsError::NoRecordsFound(none)))) => {
+                response.metadata.response_code = none.response_code;
+                if let Some(soa) = none.soa {
+                    response.authorities.push(soa.into_record_of_rdata());
+                }
+            }
+            Ok(Err(error)) => {
+                tracing::debug!(name = %question.name(), %error, "upstream failed");
+                response.metadata.response_code = ResponseCode::ServFail;
+            }
+            Err(_) => {
+                tracing::debug!(name = %question.name(), "upstream timed out");
+                response.metadata.response_code = ResponseCode::ServFail;
+            }
+        }
+        encode(response, limit)
+    }
+
+    /// Serves forwarding jobs from UDP workers until cancelled.
+    pub async fn run_udp(self: Arc<Self>, mut jobs: mpsc::Receiver<UdpJob>, cancel: CancellationToken) {
+        loop {
+            let job = tokio::select! {
+                job = jobs.recv() => match job { Some(job) => job, None => return },
+                _ = cancel.cancelled() => return,
+            };
+            let this = self.clone();
+            tokio::spawn(async move {
+                if let Some(bytes) = this.answer(&job.packet, Transport::Udp).await {
+                    // A UDP send does not block in practice; the socket is the worker's own.
+                    let _ = job.socket.send_to(&bytes, job.peer);
+                }
+            });
+        }
+    }
+}
+
+/// Encodes a response; if it is larger than `limit`, the question alone with TC set.
+fn encode(mut response: Message, limit: usize) -> Option<Vec<u8>> {
+    let bytes = response.to_vec().ok()?;
+    if bytes.len() <= limit {
+        return Some(bytes);
+    }
+    response.answers.clear();
+    response.authorities.clear();
+    response.additionals.clear();
+    response.metadata.truncation = true;
+    response.to_vec().ok()
+}
+
+/// The name servers in `/etc/resolv.conf` (port 53).
+fn system_upstreams() -> Result<Vec<SocketAddr>, Error> {
+    let (config, _) = hickory_resolver::system_conf::read_system_conf().map_err(Error::SystemConf)?;
+    let mut out: Vec<SocketAddr> = Vec::new();
+    for ns in config.name_servers() {
+        let port = ns.connections.first().map(|c| c.port).unwrap_or(53);
+        let addr = SocketAddr::new(ns.ip, port);
+        if !out.contains(&addr) {
+            out.push(addr);
+        }
+    }
+    Ok(out)
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
+    h.finish()
+}
