@@ -161,7 +161,8 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         }
         None => None,
     };
-    let dns = DnsServer::start(sockets, responder, config.tcp.clone(), forwarder.clone()).map_err(Error::Bind)?;
+    let dns = DnsServer::start(sockets, responder, config.tcp.clone(), forwarder.clone(), metrics.queries.clone())
+        .map_err(Error::Bind)?;
     for addr in &dns_addrs {
         tracing::info!(%addr, "listening (udp, tcp)");
     }

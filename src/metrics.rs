@@ -3,12 +3,16 @@
 //! Names follow CoreDNS's where the meaning matches (`coredns_kubernetes_dns_programming_duration_seconds`
 //! → `headless_dns_dns_programming_duration_seconds`), so existing dashboards translate by prefix.
 
+use std::sync::Arc;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+
+use crate::dns::stats::QueryStats;
 
 /// `service_kind` label of the programming-latency histogram (as CoreDNS's).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -47,6 +51,8 @@ pub struct Metrics {
     pub endpoint_slices: Gauge,
     /// Pods in the model.
     pub pods: Gauge,
+    /// Query counters, fed by the DNS workers.
+    pub queries: Arc<QueryStats>,
 }
 
 impl Metrics {
@@ -106,6 +112,7 @@ impl Metrics {
             services,
             endpoint_slices,
             pods,
+            queries: Arc::new(QueryStats::default()),
         }
     }
 
@@ -114,6 +121,12 @@ impl Metrics {
         let mut out = String::new();
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        // The query counters go before the closing "# EOF".
+        if out.ends_with("# EOF\n") {
+            out.truncate(out.len() - "# EOF\n".len());
+        }
+        self.queries.render(&mut out);
+        out.push_str("# EOF\n");
         out
     }
 }

@@ -133,3 +133,38 @@ fn sigterm_drains_without_failing_a_query() {
     assert!(sent.elapsed() >= std::time::Duration::from_secs(1), "exited before the lame duck ended");
     assert!(sent.elapsed() < std::time::Duration::from_secs(5), "{:?}", sent.elapsed());
 }
+
+#[test]
+fn metrics_count_queries_by_type_and_rcode() {
+    let source = format!("file:{}", example_manifest().display());
+    let server =
+        BinaryServer::start(&["serve", "--source", &source, "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"]);
+    let http = server.http_addr();
+    support::server::wait_until(|| support::server::http_get(http, "/readyz").0 == 200);
+    for _ in 0..5 {
+        ask(server.addr, "web-0.nginx.default.svc.cluster.local.", RecordType::A);
+    }
+    for _ in 0..3 {
+        ask(server.addr, "nope.default.svc.cluster.local.", RecordType::AAAA);
+    }
+    support::dns::tcp(
+        server.addr,
+        &support::dns::query_message("_web._tcp.nginx.default.svc.cluster.local.", RecordType::SRV, None),
+    );
+    // Workers publish their counts when idle; scrape until they show.
+    let value = |text: &str, series: &str| -> u64 {
+        text.lines().find_map(|l| l.strip_prefix(series)).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
+    };
+    let mut text = String::new();
+    support::server::wait_until(|| {
+        text = support::server::http_get(http, "/metrics").1;
+        value(&text, "headless_dns_requests_total{proto=\"udp\",type=\"A\"}") >= 5
+    });
+    assert!(value(&text, "headless_dns_requests_total{proto=\"udp\",type=\"AAAA\"}") >= 3, "{text}");
+    assert!(value(&text, "headless_dns_requests_total{proto=\"tcp\",type=\"SRV\"}") >= 1, "{text}");
+    assert!(value(&text, "headless_dns_responses_total{rcode=\"NXDOMAIN\"}") >= 3, "{text}");
+    assert!(value(&text, "headless_dns_request_duration_seconds_count") >= 9, "{text}");
+    assert!(value(&text, "headless_dns_response_size_bytes_count") >= 9, "{text}");
+    assert!(text.ends_with("# EOF\n"), "OpenMetrics text ends with # EOF");
+    assert!(text.contains("headless_dns_index_names "), "{text}");
+}

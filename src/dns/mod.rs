@@ -4,5 +4,6 @@ pub mod answer;
 mod general;
 pub mod name;
 pub mod server;
+pub mod stats;
 
 pub use answer::{Responder, Transport};

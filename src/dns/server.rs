@@ -27,6 +27,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::answer::{Outcome, Responder, Transport};
+use super::stats::{LocalStats, QueryStats};
 use crate::forward::{Forwarder, UdpJob};
 use crate::index::wire::MAX_MESSAGE;
 
@@ -129,6 +130,7 @@ impl DnsServer {
         responder: Arc<Responder>,
         limits: TcpLimits,
         forwarder: Option<Arc<Forwarder>>,
+        stats: Arc<QueryStats>,
     ) -> io::Result<DnsServer> {
         let stop = Arc::new(AtomicBool::new(false));
         let cancel = CancellationToken::new();
@@ -145,10 +147,14 @@ impl DnsServer {
                 socket.set_read_timeout(Some(Duration::from_millis(100)))?;
                 let responder = responder.clone();
                 let stop = stop.clone();
-                let forward = jobs.clone().map(|tx| (tx, Arc::new(socket.try_clone().expect("cloning a UDP socket"))));
+                let forward = match &jobs {
+                    Some(tx) => Some((tx.clone(), Arc::new(socket.try_clone()?))),
+                    None => None,
+                };
+                let stats = stats.clone();
                 let thread = std::thread::Builder::new()
                     .name(format!("dns-udp-{addr_index}-{worker}"))
-                    .spawn(move || udp_worker(socket, &responder, &stop, forward))?;
+                    .spawn(move || udp_worker(socket, &responder, &stop, forward, &stats))?;
                 udp_threads.push(thread);
             }
         }
@@ -162,6 +168,7 @@ impl DnsServer {
                 conns.clone(),
                 cancel.clone(),
                 forwarder.clone(),
+                stats.clone(),
             )));
         }
         Ok(DnsServer { stop, cancel, udp_threads, tcp_tasks })
@@ -205,11 +212,21 @@ fn respond_guarded(
 /// A UDP worker's way to forward: the job queue and a clone of its socket to answer on.
 type UdpForward = (tokio::sync::mpsc::Sender<UdpJob>, Arc<UdpSocket>);
 
-fn udp_worker(socket: UdpSocket, responder: &Responder, stop: &AtomicBool, forward: Option<UdpForward>) {
+fn udp_worker(
+    socket: UdpSocket,
+    responder: &Responder,
+    stop: &AtomicBool,
+    forward: Option<UdpForward>,
+    shared_stats: &QueryStats,
+) {
     let mut rx = vec![0u8; MAX_MESSAGE];
     let mut tx = vec![0u8; MAX_MESSAGE];
+    let mut stats = LocalStats::default();
     let mut last_error_log: Option<Instant> = None;
     while !stop.load(Ordering::Relaxed) {
+        if stats.due() {
+            stats.flush(shared_stats);
+        }
         let (n, peer) = match socket.recv_from(&mut rx) {
             Ok(received) => received,
             Err(e)
@@ -218,6 +235,8 @@ fn udp_worker(socket: UdpSocket, responder: &Responder, stop: &AtomicBool, forwa
                     io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
                 ) =>
             {
+                // Idle: publish what was counted.
+                stats.flush(shared_stats);
                 continue;
             }
             Err(e) => {
@@ -229,20 +248,23 @@ fn udp_worker(socket: UdpSocket, responder: &Responder, stop: &AtomicBool, forwa
                 continue;
             }
         };
+        let received = Instant::now();
         match respond_guarded(responder, &rx[..n], Transport::Udp, &mut tx, forward.is_some()) {
             Outcome::Reply(len) => {
+                stats.answered(false, &tx[..len], received.elapsed().as_nanos() as u64);
                 if let Err(e) = socket.send_to(&tx[..len], peer) {
                     tracing::trace!(error = %e, %peer, "UDP send failed");
                 }
             }
             Outcome::Forward => {
+                stats.forwarded(false, &rx[..n]);
                 if let Some((jobs, reply)) = &forward {
                     let job = UdpJob { packet: rx[..n].to_vec(), peer, socket: reply.clone() };
                     // A full queue means upstreams are far behind: drop, the client retries.
                     let _ = jobs.try_send(job);
                 }
             }
-            Outcome::Drop => {}
+            Outcome::Drop => stats.dropped(),
         }
     }
 }
@@ -290,6 +312,7 @@ async fn tcp_accept(
     conns: Arc<Conns>,
     cancel: CancellationToken,
     forwarder: Option<Arc<Forwarder>>,
+    stats: Arc<QueryStats>,
 ) {
     loop {
         let (stream, peer) = tokio::select! {
@@ -305,11 +328,11 @@ async fn tcp_accept(
             _ = cancel.cancelled() => return,
         };
         let conn = conns.admit(limits.max_connections);
-        let (responder, limits, conns, cancel, forwarder) =
-            (responder.clone(), limits.clone(), conns.clone(), cancel.clone(), forwarder.clone());
+        let (responder, limits, conns, cancel, forwarder, stats) =
+            (responder.clone(), limits.clone(), conns.clone(), cancel.clone(), forwarder.clone(), stats.clone());
         tokio::spawn(async move {
             tokio::select! {
-                _ = tcp_connection(stream, &responder, &limits, &conns, &conn, forwarder.as_deref()) => {}
+                _ = tcp_connection(stream, &responder, &limits, &conns, &conn, forwarder.as_deref(), &stats) => {}
                 _ = conn.close.notified() => tracing::debug!(%peer, "TCP connection evicted at the connection limit"),
                 _ = cancel.cancelled() => {}
             }
@@ -325,7 +348,9 @@ async fn tcp_connection(
     conns: &Conns,
     conn: &Conn,
     forwarder: Option<&Forwarder>,
+    shared_stats: &QueryStats,
 ) {
+    let mut stats = LocalStats::default();
     let _ = stream.set_nodelay(true);
     let mut query = Vec::new();
     let mut response = Vec::new();
@@ -343,9 +368,14 @@ async fn tcp_connection(
         }
         conn.last_active_ms.store(conns.now_ms(), Ordering::Relaxed);
         response.resize(2 + MAX_MESSAGE, 0);
+        let received = Instant::now();
         let n = match respond_guarded(responder, &query, Transport::Tcp, &mut response[2..], forwarder.is_some()) {
-            Outcome::Reply(n) => n,
+            Outcome::Reply(n) => {
+                stats.answered(true, &response[2..2 + n], received.elapsed().as_nanos() as u64);
+                n
+            }
             Outcome::Forward => {
+                stats.forwarded(true, &query);
                 let Some(bytes) = forwarder.expect("forwarding only when set").answer(&query, Transport::Tcp).await
                 else {
                     return;
@@ -354,8 +384,13 @@ async fn tcp_connection(
                 bytes.len()
             }
             // Not even a header, or a response: nothing sensible to say on this connection.
-            Outcome::Drop => return,
+            Outcome::Drop => {
+                stats.dropped();
+                stats.flush(shared_stats);
+                return;
+            }
         };
+        stats.flush(shared_stats);
         response[..2].copy_from_slice(&(n as u16).to_be_bytes());
         match tokio::time::timeout(limits.io_timeout, stream.write_all(&response[..2 + n])).await {
             Ok(Ok(())) => {}

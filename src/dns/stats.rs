@@ -1,0 +1,278 @@
+//! Query counters for `/metrics`, kept off the hot path's shared cache lines.
+//!
+//! Each worker counts into its own [`LocalStats`] (plain integers) and adds them into the shared
+//! [`QueryStats`] atomics every [`FLUSH_EVERY`] queries and whenever it is idle, so queries on
+//! different cores never contend on a counter. Names follow CoreDNS's `coredns_dns_requests_total`,
+//! `coredns_dns_responses_total{rcode}`, `coredns_dns_request_duration_seconds`,
+//! `coredns_dns_response_size_bytes`, with our prefix.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Queries a worker counts before publishing its counts.
+pub const FLUSH_EVERY: u32 = 1024;
+
+/// Query types counted by name; everything else is `other`.
+const TYPES: [(u16, &str); 10] = [
+    (1, "A"),
+    (28, "AAAA"),
+    (33, "SRV"),
+    (12, "PTR"),
+    (16, "TXT"),
+    (6, "SOA"),
+    (2, "NS"),
+    (5, "CNAME"),
+    (255, "ANY"),
+    (0, "other"),
+];
+/// RCODEs counted by name (index = rcode for 0..=5); everything else is `other`.
+const RCODES: [&str; 7] = ["NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED", "other"];
+/// Upper bounds of the latency buckets, in nanoseconds (1 µs … ~1 s, ×4).
+const LATENCY_NS: [u64; 11] =
+    [1_000, 4_000, 16_000, 64_000, 256_000, 1_024_000, 4_096_000, 16_384_000, 65_536_000, 262_144_000, 1_048_576_000];
+/// Upper bounds of the response-size buckets, in bytes.
+const SIZES: [u64; 8] = [64, 128, 256, 512, 1232, 4096, 16384, 65535];
+/// Transports, as labels.
+const PROTOS: [&str; 2] = ["udp", "tcp"];
+
+const N_TYPES: usize = TYPES.len();
+const N_RCODES: usize = RCODES.len();
+const N_LAT: usize = LATENCY_NS.len() + 1;
+const N_SIZES: usize = SIZES.len() + 1;
+
+/// The shared counters.
+pub struct QueryStats {
+    requests: [[AtomicU64; N_TYPES]; 2],
+    responses: [AtomicU64; N_RCODES],
+    forwarded: AtomicU64,
+    dropped: AtomicU64,
+    latency: [AtomicU64; N_LAT],
+    latency_sum_ns: AtomicU64,
+    sizes: [AtomicU64; N_SIZES],
+    size_sum: AtomicU64,
+}
+
+/// A worker's own counters, added into [`QueryStats`] by [`LocalStats::flush`].
+pub struct LocalStats {
+    requests: [[u64; N_TYPES]; 2],
+    responses: [u64; N_RCODES],
+    forwarded: u64,
+    dropped: u64,
+    latency: [u64; N_LAT],
+    latency_sum_ns: u64,
+    sizes: [u64; N_SIZES],
+    size_sum: u64,
+    pending: u32,
+}
+
+fn type_index(qtype: u16) -> usize {
+    TYPES.iter().position(|(t, _)| *t == qtype).unwrap_or(N_TYPES - 1)
+}
+
+fn bucket(bounds: &[u64], v: u64) -> usize {
+    bounds.iter().position(|&b| v <= b).unwrap_or(bounds.len())
+}
+
+/// The QTYPE of the (first) question of a message, if it has one in plain form.
+pub fn qtype_of(message: &[u8]) -> Option<u16> {
+    if message.len() < 12 || u16::from_be_bytes([message[4], message[5]]) == 0 {
+        return None;
+    }
+    let mut at = 12;
+    loop {
+        let len = *message.get(at)? as usize;
+        if len & 0xC0 != 0 {
+            return None;
+        }
+        at += 1 + len;
+        if len == 0 {
+            break;
+        }
+    }
+    message.get(at..at + 2).map(|t| u16::from_be_bytes([t[0], t[1]]))
+}
+
+impl Default for LocalStats {
+    fn default() -> Self {
+        LocalStats {
+            requests: [[0; N_TYPES]; 2],
+            responses: [0; N_RCODES],
+            forwarded: 0,
+            dropped: 0,
+            latency: [0; N_LAT],
+            latency_sum_ns: 0,
+            sizes: [0; N_SIZES],
+            size_sum: 0,
+            pending: 0,
+        }
+    }
+}
+
+impl LocalStats {
+    /// Counts an answered query: `response` is what was sent, `tcp` the transport.
+    #[inline]
+    pub fn answered(&mut self, tcp: bool, response: &[u8], elapsed_ns: u64) {
+        let qtype = qtype_of(response).unwrap_or(0);
+        self.requests[tcp as usize][type_index(qtype)] += 1;
+        let rcode = response.get(3).map(|b| (b & 0xF) as usize).unwrap_or(N_RCODES - 1);
+        self.responses[rcode.min(N_RCODES - 1)] += 1;
+        self.latency[bucket(&LATENCY_NS, elapsed_ns)] += 1;
+        self.latency_sum_ns += elapsed_ns;
+        self.sizes[bucket(&SIZES, response.len() as u64)] += 1;
+        self.size_sum += response.len() as u64;
+        self.pending += 1;
+    }
+
+    /// Counts a query handed to the forwarder.
+    pub fn forwarded(&mut self, tcp: bool, query: &[u8]) {
+        self.requests[tcp as usize][type_index(qtype_of(query).unwrap_or(0))] += 1;
+        self.forwarded += 1;
+        self.pending += 1;
+    }
+
+    /// Counts a packet that was not answered.
+    pub fn dropped(&mut self) {
+        self.dropped += 1;
+        self.pending += 1;
+    }
+
+    /// Whether enough is counted to publish.
+    #[inline]
+    pub fn due(&self) -> bool {
+        self.pending >= FLUSH_EVERY
+    }
+
+    /// Adds the counts into the shared counters and resets them.
+    pub fn flush(&mut self, into: &QueryStats) {
+        if self.pending == 0 {
+            return;
+        }
+        let add = |a: &AtomicU64, v: u64| {
+            if v != 0 {
+                a.fetch_add(v, Ordering::Relaxed);
+            }
+        };
+        for (p, row) in self.requests.iter().enumerate() {
+            for (t, v) in row.iter().enumerate() {
+                add(&into.requests[p][t], *v);
+            }
+        }
+        for (i, v) in self.responses.iter().enumerate() {
+            add(&into.responses[i], *v);
+        }
+        add(&into.forwarded, self.forwarded);
+        add(&into.dropped, self.dropped);
+        for (i, v) in self.latency.iter().enumerate() {
+            add(&into.latency[i], *v);
+        }
+        add(&into.latency_sum_ns, self.latency_sum_ns);
+        for (i, v) in self.sizes.iter().enumerate() {
+            add(&into.sizes[i], *v);
+        }
+        add(&into.size_sum, self.size_sum);
+        *self = LocalStats::default();
+    }
+}
+
+impl Default for QueryStats {
+    fn default() -> Self {
+        QueryStats {
+            requests: Default::default(),
+            responses: Default::default(),
+            forwarded: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            latency: Default::default(),
+            latency_sum_ns: AtomicU64::new(0),
+            sizes: Default::default(),
+            size_sum: AtomicU64::new(0),
+        }
+    }
+}
+
+impl QueryStats {
+    /// Appends the counters in OpenMetrics text format (without the final `# EOF`).
+    pub fn render(&self, out: &mut String) {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let _ = writeln!(out, "# HELP headless_dns_requests Queries received, by transport and query type.");
+        let _ = writeln!(out, "# TYPE headless_dns_requests counter");
+        for (p, proto) in PROTOS.iter().enumerate() {
+            for (t, (_, name)) in TYPES.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "headless_dns_requests_total{{proto=\"{proto}\",type=\"{name}\"}} {}",
+                    get(&self.requests[p][t])
+                );
+            }
+        }
+        let _ = writeln!(out, "# HELP headless_dns_responses Responses sent from our zones, by rcode.");
+        let _ = writeln!(out, "# TYPE headless_dns_responses counter");
+        for (i, rcode) in RCODES.iter().enumerate() {
+            let _ = writeln!(out, "headless_dns_responses_total{{rcode=\"{rcode}\"}} {}", get(&self.responses[i]));
+        }
+        let _ = writeln!(out, "# HELP headless_dns_forwarded Queries forwarded upstream.");
+        let _ = writeln!(out, "# TYPE headless_dns_forwarded counter");
+        let _ = writeln!(out, "headless_dns_forwarded_total {}", get(&self.forwarded));
+        let _ = writeln!(
+            out,
+            "# HELP headless_dns_dropped Packets not answered (responses, runts, full forwarding queue)."
+        );
+        let _ = writeln!(out, "# TYPE headless_dns_dropped counter");
+        let _ = writeln!(out, "headless_dns_dropped_total {}", get(&self.dropped));
+        histogram(
+            out,
+            "headless_dns_request_duration_seconds",
+            "Time from receiving a query to its response being ready (local answers).",
+            &LATENCY_NS.map(|ns| ns as f64 / 1e9),
+            &self.latency,
+            get(&self.latency_sum_ns) as f64 / 1e9,
+        );
+        histogram(
+            out,
+            "headless_dns_response_size_bytes",
+            "Size of the responses sent from our zones.",
+            &SIZES.map(|b| b as f64),
+            &self.sizes,
+            get(&self.size_sum) as f64,
+        );
+    }
+}
+
+fn histogram(out: &mut String, name: &str, help: &str, bounds: &[f64], counts: &[AtomicU64], sum: f64) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} histogram");
+    let mut cumulative = 0;
+    for (i, bound) in bounds.iter().enumerate() {
+        cumulative += counts[i].load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+    }
+    cumulative += counts[bounds.len()].load(Ordering::Relaxed);
+    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
+    let _ = writeln!(out, "{name}_sum {sum}");
+    let _ = writeln!(out, "{name}_count {cumulative}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_flush_and_render() {
+        let shared = QueryStats::default();
+        let mut local = LocalStats::default();
+        // A response to an A query with NXDOMAIN.
+        let mut response = vec![0x12, 0x34, 0x84, 0x03, 0, 1, 0, 0, 0, 0, 0, 0, 1, b'x', 0, 0, 1, 0, 1];
+        local.answered(false, &response, 5_000);
+        response[3] = 0x00;
+        local.answered(true, &response, 500);
+        local.dropped();
+        local.flush(&shared);
+        let mut text = String::new();
+        shared.render(&mut text);
+        assert!(text.contains("headless_dns_requests_total{proto=\"udp\",type=\"A\"} 1"), "{text}");
+        assert!(text.contains("headless_dns_requests_total{proto=\"tcp\",type=\"A\"} 1"), "{text}");
+        assert!(text.contains("headless_dns_responses_total{rcode=\"NXDOMAIN\"} 1"), "{text}");
+        assert!(text.contains("headless_dns_dropped_total 1"), "{text}");
+        assert!(text.contains("headless_dns_request_duration_seconds_bucket{le=\"0.000001\"} 1"), "{text}");
+        assert!(text.contains("headless_dns_request_duration_seconds_count 2"), "{text}");
+    }
+}
