@@ -24,6 +24,9 @@ pub enum Error {
     /// `--upstream` is not an address (or `none` mixed with addresses).
     #[error("--upstream {0:?}: expected IP, IP:PORT, or none alone")]
     Upstream(String),
+    /// `--transfer-to` is not a network.
+    #[error("--transfer-to {0:?}: expected a CIDR (10.0.0.0/8) or an address")]
+    TransferTo(String),
     /// `--http` is not an address.
     #[error("--http {0:?}: expected ADDR:PORT or none")]
     Http(String),
@@ -160,6 +163,11 @@ pub struct ServeArgs {
     #[arg(long = "upstream", value_name = "ADDR")]
     pub upstreams: Vec<String>,
 
+    /// Allow zone transfers (AXFR over TCP) to clients in this network (repeatable, CIDR such as
+    /// `10.0.0.0/8` or a single address) [default: nobody].
+    #[arg(long = "transfer-to", value_name = "CIDR")]
+    pub transfer_to: Vec<String>,
+
     /// The NSID (RFC 5001) answered to `dig +nsid`, to tell which replica answered [default: the
     /// host name, which is the Pod name in Kubernetes]. An empty value disables it.
     #[arg(long, value_name = "ID")]
@@ -228,6 +236,8 @@ pub struct Config {
     pub nsid: String,
     /// Forwarding: `None` off (REFUSED), `Some(empty)` the system's resolvers, else these.
     pub upstream: Option<Vec<SocketAddr>>,
+    /// Networks allowed to transfer zones.
+    pub transfer_to: Vec<ipnet::IpNet>,
 }
 
 impl Config {
@@ -244,6 +254,7 @@ impl Config {
             lameduck: Duration::ZERO,
             nsid: String::new(),
             upstream: None,
+            transfer_to: Vec::new(),
         }
     }
 }
@@ -347,6 +358,15 @@ impl ServeArgs {
             lameduck: self.lameduck,
             nsid: self.nsid.clone().unwrap_or_else(host_name),
             upstream: self.upstream()?,
+            transfer_to: self
+                .transfer_to
+                .iter()
+                .map(|t| {
+                    t.parse::<ipnet::IpNet>()
+                        .or_else(|_| t.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                        .map_err(|_| Error::TransferTo(t.clone()))
+                })
+                .collect::<Result<_, _>>()?,
         })
     }
 }

@@ -26,6 +26,7 @@ pub mod http;
 pub mod index;
 pub mod metrics;
 pub mod source;
+pub mod transfer;
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -152,7 +153,11 @@ pub async fn start(config: Config) -> Result<Running, Error> {
     // so "listening" always precedes "serving" in the log.
     let sockets = Sockets::bind(&config.listen, config.udp_workers).map_err(Error::Bind)?;
     let dns_addrs = sockets.local_addrs();
-    let responder = Arc::new(Responder::new(index.clone(), config.max_udp_size).with_nsid(config.nsid.as_bytes()));
+    let responder = Arc::new(
+        Responder::new(index.clone(), config.max_udp_size)
+            .with_nsid(config.nsid.as_bytes())
+            .with_transfer(transfer::TransferAcl::new(config.transfer_to.clone())),
+    );
     let forwarder = match &config.upstream {
         Some(upstreams) => {
             let forwarder = Arc::new(forward::Forwarder::new(upstreams)?);

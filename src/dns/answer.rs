@@ -84,6 +84,8 @@ pub struct Responder {
     max_udp: u16,
     /// The NSID option (code, length, data) answered to queries that ask for it, pre-encoded.
     nsid: Option<Box<[u8]>>,
+    /// Who may transfer zones (TCP only).
+    transfer: crate::transfer::TransferAcl,
 }
 
 /// EDNS option code of NSID (RFC 5001).
@@ -121,7 +123,7 @@ enum Fast<'a> {
 impl Responder {
     /// A responder that caps UDP answers at `max_udp` bytes (at least 512).
     pub fn new(index: Arc<Index>, max_udp: u16) -> Responder {
-        Responder { index, max_udp: max_udp.max(512), nsid: None }
+        Responder { index, max_udp: max_udp.max(512), nsid: None, transfer: Default::default() }
     }
 
     /// Answers NSID requests (`dig +nsid`) with `id`, so a client can tell which replica answered
@@ -136,6 +138,17 @@ impl Responder {
             option.into_boxed_slice()
         });
         self
+    }
+
+    /// Allows zone transfers to these networks (denied to everyone by default).
+    pub fn with_transfer(mut self, acl: crate::transfer::TransferAcl) -> Responder {
+        self.transfer = acl;
+        self
+    }
+
+    /// Who may transfer zones.
+    pub fn transfer_acl(&self) -> &crate::transfer::TransferAcl {
+        &self.transfer
     }
 
     /// The NSID option to append for this query, if any.

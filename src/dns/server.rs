@@ -332,7 +332,7 @@ async fn tcp_accept(
             (responder.clone(), limits.clone(), conns.clone(), cancel.clone(), forwarder.clone(), stats.clone());
         tokio::spawn(async move {
             tokio::select! {
-                _ = tcp_connection(stream, &responder, &limits, &conns, &conn, forwarder.as_deref(), &stats) => {}
+                _ = tcp_connection(stream, peer, &responder, &limits, &conns, &conn, forwarder.as_deref(), &stats) => {}
                 _ = conn.close.notified() => tracing::debug!(%peer, "TCP connection evicted at the connection limit"),
                 _ = cancel.cancelled() => {}
             }
@@ -341,8 +341,10 @@ async fn tcp_accept(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn tcp_connection(
     mut stream: TcpStream,
+    peer: SocketAddr,
     responder: &Responder,
     limits: &TcpLimits,
     conns: &Conns,
@@ -367,6 +369,18 @@ async fn tcp_connection(
             _ => return,
         }
         conn.last_active_ms.store(conns.now_ms(), Ordering::Relaxed);
+        if crate::transfer::is_transfer(&query) {
+            let messages = crate::transfer::respond(responder.index(), &query, peer.ip(), responder.transfer_acl());
+            for message in messages {
+                let mut framed = (message.len() as u16).to_be_bytes().to_vec();
+                framed.extend_from_slice(&message);
+                match tokio::time::timeout(limits.io_timeout * 5, stream.write_all(&framed)).await {
+                    Ok(Ok(())) => {}
+                    _ => return,
+                }
+            }
+            continue;
+        }
         response.resize(2 + MAX_MESSAGE, 0);
         let received = Instant::now();
         let n = match respond_guarded(responder, &query, Transport::Tcp, &mut response[2..], forwarder.is_some()) {

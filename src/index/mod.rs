@@ -36,6 +36,10 @@ pub struct Zone {
     pub name: Name,
     /// The SOA's MNAME (`ns.dns.<zone>`) and RNAME (`hostmaster.<zone>`), uncompressed wire.
     pub soa_names: Box<[u8]>,
+    /// The SOA's MNAME, `ns.dns.<zone>` (of the first cluster zone, for reverse zones).
+    pub mname: Name,
+    /// The SOA's RNAME, `hostmaster.<zone>`.
+    pub rname: Name,
 }
 
 /// The hasher of the name map. Keys are short byte strings hashed on every query; foldhash is a
@@ -76,7 +80,9 @@ impl Index {
             soa_names.push(b"hostmaster".len() as u8);
             soa_names.extend_from_slice(b"hostmaster");
             soa_names.extend_from_slice(home.as_wire());
-            zones.push(Zone { name, soa_names: soa_names.into_boxed_slice() });
+            let mname = home.prepend(&["ns", "dns"]).unwrap_or_else(|_| home.clone());
+            let rname = home.child("hostmaster").unwrap_or_else(|_| home.clone());
+            zones.push(Zone { name, soa_names: soa_names.into_boxed_slice(), mname, rname });
         }
         Index {
             names: DashMap::with_hasher(Hasher::default()),
