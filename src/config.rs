@@ -62,7 +62,23 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve DNS for the cluster zone(s) from a source of Kubernetes objects.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
+    /// Ask a running server why a name answers what it answers: the answer, the Service, each
+    /// EndpointSlice endpoint with its conditions and Pod, and what was left out and why.
+    Explain(ExplainArgs),
+}
+
+/// Arguments of `explain`.
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// The name, e.g. web-1.nginx.default.svc.cluster.local (or a reverse name).
+    pub name: String,
+    /// The record type.
+    #[arg(default_value = "A")]
+    pub rtype: String,
+    /// The server's HTTP address (its --http).
+    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:8080")]
+    pub server: String,
 }
 
 /// Log output format.

@@ -6,12 +6,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use tokio_util::sync::CancellationToken;
 
+use crate::explain::Explainer;
 use crate::index::Index;
 use crate::metrics::Metrics;
 
@@ -20,6 +21,7 @@ struct Shared {
     index: Arc<Index>,
     metrics: Arc<Metrics>,
     draining: Arc<AtomicBool>,
+    explainer: Arc<Explainer>,
 }
 
 /// Binds the HTTP listener (so a bad address fails at start) and returns its address and the
@@ -29,6 +31,7 @@ pub async fn serve(
     index: Arc<Index>,
     metrics: Arc<Metrics>,
     draining: Arc<AtomicBool>,
+    explainer: Explainer,
     cancel: CancellationToken,
 ) -> std::io::Result<(SocketAddr, impl Future<Output = ()>)> {
     let listener = tokio::net::TcpListener::bind(addr)
@@ -39,7 +42,8 @@ pub async fn serve(
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
-        .with_state(Shared { index, metrics, draining });
+        .route("/explain", get(explain))
+        .with_state(Shared { index, metrics, draining, explainer: Arc::new(explainer) });
     let server = async move {
         if let Err(error) = axum::serve(listener, app).with_graceful_shutdown(cancel.cancelled_owned()).await {
             tracing::error!(%error, "HTTP server failed");
@@ -62,4 +66,20 @@ async fn metrics_text(State(s): State<Shared>) -> impl IntoResponse {
     s.metrics.index_names.set(s.index.len() as i64);
     s.metrics.ready.set(s.index.is_ready() as i64);
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], s.metrics.render())
+}
+
+#[derive(serde::Deserialize)]
+struct ExplainQuery {
+    name: String,
+    #[serde(rename = "type", default)]
+    rtype: Option<String>,
+}
+
+/// `/explain?name=web-1.nginx.default.svc.cluster.local&type=A`: why a name answers what it does.
+async fn explain(State(s): State<Shared>, Query(q): Query<ExplainQuery>) -> impl IntoResponse {
+    let rtype = q.rtype.as_deref().unwrap_or("A");
+    match s.explainer.explain(&q.name, rtype) {
+        Ok(text) => (StatusCode::OK, text),
+        Err(error) => (StatusCode::BAD_REQUEST, format!("{error}\n")),
+    }
 }

@@ -21,6 +21,7 @@
 pub mod cluster;
 pub mod config;
 pub mod dns;
+pub mod explain;
 pub mod forward;
 pub mod http;
 pub mod index;
@@ -35,6 +36,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use parking_lot::RwLock;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -134,6 +136,7 @@ enum Started {
 pub async fn start(config: Config) -> Result<Running, Error> {
     let index = Arc::new(Index::new(&config.records));
     let metrics = Arc::new(Metrics::new());
+    let model = Arc::new(RwLock::new(Model::new()));
     let writer = Writer::new(index.clone(), config.records.clone());
     let cancel = CancellationToken::new();
     let (tx, rx) = mpsc::channel(EVENT_QUEUE);
@@ -175,9 +178,11 @@ pub async fn start(config: Config) -> Result<Running, Error> {
     let mut http_addr = None;
     let draining = Arc::new(AtomicBool::new(false));
     if let Some(addr) = config.http {
-        let (bound, server) = http::serve(addr, index.clone(), metrics.clone(), draining.clone(), cancel.clone())
-            .await
-            .map_err(Error::Bind)?;
+        let explainer = explain::Explainer::new(model.clone(), index.clone(), config.records.clone());
+        let (bound, server) =
+            http::serve(addr, index.clone(), metrics.clone(), draining.clone(), explainer, cancel.clone())
+                .await
+                .map_err(Error::Bind)?;
         tracing::info!(addr = %bound, "http endpoints: /healthz /readyz /metrics");
         http_addr = Some(bound);
         tasks.push(tokio::spawn(server));
@@ -188,7 +193,8 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         .name("index-writer".into())
         .spawn({
             let (runtime, cancel) = (tokio::runtime::Handle::current(), cancel.clone());
-            move || apply_events(rx, writer, &writer_metrics, runtime, cancel)
+            let model = model.clone();
+            move || apply_events(rx, writer, &writer_metrics, runtime, cancel, model)
         })
         .map_err(Error::Bind)?;
     if let Some(forwarder) = forwarder {
@@ -247,13 +253,16 @@ fn apply_events(
     metrics: &Metrics,
     runtime: tokio::runtime::Handle,
     cancel: CancellationToken,
+    shared_model: Arc<RwLock<Model>>,
 ) {
-    let mut model = Model::new();
     let mut touched: HashSet<Owner> = HashSet::new();
     // Slices whose trigger time is to be measured once published: (service, trigger ms).
     let mut triggers: Vec<(ObjKey, i64)> = Vec::new();
     let mut open_slice_relists = 0usize;
     while let Some(first) = next_event(&runtime, &mut rx, &cancel) {
+        // Held for the batch only: `explain` reads the model between batches.
+        let mut guard = shared_model.write();
+        let model = &mut *guard;
         let mut synced = false;
         let oldest = first.0;
         let mut next = Some(first);
@@ -288,7 +297,7 @@ fn apply_events(
             }
         }
         if !touched.is_empty() {
-            writer.recompute(&model, touched.drain());
+            writer.recompute(model, touched.drain());
         }
         metrics.event_to_answer.observe(oldest.elapsed().as_secs_f64());
         if !triggers.is_empty() {

@@ -11,6 +11,10 @@ use tracing_subscriber::EnvFilter;
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Explain(args) => {
+            let text = explain(&args.server, &args.name, &args.rtype)?;
+            print!("{text}");
+        }
         Command::Serve(args) => {
             init_logging(args.log_format, &args.log_level)?;
             let config = args.to_config()?;
@@ -18,6 +22,26 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// GETs `/explain` from a running server (plain HTTP/1.0; the server is ours).
+fn explain(server: &str, name: &str, rtype: &str) -> anyhow::Result<String> {
+    use std::io::{Read, Write};
+    let authority = server.strip_prefix("http://").unwrap_or(server).trim_end_matches('/');
+    let mut stream = std::net::TcpStream::connect(authority).with_context(|| format!("connecting to {server}"))?;
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+    let safe = |s: &str| s.chars().all(|c| c.is_ascii_alphanumeric() || "-._".contains(c));
+    anyhow::ensure!(safe(name) && safe(rtype), "names and types are letters, digits, '-', '_' and '.'");
+    write!(stream, "GET /explain?name={name}&type={rtype} HTTP/1.0\r\nHost: {authority}\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    anyhow::ensure!(
+        head.starts_with("HTTP/1.") && head.split_whitespace().nth(1) == Some("200"),
+        "{server}: {}{body}",
+        head.lines().next().unwrap_or("")
+    );
+    Ok(body.to_string())
 }
 
 fn init_logging(format: LogFormat, level: &str) -> anyhow::Result<()> {

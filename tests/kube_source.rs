@@ -352,3 +352,34 @@ fn programming_latency_is_measured_from_the_trigger_time() {
         .unwrap_or_else(|| panic!("no programming latency in:\n{metrics}"));
     assert!(count.ends_with(" 1"), "{count}");
 }
+
+#[test]
+fn explain_says_why_a_pod_name_does_not_resolve() {
+    let web0 = Ep::new("10.0.0.1").hostname("web-0").target_pod("web-0");
+    let web1 = Ep::new("10.0.0.2").hostname("web-1").target_pod("web-1").terminating_serving();
+    let h = Harness::start(statefulset(&[web0, web1]), &[]);
+    h.wait_ready();
+    let http = format!("http://{}", h.server.http_addr());
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_headless-dns"))
+        .args(["explain", &web(1), "A", "--server", &http])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("answer: Non-Existent Domain"), "{text}");
+    assert!(text.contains("Service ns-0/nginx: headless"), "{text}");
+    assert!(text.contains("EndpointSlice ns-0/nginx-abc"), "{text}");
+    assert!(
+        text.contains(
+            "10.0.0.2 name=web-1 pod=web-1 ready=false serving=true terminating=true → left out: terminating"
+        ),
+        "{text}"
+    );
+    // A bad server address is a clear error.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_headless-dns"))
+        .args(["explain", &web(1), "--server", "http://127.0.0.1:1"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("connecting to http://127.0.0.1:1"));
+}

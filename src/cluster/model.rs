@@ -183,6 +183,28 @@ impl Model {
         self.pods.get(key).map(|s| &s.obj)
     }
 
+    /// Every endpoint with address `ip`: (Service key, slice, endpoint). A scan, for `explain`.
+    pub fn endpoints_with(
+        &self,
+        ip: std::net::IpAddr,
+    ) -> impl Iterator<Item = (ObjKey, &Slice, &super::object::Endpoint)> {
+        self.slices.values().flat_map(move |s| {
+            s.obj
+                .endpoints
+                .iter()
+                .filter(move |e| e.addresses.contains(&ip))
+                .map(move |e| (ObjKey::new(s.obj.key.ns.clone(), s.obj.service.clone()), &s.obj, e))
+        })
+    }
+
+    /// Services with cluster IP `ip`. A scan, for `explain`.
+    pub fn services_with_cluster_ip(&self, ip: std::net::IpAddr) -> impl Iterator<Item = &ObjKey> {
+        self.services.iter().filter_map(move |(k, s)| match &s.obj.kind {
+            super::object::ServiceKind::ClusterIp(ips) if ips.contains(&ip) => Some(k),
+            _ => None,
+        })
+    }
+
     /// Whether a Namespace object exists.
     pub fn has_namespace(&self, name: &str) -> bool {
         self.namespaces.contains_key(name)

@@ -1,0 +1,233 @@
+//! `headless-dns explain NAME [TYPE]`: why a name answers what it answers.
+//!
+//! "Why does web-1 not resolve?" takes four `kubectl get`s and some knowledge of the DNS
+//! specification. The running server knows the whole chain: the current answer, the Service, each
+//! EndpointSlice and endpoint with its conditions and Pod, which endpoints were left out and why,
+//! the TTL and the SOA serial. `/explain?name=…&type=…` renders it; the `explain` subcommand asks a
+//! server for it.
+
+use std::fmt::Write;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use hickory_proto::op::{Message, MessageType, OpCode, Query};
+use hickory_proto::rr::{Name as HName, RecordType};
+use parking_lot::RwLock;
+
+use crate::cluster::object::{Endpoint, ServiceKind, Slice};
+use crate::cluster::{Model, ObjKey};
+use crate::dns::name::{Name, dashed_ip};
+use crate::dns::{Responder, Transport};
+use crate::index::{Index, RecordConfig};
+
+/// Why a name could not be explained.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The name is not a domain name.
+    #[error("not a domain name: {0}")]
+    Name(String),
+    /// The type is not a record type.
+    #[error("not a record type: {0}")]
+    Type(String),
+}
+
+/// Explains names against the live model and index.
+pub struct Explainer {
+    model: Arc<RwLock<Model>>,
+    responder: Responder,
+    cfg: RecordConfig,
+}
+
+impl Explainer {
+    /// An explainer over the server's model and index.
+    pub fn new(model: Arc<RwLock<Model>>, index: Arc<Index>, cfg: RecordConfig) -> Explainer {
+        Explainer { model, responder: Responder::new(index, 1232), cfg }
+    }
+
+    /// The explanation of `name` for `rtype`, as text.
+    pub fn explain(&self, name: &str, rtype: &str) -> Result<String, Error> {
+        let qname = HName::from_ascii(name).map_err(|_| Error::Name(name.to_string()))?;
+        let qname = if qname.is_fqdn() {
+            qname
+        } else {
+            HName::from_ascii(format!("{name}.")).map_err(|_| Error::Name(name.into()))?
+        };
+        let qtype: RecordType = rtype.to_ascii_uppercase().parse().map_err(|_| Error::Type(rtype.to_string()))?;
+        let mut out = String::new();
+
+        // The answer, through the query path itself (over "TCP", so nothing is truncated).
+        let mut query = Message::new(1, MessageType::Query, OpCode::Query);
+        query.add_query(Query::query(qname.clone(), qtype));
+        let mut buf = vec![0u8; 65535];
+        let packet = query.to_vec().map_err(|_| Error::Name(name.into()))?;
+        let _ = writeln!(out, "{qname} {qtype}");
+        match self.responder.respond(&packet, Transport::Tcp, &mut buf).and_then(|n| Message::from_vec(&buf[..n]).ok())
+        {
+            Some(resp) => {
+                let _ = writeln!(
+                    out,
+                    "  answer: {} ({} answer, {} authority records), SOA serial {}",
+                    resp.metadata.response_code,
+                    resp.answers.len(),
+                    resp.authorities.len(),
+                    self.responder.index().serial()
+                );
+                for r in resp.answers.iter().chain(&resp.authorities) {
+                    let _ = writeln!(out, "    {} {} IN {} {}", r.name, r.ttl, r.record_type(), r.data);
+                }
+            }
+            None => {
+                let _ = writeln!(out, "  answer: none");
+            }
+        }
+
+        let lower = Name::parse(&qname.to_ascii()).map_err(|_| Error::Name(name.into()))?;
+        let model = self.model.read();
+        let Some(zone) = self.cfg.zones.iter().find(|z| lower.is_within(z)) else {
+            let reverse = reverse_ip(&qname);
+            match reverse {
+                Some(ip) => explain_ip(&mut out, &model, ip),
+                None => {
+                    let _ = writeln!(
+                        out,
+                        "  outside the cluster zones {:?}: forwarded upstream, or REFUSED with --upstream none",
+                        self.cfg.zones.iter().map(Name::to_dotted).collect::<Vec<_>>()
+                    );
+                }
+            }
+            return Ok(out);
+        };
+        let prefix: Vec<String> = {
+            let text = lower.to_dotted();
+            let zone_text = zone.to_dotted();
+            let head = text.strip_suffix(&zone_text).unwrap_or("").trim_end_matches('.');
+            if head.is_empty() { Vec::new() } else { head.split('.').map(str::to_string).collect() }
+        };
+        let labels: Vec<&str> = prefix.iter().map(String::as_str).collect();
+        match labels.as_slice() {
+            [svc, ns, "svc"] => explain_service(&mut out, &model, &ObjKey::new(*ns, *svc), None, &self.cfg),
+            [ep, svc, ns, "svc"] if !ep.starts_with('_') => {
+                explain_service(&mut out, &model, &ObjKey::new(*ns, *svc), Some(ep), &self.cfg)
+            }
+            [port, proto, svc, ns, "svc"] => {
+                let _ = writeln!(out, "  SRV name for port {port} over {proto}: only named ports have SRV records");
+                explain_service(&mut out, &model, &ObjKey::new(*ns, *svc), None, &self.cfg);
+            }
+            [ns, "svc"] => {
+                let _ = writeln!(
+                    out,
+                    "  namespace name: exists (NODATA) when the Namespace object or any Service in it exists; Namespace {ns}: {}",
+                    if model.has_namespace(ns) { "exists" } else { "not known" }
+                );
+            }
+            [ip, ns, "pod"] => {
+                let _ = writeln!(out, "  Pod name for address {ip} in namespace {ns}; --pods is {:?}", self.cfg.pods);
+            }
+            [] | ["svc"] | ["pod"] | ["dns-version"] => {
+                let _ = writeln!(out, "  a fixed name of the zone {zone}");
+            }
+            _ => {
+                let _ = writeln!(out, "  not a name the Kubernetes DNS schema defines under {zone}: NXDOMAIN");
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn explain_service(out: &mut String, model: &Model, key: &ObjKey, endpoint: Option<&str>, cfg: &RecordConfig) {
+    let Some(svc) = model.service(key) else {
+        let _ = writeln!(out, "  Service {key}: not known (no such Service in the API, or filtered out): NXDOMAIN");
+        return;
+    };
+    let (kind, ttl) = match &svc.kind {
+        ServiceKind::Headless => {
+            ("headless (clusterIP: None): answers the ready endpoints".to_string(), cfg.ttl_headless)
+        }
+        ServiceKind::ClusterIp(ips) => (format!("ClusterIP {ips:?}"), cfg.ttl_clusterip),
+        ServiceKind::ExternalName(target) => (format!("ExternalName → CNAME {target}"), cfg.ttl),
+    };
+    let ports: Vec<String> = svc
+        .ports
+        .iter()
+        .map(|p| format!("{}/{}/{:?}", p.name.as_deref().unwrap_or("(unnamed)"), p.port, p.protocol))
+        .collect();
+    let _ = writeln!(out, "  Service {key}: {kind}; ports {ports:?}; TTL {ttl}s");
+    let slices: Vec<&Slice> = model.slices_of(key).collect();
+    if slices.is_empty() {
+        let _ = writeln!(out, "  no EndpointSlice is labelled kubernetes.io/service-name={}", key.name);
+    }
+    let mut matched = false;
+    for slice in &slices {
+        let _ = writeln!(out, "  EndpointSlice {} ({} endpoints):", slice.key, slice.endpoints.len());
+        for ep in &slice.endpoints {
+            for &ip in &ep.addresses {
+                let label = ep.hostname.as_deref().map(str::to_string).unwrap_or_else(|| dashed_ip(ip));
+                let this = endpoint.is_some_and(|e| e == label);
+                matched |= this;
+                let verdict = verdict(ep, this, endpoint.is_some());
+                let _ = writeln!(
+                    out,
+                    "    {ip} name={label} pod={} ready={} serving={} terminating={} → {verdict}",
+                    ep.pod.as_deref().unwrap_or("-"),
+                    ep.ready,
+                    ep.serving,
+                    ep.terminating
+                );
+            }
+        }
+    }
+    if let Some(e) = endpoint
+        && !matched
+    {
+        let _ = writeln!(
+            out,
+            "  no endpoint named {e:?} in any slice of Service {key} (hostname, or dashed IP when it has none): NXDOMAIN"
+        );
+    }
+}
+
+fn verdict(ep: &Endpoint, this: bool, asked_for_endpoint: bool) -> &'static str {
+    match (asked_for_endpoint, this, ep.ready) {
+        (true, false, _) => "another name",
+        (_, _, true) => "in the answer",
+        (_, _, false) if ep.terminating => "left out: terminating (not ready)",
+        (_, _, false) => "left out: not ready",
+    }
+}
+
+fn reverse_ip(name: &HName) -> Option<IpAddr> {
+    let text = name.to_ascii().to_ascii_lowercase();
+    if let Some(v4) = text.strip_suffix(".in-addr.arpa.") {
+        let parts: Vec<&str> = v4.split('.').rev().collect();
+        return parts.join(".").parse().ok();
+    }
+    let v6 = text.strip_suffix(".ip6.arpa.")?;
+    let nibbles: String = v6.split('.').rev().collect();
+    if nibbles.len() != 32 {
+        return None;
+    }
+    let groups: Vec<&str> = (0..8).map(|i| &nibbles[i * 4..i * 4 + 4]).collect();
+    groups.join(":").parse().ok()
+}
+
+fn explain_ip(out: &mut String, model: &Model, ip: IpAddr) {
+    let _ = writeln!(out, "  reverse name of {ip}");
+    let mut found = false;
+    for (svc, slice, ep) in model.endpoints_with(ip) {
+        found = true;
+        let _ = writeln!(
+            out,
+            "    endpoint of Service {svc} in EndpointSlice {} (ready={}, hostname={:?})",
+            slice.key,
+            ep.ready,
+            ep.hostname.as_deref()
+        );
+    }
+    for svc in model.services_with_cluster_ip(ip) {
+        found = true;
+        let _ = writeln!(out, "    cluster IP of Service {svc}");
+    }
+    if !found {
+        let _ = writeln!(out, "    no Service or endpoint has this address: NXDOMAIN");
+    }
+}
