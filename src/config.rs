@@ -51,7 +51,7 @@ pub enum Error {
 
 /// headless-dns: authoritative DNS for a Kubernetes cluster domain.
 #[derive(Debug, Parser)]
-#[command(version, about, long_about = None, max_term_width = 100)]
+#[command(version, about, long_about = None, max_term_width = 100, args_override_self = true)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -99,6 +99,12 @@ pub struct ServeArgs {
     /// re-reads it when it changes.
     #[arg(long, value_name = "SOURCE")]
     pub source: String,
+
+    /// A configuration file (YAML, JSON, or TOML when it ends in .toml) whose keys are these
+    /// flags without the dashes (`source: kube`, `zone: [cluster.local]`, `ttl: 5`). Flags given
+    /// on the command line override the file's.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
 
     /// With `--source kube`: the kubeconfig file to use. Without it: `KUBECONFIG`, then
     /// `~/.kube/config`, then the in-cluster service account.
@@ -395,4 +401,89 @@ fn host_name() -> String {
         .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
         .map(|h| h.trim().to_string())
         .unwrap_or_default()
+}
+
+/// Why a configuration file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    /// The file could not be read.
+    #[error("--config {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file does not parse, or holds something other than a map of options.
+    #[error("--config {path}: {reason}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// Expands `serve --config FILE` into the flags the file sets, placed before the command line's own
+/// so that those override the file (for repeatable flags, the command line's values replace the
+/// file's). Every key is checked against `serve`'s flags: the file is equivalent to the flags, with
+/// the same validation.
+pub fn expand_config_file(args: Vec<std::ffi::OsString>) -> Result<Vec<std::ffi::OsString>, FileError> {
+    use clap::CommandFactory;
+    let Some(serve_at) = args.iter().position(|a| a == "serve") else { return Ok(args) };
+    let rest: Vec<String> = args[serve_at + 1..].iter().map(|a| a.to_string_lossy().into_owned()).collect();
+    let path = rest.iter().enumerate().find_map(|(i, a)| {
+        a.strip_prefix("--config=")
+            .map(str::to_string)
+            .or_else(|| (a == "--config").then(|| rest.get(i + 1).cloned()).flatten())
+    });
+    let Some(path) = path.map(PathBuf::from) else { return Ok(args) };
+    let text = std::fs::read_to_string(&path).map_err(|source| FileError::Read { path: path.clone(), source })?;
+    let parse_err = |reason: String| FileError::Parse { path: path.clone(), reason };
+    let entries: Vec<(String, serde_json::Value)> = if path.extension().is_some_and(|e| e == "toml") {
+        let table: toml::Table = toml::from_str(&text).map_err(|e| parse_err(e.to_string()))?;
+        let json = serde_json::to_value(table).map_err(|e| parse_err(e.to_string()))?;
+        json.as_object().map(|m| m.clone().into_iter().collect()).unwrap_or_default()
+    } else {
+        let value: serde_json::Value = serde_yaml::from_str(&text).map_err(|e| parse_err(e.to_string()))?;
+        match value {
+            serde_json::Value::Object(map) => map.into_iter().collect(),
+            serde_json::Value::Null => Vec::new(),
+            _ => return Err(parse_err("expected a map of options (`ttl: 5`)".into())),
+        }
+    };
+    let cli = Cli::command();
+    let serve = cli.find_subcommand("serve").expect("serve exists");
+    let mut flags: Vec<std::ffi::OsString> = Vec::new();
+    for (key, value) in entries {
+        let arg =
+            serve.get_arguments().find(|a| a.get_long() == Some(key.as_str())).filter(|_| key != "config").ok_or_else(
+                || parse_err(format!("unknown option {key:?} (the keys are the flags of `headless-dns serve --help`)")),
+            )?;
+        let repeatable = matches!(arg.get_action(), clap::ArgAction::Append);
+        let on_command_line = rest.iter().any(|a| a == &format!("--{key}") || a.starts_with(&format!("--{key}=")));
+        if on_command_line {
+            continue;
+        }
+        let scalar = |v: &serde_json::Value| match v {
+            serde_json::Value::String(s) => Ok(s.clone()),
+            serde_json::Value::Number(n) => Ok(n.to_string()),
+            serde_json::Value::Bool(b) => Ok(b.to_string()),
+            other => Err(parse_err(format!("{key}: expected a value, got {other}"))),
+        };
+        let values = match &value {
+            serde_json::Value::Array(items) if repeatable => items.iter().map(scalar).collect::<Result<Vec<_>, _>>()?,
+            serde_json::Value::Array(_) => return Err(parse_err(format!("{key}: takes one value, not a list"))),
+            v => vec![scalar(v)?],
+        };
+        for v in values {
+            flags.push(format!("--{key}").into());
+            flags.push(v.into());
+        }
+    }
+    let mut out = args[..=serve_at].to_vec();
+    out.extend(flags);
+    out.extend(args[serve_at + 1..].iter().cloned());
+    Ok(out)
 }

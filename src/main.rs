@@ -9,7 +9,7 @@ use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(headless_dns::config::expand_config_file(std::env::args_os().collect())?);
     match cli.command {
         Command::Explain(args) => {
             let text = explain(&args.server, &args.name, &args.rtype)?;

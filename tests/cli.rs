@@ -19,6 +19,7 @@ fn help_explains_every_flag() {
     assert!(ok);
     for flag in [
         "--source",
+        "--config",
         "--kubeconfig",
         "--namespace",
         "--label-selector",
@@ -167,4 +168,54 @@ fn metrics_count_queries_by_type_and_rcode() {
     assert!(value(&text, "headless_dns_response_size_bytes_count") >= 9, "{text}");
     assert!(text.ends_with("# EOF\n"), "OpenMetrics text ends with # EOF");
     assert!(text.contains("headless_dns_index_names "), "{text}");
+}
+
+#[test]
+fn a_config_file_is_equivalent_to_flags_and_flags_override_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = dir.path().join("headless-dns.yaml");
+    std::fs::write(
+        &yaml,
+        format!(
+            "source: file:{}\nzone: [cluster.local, cluster.example]\nttl: 9\nttl-headless: 7\nhttp: none\nupstream: none\n",
+            example_manifest().display()
+        ),
+    )
+    .unwrap();
+    let config = yaml.display().to_string();
+    let server = BinaryServer::start(&["serve", "--config", &config, "--listen", "127.0.0.1:0", "--ttl-headless", "3"]);
+    support::server::wait_until(|| {
+        !addresses(&ask(server.addr, "web-0.nginx.default.svc.cluster.example.", RecordType::A)).is_empty()
+    });
+    let resp = ask(server.addr, "web-0.nginx.default.svc.cluster.example.", RecordType::A);
+    assert_eq!(resp.answers[0].ttl, 3, "the command line overrides the file");
+    let resp = ask(server.addr, "db.default.svc.cluster.local.", RecordType::CNAME);
+    assert_eq!(resp.answers[0].ttl, 9, "the file's --ttl applies");
+
+    // TOML works too.
+    let toml = dir.path().join("headless-dns.toml");
+    std::fs::write(
+        &toml,
+        format!(
+            "source = \"file:{}\"\nttl = 4\nhttp = \"none\"\nupstream = [\"none\"]\n",
+            example_manifest().display()
+        ),
+    )
+    .unwrap();
+    let config = toml.display().to_string();
+    let server = BinaryServer::start(&["serve", "--config", &config, "--listen", "127.0.0.1:0"]);
+    support::server::wait_until(|| {
+        !ask(server.addr, "db.default.svc.cluster.local.", RecordType::CNAME).answers.is_empty()
+    });
+    assert_eq!(ask(server.addr, "db.default.svc.cluster.local.", RecordType::CNAME).answers[0].ttl, 4);
+
+    // Unknown keys and bad values are clear errors naming the file.
+    std::fs::write(&yaml, "source: kube\nttll: 5\n").unwrap();
+    let (ok, _, err) = run(&["serve", "--config", &yaml.display().to_string()]);
+    assert!(!ok);
+    assert!(err.contains("headless-dns.yaml") && err.contains("unknown option \"ttll\""), "{err}");
+    std::fs::write(&yaml, "source: kube\nttl: [1, 2]\n").unwrap();
+    let (ok, _, err) = run(&["serve", "--config", &yaml.display().to_string()]);
+    assert!(!ok);
+    assert!(err.contains("ttl: takes one value"), "{err}");
 }
