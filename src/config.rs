@@ -81,6 +81,15 @@ pub struct ExplainArgs {
     pub server: String,
 }
 
+/// `--loadbalance`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LoadBalance {
+    /// Stable order.
+    Off,
+    /// Rotate per query.
+    RoundRobin,
+}
+
 /// Log output format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -190,6 +199,11 @@ pub struct ServeArgs {
     #[arg(long = "transfer-to", value_name = "CIDR")]
     pub transfer_to: Vec<String>,
 
+    /// Order of multi-address answers: `off` (a stable sorted order; the fast path copies bytes)
+    /// or `round-robin` (rotated per query, as CoreDNS `loadbalance`).
+    #[arg(long, value_enum, default_value_t = LoadBalance::Off)]
+    pub loadbalance: LoadBalance,
+
     /// The NSID (RFC 5001) answered to `dig +nsid`, to tell which replica answered [default: the
     /// host name, which is the Pod name in Kubernetes]. An empty value disables it.
     #[arg(long, value_name = "ID")]
@@ -260,6 +274,8 @@ pub struct Config {
     pub upstream: Option<Vec<SocketAddr>>,
     /// Networks allowed to transfer zones.
     pub transfer_to: Vec<ipnet::IpNet>,
+    /// Rotate multi-address answers.
+    pub round_robin: bool,
 }
 
 impl Config {
@@ -277,6 +293,7 @@ impl Config {
             nsid: String::new(),
             upstream: None,
             transfer_to: Vec::new(),
+            round_robin: false,
         }
     }
 }
@@ -380,6 +397,7 @@ impl ServeArgs {
             lameduck: self.lameduck,
             nsid: self.nsid.clone().unwrap_or_else(host_name),
             upstream: self.upstream()?,
+            round_robin: self.loadbalance == LoadBalance::RoundRobin,
             transfer_to: self
                 .transfer_to
                 .iter()

@@ -40,6 +40,9 @@ fn help_explains_every_flag() {
         "--file-settle",
         "--lameduck",
         "--nsid",
+        "--loadbalance",
+        "--transfer-to",
+        "--upstream",
         "--log-format",
         "--log-level",
     ] {

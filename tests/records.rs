@@ -314,3 +314,27 @@ async fn several_zones() {
     );
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn loadbalance_round_robin_rotates_addresses() {
+    let server = TestServer::start_with(FIXTURE, |c| {
+        c.round_robin = true;
+        c.udp_workers = 1;
+    })
+    .await;
+    let name = "nginx.ns-0.svc.cluster.local.";
+    let firsts: Vec<String> =
+        (0..4).map(|_| support::dns::addresses(&ask(server.addr, name, RecordType::A))[0].clone()).collect();
+    assert_eq!(firsts, ["10.244.1.5", "10.244.2.7", "10.244.1.5", "10.244.2.7"]);
+    let mut all = support::dns::addresses(&ask(server.addr, name, RecordType::A));
+    all.sort();
+    assert_eq!(all, ["10.244.1.5", "10.244.2.7"], "every address, once");
+    server.stop().await;
+
+    // Off (the default): a stable order.
+    let server = TestServer::start(FIXTURE).await;
+    let firsts: Vec<String> =
+        (0..4).map(|_| support::dns::addresses(&ask(server.addr, name, RecordType::A))[0].clone()).collect();
+    assert_eq!(firsts, ["10.244.1.5"; 4]);
+    server.stop().await;
+}

@@ -86,6 +86,8 @@ pub struct Responder {
     nsid: Option<Box<[u8]>>,
     /// Who may transfer zones (TCP only).
     transfer: crate::transfer::TransferAcl,
+    /// Rotate multi-address answers.
+    round_robin: bool,
 }
 
 /// EDNS option code of NSID (RFC 5001).
@@ -123,7 +125,7 @@ enum Fast<'a> {
 impl Responder {
     /// A responder that caps UDP answers at `max_udp` bytes (at least 512).
     pub fn new(index: Arc<Index>, max_udp: u16) -> Responder {
-        Responder { index, max_udp: max_udp.max(512), nsid: None, transfer: Default::default() }
+        Responder { index, max_udp: max_udp.max(512), nsid: None, transfer: Default::default(), round_robin: false }
     }
 
     /// Answers NSID requests (`dig +nsid`) with `id`, so a client can tell which replica answered
@@ -137,6 +139,12 @@ impl Responder {
             option.extend_from_slice(&id[..len as usize]);
             option.into_boxed_slice()
         });
+        self
+    }
+
+    /// Rotates the records of multi-address answers from query to query (CoreDNS `loadbalance`).
+    pub fn with_round_robin(mut self, on: bool) -> Responder {
+        self.round_robin = on;
         self
     }
 
@@ -226,7 +234,29 @@ impl Responder {
                 None if q.qtype == rtype::ANY => entry.rrsets.first().map(|(_, a)| a),
                 None => entry.rrset(q.qtype),
             };
-            if let Some(answer) = stored {
+            if let Some(answer) = stored
+                && self.round_robin
+                && let Some(size) = uniform_records(answer)
+            {
+                // Rotate the addresses (CoreDNS `loadbalance round_robin`): each record is `size`
+                // bytes owned by the question, so any order is valid; start at a per-worker counter.
+                let count = answer.ancount as usize;
+                let start = ROTATION.with(|r| {
+                    let n = r.get();
+                    r.set(n.wrapping_add(1));
+                    n
+                }) % count;
+                let fit = ((room - at) / size).min(count);
+                for i in 0..fit {
+                    let r = (start + i) % count;
+                    out[at..at + size].copy_from_slice(&answer.bytes[r * size..(r + 1) * size]);
+                    at += size;
+                }
+                an = fit as u16;
+                if fit < count {
+                    flags |= TC;
+                }
+            } else if let Some(answer) = stored {
                 let (n, len) = answer.fit(room - at);
                 out[at..at + len].copy_from_slice(&answer.bytes[..len]);
                 at += len;
@@ -340,6 +370,19 @@ enum Synth {
     Addr(std::net::IpAddr),
     NoData,
     None,
+}
+
+thread_local! {
+    /// Where the next rotated answer starts, per worker thread (no shared counter on the hot path).
+    static ROTATION: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// The record size if `answer` is two or more same-sized answer records and nothing else (A or
+/// AAAA RRsets), which can be rotated by copying.
+fn uniform_records(answer: &wire::Answer) -> Option<usize> {
+    let count = answer.ancount as usize;
+    let size = *answer.ends.first()? as usize;
+    (count > 1 && answer.ends.len() == count && answer.bytes.len() == size * count && answer.complete).then_some(size)
 }
 
 /// Writes a 12-byte header.
