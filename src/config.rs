@@ -24,6 +24,9 @@ pub enum Error {
     /// `--upstream` is not an address (or `none` mixed with addresses).
     #[error("--upstream {0:?}: expected IP, IP:PORT, or none alone")]
     Upstream(String),
+    /// `--autopath` without `--pods verified`.
+    #[error("--autopath needs --pods verified (it must know which Pod a client IP is)")]
+    Autopath,
     /// `--transfer-to` is not a network.
     #[error("--transfer-to {0:?}: expected a CIDR (10.0.0.0/8) or an address")]
     TransferTo(String),
@@ -199,6 +202,13 @@ pub struct ServeArgs {
     #[arg(long = "transfer-to", value_name = "CIDR")]
     pub transfer_to: Vec<String>,
 
+    /// Server-side search (CoreDNS `autopath`): a query from a running Pod's IP that misses in its
+    /// first search domain (`<name>.<ns>.svc.<zone>`) is answered with a CNAME to the first name of
+    /// the Pod's search list that exists (`<name>.svc.<zone>`, `<name>.<zone>`, `<name>.` via
+    /// --upstream): one round trip instead of four. Needs `--pods verified`.
+    #[arg(long)]
+    pub autopath: bool,
+
     /// Order of multi-address answers: `off` (a stable sorted order; the fast path copies bytes)
     /// or `round-robin` (rotated per query, as CoreDNS `loadbalance`).
     #[arg(long, value_enum, default_value_t = LoadBalance::Off)]
@@ -276,6 +286,8 @@ pub struct Config {
     pub transfer_to: Vec<ipnet::IpNet>,
     /// Rotate multi-address answers.
     pub round_robin: bool,
+    /// Server-side search for queries from known Pods.
+    pub autopath: bool,
 }
 
 impl Config {
@@ -294,6 +306,7 @@ impl Config {
             upstream: None,
             transfer_to: Vec::new(),
             round_robin: false,
+            autopath: false,
         }
     }
 }
@@ -350,6 +363,9 @@ impl ServeArgs {
             }
             _ => return Err(Error::Source(self.source.clone())),
         };
+        if self.autopath && self.pods != PodMode::Verified {
+            return Err(Error::Autopath);
+        }
         let http = match self.http.as_str() {
             "none" | "" => None,
             addr => Some(addr.parse().map_err(|_| Error::Http(self.http.clone()))?),
@@ -398,6 +414,7 @@ impl ServeArgs {
             nsid: self.nsid.clone().unwrap_or_else(host_name),
             upstream: self.upstream()?,
             round_robin: self.loadbalance == LoadBalance::RoundRobin,
+            autopath: self.autopath,
             transfer_to: self
                 .transfer_to
                 .iter()
@@ -480,6 +497,17 @@ pub fn expand_config_file(args: Vec<std::ffi::OsString>) -> Result<Vec<std::ffi:
                 || parse_err(format!("unknown option {key:?} (the keys are the flags of `headless-dns serve --help`)")),
             )?;
         let repeatable = matches!(arg.get_action(), clap::ArgAction::Append);
+        if matches!(arg.get_action(), clap::ArgAction::SetTrue) {
+            // A switch: `autopath: true` sets it, `false` leaves it off.
+            match value {
+                serde_json::Value::Bool(true) if !rest.iter().any(|a| a == &format!("--{key}")) => {
+                    flags.push(format!("--{key}").into())
+                }
+                serde_json::Value::Bool(_) => {}
+                other => return Err(parse_err(format!("{key}: expected true or false, got {other}"))),
+            }
+            continue;
+        }
         let on_command_line = rest.iter().any(|a| a == &format!("--{key}") || a.starts_with(&format!("--{key}=")));
         if on_command_line {
             continue;

@@ -14,7 +14,7 @@
 //! comes back to us, an upstream forwards to us: forwarding is switched off (SERVFAIL) and an
 //! error is logged, as CoreDNS's `loop` plugin detects the same (it halts the process instead).
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -25,8 +25,7 @@ use hickory_resolver::config::{NameServerConfig, ResolveHosts, ResolverConfig};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::{DnsError, NetError};
 use hickory_resolver::{Resolver, TokioResolver};
-use tokio::sync::{Semaphore, mpsc};
-use tokio_util::sync::CancellationToken;
+use tokio::sync::Semaphore;
 
 use crate::dns::Transport;
 
@@ -47,16 +46,6 @@ pub enum Error {
     /// No upstream.
     #[error("no upstream name servers (give --upstream ADDR, or --upstream none)")]
     NoUpstream,
-}
-
-/// A query to forward from a UDP worker, with where to send the answer.
-pub struct UdpJob {
-    /// The query as received.
-    pub packet: Vec<u8>,
-    /// Who asked.
-    pub peer: SocketAddr,
-    /// The socket it came in on (a clone).
-    pub socket: Arc<UdpSocket>,
 }
 
 /// Forwards queries to upstream resolvers.
@@ -181,21 +170,17 @@ impl Forwarder {
         encode(response, limit)
     }
 
-    /// Serves forwarding jobs from UDP workers until cancelled.
-    pub async fn run_udp(self: Arc<Self>, mut jobs: mpsc::Receiver<UdpJob>, cancel: CancellationToken) {
-        loop {
-            let job = tokio::select! {
-                job = jobs.recv() => match job { Some(job) => job, None => return },
-                _ = cancel.cancelled() => return,
-            };
-            let this = self.clone();
-            tokio::spawn(async move {
-                if let Some(bytes) = this.answer(&job.packet, Transport::Udp).await {
-                    // A UDP send does not block in practice; the socket is the worker's own.
-                    let _ = job.socket.send_to(&bytes, job.peer);
-                }
-            });
+    /// The answer records for `name` and `rtype` from upstream (for autopath); an error when the
+    /// name has no such records or the upstream failed.
+    pub async fn lookup(&self, name: Name, rtype: RecordType) -> Result<Vec<hickory_proto::rr::Record>, NetError> {
+        if self.looped.load(Ordering::Relaxed) {
+            return Err(NetError::Message("forwarding is off: loop detected"));
         }
+        let lookup =
+            tokio::time::timeout(UPSTREAM_TIMEOUT + Duration::from_millis(500), self.resolver.lookup(name, rtype))
+                .await
+                .map_err(|_| NetError::Message("upstream timed out"))??;
+        Ok(lookup.answers().to_vec())
     }
 }
 

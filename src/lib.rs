@@ -160,7 +160,8 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         Responder::new(index.clone(), config.max_udp_size)
             .with_nsid(config.nsid.as_bytes())
             .with_transfer(transfer::TransferAcl::new(config.transfer_to.clone()))
-            .with_round_robin(config.round_robin),
+            .with_round_robin(config.round_robin)
+            .with_autopath(config.autopath),
     );
     let forwarder = match &config.upstream {
         Some(upstreams) => {

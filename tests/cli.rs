@@ -40,6 +40,7 @@ fn help_explains_every_flag() {
         "--file-settle",
         "--lameduck",
         "--nsid",
+        "--autopath",
         "--loadbalance",
         "--transfer-to",
         "--upstream",
@@ -62,6 +63,9 @@ fn bad_flags_are_clear_errors() {
     let (ok, _, err) = run(&["serve", "--source", "file:x", "--zone", "bad..zone"]);
     assert!(!ok);
     assert!(err.contains("--zone \"bad..zone\""), "{err}");
+    let (ok, _, err) = run(&["serve", "--source", "kube", "--autopath"]);
+    assert!(!ok);
+    assert!(err.contains("--autopath needs --pods verified"), "{err}");
     let (ok, _, err) = run(&["serve", "--source", "file:x", "--ttl", "99999"]);
     assert!(!ok);
     assert!(err.contains("--ttl 99999"), "{err}");

@@ -10,6 +10,7 @@
 //! Both paths end in [`Responder::answer`], so they cannot disagree about what a name answers;
 //! the general path only decides what the fast path leaves to it.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use super::general;
@@ -88,10 +89,21 @@ pub struct Responder {
     transfer: crate::transfer::TransferAcl,
     /// Rotate multi-address answers.
     round_robin: bool,
+    /// Server-side search for queries from known Pods.
+    autopath: bool,
 }
 
 /// EDNS option code of NSID (RFC 5001).
 const NSID: u16 = 3;
+
+/// What the caller of [`Responder::handle`] can do beyond answering from the index.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Caps {
+    /// Names outside the served zones may be forwarded.
+    pub forward: bool,
+    /// The client's address, for autopath.
+    pub client: Option<IpAddr>,
+}
 
 /// What to do with a packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -100,6 +112,9 @@ pub enum Outcome {
     Reply(usize),
     /// Forward it upstream: a name outside every served zone.
     Forward,
+    /// Resolve it through the client Pod's search path (autopath): an in-zone miss ending in the
+    /// client's first search domain.
+    Autopath,
     /// Send nothing (a response, or not even a header).
     Drop,
 }
@@ -109,7 +124,7 @@ impl Outcome {
     pub fn reply(self) -> Option<usize> {
         match self {
             Outcome::Reply(n) => Some(n),
-            Outcome::Forward | Outcome::Drop => None,
+            Outcome::Forward | Outcome::Autopath | Outcome::Drop => None,
         }
     }
 }
@@ -125,7 +140,14 @@ enum Fast<'a> {
 impl Responder {
     /// A responder that caps UDP answers at `max_udp` bytes (at least 512).
     pub fn new(index: Arc<Index>, max_udp: u16) -> Responder {
-        Responder { index, max_udp: max_udp.max(512), nsid: None, transfer: Default::default(), round_robin: false }
+        Responder {
+            index,
+            max_udp: max_udp.max(512),
+            nsid: None,
+            transfer: Default::default(),
+            round_robin: false,
+            autopath: false,
+        }
     }
 
     /// Answers NSID requests (`dig +nsid`) with `id`, so a client can tell which replica answered
@@ -178,24 +200,60 @@ impl Responder {
     /// Names outside the served zones get REFUSED here; [`Responder::handle`] lets the caller
     /// forward them instead.
     pub fn respond(&self, packet: &[u8], transport: Transport, out: &mut [u8]) -> Option<usize> {
-        self.handle(packet, transport, out, false).reply()
+        self.handle(packet, transport, out, Caps::default()).reply()
     }
 
     /// Like [`Responder::respond`] but always through the general path (for tests comparing the
     /// two).
     pub fn respond_general(&self, packet: &[u8], transport: Transport, out: &mut [u8]) -> Option<usize> {
-        general::respond(self, packet, transport, out, false).reply()
+        general::respond(self, packet, transport, out, Caps::default()).reply()
     }
 
     /// Answers one packet, or says to forward it (a name outside every served zone, when
-    /// `forward` is set), or to drop it.
-    pub fn handle(&self, packet: &[u8], transport: Transport, out: &mut [u8], forward: bool) -> Outcome {
+    /// `caps.forward`), to search for it (autopath), or to drop it.
+    pub fn handle(&self, packet: &[u8], transport: Transport, out: &mut [u8], caps: Caps) -> Outcome {
         let mut lower = [0u8; MAX_NAME];
         match parse_fast(packet, &mut lower) {
-            Fast::Ok(q) => self.answer(&q, transport, out, forward),
+            Fast::Ok(q) => self.answer(&q, transport, out, caps),
             Fast::Drop => Outcome::Drop,
-            Fast::General => general::respond(self, packet, transport, out, forward),
+            Fast::General => general::respond(self, packet, transport, out, caps),
         }
+    }
+
+    /// Whether server-side search (autopath) is on.
+    pub fn autopath(&self) -> bool {
+        self.autopath
+    }
+
+    /// Turns on server-side search for queries from known Pods (needs `--pods verified`).
+    pub fn with_autopath(mut self, on: bool) -> Responder {
+        self.autopath = on;
+        self
+    }
+
+    /// Whether `q` from `client` is a search-path candidate autopath should resolve: it ends in
+    /// `<ns>.svc.<zone>` (a Pod's first search domain), has a name before that, and `client` is
+    /// the IP of a running Pod in `<ns>` (its `--pods verified` name exists).
+    fn autopath_candidate(&self, q: &Question<'_>, zone: u8, client: IpAddr) -> bool {
+        let zone_len = self.index.zone(zone).name.as_wire().len();
+        let prefix = &q.lower[..q.lower.len() - zone_len];
+        // Labels of the prefix, most specific first: need [base…, ns, "svc"] with base non-empty.
+        let mut starts = [0usize; 128];
+        let mut count = 0;
+        let mut i = 0;
+        while i < prefix.len() && count < starts.len() {
+            starts[count] = i;
+            count += 1;
+            i += 1 + prefix[i] as usize;
+        }
+        if count < 3 || &prefix[starts[count - 1]..] != b"\x03svc" {
+            return false;
+        }
+        let ns = &prefix[starts[count - 2] + 1..starts[count - 1]];
+        let Ok(ns) = std::str::from_utf8(ns) else { return false };
+        let zone_name = &self.index.zone(zone).name;
+        let Ok(pod_name) = zone_name.prepend(&[&super::name::dashed_ip(client), ns, "pod"]) else { return false };
+        self.index.get(pod_name.as_wire()).is_some()
     }
 
     /// The size limit for a response.
@@ -210,8 +268,8 @@ impl Responder {
 
     /// Writes the response to a well-formed question (or, with `forward`, leaves a name outside
     /// the served zones to the caller).
-    pub fn answer(&self, q: &Question<'_>, transport: Transport, out: &mut [u8], forward: bool) -> Outcome {
-        if forward && self.index.zone_of(q.lower).is_none() {
+    pub fn answer(&self, q: &Question<'_>, transport: Transport, out: &mut [u8], caps: Caps) -> Outcome {
+        if caps.forward && self.index.zone_of(q.lower).is_none() {
             return Outcome::Forward;
         }
         let limit = self.limit(q, transport, out);
@@ -274,6 +332,12 @@ impl Responder {
                 ns = self.soa(q, entry.zone, index.negative_ttl, out, &mut at, room, &mut flags);
             }
         } else if let Some(zone) = index.zone_of(q.lower) {
+            if self.autopath
+                && let Some(client) = caps.client
+                && self.autopath_candidate(q, zone, client)
+            {
+                return Outcome::Autopath;
+            }
             match self.synthesize_pod(q, zone) {
                 Synth::Addr(ip) => {
                     if wire::write_addr(&mut out[..room], &mut at, index.ttl, ip) {

@@ -6,7 +6,7 @@
 use hickory_proto::op::{Message, OpCode};
 use hickory_proto::rr::rdata::opt::EdnsCode;
 
-use super::answer::{Edns, Outcome, Question, Responder, Transport, rcode, write_header, write_opt};
+use super::answer::{Caps, Edns, Outcome, Question, Responder, Transport, rcode, write_header, write_opt};
 use super::name::MAX_NAME;
 use crate::index::wire::{CLASS_IN, rtype};
 
@@ -14,7 +14,7 @@ const QR: u16 = 0x8000;
 const RD: u16 = 0x0100;
 
 /// Answers a packet the fast path could not; `None` means drop it.
-pub fn respond(r: &Responder, packet: &[u8], transport: Transport, out: &mut [u8], forward: bool) -> Outcome {
+pub fn respond(r: &Responder, packet: &[u8], transport: Transport, out: &mut [u8], caps: Caps) -> Outcome {
     if packet.len() < 12 {
         return Outcome::Drop;
     }
@@ -81,7 +81,7 @@ pub fn respond(r: &Responder, packet: &[u8], transport: Transport, out: &mut [u8
     if qtype == rtype::OPT {
         return Outcome::Reply(error_with_question(&q, rcode::FORMERR, 0, out));
     }
-    r.answer(&q, transport, out, forward)
+    r.answer(&q, transport, out, caps)
 }
 
 /// A response with the question echoed and no records but the OPT.

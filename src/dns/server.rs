@@ -26,9 +26,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::answer::{Outcome, Responder, Transport};
+use super::answer::{Caps, Outcome, Responder, Transport};
 use super::stats::{LocalStats, QueryStats};
-use crate::forward::{Forwarder, UdpJob};
+use crate::forward::Forwarder;
 use crate::index::wire::MAX_MESSAGE;
 
 /// Limits on TCP clients.
@@ -136,10 +136,12 @@ impl DnsServer {
         let cancel = CancellationToken::new();
         let mut udp_threads = Vec::new();
         let mut tcp_tasks = Vec::new();
-        // UDP workers hand forwarded queries to one async task (they never wait on upstreams).
-        let jobs = forwarder.as_ref().map(|f| {
+        // UDP workers hand forwarded and autopath queries to one async task (they never wait on
+        // upstreams).
+        let forwarding = forwarder.is_some();
+        let jobs = (forwarding || responder.autopath()).then(|| {
             let (tx, rx) = tokio::sync::mpsc::channel(1024);
-            tcp_tasks.push(tokio::spawn(f.clone().run_udp(rx, cancel.clone())));
+            tcp_tasks.push(tokio::spawn(slow_lane(rx, responder.clone(), forwarder.clone(), cancel.clone())));
             tx
         });
         for (addr_index, group) in sockets.udp.into_iter().enumerate() {
@@ -154,7 +156,7 @@ impl DnsServer {
                 let stats = stats.clone();
                 let thread = std::thread::Builder::new()
                     .name(format!("dns-udp-{addr_index}-{worker}"))
-                    .spawn(move || udp_worker(socket, &responder, &stop, forward, &stats))?;
+                    .spawn(move || udp_worker(socket, &responder, &stop, forward, forwarding, &stats))?;
                 udp_threads.push(thread);
             }
         }
@@ -193,14 +195,8 @@ impl DnsServer {
 
 /// Answers one packet, turning a panic (a bug: no input should cause one) into a dropped packet
 /// instead of a dead worker.
-fn respond_guarded(
-    responder: &Responder,
-    packet: &[u8],
-    transport: Transport,
-    out: &mut [u8],
-    forward: bool,
-) -> Outcome {
-    match catch_unwind(AssertUnwindSafe(|| responder.handle(packet, transport, out, forward))) {
+fn respond_guarded(responder: &Responder, packet: &[u8], transport: Transport, out: &mut [u8], caps: Caps) -> Outcome {
+    match catch_unwind(AssertUnwindSafe(|| responder.handle(packet, transport, out, caps))) {
         Ok(outcome) => outcome,
         Err(_) => {
             tracing::error!(len = packet.len(), packet = ?&packet[..packet.len().min(64)], "BUG: query handling panicked; packet dropped");
@@ -209,7 +205,55 @@ fn respond_guarded(
     }
 }
 
-/// A UDP worker's way to forward: the job queue and a clone of its socket to answer on.
+/// A query a UDP worker hands to the slow lane, with where to send the answer.
+pub struct UdpJob {
+    /// The query as received.
+    pub packet: Vec<u8>,
+    /// Who asked.
+    pub peer: SocketAddr,
+    /// The socket it came in on (a clone).
+    pub socket: Arc<UdpSocket>,
+    /// Autopath (else forward).
+    pub autopath: bool,
+}
+
+/// Answers forwarded and autopath queries from UDP workers, each in its own task, until cancelled.
+async fn slow_lane(
+    mut jobs: tokio::sync::mpsc::Receiver<UdpJob>,
+    responder: Arc<Responder>,
+    forwarder: Option<Arc<Forwarder>>,
+    cancel: CancellationToken,
+) {
+    loop {
+        let job = tokio::select! {
+            job = jobs.recv() => match job { Some(job) => job, None => return },
+            _ = cancel.cancelled() => return,
+        };
+        let (responder, forwarder) = (responder.clone(), forwarder.clone());
+        tokio::spawn(async move {
+            let bytes = if job.autopath {
+                match super::autopath::answer(&responder, forwarder.as_deref(), &job.packet, Transport::Udp).await {
+                    Some(bytes) => Some(bytes),
+                    None => {
+                        let mut out = vec![0u8; MAX_MESSAGE];
+                        responder.respond(&job.packet, Transport::Udp, &mut out).map(|n| out[..n].to_vec())
+                    }
+                }
+            } else {
+                match &forwarder {
+                    Some(f) => f.answer(&job.packet, Transport::Udp).await,
+                    None => None,
+                }
+            };
+            if let Some(bytes) = bytes {
+                // A UDP send does not block in practice; the socket is the worker's own.
+                let _ = job.socket.send_to(&bytes, job.peer);
+            }
+        });
+    }
+}
+
+/// A UDP worker's way to the slow lane: the job queue and a clone of its socket to answer on.
 type UdpForward = (tokio::sync::mpsc::Sender<UdpJob>, Arc<UdpSocket>);
 
 fn udp_worker(
@@ -217,6 +261,7 @@ fn udp_worker(
     responder: &Responder,
     stop: &AtomicBool,
     forward: Option<UdpForward>,
+    forwarding: bool,
     shared_stats: &QueryStats,
 ) {
     let mut rx = vec![0u8; MAX_MESSAGE];
@@ -249,17 +294,19 @@ fn udp_worker(
             }
         };
         let received = Instant::now();
-        match respond_guarded(responder, &rx[..n], Transport::Udp, &mut tx, forward.is_some()) {
+        let caps = Caps { forward: forwarding, client: Some(peer.ip()) };
+        match respond_guarded(responder, &rx[..n], Transport::Udp, &mut tx, caps) {
             Outcome::Reply(len) => {
                 stats.answered(false, &tx[..len], received.elapsed().as_nanos() as u64);
                 if let Err(e) = socket.send_to(&tx[..len], peer) {
                     tracing::trace!(error = %e, %peer, "UDP send failed");
                 }
             }
-            Outcome::Forward => {
+            outcome @ (Outcome::Forward | Outcome::Autopath) => {
                 stats.forwarded(false, &rx[..n]);
                 if let Some((jobs, reply)) = &forward {
-                    let job = UdpJob { packet: rx[..n].to_vec(), peer, socket: reply.clone() };
+                    let autopath = outcome == Outcome::Autopath;
+                    let job = UdpJob { packet: rx[..n].to_vec(), peer, socket: reply.clone(), autopath };
                     // A full queue means upstreams are far behind: drop, the client retries.
                     let _ = jobs.try_send(job);
                 }
@@ -383,10 +430,24 @@ async fn tcp_connection(
         }
         response.resize(2 + MAX_MESSAGE, 0);
         let received = Instant::now();
-        let n = match respond_guarded(responder, &query, Transport::Tcp, &mut response[2..], forwarder.is_some()) {
+        let caps = Caps { forward: forwarder.is_some(), client: Some(peer.ip()) };
+        let n = match respond_guarded(responder, &query, Transport::Tcp, &mut response[2..], caps) {
             Outcome::Reply(n) => {
                 stats.answered(true, &response[2..2 + n], received.elapsed().as_nanos() as u64);
                 n
+            }
+            Outcome::Autopath => {
+                stats.forwarded(true, &query);
+                match super::autopath::answer(responder, forwarder, &query, Transport::Tcp).await {
+                    Some(bytes) => {
+                        response[2..2 + bytes.len()].copy_from_slice(&bytes);
+                        bytes.len()
+                    }
+                    None => match responder.respond(&query, Transport::Tcp, &mut response[2..]) {
+                        Some(n) => n,
+                        None => return,
+                    },
+                }
             }
             Outcome::Forward => {
                 stats.forwarded(true, &query);

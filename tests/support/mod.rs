@@ -5,5 +5,6 @@
 
 pub mod dns;
 pub mod fake_api;
+pub mod knot;
 pub mod objects;
 pub mod server;

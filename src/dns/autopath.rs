@@ -1,0 +1,94 @@
+//! Server-side search (CoreDNS `autopath`): one round trip instead of one per search domain.
+//!
+//! A Pod with `ndots:5` asks `api.example.com.<ns>.svc.<zone>` first, then `….svc.<zone>`,
+//! `….<zone>`, and only then `api.example.com.`: four round trips (eight with AAAA) for every
+//! external name. When a query from a known Pod IP misses in its first search domain, the server
+//! walks the rest of the Pod's search list itself and answers with a CNAME from the asked name to
+//! the first candidate that exists, followed by that candidate's records. When nothing exists the
+//! original NXDOMAIN is answered, so the client's own search goes on as before.
+//!
+//! The client's namespace must be the one in the asked name, and the client IP must belong to a
+//! running Pod there right now (`--pods verified`), which avoids the IP-reuse confusion of
+//! coredns/coredns#2842.
+
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::rdata::CNAME;
+use hickory_proto::rr::{Name as HName, RData, Record};
+
+use super::{Responder, Transport};
+use crate::forward::Forwarder;
+
+/// The autopath answer to `packet`, or `None` when no search candidate exists (the caller then
+/// answers as without autopath).
+pub async fn answer(
+    responder: &Responder,
+    forwarder: Option<&Forwarder>,
+    packet: &[u8],
+    transport: Transport,
+) -> Option<Vec<u8>> {
+    let query = Message::from_vec(packet).ok()?;
+    let question = query.queries.first()?.clone();
+    let asked = question.name().clone();
+    let lower = asked.to_lowercase();
+    let labels: Vec<String> = lower.iter().map(|l| String::from_utf8_lossy(l).into_owned()).collect();
+    let index = responder.index();
+    let zone = index.zones().iter().find(|z| {
+        let text = z.name.to_dotted();
+        lower.to_ascii().ends_with(&format!(".{text}"))
+    })?;
+    let zone_labels = zone.name.to_dotted().trim_end_matches('.').split('.').count();
+    // [base…, ns, "svc", zone…]
+    let base_len = labels.len().checked_sub(zone_labels + 2).filter(|n| *n > 0)?;
+    let base = &labels[..base_len];
+    let zone_text = zone.name.to_dotted();
+    let base_text = base.join(".");
+    let in_zone = [format!("{base_text}.svc.{zone_text}"), format!("{base_text}.{zone_text}")];
+
+    let mut buf = vec![0u8; 65535];
+    let mut found: Option<(HName, Vec<Record>, bool)> = None;
+    for candidate in &in_zone {
+        let Ok(name) = HName::from_ascii(candidate) else { continue };
+        let mut q = Message::new(1, MessageType::Query, OpCode::Query);
+        q.add_query(Query::query(name.clone(), question.query_type()));
+        let n = responder.respond(&q.to_vec().ok()?, Transport::Tcp, &mut buf)?;
+        let resp = Message::from_vec(&buf[..n]).ok()?;
+        if resp.metadata.response_code == ResponseCode::NoError && !resp.answers.is_empty() {
+            found = Some((name, resp.answers, true));
+            break;
+        }
+    }
+    if found.is_none()
+        && let Some(forwarder) = forwarder
+        && let Ok(name) = HName::from_ascii(format!("{base_text}."))
+        && let Ok(records) = forwarder.lookup(name.clone(), question.query_type()).await
+        && !records.is_empty()
+    {
+        found = Some((name, records, false));
+    }
+    let (target, records, authoritative) = found?;
+
+    let mut response = Message::new(query.metadata.id, MessageType::Response, OpCode::Query);
+    response.metadata.recursion_desired = query.metadata.recursion_desired;
+    response.metadata.recursion_available = forwarder.is_some();
+    response.metadata.authoritative = authoritative;
+    response.add_query(question);
+    response.add_answer(Record::from_rdata(asked, index.ttl, RData::CNAME(CNAME(target))));
+    response.add_answers(records);
+    if query.edns.is_some() {
+        let mut edns = Edns::new();
+        edns.set_max_payload(1232);
+        response.set_edns(edns);
+    }
+    let limit = match (transport, &query.edns) {
+        (Transport::Tcp, _) => 65535,
+        (Transport::Udp, Some(e)) => e.max_payload().clamp(512, 1232) as usize,
+        (Transport::Udp, None) => 512,
+    };
+    let bytes = response.to_vec().ok()?;
+    if bytes.len() <= limit {
+        return Some(bytes);
+    }
+    response.answers.clear();
+    response.metadata.truncation = true;
+    response.to_vec().ok()
+}

@@ -1,0 +1,76 @@
+//! Knot DNS on loopback, as a real peer: an upstream for forwarding tests.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use hickory_proto::rr::RecordType;
+
+use super::dns::query_message;
+use super::server::wait_until;
+
+/// A free loopback port (UDP and TCP), found by binding and releasing it.
+pub fn free_port() -> u16 {
+    loop {
+        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = udp.local_addr().unwrap().port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// Knot DNS authoritative for `example.test.` on 127.0.0.1.
+pub struct Knot {
+    pub child: Child,
+    pub addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Knot {
+    pub fn start() -> Knot {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let d = dir.path().display();
+        std::fs::write(
+            dir.path().join("example.test.zone"),
+            "$ORIGIN example.test.\n$TTL 300\n\
+             @ IN SOA ns.example.test. hostmaster.example.test. 1 3600 600 86400 60\n\
+             @ IN NS ns\nns IN A 127.0.0.1\nwww IN A 192.0.2.10\nwww IN AAAA 2001:db8::10\nalias IN CNAME www\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("knot.conf"),
+            format!(
+                "server:\n  listen: 127.0.0.1@{port}\n  rundir: {d}\n  udp-workers: 1\n  tcp-workers: 1\n  background-workers: 1\n\
+                 database:\n  storage: {d}\n\
+                 template:\n  - id: default\n    storage: {d}\n    semantic-checks: off\n\
+                 zone:\n  - domain: example.test\n    file: {d}/example.test.zone\n\
+                 log:\n  - target: stderr\n    any: warning\n"
+            ),
+        )
+        .unwrap();
+        let child = Command::new("knotd")
+            .args(["-c", &dir.path().join("knot.conf").display().to_string()])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("knotd starts");
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        wait_until(|| {
+            super::dns::udp_raw(
+                addr,
+                &query_message("www.example.test.", RecordType::A, None).to_vec().unwrap(),
+                Duration::from_millis(200),
+            )
+            .is_some()
+        });
+        Knot { child, addr, _dir: dir }
+    }
+}
+
+impl Drop for Knot {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
