@@ -428,7 +428,10 @@ async fn tcp_connection(
             }
             continue;
         }
-        response.resize(2 + MAX_MESSAGE, 0);
+        // Allocated once per connection, on its first query, and reused (not re-zeroed).
+        if response.len() < 2 + MAX_MESSAGE {
+            response.resize(2 + MAX_MESSAGE, 0);
+        }
         let received = Instant::now();
         let caps = Caps { forward: forwarder.is_some(), client: Some(peer.ip()) };
         let n = match respond_guarded(responder, &query, Transport::Tcp, &mut response[2..], caps) {
@@ -471,6 +474,5 @@ async fn tcp_connection(
             Ok(Ok(())) => {}
             _ => return,
         }
-        response.truncate(0);
     }
 }

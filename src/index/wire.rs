@@ -228,7 +228,8 @@ pub fn encode_rrset(qname: &Name, ttl: u32, rdata: &[&Rdata], glue: &[Glue<'_>])
     let mut enc = Encoder::new(qname);
     // Kubernetes DNS spec §2.3.2/§2.4.2 and CoreDNS: priority 0, weight ⌊100/N⌋, at least 1.
     let weight = (100 / rdata.len().max(1)).max(1) as u16;
-    let mut targets: Vec<(&Name, u16)> = Vec::new();
+    // Where each SRV target was written, for the glue's owner pointers (a map: O(records)).
+    let mut targets: std::collections::HashMap<&Name, u16> = std::collections::HashMap::new();
     for rd in rdata {
         let rtype = rdata_type(rd);
         let written = enc.record(Owner::Question, rtype, ttl, |e| match rd {
@@ -241,8 +242,8 @@ pub fn encode_rrset(qname: &Name, ttl: u32, rdata: &[&Rdata], glue: &[Glue<'_>])
                 e.bytes.extend_from_slice(&port.to_be_bytes());
                 // RFC 2782: the target is not compressed; remember where it is for the glue.
                 let at = e.base + e.bytes.len();
-                if at < 0x4000 && !targets.iter().any(|(t, _)| *t == target) {
-                    targets.push((target, at as u16));
+                if at < 0x4000 {
+                    targets.entry(target).or_insert(at as u16);
                 }
                 e.bytes.extend_from_slice(target.as_wire());
             }
@@ -259,8 +260,8 @@ pub fn encode_rrset(qname: &Name, ttl: u32, rdata: &[&Rdata], glue: &[Glue<'_>])
     }
     let ancount = enc.ends.len();
     for g in glue {
-        let owner = match targets.iter().find(|(t, _)| *t == g.target) {
-            Some(&(_, at)) => Owner::Pointer(at),
+        let owner = match targets.get(g.target) {
+            Some(&at) => Owner::Pointer(at),
             None => Owner::Name(g.target.clone()),
         };
         for &ip in &g.addrs {

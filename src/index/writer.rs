@@ -238,11 +238,14 @@ impl Writer {
 
     fn glue<'a>(&'a self, srv: &[&'a Rdata]) -> Vec<Glue<'a>> {
         let mut glue: Vec<Glue<'a>> = Vec::new();
+        // Each target once; a set keeps this O(targets), not O(targets²), for Services of
+        // thousands of endpoints.
+        let mut seen: HashSet<&Name> = HashSet::with_capacity(srv.len());
         for rd in srv {
             let Rdata::Srv { target, .. } = rd else {
                 continue;
             };
-            if glue.iter().any(|g| g.target == target) {
+            if !seen.insert(target) {
                 continue;
             }
             let mut ttl = u32::MAX;
