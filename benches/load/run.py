@@ -358,6 +358,12 @@ def headless_server(binary: Path, yaml: Path, port: int, http_port: int, work: P
             f"{LOOPBACK}:{http_port}",
             "--udp-workers",
             "1",
+            # Never forward: the benchmark must send nothing beyond loopback (the default
+            # upstream is /etc/resolv.conf, and the loop probe would go there).
+            "--upstream",
+            "none",
+            "--lameduck",
+            "0s",
             "--log-level",
             "warn",
         ],
