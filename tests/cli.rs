@@ -73,18 +73,7 @@ fn bad_flags_are_clear_errors() {
 
 #[test]
 fn serves_the_shipped_example() {
-    let source = format!("file:{}", example_manifest().display());
-    let server = BinaryServer::start(&[
-        "serve",
-        "--source",
-        &source,
-        "--listen",
-        "127.0.0.1:0",
-        "--log-format",
-        "json",
-        "--http",
-        "127.0.0.1:0",
-    ]);
+    let server = BinaryServer::example(&["--log-format", "json", "--http", "127.0.0.1:0"]);
     assert!(server.wait_for_log("serving", std::time::Duration::from_secs(10)).is_some());
     assert_eq!(addresses(&ask(server.addr, "web-0.nginx.default.svc.cluster.local.", RecordType::A)), ["10.244.1.5"]);
     assert_eq!(addresses(&ask(server.addr, "web-1.nginx.default.svc.cluster.local.", RecordType::A)), ["10.244.2.7"]);
@@ -92,18 +81,7 @@ fn serves_the_shipped_example() {
 
 #[test]
 fn sigterm_drains_without_failing_a_query() {
-    let source = format!("file:{}", example_manifest().display());
-    let mut server = BinaryServer::start(&[
-        "serve",
-        "--source",
-        &source,
-        "--listen",
-        "127.0.0.1:0",
-        "--http",
-        "127.0.0.1:0",
-        "--lameduck",
-        "1s",
-    ]);
+    let mut server = BinaryServer::example(&["--http", "127.0.0.1:0", "--lameduck", "1s"]);
     let http = server.http_addr();
     let dns = server.addr;
     support::server::wait_until(|| support::server::http_get(http, "/readyz").0 == 200);
@@ -144,9 +122,7 @@ fn sigterm_drains_without_failing_a_query() {
 
 #[test]
 fn metrics_count_queries_by_type_and_rcode() {
-    let source = format!("file:{}", example_manifest().display());
-    let server =
-        BinaryServer::start(&["serve", "--source", &source, "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"]);
+    let server = BinaryServer::example(&["--http", "127.0.0.1:0"]);
     let http = server.http_addr();
     support::server::wait_until(|| support::server::http_get(http, "/readyz").0 == 200);
     for _ in 0..5 {

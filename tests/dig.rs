@@ -6,7 +6,7 @@ mod support;
 use std::process::Command;
 
 use support::dns::require_tool;
-use support::server::{BinaryServer, TestServer, example_manifest};
+use support::server::{BinaryServer, TestServer};
 
 fn dig(addr: std::net::SocketAddr, args: &[&str]) -> String {
     let out = Command::new("dig")
@@ -20,8 +20,7 @@ fn dig(addr: std::net::SocketAddr, args: &[&str]) -> String {
 }
 
 fn example_server() -> BinaryServer {
-    let source = format!("file:{}", example_manifest().display());
-    BinaryServer::start(&["serve", "--source", &source, "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+    BinaryServer::example(&["--http", "127.0.0.1:0"])
 }
 
 #[test]
@@ -92,18 +91,7 @@ fn dig_nsid_tells_which_replica_answered() {
     if !require_tool("dig") {
         return;
     }
-    let source = format!("file:{}", example_manifest().display());
-    let server = BinaryServer::start(&[
-        "serve",
-        "--source",
-        &source,
-        "--listen",
-        "127.0.0.1:0",
-        "--http",
-        "none",
-        "--nsid",
-        "replica-a",
-    ]);
+    let server = BinaryServer::example(&["--nsid", "replica-a"]);
     let out = dig(server.addr, &["+nsid", "web-0.nginx.default.svc.cluster.local"]);
     assert!(out.contains("; NSID: 72 65 70 6c 69 63 61 2d 61 (\"replica-a\")"), "{out}");
     assert!(out.contains("web-0.nginx.default.svc.cluster.local. 5 IN A\t10.244.1.5"), "{out}");

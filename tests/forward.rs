@@ -9,21 +9,10 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 use support::dns::{addresses, ask, query_message, rcode, require_tool, tcp, zone_lines};
 use support::knot::{Knot, free_port};
-use support::server::{BinaryServer, example_manifest, wait_until};
+use support::server::{BinaryServer, wait_until};
 
 fn serve_with_upstream(upstream: &str) -> BinaryServer {
-    let source = format!("file:{}", example_manifest().display());
-    BinaryServer::start(&[
-        "serve",
-        "--source",
-        &source,
-        "--listen",
-        "127.0.0.1:0",
-        "--http",
-        "none",
-        "--upstream",
-        upstream,
-    ])
+    BinaryServer::example(&["--upstream", upstream])
 }
 
 #[test]
@@ -70,18 +59,7 @@ fn a_forwarding_loop_is_detected_and_stopped() {
     // Our own address as the upstream: every forwarded query would come back to us.
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
-    let source = format!("file:{}", example_manifest().display());
-    let server = BinaryServer::start(&[
-        "serve",
-        "--source",
-        &source,
-        "--listen",
-        &listen,
-        "--http",
-        "none",
-        "--upstream",
-        &listen,
-    ]);
+    let server = BinaryServer::example(&["--listen", &listen, "--upstream", &listen]);
     let line = server.wait_for_log("forwarding loop detected", Duration::from_secs(10));
     assert!(line.is_some(), "the loop was not reported");
     let started = Instant::now();

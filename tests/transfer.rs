@@ -11,7 +11,7 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 use support::dns::{ask, query_message, rcode, require_tool, tcp, zone_lines};
 use support::knot::free_port;
-use support::server::{BinaryServer, example_manifest, wait_until};
+use support::server::{BinaryServer, wait_until};
 
 struct Knot {
     child: Child,
@@ -57,18 +57,7 @@ fn a_knot_secondary_serves_the_transferred_zone() {
     if !require_tool("knotd") {
         return;
     }
-    let source = format!("file:{}", example_manifest().display());
-    let primary = BinaryServer::start(&[
-        "serve",
-        "--source",
-        &source,
-        "--listen",
-        "127.0.0.1:0",
-        "--http",
-        "none",
-        "--transfer-to",
-        "127.0.0.0/8",
-    ]);
+    let primary = BinaryServer::example(&["--transfer-to", "127.0.0.0/8"]);
     wait_until(|| {
         rcode(&ask(primary.addr, "web-0.nginx.default.svc.cluster.local.", RecordType::A)) == ResponseCode::NoError
     });
@@ -108,24 +97,13 @@ fn a_knot_secondary_serves_the_transferred_zone() {
 
 #[test]
 fn transfers_are_refused_unless_allowed() {
-    let source = format!("file:{}", example_manifest().display());
-    let server = BinaryServer::start(&["serve", "--source", &source, "--listen", "127.0.0.1:0", "--http", "none"]);
+    let server = BinaryServer::example(&[]);
     wait_until(|| rcode(&ask(server.addr, "dns-version.cluster.local.", RecordType::TXT)) == ResponseCode::NoError);
     let resp = tcp(server.addr, &query_message("cluster.local.", RecordType::AXFR, None));
     assert_eq!(rcode(&resp), ResponseCode::Refused);
     assert!(resp.answers.is_empty());
     // Not over UDP either, even when allowed.
-    let allowed = BinaryServer::start(&[
-        "serve",
-        "--source",
-        &source,
-        "--listen",
-        "127.0.0.1:0",
-        "--http",
-        "none",
-        "--transfer-to",
-        "127.0.0.1",
-    ]);
+    let allowed = BinaryServer::example(&["--transfer-to", "127.0.0.1"]);
     wait_until(|| rcode(&ask(allowed.addr, "dns-version.cluster.local.", RecordType::TXT)) == ResponseCode::NoError);
     assert_eq!(rcode(&ask(allowed.addr, "cluster.local.", RecordType::AXFR)), ResponseCode::Refused);
     let resp = tcp(allowed.addr, &query_message("cluster.local.", RecordType::AXFR, None));

@@ -105,6 +105,21 @@ impl BinaryServer {
         }
     }
 
+    /// `serve` on the shipped example (`deploy/examples/cluster.yaml`) with `extra` flags; unless
+    /// they say otherwise, on 127.0.0.1:0 with HTTP off.
+    pub fn example(extra: &[&str]) -> BinaryServer {
+        let source = format!("file:{}", example_manifest().display());
+        let mut args = vec!["serve", "--source", &source];
+        if !extra.contains(&"--listen") {
+            args.extend(["--listen", "127.0.0.1:0"]);
+        }
+        if !extra.contains(&"--http") {
+            args.extend(["--http", "none"]);
+        }
+        args.extend_from_slice(extra);
+        BinaryServer::start(&args)
+    }
+
     /// The HTTP address, from the "http endpoints" log line (which follows the DNS one).
     pub fn http_addr(&self) -> SocketAddr {
         let line = self.wait_for_log("http endpoints", Duration::from_secs(10)).expect("an http endpoints log line");
