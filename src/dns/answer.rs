@@ -269,9 +269,6 @@ impl Responder {
     /// Writes the response to a well-formed question (or, with `forward`, leaves a name outside
     /// the served zones to the caller).
     pub fn answer(&self, q: &Question<'_>, transport: Transport, out: &mut [u8], caps: Caps) -> Outcome {
-        if caps.forward && self.index.zone_of(q.lower).is_none() {
-            return Outcome::Forward;
-        }
         let limit = self.limit(q, transport, out);
         let nsid = self.nsid_for(q);
         let room = limit - if q.edns.is_some() { OPT_LEN + nsid.len() } else { 0 };
@@ -285,7 +282,13 @@ impl Responder {
         if !index.is_ready() {
             // Never an authoritative NXDOMAIN before the first full sync (kubernetes/dns#186).
             flags &= !AA;
-            rcode = if index.zone_of(q.lower).is_some() { rcode::SERVFAIL } else { rcode::REFUSED };
+            if index.zone_of(q.lower).is_some() {
+                rcode = rcode::SERVFAIL;
+            } else if caps.forward {
+                return Outcome::Forward;
+            } else {
+                rcode = rcode::REFUSED;
+            }
         } else if let Some(entry) = index.get(q.lower) {
             let stored = match &entry.cname {
                 Some(cname) => Some(cname),
@@ -354,6 +357,10 @@ impl Responder {
                     ns = self.soa(q, zone, index.negative_ttl, out, &mut at, room, &mut flags);
                 }
             }
+        } else if caps.forward {
+            // Outside every served zone; checked only after the index misses, so answers from
+            // the index pay nothing for forwarding.
+            return Outcome::Forward;
         } else {
             flags &= !AA;
             rcode = rcode::REFUSED;
