@@ -3,54 +3,13 @@
 
 mod support;
 
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 use support::dns::{ask, query_message, rcode, require_tool, tcp, zone_lines};
-use support::knot::free_port;
+use support::knot::Knot;
 use support::server::{BinaryServer, wait_until};
-
-struct Knot {
-    child: Child,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Knot {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Knot DNS as a secondary of `cluster.local` pulling from `primary`.
-fn knot_secondary(primary: SocketAddr) -> (Knot, SocketAddr) {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let d = dir.path().display();
-    std::fs::write(
-        dir.path().join("knot.conf"),
-        format!(
-            "server:\n  listen: 127.0.0.1@{port}\n  rundir: {d}\n  udp-workers: 1\n  tcp-workers: 1\n  background-workers: 1\n\
-             database:\n  storage: {d}\n\
-             remote:\n  - id: primary\n    address: {ip}@{pport}\n\
-             template:\n  - id: default\n    storage: {d}\n\
-             zone:\n  - domain: cluster.local\n    master: primary\n\
-             log:\n  - target: stderr\n    any: info\n",
-            ip = primary.ip(),
-            pport = primary.port(),
-        ),
-    )
-    .unwrap();
-    let child = Command::new("knotd")
-        .args(["-c", &dir.path().join("knot.conf").display().to_string()])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("knotd starts");
-    (Knot { child, _dir: dir }, ([127, 0, 0, 1], port).into())
-}
 
 #[test]
 fn a_knot_secondary_serves_the_transferred_zone() {
@@ -61,7 +20,8 @@ fn a_knot_secondary_serves_the_transferred_zone() {
     wait_until(|| {
         rcode(&ask(primary.addr, "web-0.nginx.default.svc.cluster.local.", RecordType::A)) == ResponseCode::NoError
     });
-    let (_knot, secondary) = knot_secondary(primary.addr);
+    let knot = Knot::secondary(primary.addr);
+    let secondary = knot.addr;
     // The secondary answers once it has transferred the zone.
     wait_until(|| {
         support::dns::udp_raw(

@@ -1,6 +1,8 @@
-//! Knot DNS on loopback, as a real peer: an upstream for forwarding tests.
+//! Knot DNS on loopback, as a real peer: an authoritative upstream for the forwarding tests, and a
+//! secondary for the zone-transfer test.
 
 use std::net::{SocketAddr, UdpSocket};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -20,7 +22,7 @@ pub fn free_port() -> u16 {
     }
 }
 
-/// Knot DNS authoritative for `example.test.` on 127.0.0.1.
+/// A running `knotd` on 127.0.0.1, killed when dropped.
 pub struct Knot {
     pub child: Child,
     pub addr: SocketAddr,
@@ -28,34 +30,43 @@ pub struct Knot {
 }
 
 impl Knot {
-    pub fn start() -> Knot {
+    /// Knot with one worker of each kind on a free port; `sections` (remotes, templates, zones)
+    /// is written after the server and database sections, given the working directory.
+    fn spawn(sections: impl FnOnce(&Path) -> String) -> Knot {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let d = dir.path().display();
-        std::fs::write(
-            dir.path().join("example.test.zone"),
-            "$ORIGIN example.test.\n$TTL 300\n\
-             @ IN SOA ns.example.test. hostmaster.example.test. 1 3600 600 86400 60\n\
-             @ IN NS ns\nns IN A 127.0.0.1\nwww IN A 192.0.2.10\nwww IN AAAA 2001:db8::10\nalias IN CNAME www\n",
-        )
-        .unwrap();
-        std::fs::write(
-            dir.path().join("knot.conf"),
-            format!(
-                "server:\n  listen: 127.0.0.1@{port}\n  rundir: {d}\n  udp-workers: 1\n  tcp-workers: 1\n  background-workers: 1\n\
-                 database:\n  storage: {d}\n\
-                 template:\n  - id: default\n    storage: {d}\n    semantic-checks: off\n\
-                 zone:\n  - domain: example.test\n    file: {d}/example.test.zone\n\
-                 log:\n  - target: stderr\n    any: warning\n"
-            ),
-        )
-        .unwrap();
+        let config = format!(
+            "server:\n  listen: 127.0.0.1@{port}\n  rundir: {d}\n  udp-workers: 1\n  tcp-workers: 1\n  background-workers: 1\n\
+             database:\n  storage: {d}\n{}log:\n  - target: stderr\n    any: warning\n",
+            sections(dir.path())
+        );
+        std::fs::write(dir.path().join("knot.conf"), config).unwrap();
         let child = Command::new("knotd")
             .args(["-c", &dir.path().join("knot.conf").display().to_string()])
             .stdout(Stdio::null())
             .spawn()
             .expect("knotd starts");
-        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        Knot { child, addr: ([127, 0, 0, 1], port).into(), _dir: dir }
+    }
+
+    /// Knot authoritative for `example.test.`, once it answers.
+    pub fn start() -> Knot {
+        let knot = Knot::spawn(|dir| {
+            std::fs::write(
+                dir.join("example.test.zone"),
+                "$ORIGIN example.test.\n$TTL 300\n\
+                 @ IN SOA ns.example.test. hostmaster.example.test. 1 3600 600 86400 60\n\
+                 @ IN NS ns\nns IN A 127.0.0.1\nwww IN A 192.0.2.10\nwww IN AAAA 2001:db8::10\nalias IN CNAME www\n",
+            )
+            .unwrap();
+            let d = dir.display();
+            format!(
+                "template:\n  - id: default\n    storage: {d}\n    semantic-checks: off\n\
+                 zone:\n  - domain: example.test\n    file: {d}/example.test.zone\n"
+            )
+        });
+        let addr = knot.addr;
         wait_until(|| {
             super::dns::udp_raw(
                 addr,
@@ -64,7 +75,21 @@ impl Knot {
             )
             .is_some()
         });
-        Knot { child, addr, _dir: dir }
+        knot
+    }
+
+    /// Knot as a secondary of `cluster.local`, pulling it from `primary` (not waited for).
+    pub fn secondary(primary: SocketAddr) -> Knot {
+        Knot::spawn(|dir| {
+            let d = dir.display();
+            format!(
+                "remote:\n  - id: primary\n    address: {}@{}\n\
+                 template:\n  - id: default\n    storage: {d}\n\
+                 zone:\n  - domain: cluster.local\n    master: primary\n",
+                primary.ip(),
+                primary.port()
+            )
+        })
     }
 }
 
