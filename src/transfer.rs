@@ -87,8 +87,7 @@ pub fn respond(index: &Index, query: &[u8], peer: IpAddr, acl: &TransferAcl) -> 
         if !is_within(name.as_wire(), zone.name.as_wire()) || index.zone_of(name.as_wire()) != Some(zone_id) {
             continue;
         }
-        let answers = entry.cname.iter().map(|a| (rtype::CNAME, a)).chain(entry.rrsets.iter().map(|(t, a)| (*t, a)));
-        for (t, answer) in answers {
+        for (t, answer) in entry.sets() {
             records.extend(decode(name.as_wire(), t, answer));
         }
     }
@@ -132,16 +131,16 @@ fn wire_of(name: &HName) -> Vec<u8> {
 }
 
 /// The answer records of a stored answer, decoded by framing it as the response it is spliced into.
-fn decode(name: &[u8], t: u16, answer: &crate::index::wire::Answer) -> Vec<Record> {
+fn decode(name: &[u8], t: u16, answer: crate::index::wire::AnswerRef<'_>) -> Vec<Record> {
     let mut message = Vec::with_capacity(12 + name.len() + 4 + answer.bytes.len());
-    let arcount = answer.ends.len() as u16 - answer.ancount;
+    let arcount = answer.records() as u16 - answer.ancount;
     for v in [0u16, 0x8400, 1, answer.ancount, 0, arcount] {
         message.extend_from_slice(&v.to_be_bytes());
     }
     message.extend_from_slice(name);
     message.extend_from_slice(&t.to_be_bytes());
     message.extend_from_slice(&1u16.to_be_bytes());
-    message.extend_from_slice(&answer.bytes);
+    message.extend_from_slice(answer.bytes);
     match Message::from_vec(&message) {
         Ok(m) => m.answers.into_iter().filter(|r| r.dns_class == DNSClass::IN).collect(),
         Err(error) => {

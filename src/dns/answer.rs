@@ -290,14 +290,14 @@ impl Responder {
                 rcode = rcode::REFUSED;
             }
         } else if let Some(entry) = index.get(q.lower) {
-            let stored = match &entry.cname {
+            let stored = match entry.cname() {
                 Some(cname) => Some(cname),
-                None if q.qtype == rtype::ANY => entry.rrsets.first().map(|(_, a)| a),
+                None if q.qtype == rtype::ANY => entry.sets().next().map(|(_, a)| a),
                 None => entry.rrset(q.qtype),
             };
             if let Some(answer) = stored
                 && self.round_robin
-                && let Some(size) = uniform_records(answer)
+                && let Some(size) = uniform_records(&answer)
             {
                 // Rotate the addresses (CoreDNS `loadbalance round_robin`): each record is `size`
                 // bytes owned by the question, so any order is valid; start at a per-worker counter.
@@ -329,10 +329,10 @@ impl Responder {
                     an = ancount as u16;
                     ar = (n - ancount) as u16;
                 }
-            } else if entry.apex && matches!(q.qtype, rtype::SOA | rtype::ANY) {
-                an = self.soa(q, entry.zone, index.ttl, out, &mut at, room, &mut flags);
+            } else if entry.is_apex() && matches!(q.qtype, rtype::SOA | rtype::ANY) {
+                an = self.soa(q, entry.zone(), index.ttl, out, &mut at, room, &mut flags);
             } else {
-                ns = self.soa(q, entry.zone, index.negative_ttl, out, &mut at, room, &mut flags);
+                ns = self.soa(q, entry.zone(), index.negative_ttl, out, &mut at, room, &mut flags);
             }
         } else if let Some(zone) = index.zone_of(q.lower) {
             if self.autopath
@@ -450,10 +450,13 @@ thread_local! {
 
 /// The record size if `answer` is two or more same-sized answer records and nothing else (A or
 /// AAAA RRsets), which can be rotated by copying.
-fn uniform_records(answer: &wire::Answer) -> Option<usize> {
+fn uniform_records(answer: &wire::AnswerRef<'_>) -> Option<usize> {
     let count = answer.ancount as usize;
-    let size = *answer.ends.first()? as usize;
-    (count > 1 && answer.ends.len() == count && answer.bytes.len() == size * count && answer.complete).then_some(size)
+    if count < 2 || answer.records() != count || !answer.complete {
+        return None;
+    }
+    let size = answer.end(0);
+    (answer.bytes.len() == size * count).then_some(size)
 }
 
 /// Writes a 12-byte header.
