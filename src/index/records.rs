@@ -114,7 +114,7 @@ impl Rdata {
 
 /// The records one owner puts at one name. An empty `rdata` still makes the name exist
 /// (an empty non-terminal such as `svc.<zone>`).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Rrs {
     /// TTL for all of them.
     pub ttl: u32,
