@@ -165,7 +165,7 @@ pub async fn start(config: Config) -> Result<Running, Error> {
     );
     let forwarder = match &config.upstream {
         Some(upstreams) => {
-            let forwarder = Arc::new(forward::Forwarder::new(upstreams)?);
+            let forwarder = Arc::new(forward::Forwarder::new(upstreams, metrics.forward.clone())?);
             tracing::info!(upstreams = ?forwarder.upstreams(), "forwarding names outside the served zones");
             Some(forwarder)
         }
