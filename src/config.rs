@@ -214,8 +214,10 @@ pub struct ServeArgs {
     #[arg(long, value_enum, default_value_t = LoadBalance::Off)]
     pub loadbalance: LoadBalance,
 
-    /// The NSID (RFC 5001) answered to `dig +nsid`, to tell which replica answered [default: the
-    /// host name, which is the Pod name in Kubernetes]. An empty value disables it.
+    /// The NSID (RFC 5001) answered to `dig +nsid`, and the TXT answer to `dig CH TXT
+    /// hostname.bind` (or `id.server`), to tell which replica answered [default: the host name,
+    /// which is the Pod name in Kubernetes]. At most 200 bytes are used. An empty value disables
+    /// both (`CH TXT version.bind` still answers the version).
     #[arg(long, value_name = "ID")]
     pub nsid: Option<String>,
 
