@@ -344,7 +344,8 @@ fn system_upstreams() -> Result<Vec<SocketAddr>, Error> {
     Ok(out)
 }
 
-fn rand_u64() -> u64 {
+/// A random number, good enough for DNS message IDs and probe names (not for keys).
+pub(crate) fn rand_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
