@@ -27,6 +27,9 @@ pub enum Error {
     /// `--autopath` without `--pods verified`.
     #[error("--autopath needs --pods verified (it must know which Pod a client IP is)")]
     Autopath,
+    /// `--notify` is not an address.
+    #[error("--notify {0:?}: expected IP or IP:PORT ([IPv6]:PORT)")]
+    Notify(String),
     /// `--transfer-to` is not a network.
     #[error("--transfer-to {0:?}: expected a CIDR (10.0.0.0/8) or an address")]
     TransferTo(String),
@@ -202,6 +205,13 @@ pub struct ServeArgs {
     #[arg(long = "transfer-to", value_name = "CIDR")]
     pub transfer_to: Vec<String>,
 
+    /// Send NOTIFY (RFC 1996) for every served zone to this secondary whenever the zone changes,
+    /// so it transfers the change at once instead of at its next SOA refresh (repeatable; `IP` or
+    /// `IP:PORT`, port 53 by default). At most one per zone per second; unanswered ones are sent
+    /// again 4 times, backing off. The secondary still needs `--transfer-to` to pull the zone.
+    #[arg(long = "notify", value_name = "ADDR")]
+    pub notify: Vec<String>,
+
     /// Server-side search (CoreDNS `autopath`): a query from a running Pod's IP that misses in its
     /// first search domain (`<name>.<ns>.svc.<zone>`) is answered with a CNAME to the first name of
     /// the Pod's search list that exists (`<name>.svc.<zone>`, `<name>.<zone>`, `<name>.` via
@@ -214,8 +224,10 @@ pub struct ServeArgs {
     #[arg(long, value_enum, default_value_t = LoadBalance::Off)]
     pub loadbalance: LoadBalance,
 
-    /// The NSID (RFC 5001) answered to `dig +nsid`, to tell which replica answered [default: the
-    /// host name, which is the Pod name in Kubernetes]. An empty value disables it.
+    /// The NSID (RFC 5001) answered to `dig +nsid`, and the TXT answer to `dig CH TXT
+    /// hostname.bind` (or `id.server`), to tell which replica answered [default: the host name,
+    /// which is the Pod name in Kubernetes]. At most 200 bytes are used. An empty value disables
+    /// both (`CH TXT version.bind` still answers the version).
     #[arg(long, value_name = "ID")]
     pub nsid: Option<String>,
 
@@ -284,6 +296,8 @@ pub struct Config {
     pub upstream: Option<Vec<SocketAddr>>,
     /// Networks allowed to transfer zones.
     pub transfer_to: Vec<ipnet::IpNet>,
+    /// Secondaries to NOTIFY of changes.
+    pub notify: Vec<SocketAddr>,
     /// Rotate multi-address answers.
     pub round_robin: bool,
     /// Server-side search for queries from known Pods.
@@ -305,6 +319,7 @@ impl Config {
             nsid: String::new(),
             upstream: None,
             transfer_to: Vec::new(),
+            notify: Vec::new(),
             round_robin: false,
             autopath: false,
         }
@@ -326,15 +341,8 @@ impl ServeArgs {
         if self.upstreams.iter().any(|u| u == "none") {
             return if self.upstreams.len() == 1 { Ok(None) } else { Err(Error::Upstream("none".into())) };
         }
-        let mut out = Vec::new();
-        for text in &self.upstreams {
-            let addr = text
-                .parse::<SocketAddr>()
-                .or_else(|_| text.parse::<std::net::IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
-                .map_err(|_| Error::Upstream(text.clone()))?;
-            out.push(addr);
-        }
-        Ok(Some(out))
+        let addrs = self.upstreams.iter().map(|text| dns_peer(text).ok_or_else(|| Error::Upstream(text.clone())));
+        Ok(Some(addrs.collect::<Result<_, _>>()?))
     }
 
     /// Validates the flags.
@@ -415,6 +423,11 @@ impl ServeArgs {
             upstream: self.upstream()?,
             round_robin: self.loadbalance == LoadBalance::RoundRobin,
             autopath: self.autopath,
+            notify: self
+                .notify
+                .iter()
+                .map(|text| dns_peer(text).ok_or_else(|| Error::Notify(text.clone())))
+                .collect::<Result<_, _>>()?,
             transfer_to: self
                 .transfer_to
                 .iter()
@@ -426,6 +439,12 @@ impl ServeArgs {
                 .collect::<Result<_, _>>()?,
         })
     }
+}
+
+/// A DNS peer: `IP:PORT`, `[IPv6]:PORT`, or an address alone (port 53).
+fn dns_peer(text: &str) -> Option<SocketAddr> {
+    let bare = text.strip_prefix('[').and_then(|t| t.strip_suffix(']')).unwrap_or(text);
+    text.parse().ok().or_else(|| bare.parse().ok().map(|ip| SocketAddr::new(ip, 53)))
 }
 
 /// The host name (the Pod name in Kubernetes).

@@ -10,24 +10,34 @@
 //! positive and negative response cache honouring TTLs); we only turn its result into a response
 //! to the client's question. Failures become SERVFAIL within the upstream timeout, never a hang.
 //!
+//! Metrics, exact rather than inferred from TTLs: hickory-resolver counts its own cache hits and
+//! misses through the `metrics` facade ([`CacheCounters`] hands those counters to our registry),
+//! and every query that actually leaves for an upstream goes through [`CountedConn`], which counts
+//! it, its answer's rcode and its round trip (CoreDNS's `cache` and `forward` plugin metrics).
+//!
 //! Loops: at start a probe for a random name under `headless-dns-loop.` is sent upstream. If it
 //! comes back to us, an upstream forwards to us: forwarding is switched off (SERVFAIL) and an
 //! error is logged, as CoreDNS's `loop` plugin detects the same (it halts the process instead).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use hickory_proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use hickory_proto::op::{DnsRequest, DnsResponse, Edns, Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::{Name, RecordType};
-use hickory_resolver::config::{NameServerConfig, ResolveHosts, ResolverConfig};
+use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ProtocolConfig, ResolveHosts, ResolverConfig};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::net::xfer::{DnsExchange, DnsHandle};
 use hickory_resolver::net::{DnsError, NetError};
-use hickory_resolver::{Resolver, TokioResolver};
+use hickory_resolver::{ConnectionProvider, PoolContext, Resolver};
 use tokio::sync::Semaphore;
 
 use crate::dns::Transport;
+use crate::metrics::{ForwardMetrics, ProtoLabel, RcodeLabel};
 
 /// How long one forwarded query may take before it is answered SERVFAIL.
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
@@ -50,7 +60,7 @@ pub enum Error {
 
 /// Forwards queries to upstream resolvers.
 pub struct Forwarder {
-    resolver: TokioResolver,
+    resolver: Resolver<Counted>,
     upstreams: Vec<SocketAddr>,
     probe: Name,
     looped: AtomicBool,
@@ -58,8 +68,9 @@ pub struct Forwarder {
 }
 
 impl Forwarder {
-    /// A forwarder to `upstreams`, or to the name servers of `/etc/resolv.conf` when empty.
-    pub fn new(upstreams: &[SocketAddr]) -> Result<Forwarder, Error> {
+    /// A forwarder to `upstreams`, or to the name servers of `/etc/resolv.conf` when empty,
+    /// counting into `metrics`.
+    pub fn new(upstreams: &[SocketAddr], metrics: ForwardMetrics) -> Result<Forwarder, Error> {
         let upstreams = if upstreams.is_empty() { system_upstreams()? } else { upstreams.to_vec() };
         if upstreams.is_empty() {
             return Err(Error::NoUpstream);
@@ -72,7 +83,8 @@ impl Forwarder {
             }
             config.add_name_server(ns);
         }
-        let mut builder = Resolver::builder_with_config(config, TokioRuntimeProvider::default());
+        let provider = Counted { runtime: TokioRuntimeProvider::default(), metrics: metrics.clone() };
+        let mut builder = Resolver::builder_with_config(config, provider);
         let opts = builder.options_mut();
         // Names arrive fully qualified: no search list, no hosts file.
         opts.ndots = 0;
@@ -82,7 +94,9 @@ impl Forwarder {
         opts.cache_size = 10_000;
         opts.preserve_intermediates = true;
         opts.edns_payload_len = 1232;
-        let resolver = builder.build().map_err(Error::Build)?;
+        // The resolver registers its cache counters while it is built: bind them to ours.
+        let resolver =
+            metrics::with_local_recorder(&CacheCounters(metrics), || builder.build()).map_err(Error::Build)?;
         let probe = Name::from_ascii(format!("{:016x}.{:016x}.headless-dns-loop.", rand_u64(), rand_u64()))
             .expect("valid probe name");
         Ok(Forwarder {
@@ -184,6 +198,125 @@ impl Forwarder {
     }
 }
 
+// === impl CacheCounters ===
+
+/// Hands hickory-resolver's cache hit and miss counters (its optional `metrics` feature) to our
+/// registry. The resolver creates its counter handles once, in `build()`, so building it inside
+/// `metrics::with_local_recorder` binds them to ours: no process-global recorder, one set per
+/// forwarder. Every other metric it would register is a no-op (the upstream traffic is counted by
+/// [`CountedConn`], per query sent).
+struct CacheCounters(ForwardMetrics);
+
+impl metrics::Recorder for CacheCounters {
+    fn describe_counter(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
+    fn describe_gauge(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
+    fn describe_histogram(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
+
+    fn register_counter(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Counter {
+        let ours = match key.name() {
+            hickory_resolver::metrics::CACHE_HIT_TOTAL => &self.0.cache_hits,
+            hickory_resolver::metrics::CACHE_MISS_TOTAL => &self.0.cache_misses,
+            _ => return metrics::Counter::noop(),
+        };
+        metrics::Counter::from_arc(Arc::new(Bridged(ours.clone())))
+    }
+
+    fn register_gauge(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
+        metrics::Gauge::noop()
+    }
+
+    fn register_histogram(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Histogram {
+        metrics::Histogram::noop()
+    }
+}
+
+/// A `metrics` counter that is one of our Prometheus counters.
+struct Bridged(prometheus_client::metrics::counter::Counter);
+
+impl metrics::CounterFn for Bridged {
+    fn increment(&self, value: u64) {
+        self.0.inc_by(value);
+    }
+
+    fn absolute(&self, value: u64) {
+        self.0.inc_by(value.saturating_sub(self.0.get()));
+    }
+}
+
+// === impl Counted ===
+
+/// The resolver's connection provider (Tokio UDP and TCP, as by default), with every connection
+/// wrapped in a [`CountedConn`].
+#[derive(Clone)]
+struct Counted {
+    runtime: TokioRuntimeProvider,
+    metrics: ForwardMetrics,
+}
+
+impl ConnectionProvider for Counted {
+    type Conn = CountedConn;
+    type FutureConn = Pin<Box<dyn Future<Output = Result<CountedConn, NetError>> + Send>>;
+    type RuntimeProvider = TokioRuntimeProvider;
+
+    fn new_connection(
+        &self,
+        ip: IpAddr,
+        config: &ConnectionConfig,
+        cx: &PoolContext,
+    ) -> Result<Self::FutureConn, NetError> {
+        let proto = if matches!(config.protocol, ProtocolConfig::Udp) { "udp" } else { "tcp" };
+        let connecting = self.runtime.new_connection(ip, config, cx)?;
+        let metrics = self.metrics.clone();
+        Ok(Box::pin(async move { Ok(CountedConn { inner: connecting.await?, proto, metrics }) }))
+    }
+
+    fn runtime_provider(&self) -> &TokioRuntimeProvider {
+        &self.runtime
+    }
+}
+
+/// One upstream connection; counts each query sent on it, the rcode of the answer and the time
+/// to it. A query that gets no answer (timeout, refused connection) counts as a request only.
+#[derive(Clone)]
+struct CountedConn {
+    inner: DnsExchange<TokioRuntimeProvider>,
+    proto: &'static str,
+    metrics: ForwardMetrics,
+}
+
+impl DnsHandle for CountedConn {
+    type Response = BoxStream<'static, Result<DnsResponse, NetError>>;
+    type Runtime = TokioRuntimeProvider;
+
+    fn send(&self, request: DnsRequest) -> Self::Response {
+        self.metrics.requests.get_or_create(&ProtoLabel { proto: self.proto }).inc();
+        let (sent, metrics) = (Instant::now(), self.metrics.clone());
+        self.inner
+            .send(request)
+            .inspect(move |answer| {
+                if let Ok(response) = answer {
+                    metrics.duration.observe(sent.elapsed().as_secs_f64());
+                    let rcode = rcode_name(response.metadata.response_code);
+                    metrics.responses.get_or_create(&RcodeLabel { rcode }).inc();
+                }
+            })
+            .boxed()
+    }
+}
+
+/// RCODE names as CoreDNS labels them.
+fn rcode_name(code: ResponseCode) -> &'static str {
+    match code {
+        ResponseCode::NoError => "NOERROR",
+        ResponseCode::FormErr => "FORMERR",
+        ResponseCode::ServFail => "SERVFAIL",
+        ResponseCode::NXDomain => "NXDOMAIN",
+        ResponseCode::NotImp => "NOTIMP",
+        ResponseCode::Refused => "REFUSED",
+        _ => "other",
+    }
+}
+
 /// Encodes a response; if it is larger than `limit`, the question alone with TC set.
 fn encode(mut response: Message, limit: usize) -> Option<Vec<u8>> {
     let bytes = response.to_vec().ok()?;
@@ -211,7 +344,8 @@ fn system_upstreams() -> Result<Vec<SocketAddr>, Error> {
     Ok(out)
 }
 
-fn rand_u64() -> u64 {
+/// A random number, good enough for DNS message IDs and probe names (not for keys).
+pub(crate) fn rand_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));

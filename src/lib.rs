@@ -14,6 +14,8 @@
 //!   ready-to-send answers name by name ([`index::Writer`] → [`index::Index`]).
 //! - [`dns`] parses queries, splices stored answers behind the client's question, and serves
 //!   UDP and TCP.
+//! - [`forward`] answers names outside the zones through upstreams; [`transfer`] and [`notify`]
+//!   keep secondaries in step (AXFR, NOTIFY).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs, rust_2018_idioms, clippy::dbg_macro, clippy::print_stdout)]
@@ -26,6 +28,7 @@ pub mod forward;
 pub mod http;
 pub mod index;
 pub mod metrics;
+pub mod notify;
 pub mod source;
 pub mod transfer;
 
@@ -165,7 +168,7 @@ pub async fn start(config: Config) -> Result<Running, Error> {
     );
     let forwarder = match &config.upstream {
         Some(upstreams) => {
-            let forwarder = Arc::new(forward::Forwarder::new(upstreams)?);
+            let forwarder = Arc::new(forward::Forwarder::new(upstreams, metrics.forward.clone())?);
             tracing::info!(upstreams = ?forwarder.upstreams(), "forwarding names outside the served zones");
             Some(forwarder)
         }
@@ -202,6 +205,10 @@ pub async fn start(config: Config) -> Result<Running, Error> {
     if let Some(forwarder) = forwarder {
         // After the sockets serve, so a probe that comes back to us is seen.
         tasks.push(tokio::spawn(forwarder.probe_for_loops()));
+    }
+    if !config.notify.is_empty() {
+        tracing::info!(peers = ?config.notify, "sending NOTIFY to secondaries on every change");
+        tasks.push(tokio::spawn(notify::run(index.clone(), config.notify.clone(), cancel.clone())));
     }
     let mut feed = None;
     match source {

@@ -43,6 +43,7 @@ fn help_explains_every_flag() {
         "--autopath",
         "--loadbalance",
         "--transfer-to",
+        "--notify",
         "--upstream",
         "--log-format",
         "--log-level",
@@ -69,6 +70,18 @@ fn bad_flags_are_clear_errors() {
     let (ok, _, err) = run(&["serve", "--source", "file:x", "--ttl", "99999"]);
     assert!(!ok);
     assert!(err.contains("--ttl 99999"), "{err}");
+    for bad in ["not-an-address", "127.0.0.1:99999", "ns1.example.org:53", "[::1]:x"] {
+        let (ok, _, err) = run(&["serve", "--source", "file:x", "--notify", "127.0.0.2", "--notify", bad]);
+        assert!(!ok);
+        assert!(err.contains(&format!("--notify {bad:?}: expected IP or IP:PORT")), "{err}");
+    }
+    // The same from a configuration file.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("headless-dns.yaml");
+    std::fs::write(&config, "source: file:x\nnotify: [\"[::1]:5300\", not-an-address]\n").unwrap();
+    let (ok, _, err) = run(&["serve", "--config", &config.display().to_string()]);
+    assert!(!ok);
+    assert!(err.contains("--notify \"not-an-address\""), "{err}");
 }
 
 #[test]

@@ -99,3 +99,25 @@ fn dig_nsid_tells_which_replica_answered() {
     let out = dig(server.addr, &["web-0.nginx.default.svc.cluster.local"]);
     assert!(!out.contains("NSID"), "{out}");
 }
+
+#[test]
+fn dig_chaos_txt_names_the_version_and_the_replica() {
+    if !require_tool("dig") {
+        return;
+    }
+    let server = BinaryServer::example(&["--nsid", "replica-a"]);
+    let version = format!("\"headless-dns {}\"\n", env!("CARGO_PKG_VERSION"));
+    assert_eq!(dig(server.addr, &["+short", "CH", "TXT", "version.bind"]), version);
+    assert_eq!(dig(server.addr, &["+short", "CH", "TXT", "VERSION.server"]), version);
+    assert_eq!(dig(server.addr, &["+short", "CH", "TXT", "hostname.bind"]), "\"replica-a\"\n");
+    assert_eq!(dig(server.addr, &["+short", "+tcp", "CH", "TXT", "id.server"]), "\"replica-a\"\n");
+    let full = dig(server.addr, &["CH", "TXT", "version.bind"]);
+    assert!(full.contains("status: NOERROR") && full.contains("flags: qr rd;"), "{full}");
+    assert!(full.contains(&format!("version.bind.\t\t0\tCH\tTXT\t{}", version.trim_end())), "{full}");
+    // Other CHAOS questions, and an empty --nsid, are refused.
+    assert!(dig(server.addr, &["CH", "TXT", "authors.bind"]).contains("status: REFUSED"));
+    assert!(dig(server.addr, &["CH", "A", "version.bind"]).contains("status: REFUSED"));
+    let anonymous = BinaryServer::example(&["--nsid", ""]);
+    assert!(dig(anonymous.addr, &["CH", "TXT", "hostname.bind"]).contains("status: REFUSED"));
+    assert_eq!(dig(anonymous.addr, &["+short", "CH", "TXT", "version.bind"]), version);
+}

@@ -9,7 +9,7 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 use support::dns::{addresses, ask, query_message, rcode, require_tool, tcp, zone_lines};
 use support::knot::{Knot, free_port};
-use support::server::{BinaryServer, wait_until};
+use support::server::{BinaryServer, http_get, wait_until};
 
 fn serve_with_upstream(upstream: &str) -> BinaryServer {
     BinaryServer::example(&["--upstream", upstream])
@@ -52,6 +52,46 @@ fn names_outside_the_zones_are_forwarded_and_cached() {
     let resp = ask(dns, "uncached.example.test.", RecordType::A);
     assert_eq!(rcode(&resp), ResponseCode::ServFail);
     assert!(started.elapsed() < Duration::from_secs(4), "{:?}", started.elapsed());
+}
+
+/// The value of one series in a `/metrics` scrape (0 when absent).
+fn series(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).filter(|rest| rest.starts_with(' ')))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn metrics_count_cache_misses_then_hits_and_upstream_answers() {
+    if !require_tool("knotd") {
+        return;
+    }
+    let knot = Knot::start();
+    let server = BinaryServer::example(&["--upstream", &knot.addr.to_string(), "--http", "127.0.0.1:0"]);
+    let http = server.http_addr();
+    let scrape = || http_get(http, "/metrics").1;
+    // The loop probe at start is the first lookup (a miss that Knot refuses); let it finish.
+    wait_until(|| series(&scrape(), "headless_dns_forward_responses_total{rcode=\"REFUSED\"}") >= 1.0);
+    let before = scrape();
+    let (hits, misses) = ("headless_dns_cache_hits_total", "headless_dns_cache_misses_total");
+    let requests = "headless_dns_forward_requests_total{proto=\"udp\"}";
+    let noerror = "headless_dns_forward_responses_total{rcode=\"NOERROR\"}";
+
+    assert_eq!(addresses(&ask(server.addr, "www.example.test.", RecordType::A)), ["192.0.2.10"]);
+    let first = scrape();
+    assert_eq!(series(&first, misses) - series(&before, misses), 1.0, "{first}");
+    assert_eq!(series(&first, hits) - series(&before, hits), 0.0, "{first}");
+    assert_eq!(series(&first, requests) - series(&before, requests), 1.0, "{first}");
+    assert_eq!(series(&first, noerror) - series(&before, noerror), 1.0, "{first}");
+    assert!(series(&first, "headless_dns_forward_request_duration_seconds_count") >= 2.0, "{first}");
+
+    // The same name again: from the cache, nothing sent upstream.
+    assert_eq!(addresses(&ask(server.addr, "www.example.test.", RecordType::A)), ["192.0.2.10"]);
+    let second = scrape();
+    assert_eq!(series(&second, hits) - series(&first, hits), 1.0, "{second}");
+    assert_eq!(series(&second, misses), series(&first, misses), "{second}");
+    assert_eq!(series(&second, requests), series(&first, requests), "{second}");
 }
 
 #[test]

@@ -302,3 +302,64 @@ async fn fast_and_general_paths_agree() {
     assert_eq!(compared, names.len() * types.len() * 6);
     server.stop().await;
 }
+
+/// A CHAOS-class TXT question.
+fn chaos_txt(name: &str, edns: Option<u16>) -> Message {
+    let mut msg = query_message(name, RecordType::TXT, edns);
+    let mut q = msg.queries.remove(0);
+    q.set_query_class(DNSClass::CH);
+    msg.add_query(q);
+    msg
+}
+
+/// The TXT strings of the answer section, joined.
+fn txt(resp: &Message) -> Vec<String> {
+    resp.answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            hickory_proto::rr::RData::TXT(t) => {
+                Some(t.txt_data.iter().map(|s| String::from_utf8_lossy(s).into_owned()).collect::<String>())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn chaos_txt_answers_version_and_identity_over_udp_and_tcp() {
+    let long_id = "r".repeat(300);
+    let id = long_id.clone();
+    let server = TestServer::start_with(FIXTURE, move |c| c.nsid = id).await;
+    let addr = server.addr;
+    tokio::task::spawn_blocking(move || {
+        let version = format!("headless-dns {}", env!("CARGO_PKG_VERSION"));
+        for (name, want) in [
+            ("version.bind.", version.as_str()),
+            ("Version.Server.", version.as_str()),
+            ("hostname.bind.", &long_id[..200]),
+            ("id.server.", &long_id[..200]),
+        ] {
+            for edns in [None, Some(512), Some(1232)] {
+                for resp in [udp(addr, &chaos_txt(name, edns)), tcp(addr, &chaos_txt(name, edns))] {
+                    assert_eq!(rcode(&resp), ResponseCode::NoError, "{name}");
+                    assert_eq!(txt(&resp), [want], "{name} {edns:?}");
+                    let record = &resp.answers[0];
+                    assert_eq!((record.dns_class, record.ttl), (DNSClass::CH, 0), "{name}");
+                    assert_eq!(record.name.to_ascii(), name, "the question as asked");
+                    assert!(!resp.metadata.authoritative && !resp.metadata.truncation);
+                    assert_eq!(resp.edns.is_some(), edns.is_some());
+                }
+            }
+        }
+        // Anything else in class CH is refused.
+        for (name, rtype) in [("authors.bind.", RecordType::TXT), ("version.bind.", RecordType::A)] {
+            let mut msg = chaos_txt(name, None);
+            msg.queries[0].set_query_type(rtype);
+            assert_eq!(rcode(&udp(addr, &msg)), ResponseCode::Refused, "{name} {rtype}");
+            assert_eq!(rcode(&tcp(addr, &msg)), ResponseCode::Refused, "{name} {rtype}");
+        }
+    })
+    .await
+    .unwrap();
+    server.stop().await;
+}

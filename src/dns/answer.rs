@@ -95,6 +95,8 @@ pub struct Responder {
 
 /// EDNS option code of NSID (RFC 5001).
 const NSID: u16 = 3;
+/// The longest NSID answered (the rest of `--nsid` is cut).
+const MAX_NSID: usize = 200;
 
 /// What the caller of [`Responder::handle`] can do beyond answering from the index.
 #[derive(Clone, Copy, Debug, Default)]
@@ -154,7 +156,9 @@ impl Responder {
     /// (RFC 5001). An empty id disables it.
     pub fn with_nsid(mut self, id: &[u8]) -> Responder {
         self.nsid = (!id.is_empty()).then(|| {
-            let len = id.len().min(512) as u16;
+            // At most 200 bytes: with the OPT and the longest question it still fits a 512-byte
+            // response, so the room left for records can never be negative.
+            let len = id.len().min(MAX_NSID) as u16;
             let mut option = Vec::with_capacity(4 + len as usize);
             option.extend_from_slice(&NSID.to_be_bytes());
             option.extend_from_slice(&len.to_be_bytes());
@@ -181,8 +185,13 @@ impl Responder {
         &self.transfer
     }
 
+    /// The server's identity (the NSID, `--nsid`), if it has one.
+    pub(super) fn server_id(&self) -> Option<&[u8]> {
+        self.nsid.as_deref().map(|option| &option[4..])
+    }
+
     /// The NSID option to append for this query, if any.
-    fn nsid_for(&self, q: &Question<'_>) -> &[u8] {
+    pub(super) fn nsid_for(&self, q: &Question<'_>) -> &[u8] {
         match (&self.nsid, q.edns) {
             (Some(option), Some(e)) if e.nsid => option,
             _ => &[],
@@ -257,7 +266,7 @@ impl Responder {
     }
 
     /// The size limit for a response.
-    fn limit(&self, q: &Question<'_>, transport: Transport, out: &[u8]) -> usize {
+    pub(super) fn limit(&self, q: &Question<'_>, transport: Transport, out: &[u8]) -> usize {
         let limit = match (transport, q.edns) {
             (Transport::Tcp, _) => wire::MAX_MESSAGE,
             (Transport::Udp, Some(e)) => e.udp_size.clamp(512, self.max_udp) as usize,

@@ -32,9 +32,8 @@ pub struct Knot {
 impl Knot {
     /// Knot with one worker of each kind on a free port; `sections` (remotes, templates, zones)
     /// is written after the server and database sections, given the working directory.
-    fn spawn(sections: impl FnOnce(&Path) -> String) -> Knot {
+    fn spawn(port: u16, sections: impl FnOnce(&Path) -> String) -> Knot {
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
         let d = dir.path().display();
         let config = format!(
             "server:\n  listen: 127.0.0.1@{port}\n  rundir: {d}\n  udp-workers: 1\n  tcp-workers: 1\n  background-workers: 1\n\
@@ -52,7 +51,7 @@ impl Knot {
 
     /// Knot authoritative for `example.test.`, once it answers.
     pub fn start() -> Knot {
-        let knot = Knot::spawn(|dir| {
+        let knot = Knot::spawn(free_port(), |dir| {
             std::fs::write(
                 dir.join("example.test.zone"),
                 "$ORIGIN example.test.\n$TTL 300\n\
@@ -80,14 +79,22 @@ impl Knot {
 
     /// Knot as a secondary of `cluster.local`, pulling it from `primary` (not waited for).
     pub fn secondary(primary: SocketAddr) -> Knot {
-        Knot::spawn(|dir| {
+        Knot::secondary_on(free_port(), primary)
+    }
+
+    /// [`Knot::secondary`] on a given port. It takes NOTIFY from the primary's address, and
+    /// otherwise refreshes no sooner than hourly, so a quick update can only come from a NOTIFY.
+    pub fn secondary_on(port: u16, primary: SocketAddr) -> Knot {
+        Knot::spawn(port, |dir| {
             let d = dir.display();
             format!(
-                "remote:\n  - id: primary\n    address: {}@{}\n\
+                "remote:\n  - id: primary\n    address: {ip}@{}\n\
+                 acl:\n  - id: notify-from-primary\n    address: {ip}\n    action: notify\n\
                  template:\n  - id: default\n    storage: {d}\n\
-                 zone:\n  - domain: cluster.local\n    master: primary\n",
-                primary.ip(),
-                primary.port()
+                 zone:\n  - domain: cluster.local\n    master: primary\n    acl: notify-from-primary\n\
+                 \x20   refresh-min-interval: 3600\n",
+                primary.port(),
+                ip = primary.ip(),
             )
         })
     }
