@@ -344,14 +344,16 @@ class Server:
         return self.proc.pid
 
 
-def headless_server(binary: Path, yaml: Path, port: int, http_port: int, work: Path) -> Server:
+def headless_server(
+    binary: Path, yaml: Path, port: int, http_port: int, work: Path, kubeconfig: Path | None = None
+) -> Server:
+    source = ["--source", "kube", "--kubeconfig", str(kubeconfig)] if kubeconfig else ["--source", f"file:{yaml}"]
     return Server(
-        "headless-dns",
+        "headless-dns (API)" if kubeconfig else "headless-dns",
         [
             str(binary),
             "serve",
-            "--source",
-            f"file:{yaml}",
+            *source,
             "--listen",
             f"{LOOPBACK}:{port}",
             "--http",
@@ -368,7 +370,7 @@ def headless_server(binary: Path, yaml: Path, port: int, http_port: int, work: P
             "warn",
         ],
         port,
-        work / "headless-dns.log",
+        work / ("headless-dns-api.log" if kubeconfig else "headless-dns.log"),
     )
 
 
@@ -575,8 +577,8 @@ class Churn(threading.Thread):
         self.yaml, self.services, self.pods = yaml, services, pods
         self.updates, self.interval, self.port = min(updates, services * pods), interval, port
         self.gens = [[0] * pods for _ in range(services)]
-        self.chunks = [service_yaml(i, pods) for i in range(services)]
-        self.head = namespaces_yaml(services)
+        self.chunks = [service_yaml(i, pods) for i in range(services)] if yaml else []
+        self.head = namespaces_yaml(services) if yaml else ""
         self.stop_event = threading.Event()
         self.rewrites = 0
         self.changes = 0
@@ -603,9 +605,7 @@ class Churn(threading.Thread):
                 p = self.tick % self.pods
                 self.gens[i][p] = (self.gens[i][p] + 1) % 4
                 changed.append((i, p))
-            for i in {i for i, _ in changed}:
-                self.chunks[i] = service_yaml(i, self.pods, self.gens[i])
-            write_atomic(self.yaml, self.head + "".join(self.chunks))
+            self.apply(changed)
             written = time.monotonic()
             self.write_seconds.append(written - t)
             self.rewrites += 1
@@ -619,6 +619,12 @@ class Churn(threading.Thread):
                 self.stop_event.wait(delay)
             else:
                 next_at = time.monotonic()
+
+    def apply(self, changed: list[tuple[int, int]]) -> None:
+        """Makes the changed endpoints (Service i, Pod p, at self.gens) visible to the server."""
+        for i in {i for i, _ in changed}:
+            self.chunks[i] = service_yaml(i, self.pods, self.gens[i])
+        write_atomic(self.yaml, self.head + "".join(self.chunks))
 
     def probe(self) -> None:
         while not self.stop_event.is_set():
@@ -643,6 +649,67 @@ class Churn(threading.Thread):
         self.join(30)
         self.prober.join(5)
         self.unseen += len(self.pending)
+
+
+class ApiFeed:
+    """The fake Kubernetes API server of `benches/api_feed.rs`, serving the generated cluster to
+    headless-dns's Kubernetes source (`--source kube`), and changing EndpointSlices on request."""
+
+    def __init__(self, yaml: Path, work: Path, cpu: int):
+        self.kubeconfig = work / "kubeconfig.yaml"
+        self.log = open(work / "api_feed.log", "w")
+        self.proc = subprocess.Popen(
+            ["taskset", "-c", str(cpu), str(api_feed_binary()), "--yaml", str(yaml), "--kubeconfig", str(self.kubeconfig)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            text=True,
+        )
+        line = self.proc.stdout.readline()
+        if not line.startswith("READY"):
+            raise RuntimeError(f"api_feed did not start (see {work / 'api_feed.log'}): {line!r}")
+        print(f"== fake Kubernetes API: {line.strip()}", flush=True)
+
+    def change(self, changes: list[tuple[int, int, str]]) -> None:
+        """Sets endpoint p of Service i to an address; each changed slice is one watch event."""
+        items = [f"{ns_of(i)}/svc-{i}-{p // 100:05x}/{p % 100}/{addr}" for i, p, addr in changes]
+        self.proc.stdin.write(" ".join(items) + "\n")
+        self.proc.stdin.flush()
+        reply = self.proc.stdout.readline()
+        if not reply.startswith("OK"):
+            raise RuntimeError(f"api_feed: {reply!r}")
+
+    def stop(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(10)
+        self.log.close()
+
+
+def api_feed_binary() -> Path:
+    """Builds benches/api_feed.rs and returns its executable."""
+    out = subprocess.run(
+        ["cargo", "bench", "--bench", "api_feed", "--no-run", "--message-format", "json"],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    for line in out.splitlines():
+        msg = json.loads(line)
+        if msg.get("reason") == "compiler-artifact" and msg["target"]["name"] == "api_feed" and msg.get("executable"):
+            return Path(msg["executable"])
+    raise RuntimeError("cargo did not report the api_feed executable")
+
+
+class ApiChurn(Churn):
+    """The same changes as Churn, delivered as EndpointSlice watch events by the fake API server."""
+
+    def __init__(self, feed: ApiFeed, services: int, pods: int, updates: int, interval: float, port: int):
+        self.feed = feed
+        super().__init__(None, services, pods, updates, interval, port)
+
+    def apply(self, changed: list[tuple[int, int]]) -> None:
+        self.feed.change([(i, p, ip(i, p, self.gens[i][p])) for i, p in changed])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -721,6 +788,7 @@ def measure(args, server: Server, queries: Path, probe: str, churn: Churn | None
                 "visible_max_ms": (v[-1] if v else float("nan")) * 1e3,
                 "not_visible": churn.unseen,
                 "rewrite_s_p50": percentile(sorted(churn.write_seconds), 50),
+                "via": "api" if isinstance(churn, ApiChurn) else "file",
             }
             c = result["churn"]
             print(
@@ -862,23 +930,39 @@ def write_results(args, env: dict, results: list[dict], dnsperf_flags: str) -> N
         lines.append(f"- {r['server']} response codes (max-QPS run): " + ", ".join(f"{c} {n:,}" for c, n in r["rcodes"].items()))
     churned = [r for r in results if "churn" in r]
     if churned:
-        lines += ["", "## Churn (headless-dns, file source)", ""]
+        lines += ["", "## Churn (headless-dns)", ""]
         for r in churned:
             c = r["churn"]
-            lines.append(
-                f"- The YAML file was rewritten (write to a temporary file, rename over) every {c['interval_s']:g} s with "
-                f"{c['endpoint_changes'] // max(1, c['rewrites']):,} endpoint address changes: {c['rewrites']} rewrites, "
-                f"{c['endpoint_changes']:,} changes, ~{c['changes_per_s']:,.0f} changes/s. From the rename to the first "
-                f"query answering a changed Pod's new address: p50 {c['visible_p50_ms']:.0f} ms, max "
-                f"{c['visible_max_ms']:.0f} ms ({c['not_visible']} rewrites not seen before the run ended). "
-                f"The file source polls every 250 ms, waits 300 ms for the file to settle, then re-reads "
-                f"and re-parses the whole file, so this measures the file path, not the writer."
+            base = next((b for b in results if b["server"] + " + churn" == r["server"]), None)
+            drop = (
+                f" Queries per server CPU-second: {r['queries_per_cpu_s']:,.0f} against {base['queries_per_cpu_s']:,.0f} "
+                f"without churn in this run ({(r['queries_per_cpu_s'] / base['queries_per_cpu_s'] - 1) * 100:+.1f} %)."
+                if base
+                else ""
             )
-        lines.append(
-            "- A direct feed (events straight into the writer, as the Kubernetes source delivers them) needs a hook "
-            "the command line does not expose; the library's `SourceConfig::External` / `Running::feed` would serve "
-            "for a bench binary that embeds the server. The file variant above is what the CLI allows."
-        )
+            per = c["endpoint_changes"] // max(1, c["rewrites"])
+            if c.get("via") == "api":
+                how = (
+                    f"- Kubernetes source (`--source kube`, kube-rs watchers) fed by the fake API server of "
+                    f"`benches/api_feed.rs` on the client's CPU: every {c['interval_s']:g} s, {per:,} endpoint address "
+                    f"changes, round robin over the Services, written as one EndpointSlice update (watch event) per "
+                    f"changed slice: "
+                    f"{c['endpoint_changes']:,} changes, ~{c['changes_per_s']:,.0f} changes/s. From the API server "
+                    f"applying a batch to the first query answering one of its changed Pods' new address: "
+                    f"p50 {c['visible_p50_ms']:.1f} ms, max {c['visible_max_ms']:.1f} ms (probe resolution ~5 ms; "
+                    f"{c['not_visible']} batches not seen before the run ended)."
+                )
+            else:
+                how = (
+                    f"- File source: the YAML file was rewritten (write to a temporary file, rename over) every "
+                    f"{c['interval_s']:g} s with {per:,} endpoint address changes: {c['rewrites']} rewrites, "
+                    f"{c['endpoint_changes']:,} changes, ~{c['changes_per_s']:,.0f} changes/s. From the rename to the "
+                    f"first query answering a changed Pod's new address: p50 {c['visible_p50_ms']:.0f} ms, max "
+                    f"{c['visible_max_ms']:.0f} ms ({c['not_visible']} rewrites not seen before the run ended). The file "
+                    f"source polls every 250 ms, waits 300 ms for the file to settle, then re-reads and re-parses the "
+                    f"whole file, so this measures the file path, not the writer."
+                )
+            lines.append(how + drop)
     lines += [
         "",
         "![QPS per CPU-second and RSS per server](results.svg)",
@@ -942,7 +1026,13 @@ def main() -> int:
     ap.add_argument("--pods", type=int, default=10, help="Pods per Service (P) [10]")
     ap.add_argument("--large", action="store_true", help="S=10000, P=10")
     ap.add_argument("--servers", default="headless-dns,knot,nsd", help="comma-separated subset, in order")
-    ap.add_argument("--churn", action="store_true", help="also run headless-dns while the YAML churns")
+    ap.add_argument(
+        "--churn",
+        action="store_true",
+        help="also run headless-dns on the Kubernetes source (a fake API server, benches/api_feed.rs), "
+        "without and then with endpoint churn delivered as watch events",
+    )
+    ap.add_argument("--churn-file", action="store_true", help="also run headless-dns while the YAML file churns")
     ap.add_argument("--churn-updates", type=int, default=1000, help="endpoint changes per rewrite [1000]")
     ap.add_argument("--churn-interval", type=float, default=1.0, help="seconds between rewrites [1.0]")
     ap.add_argument("--duration", type=int, default=10, help="seconds per dnsperf run [10]")
@@ -1019,6 +1109,20 @@ def main() -> int:
                 ap.error(f"unknown server {name}")
             results.append(best_of(args, lambda: measure(args, server, queries, probe)))
         if args.churn:
+            feed = ApiFeed(yaml, work, args.client_cpu)
+            try:
+                port = free_port()
+                server = headless_server(args.binary, yaml, port, free_port(), work, kubeconfig=feed.kubeconfig)
+                results.append(best_of(args, lambda: measure(args, server, queries, probe)))
+
+                def api_churned() -> dict:
+                    churn = ApiChurn(feed, args.services, args.pods, args.churn_updates, args.churn_interval, port)
+                    return measure(args, server, queries, probe, churn)
+
+                results.append(best_of(args, api_churned))
+            finally:
+                feed.stop()
+        if args.churn_file:
             port = free_port()
             churn_yaml = work / "churn.yaml"
             shutil.copyfile(yaml, churn_yaml)
