@@ -24,29 +24,54 @@ use crate::dns::name::Name;
 type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 type Set<K> = HashSet<K, foldhash::fast::RandomState>;
 
-/// Bookkeeping for one published name.
-#[derive(Default)]
+/// An owner, interned: nodes refer to owners by a 4-byte id instead of a 40-byte [`Owner`].
+type OwnerId = u32;
+const NO_OWNER: OwnerId = OwnerId::MAX;
+
+/// Bookkeeping for one published name: 8 bytes, as there is one per name (240,000 at 100,000
+/// endpoints; a node holding its owners inline took 72 bytes per map slot).
 struct Node {
-    /// Who puts records here. Forward names have one owner; reverse names and Pod names can have
-    /// several (two Services selecting one Pod, hostNetwork Pods sharing an IP).
-    owners: SmallVec<[Owner; 1]>,
+    /// Who puts records here, or [`NO_OWNER`]. Forward names have one owner; reverse names and
+    /// Pod names can have several (two Services selecting one Pod, hostNetwork Pods sharing an
+    /// IP): the others are in [`Writer::more_owners`].
+    owner: OwnerId,
     /// How many published names sit directly below this one. A name with no owner but children
     /// is an empty non-terminal (`_tcp.<svc>…`, `<ns>.svc.<zone>`): NODATA, not NXDOMAIN.
     children: u32,
 }
 
-/// What an owner publishes: its names, sorted, each with a fingerprint of its records there.
-type Published = Box<[(Name, u64)]>;
+impl Default for Node {
+    fn default() -> Self {
+        Node { owner: NO_OWNER, children: 0 }
+    }
+}
+
+/// An interned owner and what it publishes: its names, sorted, each with a fingerprint of its
+/// records there.
+struct OwnerSlot {
+    owner: Owner,
+    published: Box<[(Name, u64)]>,
+}
+
+/// How many owners' records a recompute holds before publishing them (2 in unit tests, so that
+/// the property tests cover publishing one recompute in several chunks).
+const RECOMPUTE_CHUNK: usize = if cfg!(test) { 2 } else { 256 };
 
 /// The records of the owners one [`Writer::recompute`] reads, each computed once.
-type Fresh = Map<Owner, OwnerRecords>;
+type Fresh = Map<OwnerId, OwnerRecords>;
 
 /// Owns the write side of the index: what each owner published, and the tree of names.
 pub struct Writer {
     index: Arc<Index>,
     cfg: RecordConfig,
-    owners: Map<Owner, Published>,
+    /// Interned owners that publish something; ids index `slots`.
+    owner_ids: Map<Owner, OwnerId>,
+    slots: Vec<Option<OwnerSlot>>,
+    /// Ids free for reuse (freed at the end of a recompute, so an id is never reused within one).
+    free_ids: Vec<OwnerId>,
     nodes: Map<Name, Node>,
+    /// The second and further owners of names that have several.
+    more_owners: Map<Name, SmallVec<[OwnerId; 2]>>,
     dirty: Set<Name>,
     /// Fingerprints records. Randomly seeded 64-bit hashes: a collision (an update mistaken for
     /// no change) is a 2⁻⁶⁴ event that no object contents can aim at.
@@ -61,8 +86,11 @@ impl Writer {
         let mut writer = Writer {
             index,
             cfg,
-            owners: Map::default(),
+            owner_ids: Map::default(),
+            slots: Vec::new(),
+            free_ids: Vec::new(),
             nodes: Map::default(),
+            more_owners: Map::default(),
             dirty: Set::default(),
             fingerprint: Default::default(),
         };
@@ -84,24 +112,90 @@ impl Writer {
     pub fn recompute(&mut self, model: &Model, owners: impl IntoIterator<Item = Owner>) -> bool {
         let mut changed = false;
         let mut fresh = Fresh::default();
+        let mut done: Set<OwnerId> = Set::default();
+        let mut freed = Vec::new();
         for owner in owners {
-            if fresh.contains_key(&owner) {
+            let id = self.intern(&owner);
+            if !done.insert(id) {
                 continue;
             }
             let records = owner_records(&owner, model, &self.cfg);
-            changed |= self.set_owner(&owner, &records);
-            fresh.insert(owner, records);
+            changed |= self.set_owner(id, &records);
+            if self.slots[id as usize].as_ref().is_some_and(|s| s.published.is_empty()) {
+                freed.push(id);
+            }
+            fresh.insert(id, records);
+            // Publish in chunks, so that an initial list of the whole cluster never holds a
+            // second copy of every record at once.
+            if fresh.len() >= RECOMPUTE_CHUNK {
+                self.flush(model, &mut fresh);
+                fresh.clear();
+            }
         }
         self.flush(model, &mut fresh);
+        for id in freed {
+            if let Some(slot) = self.slots[id as usize].take() {
+                self.owner_ids.remove(&slot.owner);
+                self.free_ids.push(id);
+            }
+        }
         if changed {
             self.index.bump_serial();
         }
         changed
     }
 
+    /// The id of `owner`, interning it if it is new.
+    fn intern(&mut self, owner: &Owner) -> OwnerId {
+        if let Some(&id) = self.owner_ids.get(owner) {
+            return id;
+        }
+        let slot = Some(OwnerSlot { owner: owner.clone(), published: Box::default() });
+        let id = match self.free_ids.pop() {
+            Some(id) => {
+                self.slots[id as usize] = slot;
+                id
+            }
+            None => {
+                self.slots.push(slot);
+                (self.slots.len() - 1) as OwnerId
+            }
+        };
+        self.owner_ids.insert(owner.clone(), id);
+        id
+    }
+
+    /// The owners of a node: its first, then any others.
+    fn owners_of<'a>(&'a self, name: &Name, node: &Node) -> impl Iterator<Item = OwnerId> + 'a {
+        let more = if node.owner == NO_OWNER { None } else { self.more_owners.get(name) };
+        (node.owner != NO_OWNER).then_some(node.owner).into_iter().chain(more.into_iter().flatten().copied())
+    }
+
+    /// Removes `owner` from `name`'s node.
+    fn detach(&mut self, name: &Name, owner: OwnerId) {
+        let Some(node) = self.nodes.get_mut(name) else {
+            return;
+        };
+        let more = self.more_owners.get_mut(name);
+        if node.owner == owner {
+            node.owner = match more {
+                Some(more) if !more.is_empty() => more.remove(0),
+                _ => NO_OWNER,
+            };
+        } else if let Some(more) = more {
+            more.retain(|o| *o != owner);
+        }
+        if self.more_owners.get(name).is_some_and(|m| m.is_empty()) {
+            self.more_owners.remove(name);
+        }
+    }
+
     /// Replaces what `owner` publishes, marking the names whose answers change.
-    fn set_owner(&mut self, owner: &Owner, new: &OwnerRecords) -> bool {
-        let old = self.owners.remove(owner).unwrap_or_default();
+    fn set_owner(&mut self, owner: OwnerId, new: &OwnerRecords) -> bool {
+        let old = match &mut self.slots[owner as usize] {
+            Some(slot) => std::mem::take(&mut slot.published),
+            None => Box::default(),
+        };
         let mut published: Vec<(Name, u64)> = Vec::with_capacity(new.len());
         let mut changed = false;
         let (mut i, mut j) = (0, 0);
@@ -114,9 +208,7 @@ impl Writer {
             match order {
                 std::cmp::Ordering::Less => {
                     let name = &old[i].0;
-                    if let Some(node) = self.nodes.get_mut(name) {
-                        node.owners.retain(|o| o != owner);
-                    }
+                    self.detach(name, owner);
                     self.dirty.insert(name.clone());
                     changed = true;
                     i += 1;
@@ -150,8 +242,8 @@ impl Writer {
                 }
             }
         }
-        if !published.is_empty() {
-            self.owners.insert(owner.clone(), published.into_boxed_slice());
+        if let Some(slot) = &mut self.slots[owner as usize] {
+            slot.published = published.into_boxed_slice();
         }
         changed
     }
@@ -163,17 +255,22 @@ impl Writer {
     /// Adds `owner` to `name`'s node, creating the node and any missing ancestors below its zone.
     /// Returns the node's name (one allocation per name, shared by the node, the owner's list
     /// and the index).
-    fn attach(&mut self, name: &Name, owner: &Owner) -> Name {
+    fn attach(&mut self, name: &Name, owner: OwnerId) -> Name {
         if let Some(node) = self.nodes.get_mut(name) {
-            if !node.owners.contains(owner) {
-                node.owners.push(owner.clone());
+            if node.owner == NO_OWNER {
+                node.owner = owner;
+            } else if node.owner != owner {
+                let more = self.more_owners.entry(name.clone()).or_default();
+                if !more.contains(&owner) {
+                    more.push(owner);
+                }
             }
             let key = self.nodes.get_key_value(name).map_or_else(|| name.clone(), |(key, _)| key.clone());
             self.dirty.insert(key.clone());
             return key;
         }
         self.dirty.insert(name.clone());
-        self.nodes.insert(name.clone(), Node { owners: smallvec::smallvec![owner.clone()], children: 0 });
+        self.nodes.insert(name.clone(), Node { owner, children: 0 });
         self.link_to_parent(name);
         name.clone()
     }
@@ -183,7 +280,7 @@ impl Writer {
         while let Some(parent) = self.parent_in_zone(&child) {
             let node = self.nodes.entry(parent.clone()).or_default();
             node.children += 1;
-            if node.children > 1 || !node.owners.is_empty() {
+            if node.children > 1 || node.owner != NO_OWNER {
                 return;
             }
             // A new empty non-terminal: publish it, and link it in turn.
@@ -221,10 +318,11 @@ impl Writer {
         };
         let apex = self.index.zone(zone).name == name;
         let keep = match self.nodes.get(&name) {
-            Some(node) => apex || !node.owners.is_empty() || node.children > 0,
+            Some(node) => apex || node.owner != NO_OWNER || node.children > 0,
             None => false,
         };
         if !keep {
+            self.more_owners.remove(&name);
             if self.nodes.remove(&name).is_some()
                 && let Some(parent) = self.parent_in_zone(&name)
                 && let Some(node) = self.nodes.get_mut(&parent)
@@ -257,21 +355,24 @@ impl Writer {
         let Some(node) = self.nodes.get(name) else {
             return;
         };
-        for owner in &node.owners {
-            if !fresh.contains_key(owner) {
-                fresh.insert(owner.clone(), owner_records(owner, model, &self.cfg));
+        for id in self.owners_of(name, node) {
+            if !fresh.contains_key(&id)
+                && let Some(slot) = &self.slots[id as usize]
+            {
+                fresh.insert(id, owner_records(&slot.owner, model, &self.cfg));
             }
         }
     }
 
     /// Every record at `name`, from all its owners (read into `fresh`), with each owner's TTL.
     fn records_at<'a>(&'a self, name: &Name, fresh: &'a Fresh) -> impl Iterator<Item = (u32, &'a Rdata)> + 'a {
-        let owners = self.nodes.get(name).map(|n| n.owners.as_slice()).unwrap_or_default();
+        let owners: SmallVec<[OwnerId; 2]> =
+            self.nodes.get(name).map(|node| self.owners_of(name, node).collect()).unwrap_or_default();
         let name = name.clone();
         owners
-            .iter()
+            .into_iter()
             .filter_map(move |owner| {
-                let records = fresh.get(owner)?;
+                let records = fresh.get(&owner)?;
                 let at = records.binary_search_by(|(n, _)| n.cmp(&name)).ok()?;
                 let rrs: &Rrs = &records[at].1;
                 Some(rrs.rdata.iter().map(move |r| (rrs.ttl, r)))
@@ -344,6 +445,6 @@ impl Writer {
 
     /// How many names and owners the writer tracks (for metrics and tests).
     pub fn sizes(&self) -> (usize, usize) {
-        (self.nodes.len(), self.owners.len())
+        (self.nodes.len(), self.owner_ids.len())
     }
 }
