@@ -305,16 +305,10 @@ fn apply_events(
                 next = rx.try_recv().ok();
             }
         }
-        // Before the first full view nothing is served from the index, so the initial list is
-        // published once, at the end: an owner listed over several batches (a Service, then its
-        // slices) is built once instead of once per batch.
-        let publish = synced || writer.index().is_ready();
-        if publish && !touched.is_empty() {
+        if !touched.is_empty() {
             writer.recompute(model, touched.drain());
         }
-        if publish {
-            metrics.event_to_answer.observe(oldest.elapsed().as_secs_f64());
-        }
+        metrics.event_to_answer.observe(oldest.elapsed().as_secs_f64());
         if !triggers.is_empty() {
             let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
             for (service, ms) in triggers.drain(..) {
