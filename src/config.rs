@@ -12,6 +12,9 @@ use crate::index::{PodMode, PtrMode, RecordConfig};
 use crate::source::file::FileOptions;
 use crate::source::kube::KubeOptions;
 
+/// `--udp-batch` by default: see the README's Performance section for the measurement.
+pub const DEFAULT_UDP_BATCH: u16 = 32;
+
 /// Why the flags do not make a configuration.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -181,6 +184,11 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N")]
     pub udp_workers: Option<usize>,
 
+    /// Datagrams a UDP worker receives and answers per system call on Linux (`recvmmsg` and
+    /// `sendmmsg`); 1 is one `recvfrom`/`sendto` per query.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_UDP_BATCH, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub udp_batch: u16,
+
     /// Largest UDP response in bytes, whatever larger size a client offers (1232 avoids IP
     /// fragmentation, DNS Flag Day 2020). Larger answers are truncated (TC) and retried over TCP.
     #[arg(long, value_name = "BYTES", default_value_t = 1232)]
@@ -284,6 +292,8 @@ pub struct Config {
     pub records: RecordConfig,
     /// UDP worker threads per listen address.
     pub udp_workers: usize,
+    /// Datagrams per `recvmmsg`/`sendmmsg` call (Linux; 1: one per call).
+    pub udp_batch: usize,
     /// Largest UDP response.
     pub max_udp_size: u16,
     /// TCP limits.
@@ -313,6 +323,7 @@ impl Config {
             http: None,
             records: RecordConfig::default_for(vec![Name::parse("cluster.local").expect("static name")]),
             udp_workers: 2,
+            udp_batch: DEFAULT_UDP_BATCH as usize,
             max_udp_size: 1232,
             tcp: TcpLimits::default(),
             lameduck: Duration::ZERO,
@@ -412,6 +423,7 @@ impl ServeArgs {
                 ptr: self.ptr,
             },
             udp_workers: self.udp_workers.unwrap_or(cpus).max(1),
+            udp_batch: self.udp_batch as usize,
             max_udp_size: self.max_udp_size.max(512),
             tcp: TcpLimits {
                 max_connections: self.tcp_max_connections.max(1),

@@ -363,3 +363,88 @@ async fn chaos_txt_answers_version_and_identity_over_udp_and_tcp() {
     .unwrap();
     server.stop().await;
 }
+
+/// Sends `per_client` queries from each of `clients` sockets, interleaved, before reading any
+/// answer, with malformed packets mixed into the burst, and checks that every query gets its own
+/// answer (its ID, its question, the expected records) and every malformed one its FORMERR or
+/// nothing.
+fn burst(server: std::net::SocketAddr, clients: usize, per_client: usize) {
+    use std::collections::HashMap;
+    use std::net::UdpSocket;
+    let cases = [
+        ("web-0.nginx.ns-0.svc.cluster.local.", RecordType::A, ResponseCode::NoError, 1),
+        ("web-1.nginx.ns-0.svc.cluster.local.", RecordType::A, ResponseCode::NoError, 1),
+        ("api.ns-0.svc.cluster.local.", RecordType::A, ResponseCode::NoError, 1),
+        ("_web._tcp.nginx.ns-0.svc.cluster.local.", RecordType::SRV, ResponseCode::NoError, 2),
+        ("missing.ns-0.svc.cluster.local.", RecordType::A, ResponseCode::NXDomain, 0),
+    ];
+    let bind = if server.is_ipv4() { "127.0.0.1:0" } else { "[::1]:0" };
+    let sockets: Vec<UdpSocket> = (0..clients).map(|_| UdpSocket::bind(bind).unwrap()).collect();
+    // Per client: ID → (case, or None for a malformed packet that must get FORMERR).
+    let mut expected: Vec<HashMap<u16, Option<usize>>> = vec![HashMap::new(); clients];
+    for i in 0..per_client {
+        for (c, sock) in sockets.iter().enumerate() {
+            let id = i as u16;
+            if i % 10 == 5 {
+                // Mixed into the burst: a runt (dropped) and a compression loop (FORMERR).
+                sock.send_to(&[1, 2, 3, 4, 5], server).unwrap();
+                let mut looped = raw_header(id, 0, 1, 0, 0, 0);
+                looped.extend_from_slice(&[0xC0, 12, 0, 1, 0, 1]);
+                sock.send_to(&looped, server).unwrap();
+                expected[c].insert(id, None);
+                continue;
+            }
+            let case = (c + i) % cases.len();
+            let (name, rtype, _, _) = cases[case];
+            let mut msg = query_message(name, rtype, if i % 2 == 0 { Some(1232) } else { None });
+            msg.metadata.id = id;
+            sock.send_to(&msg.to_vec().unwrap(), server).unwrap();
+            expected[c].insert(id, Some(case));
+        }
+    }
+    let mut buf = vec![0u8; 65535];
+    for (c, sock) in sockets.iter().enumerate() {
+        sock.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        while !expected[c].is_empty() {
+            let Ok(n) = sock.recv(&mut buf) else {
+                panic!("client {c}: no answer to IDs {:?}", expected[c].keys().collect::<Vec<_>>());
+            };
+            let resp = Message::from_vec(&buf[..n]).expect("response decodes");
+            let id = resp.metadata.id;
+            let case = expected[c].remove(&id).unwrap_or_else(|| panic!("client {c}: unexpected or repeated ID {id}"));
+            let Some(case) = case else {
+                assert_eq!(resp.metadata.response_code, ResponseCode::FormErr, "malformed packet {id}");
+                continue;
+            };
+            let (name, rtype, rcode, answers) = cases[case];
+            assert_eq!(resp.queries.len(), 1, "ID {id}");
+            assert_eq!(resp.queries[0].name().to_ascii(), name, "ID {id}: the question it asked");
+            assert_eq!(resp.queries[0].query_type(), rtype, "ID {id}");
+            assert_eq!(resp.metadata.response_code, rcode, "ID {id} ({name})");
+            assert_eq!(resp.answers.len(), answers, "ID {id} ({name})");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bursts_from_many_clients_each_get_their_own_answer() {
+    // One worker, so the burst queues up on one socket and is read in batches (recvmmsg on
+    // Linux); then the same through the one-datagram-per-call loop.
+    for batch in [32, 1] {
+        let server = TestServer::start_with(FIXTURE, |c| {
+            c.udp_workers = 1;
+            c.udp_batch = batch;
+        })
+        .await;
+        burst(server.addr, 8, 25);
+        server.stop().await;
+    }
+    // IPv6 peers take the other address family through the batch's peer addresses.
+    let server = TestServer::start_with(FIXTURE, |c| {
+        c.listen = vec!["[::1]:0".parse().unwrap()];
+        c.udp_workers = 1;
+    })
+    .await;
+    burst(server.addr, 4, 25);
+    server.stop().await;
+}

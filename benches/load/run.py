@@ -34,6 +34,7 @@ import json
 import os
 import random
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -318,7 +319,7 @@ class Server:
     proc: subprocess.Popen | None = None
     started_at: float = 0.0
 
-    def start(self, cpu: int, nice: int = 0) -> None:
+    def start(self, cpu: str, nice: int = 0) -> None:
         self.log_file = open(self.log, "w")
         self.started_at = time.monotonic()
         self.proc = subprocess.Popen(
@@ -345,11 +346,12 @@ class Server:
 
 
 def headless_server(
-    binary: Path, yaml: Path, port: int, http_port: int, work: Path, kubeconfig: Path | None = None
-) -> Server:
+    binary: Path, yaml: Path, port: int, http_port: int, work: Path, workers: int = 1,
+    name: str = "headless-dns", extra: list[str] | None = None, kubeconfig: Path | None = None,
+) -> Server:  # fmt: skip
     source = ["--source", "kube", "--kubeconfig", str(kubeconfig)] if kubeconfig else ["--source", f"file:{yaml}"]
     return Server(
-        "headless-dns (API)" if kubeconfig else "headless-dns",
+        f"{name} (API)" if kubeconfig else name,
         [
             str(binary),
             "serve",
@@ -359,7 +361,7 @@ def headless_server(
             "--http",
             f"{LOOPBACK}:{http_port}",
             "--udp-workers",
-            "1",
+            str(workers),
             # Never forward: the benchmark must send nothing beyond loopback (the default
             # upstream is /etc/resolv.conf, and the loop probe would go there).
             "--upstream",
@@ -368,13 +370,14 @@ def headless_server(
             "0s",
             "--log-level",
             "warn",
+            *(extra or []),
         ],
         port,
         work / ("headless-dns-api.log" if kubeconfig else "headless-dns.log"),
     )
 
 
-def knot_server(zonefile: Path, port: int, work: Path) -> Server:
+def knot_server(zonefile: Path, port: int, work: Path, workers: int = 1) -> Server:
     d = work / "knot"
     for sub in ("run", "db", "zones"):
         (d / sub).mkdir(parents=True, exist_ok=True)
@@ -383,7 +386,7 @@ def knot_server(zonefile: Path, port: int, work: Path) -> Server:
         f"""server:
     rundir: "{d / 'run'}"
     listen: {LOOPBACK}@{port}
-    udp-workers: 1
+    udp-workers: {workers}
     tcp-workers: 1
     background-workers: 1
 
@@ -414,13 +417,13 @@ zone:
     return Server("knot", ["knotd", "-c", str(conf)], port, work / "knot.log")
 
 
-def nsd_server(zonefile: Path, port: int, work: Path) -> Server:
+def nsd_server(zonefile: Path, port: int, work: Path, workers: int = 1) -> Server:
     d = work / "nsd"
     d.mkdir(parents=True, exist_ok=True)
     conf = d / "nsd.conf"
     conf.write_text(
         f"""server:
-    server-count: 1
+    server-count: {workers}
     ip-address: {LOOPBACK}@{port}
     do-ip6: no
     username: ""
@@ -519,7 +522,7 @@ def dnsperf(args, port: int, queries: Path, seconds: int, rate: int | None = Non
     this script CPU on dnsperf's core). Records dnsperf's own CPU use (from wait4's rusage) and the
     CPU time everything else took on the server's CPU (/proc/stat) while it ran."""
     cmd = [
-        *nice_prefix(args.nice), "taskset", "-c", str(args.client_cpu),
+        *nice_prefix(args.nice), "taskset", "-c", args.client_cpu,
         "dnsperf", "-s", LOOPBACK, "-p", str(port), "-d", str(queries),
         "-l", str(seconds), "-e", "-t", "2",
         "-c", str(args.clients), "-T", str(args.threads), "-q", str(args.outstanding),
@@ -544,14 +547,27 @@ def dnsperf(args, port: int, queries: Path, seconds: int, rate: int | None = Non
     return perf
 
 
-def cpu_busy(cpu: int) -> float:
-    """Seconds CPU `cpu` has spent not idle since boot (/proc/stat)."""
+def cpu_list(spec: str) -> set[int]:
+    """A taskset CPU list ("0", "0,1", "0-3") as a set."""
+    out: set[int] = set()
+    for part in spec.split(","):
+        lo, _, hi = part.partition("-")
+        out.update(range(int(lo), int(hi or lo) + 1))
+    return out
+
+
+def cpu_busy(cpus: str) -> float:
+    """Seconds the CPUs in the list `cpus` have spent not idle since boot (/proc/stat)."""
+    wanted = {f"cpu{c}" for c in cpu_list(cpus)}
+    total, found = 0.0, False
     for line in Path("/proc/stat").read_text().splitlines():
-        if line.startswith(f"cpu{cpu} "):
-            v = [int(x) for x in line.split()[1:]]
+        fields = line.split()
+        if fields and fields[0] in wanted:
+            v = [int(x) for x in fields[1:]]
             idle = v[3] + v[4]  # idle, iowait
-            return (sum(v[:8]) - idle) / CLK_TCK
-    return float("nan")
+            total += (sum(v[:8]) - idle) / CLK_TCK
+            found = True
+    return total if found else float("nan")
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
@@ -876,6 +892,26 @@ def fmt_ratio(value: float, knot: float | None) -> str:
     return f" ({value / knot:.2f}×)"
 
 
+def summary(results: list[dict]) -> list[str]:
+    """With --rounds: the median of each server's runs, and ratios against the first server."""
+    names = list(dict.fromkeys(r["server"] for r in results))
+    keys = [("max_qps", "max QPS"), ("queries_per_cpu_s", "queries per server CPU-second"),
+            ("rate_server_cpu_util", "server CPU at fixed rate"), ("p50_us", "p50 µs"), ("p99_us", "p99 µs")]  # fmt: skip
+    med = {n: {k: statistics.median(r[k] for r in results if r["server"] == n) for k, _ in keys} for n in names}
+    out = [
+        f"Median over rounds (ratio against {names[0]}):",
+        "",
+        "| server | runs | " + " | ".join(label for _, label in keys) + " |",
+        "|---|---:|" + "---:|" * len(keys),
+    ]
+    for n in names:
+        runs = sum(1 for r in results if r["server"] == n)
+        cells = [f"{med[n][k]:,.2f}" if k == "rate_server_cpu_util" else f"{med[n][k]:,.0f}" for k, _ in keys]
+        cells = [f"{c} ({med[n][k] / med[names[0]][k]:.2f}×)" for c, (k, _) in zip(cells, keys)]
+        out.append(f"| {n} | {runs} | " + " | ".join(cells) + " |")
+    return out
+
+
 def write_results(args, env: dict, results: list[dict], dnsperf_flags: str) -> None:
     knot = next((r for r in results if r["server"] == "knot"), None)
     k = lambda key: knot[key] if knot else None  # noqa: E731
@@ -891,12 +927,14 @@ def write_results(args, env: dict, results: list[dict], dnsperf_flags: str) -> N
         f"- Cluster: {args.services:,} headless Services × {args.pods} Pods = {args.services * args.pods:,} endpoints; "
         f"queries: {args.queries:,}-line file, 60 % Pod A, 20 % Service A, 10 % SRV, 10 % in-zone NXDOMAIN "
         f"(ndots:5 search-path misses, A and AAAA).",
-        f"- Each server pinned to CPU {args.server_cpu} (`taskset -c {args.server_cpu}`) with one UDP worker; dnsperf "
-        f"and this script pinned to CPU {args.client_cpu}. Only 127.0.0.1.",
+        f"- Each server pinned to CPU {args.server_cpu} (`taskset -c {args.server_cpu}`) with {args.udp_workers} UDP "
+        f"worker(s); dnsperf and this script pinned to CPU {args.client_cpu}. Only 127.0.0.1."
+        + (f" Variants: {'; '.join(f'`{k}` = `{v}`' for k, v in args.variants.items())}." if args.variants else ""),
         f"- dnsperf: `{dnsperf_flags}`; max QPS with no rate limit for {args.duration} s after a {args.warmup} s "
         f"warm-up; latency at `-Q {args.rate}` for {args.duration} s with `-v` (per-query latencies).",
         f"- Each server measured {args.repeat} time(s); the run in which other work took the least of the server's "
         f"CPU is reported (all runs are in the JSON below)."
+        + (f" The list of servers was run {args.rounds} times in turn (rounds alternate the servers)." if args.rounds > 1 else "")
         + (f" Servers and dnsperf ran under `nice -n {args.nice}` to keep other work on the machine off their CPUs." if args.nice else ""),
         "",
         "| server | max QPS | CPU: server / dnsperf¹ / other on server's CPU | queries per server CPU-second "
@@ -905,8 +943,11 @@ def write_results(args, env: dict, results: list[dict], dnsperf_flags: str) -> N
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
+        if "round" in r:  # ratios against Knot of the same round
+            knot = next((x for x in results if x["server"] == "knot" and x.get("round") == r["round"]), None)
         lines.append(
-            f"| {r['server']} | {r['max_qps']:,.0f}{fmt_ratio(r['max_qps'], k('max_qps'))} "
+            f"| {r['server']}{' #' + str(r['round']) if 'round' in r else ''} "
+            f"| {r['max_qps']:,.0f}{fmt_ratio(r['max_qps'], k('max_qps'))} "
             f"| {r['server_cpu_util'] * 100:.0f} % / {r['client_cpu_util'] * 100:.0f} % / "
             f"{r['other_on_server_cpu_util'] * 100:.0f} % "
             f"| {r['queries_per_cpu_s']:,.0f}{fmt_ratio(r['queries_per_cpu_s'], k('queries_per_cpu_s'))} "
@@ -923,6 +964,8 @@ def write_results(args, env: dict, results: list[dict], dnsperf_flags: str) -> N
         "can pass 100 %.",
         "",
     ]
+    if args.rounds > 1:
+        lines += summary(results) + [""]
     lost = [r for r in results if r["max_lost"] or r["rate_lost"]]
     for r in lost:
         lines.append(f"- {r['server']}: {r['max_lost']:,} queries lost in the max-QPS run, {r['rate_lost']:,} at the fixed rate.")
@@ -1048,8 +1091,20 @@ def main() -> int:
     ap.add_argument(
         "--nice", type=int, default=0, help="run servers and dnsperf under nice -n N (e.g. -10, as root) [0: off]"
     )
-    ap.add_argument("--server-cpu", type=int, default=0)
-    ap.add_argument("--client-cpu", type=int, default=1)
+    ap.add_argument("--server-cpu", default="0", help="CPU list for the server (taskset -c syntax) [0]")
+    ap.add_argument("--client-cpu", default="1", help="CPU list for dnsperf and this script [1]")
+    ap.add_argument("--udp-workers", type=int, default=1, help="UDP workers of every server [1]")
+    ap.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="LABEL=BINARY [ARGS]",
+        help="another headless-dns binary and/or extra flags, run as server headless-dns@LABEL "
+        "(e.g. --variant 'main=/tmp/hdns-main' --variant 'b64=target/release/headless-dns --udp-batch 64')",
+    )
+    ap.add_argument(
+        "--rounds", type=int, default=1, help="run the whole list of servers N times in turn, reporting every run [1]"
+    )
     ap.add_argument("--start-timeout", type=float, default=120.0)
     ap.add_argument("--binary", type=Path, default=REPO / "target" / "release" / "headless-dns")
     ap.add_argument("--skip-build", action="store_true", help="do not run cargo build --release")
@@ -1068,10 +1123,16 @@ def main() -> int:
         if not shutil.which(tool):
             print(f"{tool} not found: sudo apt-get install -y dnsperf knot nsd", file=sys.stderr)
             return 2
-    if max(args.server_cpu, args.client_cpu) >= (os.cpu_count() or 1):
+    if max(cpu_list(args.server_cpu) | cpu_list(args.client_cpu)) >= (os.cpu_count() or 1):
         ap.error(f"this machine has {os.cpu_count()} CPUs")
+    args.variants = {}
+    for v in args.variant:
+        label, _, cmd = v.partition("=")
+        if not label or not cmd:
+            ap.error(f"--variant {v!r}: expected LABEL=BINARY [ARGS]")
+        args.variants[label] = cmd
     # This script (the churn writer and the probes included) stays off the server's CPU.
-    os.sched_setaffinity(0, {args.client_cpu})
+    os.sched_setaffinity(0, cpu_list(args.client_cpu))
 
     if "headless-dns" in servers and not args.skip_build:
         print("== cargo build --release", flush=True)
@@ -1097,22 +1158,31 @@ def main() -> int:
         env = machine(args.binary, "headless-dns" in servers and not args.skip_build)
         probe = pod_name(args.services - 1, args.pods - 1)  # the last record loaded
         results = []
-        for name in servers:
-            port = free_port()
-            if name == "headless-dns":
-                server = headless_server(args.binary, yaml, port, free_port(), work)
-            elif name == "knot":
-                server = knot_server(zonefile, port, work)
-            elif name == "nsd":
-                server = nsd_server(zonefile, port, work)
-            else:
-                ap.error(f"unknown server {name}")
-            results.append(best_of(args, lambda: measure(args, server, queries, probe)))
+        for round_ in range(1, args.rounds + 1):
+            for name in servers:
+                port = free_port()
+                if name == "headless-dns":
+                    server = headless_server(args.binary, yaml, port, free_port(), work, args.udp_workers)
+                elif name.startswith("headless-dns@") and name.split("@", 1)[1] in args.variants:
+                    binary, *extra = shlex.split(args.variants[name.split("@", 1)[1]])
+                    server = headless_server(Path(binary), yaml, port, free_port(), work, args.udp_workers, name, extra)
+                elif name == "knot":
+                    server = knot_server(zonefile, port, work, args.udp_workers)
+                elif name == "nsd":
+                    server = nsd_server(zonefile, port, work, args.udp_workers)
+                else:
+                    ap.error(f"unknown server {name} (variants need --variant LABEL=...)")
+                result = best_of(args, lambda: measure(args, server, queries, probe))
+                if args.rounds > 1:
+                    result["round"] = round_
+                results.append(result)
         if args.churn:
             feed = ApiFeed(yaml, work, args.client_cpu)
             try:
                 port = free_port()
-                server = headless_server(args.binary, yaml, port, free_port(), work, kubeconfig=feed.kubeconfig)
+                server = headless_server(
+                    args.binary, yaml, port, free_port(), work, args.udp_workers, kubeconfig=feed.kubeconfig
+                )
                 results.append(best_of(args, lambda: measure(args, server, queries, probe)))
 
                 def api_churned() -> dict:
@@ -1126,7 +1196,7 @@ def main() -> int:
             port = free_port()
             churn_yaml = work / "churn.yaml"
             shutil.copyfile(yaml, churn_yaml)
-            server = headless_server(args.binary, churn_yaml, port, free_port(), work)
+            server = headless_server(args.binary, churn_yaml, port, free_port(), work, args.udp_workers)
 
             def churned() -> dict:
                 shutil.copyfile(yaml, churn_yaml)

@@ -198,6 +198,11 @@ impl Responder {
         }
     }
 
+    /// The largest UDP response this responder writes (at least 512 bytes).
+    pub fn max_udp(&self) -> u16 {
+        self.max_udp
+    }
+
     /// The index answers come from.
     pub fn index(&self) -> &Arc<Index> {
         &self.index

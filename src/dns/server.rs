@@ -2,9 +2,13 @@
 //!
 //! UDP: for each listen address, one socket per worker thread, all bound to the same port with
 //! `SO_REUSEPORT` so the kernel spreads clients over the workers. Each worker is a plain OS thread
-//! looping `recv_from` → [`Responder::respond`] → `send_to` with buffers allocated once: no task
-//! spawn, no allocation and no lock held beyond one map shard's read guard per query (hickory's
-//! server spawns a task per datagram, the thing we avoid).
+//! with buffers allocated once: no task spawn, no allocation and no lock held beyond one map
+//! shard's read guard per query (hickory's server spawns a task per datagram, the thing we avoid).
+//! On Linux a worker loops `recvmmsg` (up to `--udp-batch` datagrams) → [`Responder::handle`] for
+//! each → one `sendmmsg` for the replies (`super::mmsg`); elsewhere, or with `--udp-batch 1`, it
+//! loops `recv_from` → [`Responder::handle`] → `send_to`. Forwarded and autopath queries go to one
+//! Tokio task (the slow lane), which sends their replies on a clone of the worker's socket. A
+//! worker checks the stop flag at least every 100 ms (its socket's read timeout).
 //!
 //! TCP: Tokio tasks, one per connection, several queries per connection answered in order
 //! (RFC 7766). Connections are bounded; at the bound the least recently active connection is
@@ -124,13 +128,16 @@ pub struct DnsServer {
 }
 
 impl DnsServer {
-    /// Starts serving the sockets. Must be called within a Tokio runtime (for TCP).
+    /// Starts serving the sockets. Must be called within a Tokio runtime (for TCP). `udp_batch`
+    /// is how many datagrams a UDP worker receives and answers per system call on Linux (1: one
+    /// `recv_from`/`send_to` per query, the loop used elsewhere).
     pub fn start(
         sockets: Sockets,
         responder: Arc<Responder>,
         limits: TcpLimits,
         forwarder: Option<Arc<Forwarder>>,
         stats: Arc<QueryStats>,
+        udp_batch: usize,
     ) -> io::Result<DnsServer> {
         let stop = Arc::new(AtomicBool::new(false));
         let cancel = CancellationToken::new();
@@ -154,9 +161,19 @@ impl DnsServer {
                     None => None,
                 };
                 let stats = stats.clone();
-                let thread = std::thread::Builder::new()
-                    .name(format!("dns-udp-{addr_index}-{worker}"))
-                    .spawn(move || udp_worker(socket, &responder, &stop, forward, forwarding, &stats))?;
+                let thread =
+                    std::thread::Builder::new().name(format!("dns-udp-{addr_index}-{worker}")).spawn(move || {
+                        let worker = UdpWorker {
+                            responder: &responder,
+                            stop: &stop,
+                            forward,
+                            forwarding,
+                            shared_stats: &stats,
+                            stats: LocalStats::default(),
+                            last_error_log: None,
+                        };
+                        udp_worker(socket, worker, udp_batch)
+                    })?;
                 udp_threads.push(thread);
             }
         }
@@ -256,64 +273,125 @@ async fn slow_lane(
 /// A UDP worker's way to the slow lane: the job queue and a clone of its socket to answer on.
 type UdpForward = (tokio::sync::mpsc::Sender<UdpJob>, Arc<UdpSocket>);
 
-fn udp_worker(
-    socket: UdpSocket,
-    responder: &Responder,
-    stop: &AtomicBool,
+/// What a UDP worker thread owns besides its socket and buffers.
+struct UdpWorker<'a> {
+    responder: &'a Responder,
+    stop: &'a AtomicBool,
     forward: Option<UdpForward>,
     forwarding: bool,
-    shared_stats: &QueryStats,
-) {
-    let mut rx = vec![0u8; MAX_MESSAGE];
-    let mut tx = vec![0u8; MAX_MESSAGE];
-    let mut stats = LocalStats::default();
-    let mut last_error_log: Option<Instant> = None;
-    while !stop.load(Ordering::Relaxed) {
-        if stats.due() {
-            stats.flush(shared_stats);
+    shared_stats: &'a QueryStats,
+    stats: LocalStats,
+    last_error_log: Option<Instant>,
+}
+
+// === impl UdpWorker ===
+
+impl UdpWorker<'_> {
+    /// Handles a receive error: a timeout (the socket's 100 ms read timeout, so `stop` is seen
+    /// promptly) or an interrupted call is idle time, when the counts are published.
+    fn recv_error(&mut self, e: io::Error) {
+        if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted) {
+            self.stats.flush(self.shared_stats);
+            return;
         }
-        let (n, peer) = match socket.recv_from(&mut rx) {
-            Ok(received) => received,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
-                ) =>
-            {
-                // Idle: publish what was counted.
-                stats.flush(shared_stats);
-                continue;
-            }
-            Err(e) => {
-                // ICMP errors from earlier sends surface here (ECONNREFUSED); log at most once a minute.
-                if last_error_log.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
-                    tracing::debug!(error = %e, "UDP receive error");
-                    last_error_log = Some(Instant::now());
-                }
-                continue;
-            }
-        };
-        let received = Instant::now();
-        let caps = Caps { forward: forwarding, client: Some(peer.ip()) };
-        match respond_guarded(responder, &rx[..n], Transport::Udp, &mut tx, caps) {
+        // ICMP errors from earlier sends surface here (ECONNREFUSED); log at most once a minute.
+        if self.last_error_log.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
+            tracing::debug!(error = %e, "UDP receive error");
+            self.last_error_log = Some(Instant::now());
+        }
+    }
+
+    /// Answers one datagram into `out` and returns the reply's length, or hands it to the slow
+    /// lane (which sends its own reply), or drops it.
+    fn serve(&mut self, packet: &[u8], peer: SocketAddr, out: &mut [u8], received: Instant) -> Option<usize> {
+        let caps = Caps { forward: self.forwarding, client: Some(peer.ip()) };
+        match respond_guarded(self.responder, packet, Transport::Udp, out, caps) {
             Outcome::Reply(len) => {
-                stats.answered(false, &tx[..len], received.elapsed().as_nanos() as u64);
-                if let Err(e) = socket.send_to(&tx[..len], peer) {
-                    tracing::trace!(error = %e, %peer, "UDP send failed");
-                }
+                self.stats.answered(false, &out[..len], received.elapsed().as_nanos() as u64);
+                Some(len)
             }
             outcome @ (Outcome::Forward | Outcome::Autopath) => {
-                stats.forwarded(false, &rx[..n]);
-                if let Some((jobs, reply)) = &forward {
+                self.stats.forwarded(false, packet);
+                if let Some((jobs, reply)) = &self.forward {
                     let autopath = outcome == Outcome::Autopath;
-                    let job = UdpJob { packet: rx[..n].to_vec(), peer, socket: reply.clone(), autopath };
+                    let job = UdpJob { packet: packet.to_vec(), peer, socket: reply.clone(), autopath };
                     // A full queue means upstreams are far behind: drop, the client retries.
                     let _ = jobs.try_send(job);
                 }
+                None
             }
-            Outcome::Drop => stats.dropped(),
+            Outcome::Drop => {
+                self.stats.dropped();
+                None
+            }
         }
     }
+
+    /// One datagram per system call each way: `recv_from` → answer → `send_to`. The portable
+    /// loop, and `--udp-batch 1` on Linux.
+    fn run_simple(mut self, socket: &UdpSocket) {
+        let mut rx = vec![0u8; MAX_MESSAGE];
+        let mut tx = vec![0u8; MAX_MESSAGE];
+        while !self.stop.load(Ordering::Relaxed) {
+            if self.stats.due() {
+                self.stats.flush(self.shared_stats);
+            }
+            let (n, peer) = match socket.recv_from(&mut rx) {
+                Ok(received) => received,
+                Err(e) => {
+                    self.recv_error(e);
+                    continue;
+                }
+            };
+            if let Some(len) = self.serve(&rx[..n], peer, &mut tx, Instant::now())
+                && let Err(e) = socket.send_to(&tx[..len], peer)
+            {
+                tracing::trace!(error = %e, %peer, "UDP send failed");
+            }
+        }
+    }
+
+    /// Up to `size` datagrams per system call each way: `recvmmsg` → answer each into its own
+    /// reply buffer → `sendmmsg` (see [`super::mmsg`]).
+    #[cfg(target_os = "linux")]
+    fn run_batched(mut self, socket: &UdpSocket, size: usize) {
+        let mut batch = super::mmsg::Batch::new(size, self.responder.max_udp() as usize);
+        while !self.stop.load(Ordering::Relaxed) {
+            if self.stats.due() {
+                self.stats.flush(self.shared_stats);
+            }
+            let n = match batch.recv(socket) {
+                Ok(n) => n,
+                Err(e) => {
+                    self.recv_error(e);
+                    continue;
+                }
+            };
+            let received = Instant::now();
+            for i in 0..n {
+                let Some((packet, peer, out)) = batch.slot(i) else {
+                    self.stats.dropped();
+                    continue;
+                };
+                if let Some(len) = self.serve(packet, peer, out, received) {
+                    batch.reply(i, len);
+                }
+            }
+            let sent = batch.send(socket);
+            if let Some(e) = sent.error {
+                tracing::trace!(error = %e, failed = sent.failed, "UDP send failed");
+            }
+        }
+    }
+}
+
+fn udp_worker(socket: UdpSocket, worker: UdpWorker<'_>, batch: usize) {
+    #[cfg(target_os = "linux")]
+    if batch > 1 {
+        return worker.run_batched(&socket, batch);
+    }
+    let _ = batch;
+    worker.run_simple(&socket)
 }
 
 /// Open TCP connections, for eviction at the limit.
