@@ -158,6 +158,18 @@ async fn unchanged_names_never_flap_while_others_churn() {
     server.stop().await;
 }
 
+/// Serves a directory of manifests, polled every 20 ms, once its first state is published.
+async fn serve_dir(dir: &std::path::Path) -> headless_dns::Running {
+    let mut config = headless_dns::config::Config::for_file(dir, "127.0.0.1:0".parse().unwrap());
+    config.file_options_mut().unwrap().poll_interval = Duration::from_millis(20);
+    config.file_options_mut().unwrap().settle = Duration::from_millis(50);
+    let running = headless_dns::start(config).await.unwrap();
+    while !running.index().is_ready() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    running
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_directory_of_manifests() {
     let dir = tempfile::tempdir().unwrap();
@@ -168,14 +180,8 @@ async fn a_directory_of_manifests() {
     )
     .unwrap();
     std::fs::write(dir.path().join("notes.txt"), "not a manifest").unwrap();
-    let mut config = headless_dns::config::Config::for_file(dir.path(), "127.0.0.1:0".parse().unwrap());
-    config.file_options_mut().unwrap().poll_interval = Duration::from_millis(20);
-    config.file_options_mut().unwrap().settle = Duration::from_millis(50);
-    let running = headless_dns::start(config).await.unwrap();
+    let running = serve_dir(dir.path()).await;
     let addr = running.dns_addrs()[0];
-    while !running.index().is_ready() {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
     assert_eq!(addresses(&ask(addr, "api.ns-0.svc.cluster.local.", RecordType::A)), ["10.96.0.1"]);
     assert_eq!(addresses(&ask(addr, &web(0), RecordType::A)), ["10.0.0.1"]);
     // Removing a file removes its objects.
@@ -186,6 +192,63 @@ async fn a_directory_of_manifests() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(addresses(&ask(addr, &web(0), RecordType::A)), ["10.0.0.1"]);
+    running.stop().await;
+}
+
+/// A Service `api` in `ns-0` with one cluster IP.
+fn api_service(ip: &str) -> String {
+    format!("apiVersion: v1\nkind: Service\nmetadata: {{name: api, namespace: ns-0}}\nspec: {{clusterIP: {ip}}}\n")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_object_in_two_files_survives_either_being_removed() {
+    const API: &str = "api.ns-0.svc.cluster.local.";
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.yaml"), api_service("10.96.0.1")).unwrap();
+    let running = serve_dir(dir.path()).await;
+    let addr = running.dns_addrs()[0];
+    // A watchdog: the name must answer an address at every moment of the moves below.
+    let stop = Arc::new(AtomicBool::new(false));
+    let gaps = Arc::new(AtomicUsize::new(0));
+    let watchdog = {
+        let (stop, gaps) = (stop.clone(), gaps.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                if addresses(&ask(addr, API, RecordType::A)).is_empty() {
+                    gaps.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        })
+    };
+    let until = |ip: &'static str| async move {
+        let started = Instant::now();
+        while addresses(&ask(addr, API, RecordType::A)) != [ip] {
+            assert!(started.elapsed() < Duration::from_secs(10), "api never became {ip}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    // A second file defines it too, differently: the newer read wins.
+    replace_file(&dir.path().join("b.yaml"), &api_service("10.96.0.2"));
+    until("10.96.0.2").await;
+    // Removing that file brings back the first file's version, which the source reads again.
+    std::fs::remove_file(dir.path().join("b.yaml")).unwrap();
+    until("10.96.0.1").await;
+    // Moving it to another file, then deleting the old one, never removes it either.
+    replace_file(&dir.path().join("c.yaml"), &api_service("10.96.0.1"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    std::fs::remove_file(dir.path().join("a.yaml")).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    until("10.96.0.1").await;
+    stop.store(true, Ordering::Relaxed);
+    watchdog.join().unwrap();
+    assert_eq!(gaps.load(Ordering::Relaxed), 0, "api vanished while it moved between files");
+    // Gone from every file, it is deleted.
+    std::fs::write(dir.path().join("c.yaml"), "").unwrap();
+    let started = Instant::now();
+    while rcode(&ask(addr, API, RecordType::A)) != ResponseCode::NXDomain {
+        assert!(started.elapsed() < Duration::from_secs(10), "api never deleted");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     running.stop().await;
 }
 

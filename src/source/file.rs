@@ -11,10 +11,13 @@
 //! is read only once it has settled: its metadata unchanged for the settle time, because tools
 //! rewrite files in place (truncate, then write in pieces) and a half-written YAML file can parse.
 //! A file that fails to parse is reported with its path and document number and its last good
-//! objects keep serving. Every successful re-read is sent as a relist, which the model turns into
-//! the difference.
+//! objects keep serving. A successful re-read sends the file's objects again (the model ignores
+//! those that did not change) and deletes what the file no longer defines.
+//!
+//! The source keeps no objects, only which objects each file defined: the objects live in the
+//! model, and at 100,000 endpoints a second copy here cost 15 MiB.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -25,7 +28,7 @@ use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
 use super::{Event, Scope, Sender, send};
-use crate::cluster::object::{self, Kind, Object, ProjectError};
+use crate::cluster::object::{self, Kind, Object, ObjectRef, ProjectError};
 
 /// Why manifests could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -184,7 +187,14 @@ fn proj<T>(r: std::result::Result<T, ProjectError>) -> std::result::Result<T, St
 /// What was last read from each file.
 struct FileState {
     fingerprint: Fingerprint,
-    objects: Vec<Object>,
+    /// The objects of its last good read.
+    defines: HashSet<ObjectRef>,
+}
+
+impl FileState {
+    fn new(fingerprint: Fingerprint, objects: &[Object]) -> FileState {
+        FileState { fingerprint, defines: objects.iter().map(Object::object_ref).collect() }
+    }
 }
 
 /// Reads manifests from a path and keeps them in sync.
@@ -192,40 +202,38 @@ pub struct FileSource {
     path: PathBuf,
     opts: FileOptions,
     files: BTreeMap<PathBuf, FileState>,
+    /// The objects read by [`FileSource::load`], until [`FileSource::run`] sends them.
+    initial: Vec<Object>,
 }
 
 impl FileSource {
     /// Reads every manifest under `path`. Fails on any unreadable or unparsable file: at start
     /// there is no last good state to keep serving.
     pub fn load(path: &Path, opts: FileOptions) -> Result<FileSource> {
-        let mut source = FileSource { path: path.to_path_buf(), opts, files: BTreeMap::new() };
+        let mut source = FileSource { path: path.to_path_buf(), opts, files: BTreeMap::new(), initial: Vec::new() };
         let files = manifest_files(path)?;
         if files.is_empty() {
             return Err(Error::Empty(path.into()));
         }
         for file in files {
             let (fingerprint, objects) = read_file(&file)?;
-            source.files.insert(file, FileState { fingerprint, objects });
+            source.files.insert(file, FileState::new(fingerprint, &objects));
+            source.initial.extend(objects);
         }
         Ok(source)
     }
 
-    /// The current objects of every file, as one relist.
-    pub fn relist_events(&self) -> impl Iterator<Item = Event> + '_ {
-        let starts = Kind::ALL.into_iter().map(|k| Event::RelistStart(Scope::all(k)));
-        let applies = self.files.values().flat_map(|f| f.objects.iter().cloned().map(Event::Apply));
-        let dones = Kind::ALL.into_iter().map(|k| Event::RelistDone(Scope::all(k)));
-        starts.chain(applies).chain(dones)
-    }
-
     /// How many objects are loaded.
     pub fn object_count(&self) -> usize {
-        self.files.values().map(|f| f.objects.len()).sum()
+        self.files.values().map(|f| f.defines.len()).sum()
     }
 
-    /// Sends the initial state, then re-reads on change until cancelled.
+    /// Sends the initial state (as one relist), then re-reads on change until cancelled.
     pub async fn run(mut self, tx: Sender, cancel: CancellationToken) {
-        for ev in self.relist_events().chain(std::iter::once(Event::Synced)) {
+        let starts = Kind::ALL.into_iter().map(|k| Event::RelistStart(Scope::all(k)));
+        let applies = std::mem::take(&mut self.initial).into_iter().map(Event::Apply);
+        let dones = Kind::ALL.into_iter().map(|k| Event::RelistDone(Scope::all(k)));
+        for ev in starts.chain(applies).chain(dones).chain(std::iter::once(Event::Synced)) {
             if !send(&tx, ev).await {
                 return;
             }
@@ -241,11 +249,9 @@ impl FileSource {
             if !self.settle(&cancel).await {
                 return;
             }
-            if self.reread() {
-                for ev in self.relist_events() {
-                    if !send(&tx, ev).await {
-                        return;
-                    }
+            for ev in self.reread() {
+                if !send(&tx, ev).await {
+                    return;
                 }
             }
         }
@@ -281,19 +287,22 @@ impl FileSource {
         }
     }
 
-    /// Re-reads changed files. Returns whether the set of objects may have changed.
-    fn reread(&mut self) -> bool {
+    /// Re-reads changed files; returns the events that bring the model up to date.
+    fn reread(&mut self) -> Vec<Event> {
         let current = self.scan();
-        let mut changed = false;
+        let mut events = Vec::new();
         if current.is_empty() && !self.path.is_dir() {
             tracing::warn!(path = %self.path.display(), "manifest file is missing; keeping the last good state");
-            return false;
+            return events;
         }
+        // Objects that a file no longer defines.
+        let mut dropped: Vec<ObjectRef> = Vec::new();
         let gone: Vec<PathBuf> = self.files.keys().filter(|p| !current.contains_key(*p)).cloned().collect();
         for path in gone {
             tracing::info!(path = %path.display(), "manifest file removed; its objects are deleted");
-            self.files.remove(&path);
-            changed = true;
+            if let Some(state) = self.files.remove(&path) {
+                dropped.extend(state.defines);
+            }
         }
         for (path, fp) in current {
             if self.files.get(&path).is_some_and(|s| s.fingerprint == fp) {
@@ -302,8 +311,12 @@ impl FileSource {
             match read_file(&path) {
                 Ok((fingerprint, objects)) => {
                     tracing::info!(path = %path.display(), objects = objects.len(), "manifest file re-read");
-                    self.files.insert(path, FileState { fingerprint, objects });
-                    changed = true;
+                    let state = FileState::new(fingerprint, &objects);
+                    if let Some(old) = self.files.get(&path) {
+                        dropped.extend(old.defines.iter().filter(|r| !state.defines.contains(*r)).cloned());
+                    }
+                    events.extend(objects.into_iter().map(Event::Apply));
+                    self.files.insert(path, state);
                 }
                 Err(error) => {
                     tracing::error!(%error, "manifest file not applied; its last good state keeps serving");
@@ -311,13 +324,25 @@ impl FileSource {
                     match self.files.get_mut(&path) {
                         Some(state) => state.fingerprint = fp,
                         None => {
-                            self.files.insert(path, FileState { fingerprint: fp, objects: Vec::new() });
+                            self.files.insert(path, FileState { fingerprint: fp, defines: HashSet::new() });
                         }
                     }
                 }
             }
         }
-        changed
+        // A dropped object is deleted, unless another file defines it too: then that file's
+        // version is applied again (read anew, as the source keeps no objects).
+        for what in dropped {
+            match self.files.iter().find(|(_, s)| s.defines.contains(&what)) {
+                None => events.push(Event::Delete(what)),
+                Some((path, _)) => {
+                    if let Ok((_, objects)) = read_file(path) {
+                        events.extend(objects.into_iter().filter(|o| o.object_ref() == what).map(Event::Apply));
+                    }
+                }
+            }
+        }
+        events
     }
 }
 
