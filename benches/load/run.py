@@ -142,6 +142,24 @@ def zone_file(services: int, pods: int) -> str:
     return "".join(out)
 
 
+REVERSE_ZONE = "10.in-addr.arpa"
+
+
+def reverse_zone_file(services: int, pods: int) -> str:
+    """The PTR record headless-dns derives for every endpoint (`--ptr all`, the default), so that
+    every server holds the same records: `<d>.<c>.<b>.10.in-addr.arpa PTR <pod name>`."""
+    out = [
+        f"$ORIGIN {REVERSE_ZONE}.\n$TTL 5\n",
+        f"@ 5 IN SOA ns.dns.{ZONE}. hostmaster.{ZONE}. 1 7200 1800 86400 1\n",
+        f"@ 5 IN NS ns.dns.{ZONE}.\n",
+    ]
+    for i in range(services):
+        for p in range(pods):
+            a, b, c, d = ip(i, p).split(".")
+            out.append(f"{d}.{c}.{b} 5 IN PTR {pod_name(i, p)}.\n")
+    return "".join(out)
+
+
 # ndots:5 search-path misses of a Pod in namespace <ns>: every external name is tried as
 # <name>.<ns>.svc.<zone>, <name>.svc.<zone>, <name>.<zone> before the name itself.
 EXTERNAL = [
@@ -378,6 +396,7 @@ def headless_server(
 
 
 def knot_server(zonefile: Path, port: int, work: Path, workers: int = 1) -> Server:
+    reverse = zonefile.with_name(f"{REVERSE_ZONE}.zone")
     d = work / "knot"
     for sub in ("run", "db", "zones"):
         (d / sub).mkdir(parents=True, exist_ok=True)
@@ -411,6 +430,8 @@ template:
 zone:
   - domain: {ZONE}
     file: "{zonefile}"
+  - domain: {REVERSE_ZONE}
+    file: "{reverse}"
 """
     )
     # No mod-rrl is configured: Knot 3.2 rate-limits only through that module.
@@ -418,6 +439,7 @@ zone:
 
 
 def nsd_server(zonefile: Path, port: int, work: Path, workers: int = 1) -> Server:
+    reverse = zonefile.with_name(f"{REVERSE_ZONE}.zone")
     d = work / "nsd"
     d.mkdir(parents=True, exist_ok=True)
     conf = d / "nsd.conf"
@@ -447,6 +469,10 @@ remote-control:
 zone:
     name: "{ZONE}"
     zonefile: "{zonefile}"
+
+zone:
+    name: "{REVERSE_ZONE}"
+    zonefile: "{reverse}"
 """
     )
     return Server("nsd", ["nsd", "-d", "-c", str(conf)], port, work / "nsd.log")
@@ -1147,6 +1173,7 @@ def main() -> int:
         write_atomic(yaml, namespaces_yaml(args.services) + "".join(service_yaml(i, args.pods) for i in range(args.services)))
         zonefile = work / f"{ZONE}.zone"
         zonefile.write_text(zone_file(args.services, args.pods))
+        zonefile.with_name(f"{REVERSE_ZONE}.zone").write_text(reverse_zone_file(args.services, args.pods))
         queries = work / "queries.txt"
         queries.write_text(query_file(args.services, args.pods, args.queries))
         print(
