@@ -62,8 +62,8 @@ fn update_fixture(n: usize) -> UpdateFixture {
     let mut moved = vec![0; n];
     moved[0] = 1;
     let versions = [
-        support::slice("ns-0", "target", i, 0, range.clone(), None),
-        support::slice("ns-0", "target", i, 0, range, Some(&moved)),
+        support::slice("ns-0", "target", 0, range.clone(), |p| support::ip(i, p, 0)),
+        support::slice("ns-0", "target", 0, range, |p| support::ip(i, p, moved[p])),
     ];
     UpdateFixture { model, writer, versions, current: 0 }
 }

@@ -15,58 +15,41 @@
 //!
 //! Run: `cargo bench --bench event_to_answer` (release profile).
 
+mod support;
+
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use headless_dns::cluster::object::{Endpoint, Kind, ObjKey, Object, Port, Protocol, Service, ServiceKind, Slice};
+use headless_dns::cluster::object::{Kind, Object};
 use headless_dns::config::{Config, SourceConfig};
 use headless_dns::dns::{Responder, Transport};
 use headless_dns::source::{Event, Scope};
-use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
-use hickory_proto::rr::{Name as HName, RecordType};
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::RecordType;
 
 const SERVICES: usize = 10_000;
 const PODS: usize = 10;
 const RECREATIONS: usize = 10_000;
 
+fn service(i: usize) -> Object {
+    support::headless_service("ns-0", &format!("svc-{i}"))
+}
+
+/// Addresses numbered densely (10.0.0.0 up), as Pod CIDRs of few nodes are; a new generation
+/// moves every address past the whole cluster's.
 fn ip(service: usize, pod: usize, generation: usize) -> IpAddr {
     let n = (generation * SERVICES * PODS + service * PODS + pod) as u32;
     IpAddr::V4(std::net::Ipv4Addr::from((10u32 << 24) | (n & 0x00FF_FFFF)))
 }
 
-fn service(i: usize) -> Object {
-    Object::Service(Service {
-        key: ObjKey::new("ns-0", format!("svc-{i}")),
-        kind: ServiceKind::Headless,
-        ports: vec![Port { name: Some("web".into()), protocol: Protocol::Tcp, port: 80 }],
-    })
-}
-
+/// Service `i`'s one slice, with its Pods at `generations`, Pod `skip` left out.
 fn slice(i: usize, generations: &[usize], skip: Option<usize>) -> Object {
-    let endpoints = (0..PODS)
-        .filter(|&p| Some(p) != skip)
-        .map(|p| Endpoint {
-            addresses: smallvec::smallvec![ip(i, p, generations[p])],
-            hostname: Some(format!("web-{p}").into()),
-            ready: true,
-            serving: true,
-            terminating: false,
-            pod: Some(format!("web-{p}").into()),
-        })
-        .collect();
-    Object::Slice(Slice {
-        key: ObjKey::new("ns-0", format!("svc-{i}-abc")),
-        service: format!("svc-{i}").into(),
-        ports: vec![Port { name: Some("web".into()), protocol: Protocol::Tcp, port: 80 }],
-        endpoints,
-        trigger_time_ms: None,
-    })
+    let pods = (0..PODS).filter(|&p| Some(p) != skip);
+    support::slice("ns-0", &format!("svc-{i}"), 0, pods, |p| ip(i, p, generations[p]))
 }
 
 fn query(name: &str) -> Vec<u8> {
-    let mut msg = Message::new(1, MessageType::Query, OpCode::Query);
-    msg.add_query(Query::query(HName::from_ascii(name).unwrap(), RecordType::A));
-    msg.to_vec().unwrap()
+    support::query(name, RecordType::A, None)
 }
 
 /// The answer's rcode and first address, decoded by hand (no allocation in the spin loop).

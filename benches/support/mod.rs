@@ -1,4 +1,4 @@
-//! Shared by the micro-benchmarks (`query`, `churn`): a synthetic cluster built in memory, query
+//! Shared by the benchmarks (`query`, `churn`, `scaling`, `event_to_answer`): a synthetic cluster built in memory, query
 //! packets, and a counting global allocator.
 //!
 //! The cluster is shaped like the load benchmark's (`benches/load/run.py`): namespaces `ns-<k>`
@@ -76,31 +76,28 @@ pub fn slices(ns: &str, name: &str, i: usize, pods: usize, generations: Option<&
     (0..pods.div_ceil(ENDPOINTS_PER_SLICE))
         .map(|s| {
             let range = s * ENDPOINTS_PER_SLICE..((s + 1) * ENDPOINTS_PER_SLICE).min(pods);
-            slice(ns, name, i, s, range, generations)
+            slice(ns, name, s, range, |p| ip(i, p, generations.map_or(0, |g| g[p])))
         })
         .collect()
 }
 
-/// Slice number `s` of a Service, holding endpoints `range`.
+/// Slice number `s` of a Service, holding endpoints `pods`, endpoint `p` at `addr(p)`.
 pub fn slice(
     ns: &str,
     name: &str,
-    i: usize,
     s: usize,
-    range: std::ops::Range<usize>,
-    generations: Option<&[usize]>,
+    pods: impl IntoIterator<Item = usize>,
+    addr: impl Fn(usize) -> IpAddr,
 ) -> Object {
-    let endpoints = range
-        .map(|p| {
-            let generation = generations.map_or(0, |g| g[p]);
-            Endpoint {
-                addresses: smallvec::smallvec![ip(i, p, generation)],
-                hostname: Some(format!("web-{p}").into()),
-                ready: true,
-                serving: true,
-                terminating: false,
-                pod: Some(format!("web-{p}").into()),
-            }
+    let endpoints = pods
+        .into_iter()
+        .map(|p| Endpoint {
+            addresses: smallvec::smallvec![addr(p)],
+            hostname: Some(format!("web-{p}").into()),
+            ready: true,
+            serving: true,
+            terminating: false,
+            pod: Some(format!("web-{p}").into()),
         })
         .collect();
     Object::Slice(Slice {

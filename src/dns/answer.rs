@@ -36,11 +36,11 @@ pub mod rcode {
     pub const BADVERS: u16 = 16;
 }
 
-const QR: u16 = 0x8000;
+pub(super) const QR: u16 = 0x8000;
 const AA: u16 = 0x0400;
-const TC: u16 = 0x0200;
-const RD: u16 = 0x0100;
-const CD: u16 = 0x0010;
+pub(super) const TC: u16 = 0x0200;
+pub(super) const RD: u16 = 0x0100;
+pub(super) const CD: u16 = 0x0010;
 
 /// Which transport a query came over: it sets the size limit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -8,14 +8,12 @@
 use hickory_proto::op::{Message, OpCode};
 use hickory_proto::rr::rdata::opt::EdnsCode;
 
-use super::answer::{Caps, Edns, Outcome, Question, Responder, Transport, rcode, write_header, write_opt};
+use super::answer::{
+    CD, Caps, Edns, Outcome, QR, Question, RD, Responder, TC, Transport, rcode, write_header, write_opt,
+};
 use super::name::MAX_NAME;
 use crate::index::wire::{CLASS_IN, OPT_LEN, rtype};
 
-const QR: u16 = 0x8000;
-const TC: u16 = 0x0200;
-const RD: u16 = 0x0100;
-const CD: u16 = 0x0010;
 /// The CHAOS class (RFC 1035 §3.2.4).
 const CLASS_CH: u16 = 3;
 /// The answer to `version.bind` and `version.server`.

@@ -67,15 +67,6 @@ pub struct Answer {
     pub ends: Box<[u16]>,
 }
 
-impl Answer {
-    /// How many whole records fit in `room` bytes, and the byte length they take.
-    pub fn fit(&self, room: usize) -> (usize, usize) {
-        let n = self.ends.partition_point(|&end| end as usize <= room);
-        let len = if n == 0 { 0 } else { self.ends[n - 1] as usize };
-        (n, len)
-    }
-}
-
 /// Everything a name answers, as the query path reads it: one allocation per name.
 ///
 /// With 100,000 Pods the index holds about 240,000 names; as a struct of boxed answers each

@@ -72,23 +72,7 @@ pub fn mk_service(ns: &str, name: &str, cluster_ip: &str, ports: &[(&str, u16, &
 
 /// A headless Service (`clusterIP: None`).
 pub fn mk_headless_service(ns: &str, name: &str, ports: &[(&str, u16, &str)]) -> Value {
-    json!({
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": { "name": name, "namespace": ns },
-        "spec": {
-            "type": "ClusterIP",
-            "clusterIP": "None",
-            "clusterIPs": ["None"],
-            "ipFamilies": ["IPv4"],
-            "ipFamilyPolicy": "SingleStack",
-            "selector": { "app": name },
-            "ports": service_ports(ports),
-            "sessionAffinity": "None",
-            "internalTrafficPolicy": "Cluster",
-        },
-        "status": { "loadBalancer": {} },
-    })
+    mk_service(ns, name, "None", ports)
 }
 
 /// An `ExternalName` Service pointing at `external_name` (a CNAME target).
