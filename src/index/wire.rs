@@ -178,13 +178,19 @@ impl NameEntry {
     /// The stored answer for `qtype`, if the name has records of that type.
     #[inline]
     pub fn rrset(&self, qtype: u16) -> Option<AnswerRef<'_>> {
-        self.sets().find(|(t, _)| *t == qtype).map(|(_, a)| a)
+        // Compare types in the directory; only the matching set is decoded.
+        (0..self.0[2] as usize).find(|&i| self.set_type(i) == qtype).map(|i| self.set(i).1)
     }
 
     /// Every set, a CNAME first, then by type. None for an empty non-terminal: the name exists,
     /// every type is NODATA.
     pub fn sets(&self) -> impl Iterator<Item = (u16, AnswerRef<'_>)> + '_ {
         (0..self.0[2] as usize).map(|i| self.set(i))
+    }
+
+    fn set_type(&self, i: usize) -> u16 {
+        let at = HEAD + i * DIR;
+        u16::from_ne_bytes([self.0[at], self.0[at + 1]])
     }
 
     fn set(&self, i: usize) -> (u16, AnswerRef<'_>) {
