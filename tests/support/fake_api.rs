@@ -1018,10 +1018,13 @@ impl Filter {
 
 // ----- watch events ---------------------------------------------------------------
 
+/// One watch event as the API server frames it: `type` before `object`, as Go encodes the
+/// `WatchEvent` struct. (A `json!` map would sort `object` first; serde then buffers the whole
+/// object to find the tag before decoding it, which a client of the real server never pays.)
 fn event_line(event_type: &str, object: &Value) -> String {
-    let mut line = serde_json::to_string(&json!({ "type": event_type, "object": object })).unwrap_or_default();
-    line.push('\n');
-    line
+    let object = serde_json::to_string(object).unwrap_or_default();
+    let event_type = serde_json::to_string(event_type).unwrap_or_default();
+    format!("{{\"type\":{event_type},\"object\":{object}}}\n")
 }
 
 fn bookmark_line(def: &ResourceDef, rv: u64, initial_events_end: bool) -> String {
