@@ -14,6 +14,8 @@
 
 use std::net::IpAddr;
 
+use triomphe::ThinArc;
+
 use crate::dns::name::Name;
 use crate::index::records::Rdata;
 
@@ -71,8 +73,9 @@ pub struct Answer {
 ///
 /// With 100,000 Pods the index holds about 240,000 names; as a struct of boxed answers each
 /// name cost five allocations and an 80-byte map slot (906 B per endpoint in all). Packed into
-/// one byte string the map slot is 16 bytes and each name one allocation. Layout (native byte
-/// order; the blob never leaves the process):
+/// one byte string each name is one allocation; behind a thin pointer (the length is stored
+/// beside the bytes) the entry takes 8 bytes of its map slot. Layout (native byte order; the blob
+/// never leaves the process):
 ///
 /// ```text
 /// 0: zone   1: flags (APEX, CNAME)   2: number of sets   3: unused
@@ -82,7 +85,7 @@ pub struct Answer {
 ///
 /// A CNAME, when present, is the first set (it answers every type).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NameEntry(Box<[u8]>);
+pub struct NameEntry(ThinArc<(), u8>);
 
 const APEX: u8 = 1;
 const HAS_CNAME: u8 = 2;
@@ -154,47 +157,52 @@ impl NameEntry {
             }
             blob.extend_from_slice(&a.bytes);
         }
-        NameEntry(blob.into_boxed_slice())
+        NameEntry(ThinArc::from_header_and_slice((), &blob))
+    }
+
+    #[inline]
+    fn blob(&self) -> &[u8] {
+        &self.0.slice
     }
 
     /// Index of the zone the name belongs to (for the SOA of negative answers).
     #[inline]
     pub fn zone(&self) -> u8 {
-        self.0[0]
+        self.blob()[0]
     }
 
     /// Whether this is a zone apex, whose SOA is written per query.
     #[inline]
     pub fn is_apex(&self) -> bool {
-        self.0[1] & APEX != 0
+        self.blob()[1] & APEX != 0
     }
 
     /// The CNAME, which answers every type.
     #[inline]
     pub fn cname(&self) -> Option<AnswerRef<'_>> {
-        (self.0[1] & HAS_CNAME != 0).then(|| self.set(0).1)
+        (self.blob()[1] & HAS_CNAME != 0).then(|| self.set(0).1)
     }
 
     /// The stored answer for `qtype`, if the name has records of that type.
     #[inline]
     pub fn rrset(&self, qtype: u16) -> Option<AnswerRef<'_>> {
         // Compare types in the directory; only the matching set is decoded.
-        (0..self.0[2] as usize).find(|&i| self.set_type(i) == qtype).map(|i| self.set(i).1)
+        (0..self.blob()[2] as usize).find(|&i| self.set_type(i) == qtype).map(|i| self.set(i).1)
     }
 
     /// Every set, a CNAME first, then by type. None for an empty non-terminal: the name exists,
     /// every type is NODATA.
     pub fn sets(&self) -> impl Iterator<Item = (u16, AnswerRef<'_>)> + '_ {
-        (0..self.0[2] as usize).map(|i| self.set(i))
+        (0..self.blob()[2] as usize).map(|i| self.set(i))
     }
 
     fn set_type(&self, i: usize) -> u16 {
         let at = HEAD + i * DIR;
-        u16::from_ne_bytes([self.0[at], self.0[at + 1]])
+        u16::from_ne_bytes([self.blob()[at], self.blob()[at + 1]])
     }
 
     fn set(&self, i: usize) -> (u16, AnswerRef<'_>) {
-        let d = &self.0[HEAD + i * DIR..HEAD + (i + 1) * DIR];
+        let d = &self.blob()[HEAD + i * DIR..HEAD + (i + 1) * DIR];
         let u16_at = |at: usize| u16::from_ne_bytes([d[at], d[at + 1]]);
         let u32_at = |at: usize| u32::from_ne_bytes([d[at], d[at + 1], d[at + 2], d[at + 3]]) as usize;
         let (records, start, len) = (u16_at(4) as usize, u32_at(8), u32_at(12));
@@ -202,15 +210,15 @@ impl NameEntry {
         let answer = AnswerRef {
             ancount: u16_at(2),
             complete: d[6] != 0,
-            ends: &self.0[start..ends_end],
-            bytes: &self.0[ends_end..ends_end + len],
+            ends: &self.blob()[start..ends_end],
+            bytes: &self.blob()[ends_end..ends_end + len],
         };
         (u16_at(0), answer)
     }
 
-    /// Heap bytes this entry holds.
+    /// Heap bytes this entry holds (the blob, its reference count and its length).
     pub fn heap_size(&self) -> usize {
-        self.0.len()
+        self.blob().len() + 2 * std::mem::size_of::<usize>()
     }
 }
 
