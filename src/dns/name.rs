@@ -42,7 +42,7 @@ pub enum NameError {
 /// A thin pointer (triomphe's `ThinArc` keeps the length beside the bytes): 8 bytes instead of
 /// the 16 of an `Arc<[u8]>`. Names are the keys of the index and of the writer's maps, about
 /// 250,000 of each at 100,000 endpoints, and the slot size is paid again for every empty slot of
-/// a hash table: thin keys saved 12 MiB there (measured with heaptrack on the large shape).
+/// a hash table: with thin names and entries the large shape's heap went from 113 to 102 MB.
 #[derive(Clone)]
 pub struct Name(ThinArc<(), u8>);
 
