@@ -48,7 +48,8 @@ pub struct Name(ThinArc<(), u8>);
 
 impl PartialEq for Name {
     fn eq(&self, other: &Self) -> bool {
-        self.as_wire() == other.as_wire()
+        // Clones of one name (an owner's base name at each of its records) compare by pointer.
+        std::ptr::eq(self.0.heap_ptr(), other.0.heap_ptr()) || self.as_wire() == other.as_wire()
     }
 }
 
@@ -70,6 +71,9 @@ impl PartialOrd for Name {
 
 impl Ord for Name {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        if std::ptr::eq(self.0.heap_ptr(), other.0.heap_ptr()) {
+            return std::cmp::Ordering::Equal;
+        }
         self.as_wire().cmp(other.as_wire())
     }
 }
@@ -99,7 +103,7 @@ impl Name {
 
     /// Builds a name from labels, most specific first, folding them to lower case.
     pub fn from_labels<'a>(labels: impl IntoIterator<Item = &'a str>) -> Result<Name, NameError> {
-        let mut wire = Vec::with_capacity(64);
+        let mut wire = WireBuf::new();
         for label in labels {
             push_label(&mut wire, label)?;
         }
@@ -112,7 +116,7 @@ impl Name {
 
     /// `label.self`, e.g. `Name::parse("svc.cluster.local")?.child("default")`.
     pub fn child(&self, label: &str) -> Result<Name, NameError> {
-        let mut wire = Vec::with_capacity(self.as_wire().len() + label.len() + 1);
+        let mut wire = WireBuf::new();
         push_label(&mut wire, label)?;
         wire.extend_from_slice(self.as_wire());
         if wire.len() > MAX_NAME {
@@ -123,7 +127,7 @@ impl Name {
 
     /// `labels….self`, the labels given most specific first.
     pub fn prepend(&self, labels: &[&str]) -> Result<Name, NameError> {
-        let mut wire = Vec::with_capacity(self.as_wire().len() + 64);
+        let mut wire = WireBuf::new();
         for label in labels {
             push_label(&mut wire, label)?;
         }
@@ -209,7 +213,10 @@ impl fmt::Debug for Name {
     }
 }
 
-fn push_label(wire: &mut Vec<u8>, label: &str) -> Result<(), NameError> {
+/// A name being built, on the stack: building a name then costs one allocation, the name's own.
+type WireBuf = smallvec::SmallVec<[u8; 256]>;
+
+fn push_label(wire: &mut WireBuf, label: &str) -> Result<(), NameError> {
     if label.is_empty() {
         return Err(NameError::EmptyLabel(label.to_string()));
     }
@@ -299,13 +306,20 @@ pub fn parse_dashed_ip(label: &[u8]) -> Option<IpAddr> {
 /// The reverse-lookup name of an address: `5.1.244.10.in-addr.arpa.` or the 32-nibble
 /// `….ip6.arpa.` form (RFC 1035 §3.5, RFC 3596 §2.5; Kubernetes DNS spec §2.3.3).
 pub fn reverse_name(ip: IpAddr) -> Name {
-    let mut wire = Vec::with_capacity(74);
+    let mut wire = WireBuf::new();
     match ip {
         IpAddr::V4(v4) => {
-            for octet in v4.octets().iter().rev() {
-                let text = octet.to_string();
-                wire.push(text.len() as u8);
-                wire.extend_from_slice(text.as_bytes());
+            for &octet in v4.octets().iter().rev() {
+                let digits = [octet / 100, octet / 10 % 10, octet % 10];
+                let skip = if octet >= 100 {
+                    0
+                } else if octet >= 10 {
+                    1
+                } else {
+                    2
+                };
+                wire.push(3 - skip as u8);
+                wire.extend(digits[skip..].iter().map(|d| b'0' + d));
             }
             wire.extend_from_slice(b"\x07in-addr\x04arpa\x00");
         }
@@ -369,6 +383,7 @@ mod tests {
     #[test]
     fn reverse_names() {
         assert_eq!(reverse_name("10.244.1.5".parse().unwrap()).to_dotted(), "5.1.244.10.in-addr.arpa.");
+        assert_eq!(reverse_name("0.100.255.99".parse().unwrap()).to_dotted(), "99.255.100.0.in-addr.arpa.");
         assert_eq!(
             reverse_name("2001:db8::567:89ab".parse().unwrap()).to_dotted(),
             "b.a.9.8.7.6.5.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa."
