@@ -4,7 +4,6 @@
 //! This is pure: the model and the configuration in, a sorted list of `(name, records)` out.
 //! The writer diffs it against what the owner published before.
 
-use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
@@ -125,32 +124,46 @@ pub struct Rrs {
 /// An owner's names, sorted by name, each once.
 pub type OwnerRecords = Vec<(Name, Rrs)>;
 
+/// Collects an owner's records, then sorts and groups them once. (A `BTreeMap` keyed by name
+/// searched the tree on every record: a third of the cost of an EndpointSlice update.)
 #[derive(Default)]
 struct Builder {
-    names: BTreeMap<Name, Rrs>,
+    /// `(name, ttl, rdata)`; no rdata where a name only has to exist.
+    records: Vec<(Name, u32, Option<Rdata>)>,
 }
 
 impl Builder {
     fn add(&mut self, name: Name, ttl: u32, rdata: Rdata) {
-        let rrs = self.touch(name, ttl);
-        rrs.rdata.push(rdata);
+        self.records.push((name, ttl, Some(rdata)));
     }
 
-    fn touch(&mut self, name: Name, ttl: u32) -> &mut Rrs {
-        let rrs = self.names.entry(name).or_insert_with(|| Rrs { ttl, rdata: SmallVec::new() });
-        rrs.ttl = rrs.ttl.min(ttl);
-        rrs
+    fn touch(&mut self, name: Name, ttl: u32) {
+        self.records.push((name, ttl, None));
     }
 
-    fn finish(self) -> OwnerRecords {
-        self.names
-            .into_iter()
-            .map(|(name, mut rrs)| {
-                rrs.rdata.sort_unstable();
-                rrs.rdata.dedup();
-                (name, rrs)
-            })
-            .collect()
+    fn finish(mut self) -> OwnerRecords {
+        // Most records of a Service sit at its own name: clones of one name compare by pointer.
+        self.records.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.2.cmp(&b.2)));
+        // Each name's records are adjacent: count them first to size each set once.
+        let runs: Vec<usize> = self.records.chunk_by(|a, b| a.0 == b.0).map(<[_]>::len).collect();
+        let mut out: OwnerRecords = Vec::with_capacity(runs.len());
+        let mut records = self.records.into_iter();
+        for run in runs {
+            let mut group = records.by_ref().take(run);
+            let Some((name, mut ttl, first)) = group.next() else { break };
+            let mut rdata: SmallVec<[Rdata; 1]> = SmallVec::with_capacity(run);
+            rdata.extend(first);
+            for (_, t, r) in group {
+                ttl = ttl.min(t);
+                if let Some(r) = r
+                    && rdata.last() != Some(&r)
+                {
+                    rdata.push(r);
+                }
+            }
+            out.push((name, Rrs { ttl, rdata }));
+        }
+        out
     }
 }
 
@@ -233,10 +246,6 @@ fn srv_name(service: &Name, port: &Port) -> Option<Name> {
     service.prepend(&[&format!("_{name}"), port.protocol.srv_label()]).ok()
 }
 
-fn ready_endpoints<'a>(slices: &[&'a Slice]) -> impl Iterator<Item = (&'a Slice, &'a Endpoint)> {
-    slices.iter().flat_map(|s| s.endpoints.iter().filter(|e| e.ready).map(move |e| (*s, e)))
-}
-
 fn service_records(b: &mut Builder, key: &ObjKey, model: &Model, cfg: &RecordConfig) {
     let Some(svc) = model.service(key) else {
         return;
@@ -285,29 +294,34 @@ fn service_records(b: &mut Builder, key: &ObjKey, model: &Model, cfg: &RecordCon
         // ClusterIP Services. Only ready endpoints count; "ready" is the EndpointSlice
         // condition, which already honours publishNotReadyAddresses.
         let endpoint_ttl = cfg.ttl_headless;
-        for (slice, ep) in ready_endpoints(&slices) {
-            for &ip in &ep.addresses {
-                let label = endpoint_label(ep, ip);
-                let Ok(ep_name) = base.child(&label) else {
-                    continue;
-                };
-                b.add(ep_name.clone(), endpoint_ttl, Rdata::addr(ip));
-                if headless {
-                    b.add(base.clone(), ttl, Rdata::addr(ip));
-                    for port in &slice.ports {
-                        if let Some(name) = srv_name(&base, port) {
-                            let srv = Rdata::Srv { port: port.port, target: ep_name.clone() };
-                            b.add(name, ttl, srv.clone());
+        for slice in &slices {
+            // The slice's SRV names, built once rather than once per endpoint.
+            let srv_names: SmallVec<[(u16, Name); 2]> = match headless {
+                true => slice.ports.iter().filter_map(|p| Some((p.port, srv_name(&base, p)?))).collect(),
+                false => SmallVec::new(),
+            };
+            for ep in slice.endpoints.iter().filter(|e| e.ready) {
+                for &ip in &ep.addresses {
+                    let label = endpoint_label(ep, ip);
+                    let Ok(ep_name) = base.child(&label) else {
+                        continue;
+                    };
+                    b.add(ep_name.clone(), endpoint_ttl, Rdata::addr(ip));
+                    if headless {
+                        b.add(base.clone(), ttl, Rdata::addr(ip));
+                        for (port, name) in &srv_names {
+                            let srv = Rdata::Srv { port: *port, target: ep_name.clone() };
+                            b.add(name.clone(), ttl, srv.clone());
                             b.add(base.clone(), ttl, srv);
                         }
                     }
-                }
-                let wants_ptr = match cfg.ptr {
-                    PtrMode::All => true,
-                    PtrMode::HostnameOnly => headless && ep.hostname.is_some(),
-                };
-                if with_ptr && wants_ptr {
-                    b.add(reverse_name(ip), endpoint_ttl, Rdata::Ptr(ep_name));
+                    let wants_ptr = match cfg.ptr {
+                        PtrMode::All => true,
+                        PtrMode::HostnameOnly => headless && ep.hostname.is_some(),
+                    };
+                    if with_ptr && wants_ptr {
+                        b.add(reverse_name(ip), endpoint_ttl, Rdata::Ptr(ep_name));
+                    }
                 }
             }
         }

@@ -229,7 +229,7 @@ pub struct Glue<'a> {
     /// TTL of its address records.
     pub ttl: u32,
     /// Its addresses.
-    pub addrs: Vec<IpAddr>,
+    pub addrs: smallvec::SmallVec<[IpAddr; 2]>,
 }
 
 struct Encoder {

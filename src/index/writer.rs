@@ -423,7 +423,7 @@ impl Writer {
                 continue;
             }
             let mut ttl = u32::MAX;
-            let mut addrs: Vec<IpAddr> = Vec::new();
+            let mut addrs: SmallVec<[IpAddr; 2]> = SmallVec::new();
             for (t, r) in self.records_at(target, fresh) {
                 let ip = match r {
                     Rdata::A(v4) => IpAddr::V4(*v4),
