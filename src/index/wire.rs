@@ -244,13 +244,15 @@ struct Encoder {
 }
 
 impl Encoder {
-    fn new(qname: &Name) -> Encoder {
+    /// An encoder for `records` records whose RDATA take at most `rdata_len` bytes in all (sized
+    /// once, so that a large RRset does not grow its buffer a doubling at a time).
+    fn new(qname: &Name, records: usize, rdata_len: usize) -> Encoder {
         let base = 12 + qname.as_wire().len() + 4;
         Encoder {
             base,
             qname: qname.clone(),
-            bytes: Vec::new(),
-            ends: Vec::new(),
+            bytes: Vec::with_capacity((records * 12 + rdata_len).min(MAX_MESSAGE)),
+            ends: Vec::with_capacity(records),
             room: MAX_MESSAGE - base - OPT_LEN,
             complete: true,
         }
@@ -350,11 +352,24 @@ pub fn rdata_type(rdata: &Rdata) -> u16 {
 /// their targets (from `glue`) in the additional section, each pointing at its target name
 /// inside the SRV record.
 pub fn encode_rrset(qname: &Name, ttl: u32, rdata: &[&Rdata], glue: &[Glue<'_>]) -> Answer {
-    let mut enc = Encoder::new(qname);
+    // Each record is a 2-byte owner pointer, 10 bytes of type, class, TTL and length, and RDATA
+    // (names counted uncompressed, so this is an upper bound).
+    let rdata_len = |rd: &Rdata| match rd {
+        Rdata::A(_) => 4,
+        Rdata::Aaaa(_) => 16,
+        Rdata::Cname(n) | Rdata::Ns(n) | Rdata::Ptr(n) => n.as_wire().len(),
+        Rdata::Srv { target, .. } => 6 + target.as_wire().len(),
+        Rdata::Txt(text) => text.len() + text.len() / 255 + 1,
+    };
+    let glue_records: usize = glue.iter().map(|g| g.addrs.len()).sum();
+    let glue_len: usize = glue.iter().flat_map(|g| &g.addrs).map(|ip| if ip.is_ipv4() { 4 } else { 16 }).sum();
+    let len = rdata.iter().map(|rd| rdata_len(rd)).sum::<usize>() + glue_len;
+    let mut enc = Encoder::new(qname, rdata.len() + glue_records, len);
     // Kubernetes DNS spec §2.3.2/§2.4.2 and CoreDNS: priority 0, weight ⌊100/N⌋, at least 1.
     let weight = (100 / rdata.len().max(1)).max(1) as u16;
     // Where each SRV target was written, for the glue's owner pointers (a map: O(records)).
-    let mut targets: std::collections::HashMap<&Name, u16> = std::collections::HashMap::new();
+    let mut targets: std::collections::HashMap<&Name, u16, foldhash::fast::RandomState> =
+        std::collections::HashMap::with_capacity_and_hasher(glue.len(), Default::default());
     for rd in rdata {
         let rtype = rdata_type(rd);
         let written = enc.record(Owner::Question, rtype, ttl, |e| match rd {
