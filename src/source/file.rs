@@ -21,13 +21,11 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use k8s_openapi::api::core::v1 as core;
-use k8s_openapi::api::discovery::v1 as discovery;
 use serde::Deserialize;
-use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
 use super::{Event, Scope, Sender, send};
+use crate::cluster::api;
 use crate::cluster::object::{self, Kind, Object, ObjectRef, ProjectError};
 
 /// Why manifests could not be read.
@@ -152,14 +150,14 @@ fn collect(value: serde_yaml::Value, path: &Path, document: usize, out: &mut Vec
             return;
         }
         ("v1", "Service") => {
-            typed::<core::Service>(&value).and_then(|s| proj(object::project_service(&s))).map(Object::Service)
+            typed::<api::Service>(&value).and_then(|s| proj(object::project_service(&s))).map(Object::Service)
         }
         ("discovery.k8s.io/v1", "EndpointSlice") => {
-            typed::<discovery::EndpointSlice>(&value).and_then(|s| proj(object::project_slice(&s))).map(Object::Slice)
+            typed::<api::EndpointSlice>(&value).and_then(|s| proj(object::project_slice(&s))).map(Object::Slice)
         }
-        ("v1", "Pod") => typed::<core::Pod>(&value).and_then(|p| proj(object::project_pod(&p))).map(Object::Pod),
+        ("v1", "Pod") => typed::<api::Pod>(&value).and_then(|p| proj(object::project_pod(&p))).map(Object::Pod),
         ("v1", "Namespace") => {
-            typed::<core::Namespace>(&value).and_then(|n| proj(object::project_namespace(&n))).map(Object::Namespace)
+            typed::<api::Namespace>(&value).and_then(|n| proj(object::project_namespace(&n))).map(Object::Namespace)
         }
         (_, "Service" | "EndpointSlice" | "Pod" | "Namespace") => {
             tracing::warn!(object = %name(), %api_version, at = %where_, "skipping object of an unsupported apiVersion");
@@ -176,8 +174,8 @@ fn collect(value: serde_yaml::Value, path: &Path, document: usize, out: &mut Vec
     }
 }
 
-fn typed<T: DeserializeOwned>(value: &serde_yaml::Value) -> std::result::Result<T, String> {
-    serde_yaml::from_value(value.clone()).map_err(|e| e.to_string())
+fn typed<'a, T: Deserialize<'a>>(value: &'a serde_yaml::Value) -> std::result::Result<T, String> {
+    T::deserialize(value).map_err(|e| e.to_string())
 }
 
 fn proj<T>(r: std::result::Result<T, ProjectError>) -> std::result::Result<T, String> {
