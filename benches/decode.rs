@@ -110,7 +110,7 @@ fn event_openapi(line: &str) -> Object {
 
 fn event_slim(line: &str) -> Object {
     match serde_json::from_str::<WatchEvent<api::EndpointSlice>>(line) {
-        Ok(WatchEvent::Modified(slice)) => Object::Slice(object::project_slice(&slice).unwrap()),
+        Ok(WatchEvent::Modified(mut slice)) => Object::Slice(object::project_slice(&mut slice).unwrap()),
         other => panic!("not a MODIFIED event: {:?}", other.map_err(|e| e.to_string())),
     }
 }

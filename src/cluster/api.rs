@@ -53,6 +53,22 @@ impl<T> Field<T> {
     }
 
     /// The value, if present and of the expected type.
+    pub fn get_mut(&mut self) -> Option<&mut T> {
+        match self {
+            Field::Present(value) => Some(value),
+            Field::Absent | Field::Wrong(_) => None,
+        }
+    }
+
+    /// Takes the value out, if present and of the expected type, leaving the field absent.
+    pub fn take(&mut self) -> Option<T> {
+        match self {
+            Field::Present(_) => std::mem::take(self).into_option(),
+            Field::Absent | Field::Wrong(_) => None,
+        }
+    }
+
+    /// The value, if present and of the expected type.
     pub fn into_option(self) -> Option<T> {
         match self {
             Field::Present(value) => Some(value),

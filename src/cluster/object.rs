@@ -349,7 +349,10 @@ pub fn project_service(svc: &api::Service) -> Result<Service, ProjectError> {
 
 /// Projects an EndpointSlice. Endpoints whose addresses do not parse are skipped with a warning;
 /// FQDN slices (deprecated) carry no addresses we can serve and project to no endpoints.
-pub fn project_slice(slice: &api::EndpointSlice) -> Result<Slice, ProjectError> {
+///
+/// Endpoint hostnames and Pod names are moved out of `slice` rather than copied: this is the
+/// churn path, and they are two allocations per endpoint. Its metadata is left as it was.
+pub fn project_slice(slice: &mut api::EndpointSlice) -> Result<Slice, ProjectError> {
     let key = checked_key(Kind::EndpointSlice, &slice.metadata, slice)?;
     let err = |reason: String| ProjectError { what: format!("EndpointSlice {key}"), reason };
     let service = (slice.metadata.service_name.as_deref())
@@ -371,9 +374,9 @@ pub fn project_slice(slice: &api::EndpointSlice) -> Result<Slice, ProjectError> 
             Err(reason) => tracing::warn!(slice = %key, %reason, "skipping EndpointSlice port"),
         }
     }
-    let listed = slice.endpoints.get().map_or(&[][..], Vec::as_slice);
+    let listed = slice.endpoints.get_mut().map_or(&mut [][..], Vec::as_mut_slice);
     let mut endpoints = Vec::with_capacity(listed.len());
-    for (i, ep) in listed.iter().enumerate() {
+    for (i, ep) in listed.iter_mut().enumerate() {
         let Some(want_v6) = family else { break };
         let mut addresses = SmallVec::new();
         for address in ep.addresses.get().into_iter().flatten() {
@@ -388,8 +391,11 @@ pub fn project_slice(slice: &api::EndpointSlice) -> Result<Slice, ProjectError> 
         if addresses.is_empty() {
             continue;
         }
-        let hostname = match ep.hostname.as_str() {
-            Some(h) if dns_label(h) => Some(h.to_ascii_lowercase().into_boxed_str()),
+        let hostname = match ep.hostname.take() {
+            Some(mut h) if dns_label(&h) => {
+                h.make_ascii_lowercase();
+                Some(h.into_boxed_str())
+            }
             Some(h) => {
                 tracing::warn!(slice = %key, endpoint = i, hostname = %h,
                     "endpoint hostname is not a DNS label; using its dashed-IP name");
@@ -401,10 +407,10 @@ pub fn project_slice(slice: &api::EndpointSlice) -> Result<Slice, ProjectError> 
         let condition =
             |pick: fn(&api::Conditions) -> &api::Field<bool>| conditions.and_then(|c| pick(c).get().copied());
         let ready = condition(|c| &c.ready).unwrap_or(true);
-        let pod = (ep.target_ref.get())
+        let pod = (ep.target_ref.get_mut())
             .filter(|r| r.kind.get() == Some(&api::TargetKind::Pod))
-            .and_then(|r| r.name.as_str())
-            .map(Box::from);
+            .and_then(|r| r.name.take())
+            .map(String::into_boxed_str);
         endpoints.push(Endpoint {
             addresses,
             hostname,
@@ -510,7 +516,7 @@ mod tests {
 
     #[test]
     fn slice_conditions_and_addresses() {
-        let slice: api::EndpointSlice = serde_yaml::from_str(
+        let mut slice: api::EndpointSlice = serde_yaml::from_str(
             r#"
 metadata:
   name: nginx-abc
@@ -530,7 +536,7 @@ endpoints:
 "#,
         )
         .unwrap();
-        let s = project_slice(&slice).unwrap();
+        let s = project_slice(&mut slice).unwrap();
         assert_eq!(&*s.service, "nginx");
         assert_eq!(s.endpoints.len(), 2, "the IPv6 and the bad address are skipped");
         assert!(s.endpoints[0].ready && s.endpoints[0].serving && !s.endpoints[0].terminating);
@@ -542,14 +548,14 @@ endpoints:
 
     #[test]
     fn slice_without_service_label_is_rejected() {
-        let slice: api::EndpointSlice =
+        let mut slice: api::EndpointSlice =
             serde_yaml::from_str("metadata: {name: s, namespace: a}\naddressType: IPv4\nendpoints: []").unwrap();
-        let err = project_slice(&slice).unwrap_err();
+        let err = project_slice(&mut slice).unwrap_err();
         assert_eq!(err.what, "EndpointSlice a/s");
     }
 
     fn slice(yaml: &str) -> Result<Slice, ProjectError> {
-        project_slice(&serde_yaml::from_str(yaml).unwrap())
+        project_slice(&mut serde_yaml::from_str(yaml).unwrap())
     }
 
     const SLICE_META: &str = "metadata: {name: s, namespace: a, labels: {kubernetes.io/service-name: svc}}\n";
@@ -649,10 +655,10 @@ endpoints:
               "nodeName":"node-1","zone":"a","hints":{"forZones":[{"name":"a"}]}}],
             "ports":[{"name":"web","protocol":"TCP","port":80,"appProtocol":"http"}]}}"#;
         let event: kube::api::WatchEvent<api::EndpointSlice> = serde_json::from_str(line).unwrap();
-        let kube::api::WatchEvent::Modified(obj) = event else { panic!("not MODIFIED") };
+        let kube::api::WatchEvent::Modified(mut obj) = event else { panic!("not MODIFIED") };
         assert_eq!(obj.metadata.object.resource_version.as_deref(), Some("42"));
         assert_eq!(obj.metadata.object.managed_fields, None);
-        let s = project_slice(&obj).unwrap();
+        let s = project_slice(&mut obj).unwrap();
         assert_eq!(s.key, ObjKey::new("ns-0", "web-abc"));
         assert_eq!(&*s.service, "web");
         assert_eq!(s.ports, [Port { name: Some("web".into()), protocol: Protocol::Tcp, port: 80 }]);

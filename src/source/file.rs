@@ -218,8 +218,8 @@ fn collect(doc: Manifest, path: &Path, document: usize, out: &mut Vec<Object>) {
             object::project_service(&svc).map(Object::Service).map_err(|e| (e, svc.metadata))
         }
         ("discovery.k8s.io/v1", "EndpointSlice") => {
-            let slice = api::EndpointSlice { metadata, address_type, endpoints, ports };
-            object::project_slice(&slice).map(Object::Slice).map_err(|e| (e, slice.metadata))
+            let mut slice = api::EndpointSlice { metadata, address_type, endpoints, ports };
+            object::project_slice(&mut slice).map(Object::Slice).map_err(|e| (e, slice.metadata))
         }
         ("v1", "Pod") => {
             let pod = api::Pod { metadata, status };

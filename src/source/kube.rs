@@ -212,7 +212,7 @@ impl Watch {
     async fn run<K, P>(self, api: Api<K>, cfg: watcher::Config, project: P)
     where
         K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
-        P: Fn(&K) -> Result<Object, ProjectError>,
+        P: Fn(&mut K) -> Result<Object, ProjectError>,
     {
         let label = KindLabel { kind: self.kind.as_str() };
         let mut stream = watcher(api, cfg).default_backoff().boxed();
@@ -246,8 +246,8 @@ impl Watch {
                     self.metrics.relists.get_or_create(&label).inc();
                     (Some(Event::RelistStart(self.scope.clone())), false)
                 }
-                watcher::Event::InitApply(obj) => (self.project(&obj, &project, false), false),
-                watcher::Event::Apply(obj) => (self.project(&obj, &project, true), false),
+                watcher::Event::InitApply(mut obj) => (self.project(&mut obj, &project, false), false),
+                watcher::Event::Apply(mut obj) => (self.project(&mut obj, &project, true), false),
                 watcher::Event::Delete(obj) => (Some(Event::Delete(self.object_ref(&obj))), false),
                 watcher::Event::InitDone => (Some(Event::RelistDone(self.scope.clone())), true),
             };
@@ -274,12 +274,13 @@ impl Watch {
         ObjectRef { kind: self.kind, key }
     }
 
-    /// Projects an object. One that cannot be used is skipped with a warning naming it; if it
-    /// replaced a usable version, that version is deleted (as a relist would drop it).
+    /// Projects an object (which may move fields out of it, but leaves its metadata). One that
+    /// cannot be used is skipped with a warning naming it; if it replaced a usable version, that
+    /// version is deleted (as a relist would drop it).
     fn project<K: Resource>(
         &self,
-        obj: &K,
-        project: &impl Fn(&K) -> Result<Object, ProjectError>,
+        obj: &mut K,
+        project: &impl Fn(&mut K) -> Result<Object, ProjectError>,
         update: bool,
     ) -> Option<Event> {
         match project(obj) {
