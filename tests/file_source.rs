@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 use support::dns::{addresses, ask, rcode};
-use support::server::{TestServer, replace_file};
+use support::server::{BinaryServer, TestServer, replace_file, wait_until};
 
 /// A headless Service `nginx` in `ns-0` with Pods `web-<i>` at the given IPs.
 fn statefulset(ips: &[&str]) -> String {
@@ -132,6 +132,43 @@ async fn a_bad_object_is_skipped_and_the_rest_served() {
     assert_eq!(addresses(&ask(server.addr, &web(0), RecordType::A)), ["10.0.0.1"]);
     assert_eq!(rcode(&ask(server.addr, "broken.ns-0.svc.cluster.local.", RecordType::A)), ResponseCode::NXDomain);
     server.stop().await;
+}
+
+/// A malformed object (a wrongly typed field, a missing required one) is skipped with a warning
+/// naming it and its document; the rest of the file is served.
+#[test]
+fn malformed_objects_are_skipped_with_a_warning_naming_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cluster.yaml");
+    std::fs::write(&path, statefulset(&["10.0.0.1"])).unwrap();
+    let source = format!("file:{}", path.display());
+    let server = BinaryServer::start(&["serve", "--source", &source, "--listen", "127.0.0.1:0", "--http", "none"]);
+    let slice = |name: &str| {
+        format!(
+            "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+             metadata: {{name: {name}, namespace: ns-0, labels: {{kubernetes.io/service-name: nginx}}}}\n"
+        )
+    };
+    let yaml = format!(
+        "{}{}addressType: IPv4\nendpoints: [{{addresses: 10.0.0.7, hostname: web-7}}]\n{}endpoints: [{{addresses: [10.0.0.8]}}]\n",
+        statefulset(&["10.0.0.2"]),
+        slice("bad-addresses"),
+        slice("no-type"),
+    );
+    replace_file(&path, &yaml);
+    for (what, why) in [
+        (
+            "EndpointSlice ns-0/bad-addresses",
+            r#"document 3 reason=endpoints[0].addresses: expected a list, found string "10.0.0.7""#,
+        ),
+        ("EndpointSlice ns-0/no-type", "document 4 reason=addressType is missing"),
+    ] {
+        let line = server.wait_for_log("skipping object", Duration::from_secs(10)).expect("a warning");
+        assert!(line.contains(what) && line.contains(why), "{line}");
+    }
+    // The warnings come from parsing; the rest of the file is applied after.
+    wait_until(|| addresses(&ask(server.addr, &web(0), RecordType::A)) == ["10.0.0.2"]);
+    assert_eq!(rcode(&ask(server.addr, "web-7.nginx.ns-0.svc.cluster.local.", RecordType::A)), ResponseCode::NXDomain);
 }
 
 #[tokio::test(flavor = "multi_thread")]

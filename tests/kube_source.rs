@@ -313,6 +313,44 @@ fn a_bad_object_is_skipped_with_a_warning_naming_it() {
     h.expect(&format!("broken.{NS}.svc.cluster.local."), &[]);
 }
 
+/// Objects the API server would never send (a wrongly typed field, a missing required one) are
+/// skipped with a warning naming them, in a list or a watch event, and never fail the rest.
+#[test]
+fn malformed_objects_are_skipped_with_a_warning_naming_them() {
+    let mut bad_addresses =
+        mk_slice(NS, "bad-addresses", "nginx", "IPv4", WEB, &[Ep::new("10.0.0.7").hostname("web-7")]);
+    bad_addresses["endpoints"][0]["addresses"] = serde_json::json!("10.0.0.7");
+    let mut no_type = mk_slice(NS, "no-type", "nginx", "IPv4", WEB, &[Ep::new("10.0.0.8").hostname("web-8")]);
+    no_type.as_object_mut().unwrap().remove("addressType");
+    let mut objects = statefulset(&[Ep::new("10.0.0.1").hostname("web-0")]);
+    objects.extend([bad_addresses, no_type]);
+    let h = Harness::start(objects, &[]);
+    h.wait_ready();
+    h.expect(&web(0), &["10.0.0.1"]);
+    let mut want = vec![
+        ("EndpointSlice ns-0/bad-addresses", r#"endpoints[0].addresses: expected a list, found string "10.0.0.7""#),
+        ("EndpointSlice ns-0/no-type", "addressType is missing"),
+    ];
+    while !want.is_empty() {
+        let line = h
+            .server
+            .wait_for_log("skipping object", Duration::from_secs(5))
+            .unwrap_or_else(|| panic!("no warning for {want:?}"));
+        want.retain(|(what, why)| !(line.contains(what) && line.contains(why)));
+    }
+    h.expect(&web(7), &[]);
+    h.expect(&web(8), &[]);
+    // A malformed update replaces what it updates, as any unusable version does.
+    let mut port_text = mk_slice(NS, "nginx-abc", "nginx", "IPv4", WEB, &[Ep::new("10.0.0.1").hostname("web-0")]);
+    port_text["ports"][0]["port"] = serde_json::json!("80");
+    h.api.apply(port_text);
+    let line = h.server.wait_for_log("skipping object", Duration::from_secs(5)).expect("a warning");
+    assert!(line.contains("EndpointSlice ns-0/nginx-abc") && line.contains("ports[0].port"), "{line}");
+    h.expect(&web(0), &[]);
+    h.api.apply(mk_slice(NS, "nginx-abc", "nginx", "IPv4", WEB, &[Ep::new("10.0.0.2").hostname("web-0")]));
+    h.expect(&web(0), &["10.0.0.2"]);
+}
+
 #[test]
 fn namespace_and_label_filters() {
     let objects = vec![

@@ -12,6 +12,7 @@
 //! Every change to the model is reported as the set of [`Owner`]s whose records must be
 //! recomputed; the index never rebuilds more than those.
 
+pub mod api;
 mod model;
 pub mod object;
 

@@ -1,19 +1,19 @@
 //! Minimal projections of the Kubernetes objects that imply DNS records.
 //!
-//! Sources convert API objects to these on ingest and drop the rest: in a large cluster memory is
-//! dominated by what is kept per Pod and per endpoint, and CoreDNS's answer to its own memory
-//! problem was the same (`*svc = api.Service{}` after projecting, coredns/coredns
-//! plugin/kubernetes/object/service.go). Keep these structs small: a field added here is paid for
-//! once per endpoint in the largest cluster we serve.
+//! Sources decode API objects as [`api`] types (only the fields read here) and project them to
+//! these on ingest, dropping the rest: in a large cluster memory is dominated by what is kept per
+//! Pod and per endpoint, and CoreDNS's answer to its own memory problem was the same
+//! (`*svc = api.Service{}` after projecting, coredns/coredns plugin/kubernetes/object/service.go).
+//! Keep these structs small: a field added here is paid for once per endpoint in the largest
+//! cluster we serve.
 
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1 as core;
-use k8s_openapi::api::discovery::v1 as discovery;
 use smallvec::SmallVec;
 
+use super::api::{self, CheckTypes};
 use crate::dns::name::Name;
 
 /// The label that ties an EndpointSlice to its Service.
@@ -251,19 +251,26 @@ pub struct ProjectError {
     pub reason: String,
 }
 
-fn meta_key(
-    kind: Kind,
-    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
-) -> Result<ObjKey, ProjectError> {
-    let name = meta.name.as_deref().unwrap_or_default();
-    let ns = meta.namespace.as_deref().unwrap_or("default");
+fn meta_key(kind: Kind, meta: &api::Meta) -> Result<ObjKey, ProjectError> {
+    let name = meta.object.name.as_deref().unwrap_or_default();
+    let ns = meta.object.namespace.as_deref().unwrap_or("default");
     if name.is_empty() {
         return Err(ProjectError {
             what: format!("{kind} in namespace {ns}"),
-            reason: "metadata.name is missing".into(),
+            reason: meta.wrong().map_or_else(|| "metadata.name is missing".into(), |w| w.to_string()),
         });
     }
     Ok(ObjKey::new(ns, name))
+}
+
+/// The object's key, once every field it was decoded with has the API's type: an object that
+/// the k8s-openapi types would not have decoded is rejected, naming it.
+fn checked_key(kind: Kind, meta: &api::Meta, obj: &impl CheckTypes) -> Result<ObjKey, ProjectError> {
+    let key = meta_key(kind, meta)?;
+    match obj.wrong() {
+        Some(wrong) => Err(ProjectError { what: format!("{kind} {key}"), reason: wrong.to_string() }),
+        None => Ok(key),
+    }
 }
 
 fn dns_label(text: &str) -> bool {
@@ -274,7 +281,8 @@ fn dns_label(text: &str) -> bool {
         && !text.ends_with('-')
 }
 
-fn parse_ip(text: &str) -> Option<IpAddr> {
+/// An IP address, as Kubernetes writes them (surrounding space allowed).
+pub(crate) fn parse_ip(text: &str) -> Option<IpAddr> {
     text.trim().parse().ok()
 }
 
@@ -291,13 +299,14 @@ fn project_port(name: Option<&str>, protocol: Option<&str>, port: Option<i32>) -
 
 /// Projects a Service. A Service whose cluster IPs do not parse is rejected as a whole (serving a
 /// Service with part of its addresses would be a silent lie); one with a bad port loses that port.
-pub fn project_service(svc: &core::Service) -> Result<Service, ProjectError> {
-    let key = meta_key(Kind::Service, &svc.metadata)?;
+pub fn project_service(svc: &api::Service) -> Result<Service, ProjectError> {
+    let key = checked_key(Kind::Service, &svc.metadata, svc)?;
     let err = |reason: String| ProjectError { what: format!("Service {key}"), reason };
-    let spec = svc.spec.clone().unwrap_or_default();
-    let kind = match spec.type_.as_deref() {
+    let no_spec = api::ServiceSpec::default();
+    let spec = svc.spec.get().unwrap_or(&no_spec);
+    let kind = match spec.type_.as_str() {
         Some("ExternalName") => {
-            let ext = spec.external_name.as_deref().unwrap_or_default();
+            let ext = spec.external_name.as_str().unwrap_or_default();
             if ext.parse::<IpAddr>().is_ok() {
                 return Err(err(format!("externalName {ext:?} is an IP address; only hostnames get a CNAME")));
             }
@@ -308,9 +317,9 @@ pub fn project_service(svc: &core::Service) -> Result<Service, ProjectError> {
             ServiceKind::ExternalName(target)
         }
         _ => {
-            let texts: Vec<&str> = match (&spec.cluster_ips, &spec.cluster_ip) {
+            let texts: Vec<&str> = match (spec.cluster_ips.get(), spec.cluster_ip.as_str()) {
                 (Some(ips), _) if !ips.is_empty() => ips.iter().map(String::as_str).collect(),
-                (_, Some(ip)) => vec![ip.as_str()],
+                (_, Some(ip)) => vec![ip],
                 _ => vec![],
             };
             if texts.contains(&"None") {
@@ -326,8 +335,10 @@ pub fn project_service(svc: &core::Service) -> Result<Service, ProjectError> {
         }
     };
     let mut ports = Vec::new();
-    for p in spec.ports.iter().flatten() {
-        match project_port(p.name.as_deref(), p.protocol.as_deref(), Some(p.port)) {
+    for p in spec.ports.get().into_iter().flatten() {
+        // `port` is required in a Service; k8s-openapi read a missing one as 0.
+        let number = p.port.get().copied().unwrap_or(0);
+        match project_port(p.name.as_str(), p.protocol.as_str(), Some(number)) {
             Ok(Some(port)) => ports.push(port),
             Ok(None) => {}
             Err(reason) => tracing::warn!(service = %key, %reason, "skipping Service port"),
@@ -338,39 +349,41 @@ pub fn project_service(svc: &core::Service) -> Result<Service, ProjectError> {
 
 /// Projects an EndpointSlice. Endpoints whose addresses do not parse are skipped with a warning;
 /// FQDN slices (deprecated) carry no addresses we can serve and project to no endpoints.
-pub fn project_slice(slice: &discovery::EndpointSlice) -> Result<Slice, ProjectError> {
-    let key = meta_key(Kind::EndpointSlice, &slice.metadata)?;
+///
+/// Endpoint hostnames and Pod names are moved out of `slice` rather than copied: this is the
+/// churn path, and they are two allocations per endpoint. Its metadata is left as it was.
+pub fn project_slice(slice: &mut api::EndpointSlice) -> Result<Slice, ProjectError> {
+    let key = checked_key(Kind::EndpointSlice, &slice.metadata, slice)?;
     let err = |reason: String| ProjectError { what: format!("EndpointSlice {key}"), reason };
-    let service = slice
-        .metadata
-        .labels
-        .as_ref()
-        .and_then(|l| l.get(SERVICE_NAME_LABEL))
+    let service = (slice.metadata.service_name.as_deref())
         .filter(|s| !s.is_empty())
         .ok_or_else(|| err(format!("label {SERVICE_NAME_LABEL} is missing")))?;
-    let family = match slice.address_type.as_str() {
+    let address_type = slice.address_type.as_str().unwrap_or_default();
+    let family = match address_type {
         "IPv4" => Some(false),
         "IPv6" => Some(true),
         "FQDN" => None,
+        "" => return Err(err("addressType is missing".into())),
         other => return Err(err(format!("unknown addressType {other:?}"))),
     };
     let mut ports = Vec::new();
-    for p in slice.ports.iter().flatten() {
-        match project_port(p.name.as_deref(), p.protocol.as_deref(), p.port) {
+    for p in slice.ports.get().into_iter().flatten() {
+        match project_port(p.name.as_str(), p.protocol.as_str(), p.port.get().copied()) {
             Ok(Some(port)) => ports.push(port),
             Ok(None) => {}
             Err(reason) => tracing::warn!(slice = %key, %reason, "skipping EndpointSlice port"),
         }
     }
-    let mut endpoints = Vec::with_capacity(slice.endpoints.len());
-    for (i, ep) in slice.endpoints.iter().enumerate() {
+    let listed = slice.endpoints.get_mut().map_or(&mut [][..], Vec::as_mut_slice);
+    let mut endpoints = Vec::with_capacity(listed.len());
+    for (i, ep) in listed.iter_mut().enumerate() {
         let Some(want_v6) = family else { break };
         let mut addresses = SmallVec::new();
-        for text in &ep.addresses {
-            match parse_ip(text) {
-                Some(ip) if ip.is_ipv6() == want_v6 => addresses.push(ip),
+        for address in ep.addresses.get().into_iter().flatten() {
+            match address {
+                api::Address::Ip(ip) if ip.is_ipv6() == want_v6 => addresses.push(*ip),
                 _ => tracing::warn!(
-                    slice = %key, endpoint = i, address = %text, address_type = %slice.address_type,
+                    slice = %key, endpoint = i, %address, %address_type,
                     "skipping endpoint address that is not an address of the slice's type"
                 ),
             }
@@ -378,8 +391,11 @@ pub fn project_slice(slice: &discovery::EndpointSlice) -> Result<Slice, ProjectE
         if addresses.is_empty() {
             continue;
         }
-        let hostname = match ep.hostname.as_deref() {
-            Some(h) if dns_label(h) => Some(h.to_ascii_lowercase().into_boxed_str()),
+        let hostname = match ep.hostname.take() {
+            Some(mut h) if dns_label(&h) => {
+                h.make_ascii_lowercase();
+                Some(h.into_boxed_str())
+            }
             Some(h) => {
                 tracing::warn!(slice = %key, endpoint = i, hostname = %h,
                     "endpoint hostname is not a DNS label; using its dashed-IP name");
@@ -387,42 +403,39 @@ pub fn project_slice(slice: &discovery::EndpointSlice) -> Result<Slice, ProjectE
             }
             None => None,
         };
-        let conditions = ep.conditions.clone().unwrap_or_default();
-        let ready = conditions.ready.unwrap_or(true);
-        let pod = ep
-            .target_ref
-            .as_ref()
-            .filter(|r| r.kind.as_deref() == Some("Pod"))
-            .and_then(|r| r.name.as_deref())
-            .map(Box::from);
+        let conditions = ep.conditions.get();
+        let condition =
+            |pick: fn(&api::Conditions) -> &api::Field<bool>| conditions.and_then(|c| pick(c).get().copied());
+        let ready = condition(|c| &c.ready).unwrap_or(true);
+        let pod = (ep.target_ref.get_mut())
+            .filter(|r| r.kind.get() == Some(&api::TargetKind::Pod))
+            .and_then(|r| r.name.take())
+            .map(String::into_boxed_str);
         endpoints.push(Endpoint {
             addresses,
             hostname,
             ready,
-            serving: conditions.serving.unwrap_or(ready),
-            terminating: conditions.terminating.unwrap_or(false),
+            serving: condition(|c| &c.serving).unwrap_or(ready),
+            terminating: condition(|c| &c.terminating).unwrap_or(false),
             pod,
         });
     }
-    let trigger_time_ms = slice
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(TRIGGER_TIME_ANNOTATION))
-        .and_then(|t| parse_rfc3339_ms(t));
-    Ok(Slice { key, service: Arc::from(service.as_str()), ports, endpoints, trigger_time_ms })
+    let trigger_time_ms = slice.metadata.trigger_time.as_deref().and_then(parse_rfc3339_ms);
+    Ok(Slice { key, service: Arc::from(service), ports, endpoints, trigger_time_ms })
 }
 
 /// Projects a Pod. Pods that have finished (`Succeeded`, `Failed`) project with no addresses:
 /// their IPs may already belong to another Pod.
-pub fn project_pod(pod: &core::Pod) -> Result<Pod, ProjectError> {
-    let key = meta_key(Kind::Pod, &pod.metadata)?;
-    let status = pod.status.clone().unwrap_or_default();
+pub fn project_pod(pod: &api::Pod) -> Result<Pod, ProjectError> {
+    let key = checked_key(Kind::Pod, &pod.metadata, pod)?;
+    let no_status = api::PodStatus::default();
+    let status = pod.status.get().unwrap_or(&no_status);
     let mut ips = SmallVec::new();
-    if !matches!(status.phase.as_deref(), Some("Succeeded" | "Failed")) {
-        let texts: Vec<&str> = match (&status.pod_ips, &status.pod_ip) {
-            (Some(list), _) if !list.is_empty() => list.iter().map(|p| p.ip.as_str()).collect(),
-            (_, Some(ip)) => vec![ip.as_str()],
+    if !matches!(status.phase.as_str(), Some("Succeeded" | "Failed")) {
+        let texts: Vec<&str> = match (status.pod_ips.get(), status.pod_ip.as_str()) {
+            // `ip` is required in `podIPs`; k8s-openapi read a missing one as "".
+            (Some(list), _) if !list.is_empty() => list.iter().map(|p| p.ip.as_str().unwrap_or_default()).collect(),
+            (_, Some(ip)) => vec![ip],
             _ => vec![],
         };
         for text in texts {
@@ -442,10 +455,14 @@ pub fn project_pod(pod: &core::Pod) -> Result<Pod, ProjectError> {
 }
 
 /// Projects a Namespace.
-pub fn project_namespace(ns: &core::Namespace) -> Result<Namespace, ProjectError> {
-    let name = ns.metadata.name.as_deref().unwrap_or_default();
+pub fn project_namespace(ns: &api::Namespace) -> Result<Namespace, ProjectError> {
+    let name = ns.metadata.object.name.as_deref().unwrap_or_default();
     if name.is_empty() {
-        return Err(ProjectError { what: "Namespace".into(), reason: "metadata.name is missing".into() });
+        let reason = ns.metadata.wrong().map_or_else(|| "metadata.name is missing".into(), |w| w.to_string());
+        return Err(ProjectError { what: "Namespace".into(), reason });
+    }
+    if let Some(wrong) = ns.wrong() {
+        return Err(ProjectError { what: format!("Namespace {name}"), reason: wrong.to_string() });
     }
     Ok(Namespace { name: Arc::from(name) })
 }
@@ -499,7 +516,7 @@ mod tests {
 
     #[test]
     fn slice_conditions_and_addresses() {
-        let slice: discovery::EndpointSlice = serde_yaml::from_str(
+        let mut slice: api::EndpointSlice = serde_yaml::from_str(
             r#"
 metadata:
   name: nginx-abc
@@ -519,7 +536,7 @@ endpoints:
 "#,
         )
         .unwrap();
-        let s = project_slice(&slice).unwrap();
+        let s = project_slice(&mut slice).unwrap();
         assert_eq!(&*s.service, "nginx");
         assert_eq!(s.endpoints.len(), 2, "the IPv6 and the bad address are skipped");
         assert!(s.endpoints[0].ready && s.endpoints[0].serving && !s.endpoints[0].terminating);
@@ -531,20 +548,142 @@ endpoints:
 
     #[test]
     fn slice_without_service_label_is_rejected() {
-        let slice: discovery::EndpointSlice =
+        let mut slice: api::EndpointSlice =
             serde_yaml::from_str("metadata: {name: s, namespace: a}\naddressType: IPv4\nendpoints: []").unwrap();
-        let err = project_slice(&slice).unwrap_err();
+        let err = project_slice(&mut slice).unwrap_err();
         assert_eq!(err.what, "EndpointSlice a/s");
+    }
+
+    fn slice(yaml: &str) -> Result<Slice, ProjectError> {
+        project_slice(&mut serde_yaml::from_str(yaml).unwrap())
+    }
+
+    const SLICE_META: &str = "metadata: {name: s, namespace: a, labels: {kubernetes.io/service-name: svc}}\n";
+
+    #[test]
+    fn a_slice_without_address_type_is_rejected() {
+        let err = slice(&format!("{SLICE_META}endpoints: [{{addresses: [10.0.0.1]}}]")).unwrap_err();
+        assert_eq!((err.what.as_str(), err.reason.as_str()), ("EndpointSlice a/s", "addressType is missing"));
+    }
+
+    /// What the k8s-openapi types refused to decode is refused here too, naming the object and
+    /// the field, instead of being read as absent.
+    #[test]
+    fn wrongly_typed_fields_reject_the_slice_naming_it_and_the_field() {
+        for (body, reason) in [
+            (
+                "endpoints: [{addresses: 10.0.0.1}]",
+                r#"endpoints[0].addresses: expected a list, found string "10.0.0.1""#,
+            ),
+            (
+                "endpoints: [{addresses: [10.0.0.1]}, {addresses: [10.0.0.2, 5]}]",
+                "endpoints[1].addresses[1]: expected a string, found integer `5`",
+            ),
+            (
+                "endpoints: [{addresses: [10.0.0.1], conditions: {ready: 'yes'}}]",
+                r#"endpoints[0].conditions.ready: expected a boolean, found string "yes""#,
+            ),
+            (
+                "endpoints: [{addresses: [10.0.0.1], targetRef: Pod}]",
+                r#"endpoints[0].targetRef: expected a map, found string "Pod""#,
+            ),
+            ("endpoints: {}", "endpoints: expected a list, found map"),
+            ("ports: [{name: web, port: '80'}]", r#"ports[0].port: expected a 32-bit integer, found string "80""#),
+            (
+                "ports: [{name: web, port: 3000000000}]",
+                "ports[0].port: expected a 32-bit integer, found integer `3000000000`",
+            ),
+            (
+                "ports: [{name: web, port: 80.5}]",
+                "ports[0].port: expected a 32-bit integer, found floating point `80.5`",
+            ),
+            ("ports: [null]", "ports[0]: expected a map, found null"),
+        ] {
+            let err = slice(&format!("{SLICE_META}addressType: IPv4\n{body}")).unwrap_err();
+            assert_eq!((err.what.as_str(), err.reason.as_str()), ("EndpointSlice a/s", reason), "{body}");
+        }
+        let err = slice(&format!("{SLICE_META}addressType: [IPv4]")).unwrap_err();
+        assert_eq!(err.reason, "addressType: expected a string, found sequence");
+    }
+
+    #[test]
+    fn wrongly_typed_metadata_is_named_as_far_as_it_can_be() {
+        let err = slice("metadata: {name: s, namespace: a, resourceVersion: 5}\naddressType: IPv4").unwrap_err();
+        assert_eq!(err.what, "EndpointSlice a/s");
+        assert_eq!(err.reason, "metadata.resourceVersion: expected a string, found integer `5`");
+        let err = slice("metadata: {name: [s], namespace: a}\naddressType: IPv4").unwrap_err();
+        assert_eq!(err.what, "EndpointSlice in namespace a");
+        assert_eq!(err.reason, "metadata.name: expected a string, found sequence");
+        let err =
+            slice("metadata: {name: s, namespace: a, labels: {kubernetes.io/service-name: 5}}\naddressType: IPv4")
+                .unwrap_err();
+        assert_eq!(
+            err.reason,
+            r#"metadata.labels["kubernetes.io/service-name"]: expected a string, found integer `5`"#
+        );
+        let err = slice("metadata: s\naddressType: IPv4").unwrap_err();
+        assert_eq!(err.reason, r#"metadata: expected a map, found string "s""#);
+
+        let err = service("metadata: {name: x, namespace: a}\nspec: {clusterIPs: 10.0.0.1}").unwrap_err();
+        assert_eq!(err.what, "Service a/x");
+        assert_eq!(err.reason, r#"spec.clusterIPs: expected a list, found string "10.0.0.1""#);
+        let pod: api::Pod =
+            serde_yaml::from_str("metadata: {name: p, namespace: a}\nstatus: {podIPs: [{ip: 5}]}").unwrap();
+        assert_eq!(project_pod(&pod).unwrap_err().reason, "status.podIPs[0].ip: expected a string, found integer `5`");
+        let ns: api::Namespace = serde_yaml::from_str("metadata: {name: n, resourceVersion: [1]}").unwrap();
+        let err = project_namespace(&ns).unwrap_err();
+        assert_eq!(
+            (err.what.as_str(), err.reason.as_str()),
+            ("Namespace n", "metadata.resourceVersion: expected a string, found sequence")
+        );
+    }
+
+    /// A watch event as the API server sends it: what is not read (managedFields, other labels
+    /// and annotations, owner references, topology) is skipped, whatever its type.
+    #[test]
+    fn a_watch_event_decodes_what_is_read() {
+        let line = r#"{"type":"MODIFIED","object":{"kind":"EndpointSlice","apiVersion":"discovery.k8s.io/v1",
+            "metadata":{"name":"web-abc","generateName":"web-","namespace":"ns-0","uid":"u-1","resourceVersion":"42",
+              "labels":{"app":"web","kubernetes.io/service-name":"web","weird":{"not":"a string"}},
+              "annotations":{"endpoints.kubernetes.io/last-change-trigger-time":"2024-05-01T10:00:00Z","note":7},
+              "ownerReferences":[{"apiVersion":"v1","kind":"Service","name":"web","uid":"u-0","controller":true}],
+              "managedFields":[{"manager":"kube-controller-manager","operation":"Update","fieldsType":"FieldsV1",
+                "fieldsV1":{"f:endpoints":{},"f:metadata":{"f:labels":{".":{}}}}}]},
+            "addressType":"IPv6",
+            "endpoints":[{"addresses":["fd00::5"],"conditions":{"ready":false,"serving":true,"terminating":true},
+              "hostname":"Web-0","targetRef":{"kind":"Pod","namespace":"ns-0","name":"web-0","uid":"u-2"},
+              "nodeName":"node-1","zone":"a","hints":{"forZones":[{"name":"a"}]}}],
+            "ports":[{"name":"web","protocol":"TCP","port":80,"appProtocol":"http"}]}}"#;
+        let event: kube::api::WatchEvent<api::EndpointSlice> = serde_json::from_str(line).unwrap();
+        let kube::api::WatchEvent::Modified(mut obj) = event else { panic!("not MODIFIED") };
+        assert_eq!(obj.metadata.object.resource_version.as_deref(), Some("42"));
+        assert_eq!(obj.metadata.object.managed_fields, None);
+        let s = project_slice(&mut obj).unwrap();
+        assert_eq!(s.key, ObjKey::new("ns-0", "web-abc"));
+        assert_eq!(&*s.service, "web");
+        assert_eq!(s.ports, [Port { name: Some("web".into()), protocol: Protocol::Tcp, port: 80 }]);
+        assert_eq!(
+            s.endpoints,
+            [Endpoint {
+                addresses: SmallVec::from_elem("fd00::5".parse().unwrap(), 1),
+                hostname: Some("web-0".into()),
+                ready: false,
+                serving: true,
+                terminating: true,
+                pod: Some("web-0".into()),
+            }]
+        );
+        assert_eq!(s.trigger_time_ms, Some(1_714_557_600_000));
     }
 
     #[test]
     fn finished_pods_have_no_addresses() {
-        let pod: core::Pod = serde_yaml::from_str(
+        let pod: api::Pod = serde_yaml::from_str(
             "metadata: {name: p, namespace: a}\nstatus: {phase: Running, podIP: 10.1.1.1, podIPs: [{ip: 10.1.1.1}, {ip: 'fd00::5'}]}",
         )
         .unwrap();
         assert_eq!(project_pod(&pod).unwrap().ips.len(), 2);
-        let done: core::Pod =
+        let done: api::Pod =
             serde_yaml::from_str("metadata: {name: p, namespace: a}\nstatus: {phase: Succeeded, podIP: 10.1.1.1}")
                 .unwrap();
         assert!(project_pod(&done).unwrap().ips.is_empty());

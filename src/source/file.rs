@@ -21,14 +21,14 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use k8s_openapi::api::core::v1 as core;
-use k8s_openapi::api::discovery::v1 as discovery;
 use serde::Deserialize;
-use serde::de::DeserializeOwned;
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{MapAccess, SeqAccess};
 use tokio_util::sync::CancellationToken;
 
 use super::{Event, Scope, Sender, send};
-use crate::cluster::object::{self, Kind, Object, ObjectRef, ProjectError};
+use crate::cluster::api::{self, Field, Shape, Wrong, drain_seq};
+use crate::cluster::object::{self, Kind, Object, ObjectRef};
 
 /// Why manifests could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -116,72 +116,135 @@ pub fn parse_manifests(text: &str, path: &Path) -> Result<Vec<Object>> {
     let mut objects = Vec::new();
     for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
         let document = i + 1;
-        let value = serde_yaml::Value::deserialize(doc).map_err(|source| Error::Yaml {
+        // Every field of a manifest is a `Field`, so only malformed YAML fails here.
+        let manifest = Field::<Manifest>::deserialize(doc).map_err(|source| Error::Yaml {
             path: path.into(),
             document,
             source,
         })?;
-        collect(value, path, document, &mut objects);
+        if let Field::Present(manifest) = manifest {
+            collect(manifest, path, document, &mut objects);
+        }
     }
     Ok(objects)
 }
 
-fn collect(value: serde_yaml::Value, path: &Path, document: usize, out: &mut Vec<Object>) {
-    if value.is_null() {
-        return;
+/// One document of a manifest file, or one item of a `List`: the fields of every kind that is
+/// read, decoded in one pass straight from the YAML, since `kind` may come last. A field that
+/// only another kind has is never looked at, so its type does not matter.
+#[derive(Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+struct Manifest {
+    api_version: Field<String>,
+    kind: Field<String>,
+    metadata: api::Meta,
+    /// A Service's.
+    spec: Field<api::ServiceSpec>,
+    /// A Pod's.
+    status: Field<api::PodStatus>,
+    /// An EndpointSlice's.
+    address_type: Field<String>,
+    /// An EndpointSlice's.
+    endpoints: Field<Vec<api::Endpoint>>,
+    /// An EndpointSlice's.
+    ports: Field<Vec<api::Port>>,
+    /// A `List`'s.
+    items: Field<Vec<Manifest>>,
+}
+
+/// Any document or list item is a manifest: one that is not a map has no kind, and is ignored
+/// as kinds that are not read are.
+impl Shape for Manifest {
+    const EXPECTED: &'static str = "a map";
+
+    fn from_bool(_: bool) -> Option<Self> {
+        Some(Manifest::default())
     }
-    let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or_default().to_string();
-    let api_version = value.get("apiVersion").and_then(|k| k.as_str()).unwrap_or_default().to_string();
-    let name = || {
-        let meta = value.get("metadata");
-        let ns = meta.and_then(|m| m.get("namespace")).and_then(|n| n.as_str());
-        let name = meta.and_then(|m| m.get("name")).and_then(|n| n.as_str()).unwrap_or("<unnamed>");
-        match ns {
-            Some(ns) => format!("{kind} {ns}/{name}"),
-            None => format!("{kind} {name}"),
-        }
-    };
-    let where_ = format!("{}: document {document}", path.display());
-    let projected: std::result::Result<Object, String> = match (api_version.as_str(), kind.as_str()) {
-        (_, k) if k == "List" || (k.ends_with("List") && value.get("items").is_some()) => {
-            if let Some(serde_yaml::Value::Sequence(items)) = value.get("items").cloned() {
+
+    fn from_int(_: i64) -> Option<Self> {
+        Some(Manifest::default())
+    }
+
+    fn from_text(_: &str) -> Option<Self> {
+        Some(Manifest::default())
+    }
+
+    fn from_null() -> Option<Self> {
+        Some(Manifest::default())
+    }
+
+    fn from_seq<'de, A: SeqAccess<'de>>(seq: A) -> std::result::Result<std::result::Result<Self, Wrong>, A::Error> {
+        drain_seq(seq)?;
+        Ok(Ok(Manifest::default()))
+    }
+
+    fn from_map<'de, A: MapAccess<'de>>(map: A) -> std::result::Result<std::result::Result<Self, Wrong>, A::Error> {
+        Manifest::deserialize(MapAccessDeserializer::new(map)).map(Ok)
+    }
+}
+
+/// `Kind namespace/name` as the manifest spells it, for warnings.
+fn display_name(kind: &str, meta: &api::Meta) -> String {
+    let name = meta.object.name.as_deref().unwrap_or("<unnamed>");
+    match &meta.object.namespace {
+        Some(ns) => format!("{kind} {ns}/{name}"),
+        None => format!("{kind} {name}"),
+    }
+}
+
+fn collect(doc: Manifest, path: &Path, document: usize, out: &mut Vec<Object>) {
+    let Manifest { api_version, kind, metadata, spec, status, address_type, endpoints, ports, items } = doc;
+    let kind = kind.as_str().unwrap_or_default();
+    let api_version = api_version.as_str().unwrap_or_default();
+    if kind == "List" || (kind.ends_with("List") && !items.is_absent()) {
+        match items {
+            Field::Present(items) => {
                 for item in items {
                     collect(item, path, document, out);
                 }
             }
-            return;
+            Field::Wrong(wrong) => tracing::warn!(
+                object = %display_name(kind, &metadata), at = %format!("{}: document {document}", path.display()),
+                reason = %wrong.under("items"), "skipping list"
+            ),
+            Field::Absent => {}
         }
+        return;
+    }
+    let where_ = || format!("{}: document {document}", path.display());
+    let projected = match (api_version, kind) {
         ("v1", "Service") => {
-            typed::<core::Service>(&value).and_then(|s| proj(object::project_service(&s))).map(Object::Service)
+            let svc = api::Service { metadata, spec };
+            object::project_service(&svc).map(Object::Service).map_err(|e| (e, svc.metadata))
         }
         ("discovery.k8s.io/v1", "EndpointSlice") => {
-            typed::<discovery::EndpointSlice>(&value).and_then(|s| proj(object::project_slice(&s))).map(Object::Slice)
+            let mut slice = api::EndpointSlice { metadata, address_type, endpoints, ports };
+            object::project_slice(&mut slice).map(Object::Slice).map_err(|e| (e, slice.metadata))
         }
-        ("v1", "Pod") => typed::<core::Pod>(&value).and_then(|p| proj(object::project_pod(&p))).map(Object::Pod),
+        ("v1", "Pod") => {
+            let pod = api::Pod { metadata, status };
+            object::project_pod(&pod).map(Object::Pod).map_err(|e| (e, pod.metadata))
+        }
         ("v1", "Namespace") => {
-            typed::<core::Namespace>(&value).and_then(|n| proj(object::project_namespace(&n))).map(Object::Namespace)
+            let ns = api::Namespace { metadata };
+            object::project_namespace(&ns).map(Object::Namespace).map_err(|e| (e, ns.metadata))
         }
         (_, "Service" | "EndpointSlice" | "Pod" | "Namespace") => {
-            tracing::warn!(object = %name(), %api_version, at = %where_, "skipping object of an unsupported apiVersion");
+            tracing::warn!(object = %display_name(kind, &metadata), %api_version, at = %where_(),
+                "skipping object of an unsupported apiVersion");
             return;
         }
         _ => {
-            tracing::debug!(object = %name(), at = %where_, "ignoring kind");
+            tracing::debug!(object = %display_name(kind, &metadata), at = %where_(), "ignoring kind");
             return;
         }
     };
     match projected {
         Ok(obj) => out.push(obj),
-        Err(reason) => tracing::warn!(object = %name(), at = %where_, %reason, "skipping object"),
+        Err((error, metadata)) => {
+            tracing::warn!(object = %display_name(kind, &metadata), at = %where_(), reason = %error.reason, "skipping object")
+        }
     }
-}
-
-fn typed<T: DeserializeOwned>(value: &serde_yaml::Value) -> std::result::Result<T, String> {
-    serde_yaml::from_value(value.clone()).map_err(|e| e.to_string())
-}
-
-fn proj<T>(r: std::result::Result<T, ProjectError>) -> std::result::Result<T, String> {
-    r.map_err(|e| e.reason)
 }
 
 /// What was last read from each file.
@@ -384,6 +447,67 @@ spec: {clusterIP: 300.1.1.1}
 "#;
         let objects = parse_manifests(text, Path::new("x.yaml")).unwrap();
         assert_eq!(objects.len(), 2, "{objects:?}");
+    }
+
+    #[test]
+    fn malformed_objects_are_skipped_and_the_rest_kept() {
+        let text = r#"
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: bad-addresses, namespace: ns-0, labels: {kubernetes.io/service-name: a}}
+addressType: IPv4
+endpoints: [{addresses: 10.0.0.1}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: no-type, namespace: ns-0, labels: {kubernetes.io/service-name: a}}
+endpoints: [{addresses: [10.0.0.1]}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: bad-port, namespace: ns-0}
+spec: {clusterIP: 10.0.0.2, ports: [{port: "80"}]}
+---
+kind: Service
+spec: {clusterIP: 10.0.0.1}
+metadata: {name: a, namespace: ns-0}
+apiVersion: v1
+"#;
+        let objects = parse_manifests(text, Path::new("x.yaml")).unwrap();
+        let names: Vec<String> = objects.iter().map(|o| o.object_ref().to_string()).collect();
+        assert_eq!(names, ["Service ns-0/a"], "fields in any order; the malformed objects skipped");
+    }
+
+    /// Documents and list items that are not objects, and fields of kinds that are not read, are
+    /// ignored whatever their shape.
+    #[test]
+    fn what_is_not_read_is_ignored_whatever_its_shape() {
+        let text = r#"
+just a string
+---
+[1, 2]
+---
+apiVersion: v1
+kind: ServiceList
+items:
+- 5
+- null
+- {apiVersion: v1, kind: Service, metadata: {name: b, namespace: ns-1}, spec: {clusterIP: 10.0.0.2}}
+- kind: Deployment
+  apiVersion: apps/v1
+  metadata: {name: d, namespace: ns-1}
+  spec: {type: [not, a, string], ports: 7}
+  status: {phase: {}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: ns-0}
+spec: {finalizers: [kubernetes], ports: 80}
+status: {phase: Active}
+"#;
+        let objects = parse_manifests(text, Path::new("x.yaml")).unwrap();
+        let names: Vec<String> = objects.iter().map(|o| o.object_ref().to_string()).collect();
+        assert_eq!(names, ["Service ns-1/b", "Namespace ns-0"]);
     }
 
     #[test]

@@ -7,6 +7,11 @@
 //!  Api<Pod> (verified) ─watcher─▶ ┘
 //! ```
 //!
+//! The watchers decode into the slim [`api`] types, not k8s-openapi's: only the fields the
+//! projections read are built, and `managedFields`, other labels and annotations, and the
+//! endpoints' topology are read past. An object with a field of the wrong type still decodes,
+//! so it is skipped with a warning naming it instead of failing its whole list.
+//!
 //! One watcher per kind (and per `--namespace`). kube-runtime's watcher lists, then watches from
 //! the list's resourceVersion, resumes after a dropped connection, and relists when the version
 //! has expired (`410 Gone`). Its list streams page by page as `Init`, `InitApply`…, `InitDone`,
@@ -18,6 +23,7 @@
 //! stream backs off and retries, the last known records keep serving, and the outage is logged
 //! once at warning level (each retry at debug).
 
+use std::borrow::Cow;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -25,6 +31,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::api::discovery::v1 as discovery;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::Api;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher;
@@ -33,6 +40,7 @@ use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
 use super::{Event, Scope, Sender, send};
+use crate::cluster::api;
 use crate::cluster::object::{self, Kind, ObjKey, Object, ObjectRef, ProjectError};
 use crate::metrics::{KindLabel, Metrics};
 
@@ -106,7 +114,7 @@ pub async fn run(client: Client, opts: KubeOptions, tx: Sender, metrics: Arc<Met
         cancel: cancel.clone(),
     };
     for ns in &namespaces {
-        let api = |c: &Client| -> (Api<core::Service>, Api<discovery::EndpointSlice>, Api<core::Pod>) {
+        let api = |c: &Client| -> (Api<api::Service>, Api<api::EndpointSlice>, Api<api::Pod>) {
             match ns {
                 Some(ns) => {
                     (Api::namespaced(c.clone(), ns), Api::namespaced(c.clone(), ns), Api::namespaced(c.clone(), ns))
@@ -127,7 +135,7 @@ pub async fn run(client: Client, opts: KubeOptions, tx: Sender, metrics: Arc<Met
             let cfg = watcher::Config::default().fields("status.phase!=Succeeded,status.phase!=Failed");
             tasks.push(Box::pin(ctx(Kind::Pod, ns).run(pods, cfg, |p| object::project_pod(p).map(Object::Pod))));
         }
-        let namespaces: Api<core::Namespace> = Api::all(client.clone());
+        let namespaces: Api<api::Namespace> = Api::all(client.clone());
         let cfg = match ns {
             Some(ns) => watcher::Config::default().fields(&format!("metadata.name={ns}")),
             None => watcher::Config::default(),
@@ -144,6 +152,51 @@ pub async fn run(client: Client, opts: KubeOptions, tx: Sender, metrics: Arc<Met
     }
 }
 
+/// Lets kube's watcher list and watch the slim [`api`] types: the same resource as the
+/// k8s-openapi type (its names are taken from there, so they cannot drift), decoded into fewer
+/// fields. The watcher reads `meta()` for the resourceVersion it resumes from.
+macro_rules! resource {
+    ($slim:ty, $full:ty) => {
+        impl Resource for $slim {
+            type DynamicType = ();
+            type Scope = <$full as k8s_openapi::Resource>::Scope;
+
+            fn kind(_: &()) -> Cow<'_, str> {
+                Cow::Borrowed(<$full as k8s_openapi::Resource>::KIND)
+            }
+
+            fn group(_: &()) -> Cow<'_, str> {
+                Cow::Borrowed(<$full as k8s_openapi::Resource>::GROUP)
+            }
+
+            fn version(_: &()) -> Cow<'_, str> {
+                Cow::Borrowed(<$full as k8s_openapi::Resource>::VERSION)
+            }
+
+            fn api_version(_: &()) -> Cow<'_, str> {
+                Cow::Borrowed(<$full as k8s_openapi::Resource>::API_VERSION)
+            }
+
+            fn plural(_: &()) -> Cow<'_, str> {
+                Cow::Borrowed(<$full as k8s_openapi::Resource>::URL_PATH_SEGMENT)
+            }
+
+            fn meta(&self) -> &ObjectMeta {
+                &self.metadata.object
+            }
+
+            fn meta_mut(&mut self) -> &mut ObjectMeta {
+                &mut self.metadata.object
+            }
+        }
+    };
+}
+
+resource!(api::Service, core::Service);
+resource!(api::EndpointSlice, discovery::EndpointSlice);
+resource!(api::Pod, core::Pod);
+resource!(api::Namespace, core::Namespace);
+
 /// One watcher's context.
 struct Watch {
     kind: Kind,
@@ -159,7 +212,7 @@ impl Watch {
     async fn run<K, P>(self, api: Api<K>, cfg: watcher::Config, project: P)
     where
         K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
-        P: Fn(&K) -> Result<Object, ProjectError>,
+        P: Fn(&mut K) -> Result<Object, ProjectError>,
     {
         let label = KindLabel { kind: self.kind.as_str() };
         let mut stream = watcher(api, cfg).default_backoff().boxed();
@@ -193,8 +246,8 @@ impl Watch {
                     self.metrics.relists.get_or_create(&label).inc();
                     (Some(Event::RelistStart(self.scope.clone())), false)
                 }
-                watcher::Event::InitApply(obj) => (self.project(&obj, &project, false), false),
-                watcher::Event::Apply(obj) => (self.project(&obj, &project, true), false),
+                watcher::Event::InitApply(mut obj) => (self.project(&mut obj, &project, false), false),
+                watcher::Event::Apply(mut obj) => (self.project(&mut obj, &project, true), false),
                 watcher::Event::Delete(obj) => (Some(Event::Delete(self.object_ref(&obj))), false),
                 watcher::Event::InitDone => (Some(Event::RelistDone(self.scope.clone())), true),
             };
@@ -221,12 +274,13 @@ impl Watch {
         ObjectRef { kind: self.kind, key }
     }
 
-    /// Projects an object. One that cannot be used is skipped with a warning naming it; if it
-    /// replaced a usable version, that version is deleted (as a relist would drop it).
+    /// Projects an object (which may move fields out of it, but leaves its metadata). One that
+    /// cannot be used is skipped with a warning naming it; if it replaced a usable version, that
+    /// version is deleted (as a relist would drop it).
     fn project<K: Resource>(
         &self,
-        obj: &K,
-        project: &impl Fn(&K) -> Result<Object, ProjectError>,
+        obj: &mut K,
+        project: &impl Fn(&mut K) -> Result<Object, ProjectError>,
         update: bool,
     ) -> Option<Event> {
         match project(obj) {
@@ -236,5 +290,30 @@ impl Watch {
                 update.then(|| Event::Delete(self.object_ref(obj)))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The slim types list and watch the same API resources as k8s-openapi's.
+    #[test]
+    fn slim_types_name_the_same_resources() {
+        fn same<S: Resource<DynamicType = ()>, F: Resource<DynamicType = ()>>() {
+            for ns in [None, Some("ns-0")] {
+                assert_eq!(S::url_path(&(), ns), F::url_path(&(), ns));
+            }
+            assert_eq!(S::kind(&()), F::kind(&()));
+            assert_eq!(S::api_version(&()), F::api_version(&()));
+        }
+        same::<api::Service, core::Service>();
+        same::<api::EndpointSlice, discovery::EndpointSlice>();
+        same::<api::Pod, core::Pod>();
+        same::<api::Namespace, core::Namespace>();
+        assert_eq!(
+            api::EndpointSlice::url_path(&(), Some("ns-0")),
+            "/apis/discovery.k8s.io/v1/namespaces/ns-0/endpointslices"
+        );
     }
 }
