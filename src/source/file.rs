@@ -196,6 +196,7 @@ fn collect(doc: Manifest, path: &Path, document: usize, out: &mut Vec<Object>) {
     let Manifest { api_version, kind, metadata, spec, status, address_type, endpoints, ports, items } = doc;
     let kind = kind.as_str().unwrap_or_default();
     let api_version = api_version.as_str().unwrap_or_default();
+    let where_ = || format!("{}: document {document}", path.display());
     if kind == "List" || (kind.ends_with("List") && !items.is_absent()) {
         match items {
             Field::Present(items) => {
@@ -204,14 +205,12 @@ fn collect(doc: Manifest, path: &Path, document: usize, out: &mut Vec<Object>) {
                 }
             }
             Field::Wrong(wrong) => tracing::warn!(
-                object = %display_name(kind, &metadata), at = %format!("{}: document {document}", path.display()),
-                reason = %wrong.under("items"), "skipping list"
+                object = %display_name(kind, &metadata), at = %where_(), reason = %wrong.under("items"), "skipping list"
             ),
             Field::Absent => {}
         }
         return;
     }
-    let where_ = || format!("{}: document {document}", path.display());
     let projected = match (api_version, kind) {
         ("v1", "Service") => {
             let svc = api::Service { metadata, spec };
@@ -486,6 +485,10 @@ apiVersion: v1
 just a string
 ---
 [1, 2]
+---
+apiVersion: v1
+kind: List
+items: {not: a list}
 ---
 apiVersion: v1
 kind: ServiceList
