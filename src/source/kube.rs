@@ -114,7 +114,7 @@ pub async fn run(client: Client, opts: KubeOptions, tx: Sender, metrics: Arc<Met
         cancel: cancel.clone(),
     };
     for ns in &namespaces {
-        let api = |c: &Client| -> (Api<api::Service>, Api<api::EndpointSlice>, Api<api::Pod>) {
+        let apis = |c: &Client| -> (Api<api::Service>, Api<api::EndpointSlice>, Api<api::Pod>) {
             match ns {
                 Some(ns) => {
                     (Api::namespaced(c.clone(), ns), Api::namespaced(c.clone(), ns), Api::namespaced(c.clone(), ns))
@@ -122,7 +122,7 @@ pub async fn run(client: Client, opts: KubeOptions, tx: Sender, metrics: Arc<Met
                 None => (Api::all(c.clone()), Api::all(c.clone()), Api::all(c.clone())),
             }
         };
-        let (services, slices, pods) = api(&client);
+        let (services, slices, pods) = apis(&client);
         tasks.push(Box::pin(
             ctx(Kind::Service, ns).run(services, labels.clone(), |s| object::project_service(s).map(Object::Service)),
         ));
