@@ -296,9 +296,10 @@ fn service_records(b: &mut Builder, key: &ObjKey, model: &Model, cfg: &RecordCon
         let endpoint_ttl = cfg.ttl_headless;
         for slice in &slices {
             // The slice's SRV names, built once rather than once per endpoint.
-            let srv_names: SmallVec<[(u16, Name); 2]> = match headless {
-                true => slice.ports.iter().filter_map(|p| Some((p.port, srv_name(&base, p)?))).collect(),
-                false => SmallVec::new(),
+            let srv_names: SmallVec<[(u16, Name); 2]> = if headless {
+                slice.ports.iter().filter_map(|p| Some((p.port, srv_name(&base, p)?))).collect()
+            } else {
+                SmallVec::new()
             };
             for ep in slice.endpoints.iter().filter(|e| e.ready) {
                 for &ip in &ep.addresses {

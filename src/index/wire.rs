@@ -215,11 +215,6 @@ impl NameEntry {
         };
         (u16_at(0), answer)
     }
-
-    /// Heap bytes this entry holds (the blob, its reference count and its length).
-    pub fn heap_size(&self) -> usize {
-        self.blob().len() + 2 * std::mem::size_of::<usize>()
-    }
 }
 
 /// Address glue for an SRV target.
