@@ -7,6 +7,23 @@ use clap::Parser;
 use headless_dns::config::{Cli, Command, LogFormat};
 use tracing_subscriber::EnvFilter;
 
+/// jemalloc instead of glibc's malloc. The index is some 600,000 small allocations at 100,000
+/// endpoints (names, packed answers, endpoint strings); glibc adds an 8-byte header to each and
+/// rounds to 16 bytes, jemalloc packs them in size classes without headers. Measured on the
+/// large shape (benches/load, 10,000 Services × 10): RSS 114 → 104 MB, and 3-5 % less CPU per
+/// watch event. mimalloc was tried too and held more (124-134 MB). The query path allocates
+/// nothing, so the allocator does not touch it.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's options, read at its start (`_RJEM_MALLOC_CONF` in the environment overrides
+/// them). Freed pages go back to the kernel after a second rather than ten, by a background
+/// thread rather than on the next allocation: a server that goes quiet after its initial list
+/// would otherwise keep the pages the list's decoding used.
+#[allow(non_upper_case_globals)]
+#[unsafe(export_name = "_rjem_malloc_conf")]
+pub static malloc_conf: &[u8] = b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse_from(headless_dns::config::expand_config_file(std::env::args_os().collect())?);
