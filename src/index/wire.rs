@@ -78,17 +78,21 @@ pub struct Answer {
 /// never leaves the process):
 ///
 /// ```text
-/// 0: zone   1: flags (APEX, CNAME)   2: number of sets   3: unused
+/// 0: zone   1: flags (APEX, CNAME, ONE)   2: number of sets   3: unused
 /// 4: per set, DIR bytes: type u16, ancount u16, records u16, complete u8, unused u8,
 ///                        start u32 (of its record ends: records × u16, then its bytes), bytes u32
 /// ```
 ///
-/// A CNAME, when present, is the first set (it answers every type).
+/// A CNAME, when present, is the first set (it answers every type). Most names hold one record
+/// (a Pod's A, an address's PTR: 200,000 of the 250,000 names at 100,000 endpoints); their
+/// entry, flagged ONE, has no directory: `4: type u16, end u16, then the record`. That takes
+/// 14 bytes less, which moves these entries down one allocator size class.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NameEntry(ThinArc<(), u8>);
 
 const APEX: u8 = 1;
 const HAS_CNAME: u8 = 2;
+const ONE: u8 = 4;
 const HEAD: usize = 4;
 const DIR: usize = 16;
 
@@ -138,6 +142,18 @@ impl NameEntry {
     pub fn new(zone: u8, apex: bool, cname: Option<Answer>, rrsets: Vec<(u16, Answer)>) -> NameEntry {
         let flags = if apex { APEX } else { 0 } | if cname.is_some() { HAS_CNAME } else { 0 };
         let sets: Vec<(u16, Answer)> = cname.map(|a| (rtype::CNAME, a)).into_iter().chain(rrsets).collect();
+        if let [(t, a)] = &sets[..]
+            && a.ends.len() == 1
+            && a.ancount == 1
+            && a.complete
+        {
+            let mut blob = Vec::with_capacity(HEAD + 4 + a.bytes.len());
+            blob.extend_from_slice(&[zone, flags | ONE, 1, 0]);
+            blob.extend_from_slice(&t.to_ne_bytes());
+            blob.extend_from_slice(&a.ends[0].to_ne_bytes());
+            blob.extend_from_slice(&a.bytes);
+            return NameEntry(ThinArc::from_header_and_slice((), &blob));
+        }
         let data: usize = sets.iter().map(|(_, a)| a.ends.len() * 2 + a.bytes.len()).sum();
         let mut blob = Vec::with_capacity(HEAD + sets.len() * DIR + data);
         blob.extend_from_slice(&[zone, flags, sets.len() as u8, 0]);
@@ -196,12 +212,19 @@ impl NameEntry {
         (0..self.blob()[2] as usize).map(|i| self.set(i))
     }
 
+    /// The type of set `i` (the first set's type sits at `HEAD` in both layouts).
     fn set_type(&self, i: usize) -> u16 {
         let at = HEAD + i * DIR;
         u16::from_ne_bytes([self.blob()[at], self.blob()[at + 1]])
     }
 
     fn set(&self, i: usize) -> (u16, AnswerRef<'_>) {
+        let blob = self.blob();
+        if blob[1] & ONE != 0 {
+            let answer =
+                AnswerRef { ancount: 1, complete: true, ends: &blob[HEAD + 2..HEAD + 4], bytes: &blob[HEAD + 4..] };
+            return (u16::from_ne_bytes([blob[HEAD], blob[HEAD + 1]]), answer);
+        }
         let d = &self.blob()[HEAD + i * DIR..HEAD + (i + 1) * DIR];
         let u16_at = |at: usize| u16::from_ne_bytes([d[at], d[at + 1]]);
         let u32_at = |at: usize| u32::from_ne_bytes([d[at], d[at + 1], d[at + 2], d[at + 3]]) as usize;
@@ -476,4 +499,44 @@ pub fn write_addr(out: &mut [u8], at: &mut usize, ttl: u32, ip: IpAddr) -> bool 
     dst[12..].copy_from_slice(data);
     *at += len;
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reads an entry's set back as an [`Answer`].
+    fn answer(a: AnswerRef<'_>) -> Answer {
+        Answer {
+            ancount: a.ancount,
+            complete: a.complete,
+            bytes: a.bytes.into(),
+            ends: (0..a.records()).map(|i| a.end(i) as u16).collect(),
+        }
+    }
+
+    #[test]
+    fn one_record_entries_read_back_as_stored_and_take_less_room() {
+        let name = Name::parse("web-0.nginx.default.svc.cluster.local").unwrap();
+        let (a1, a2) = (Rdata::A("10.0.0.1".parse().unwrap()), Rdata::A("10.0.0.2".parse().unwrap()));
+        let one = encode_rrset(&name, 30, &[&a1], &[]);
+        let two = encode_rrset(&name, 30, &[&a1, &a2], &[]);
+        for (apex, cname) in [(false, None), (true, None), (false, Some(one.clone()))] {
+            let single = NameEntry::new(3, apex, cname.clone(), vec![(rtype::A, one.clone())]);
+            let double = NameEntry::new(3, apex, cname.clone(), vec![(rtype::A, two.clone())]);
+            for (entry, stored) in [(&single, &one), (&double, &two)] {
+                assert_eq!((entry.zone(), entry.is_apex()), (3, apex));
+                assert_eq!(entry.cname().map(answer), cname);
+                assert_eq!(entry.rrset(rtype::A).map(answer).as_ref(), Some(stored));
+                assert!(entry.rrset(rtype::AAAA).is_none());
+                let types: Vec<u16> = entry.sets().map(|(t, _)| t).collect();
+                assert_eq!(types, if cname.is_some() { vec![rtype::CNAME, rtype::A] } else { vec![rtype::A] });
+            }
+            if cname.is_none() {
+                // No directory: the type and the record's end, then the record.
+                assert_eq!(single.blob().len(), HEAD + 4 + one.bytes.len());
+                assert_eq!(double.blob().len(), HEAD + DIR + 4 + two.bytes.len());
+            }
+        }
+    }
 }
