@@ -25,12 +25,14 @@ type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 type Set<K> = HashSet<K, foldhash::fast::RandomState>;
 
 /// An owner, interned: nodes refer to owners by a 4-byte id instead of a 40-byte [`Owner`].
-type OwnerId = u32;
+pub(crate) type OwnerId = u32;
 const NO_OWNER: OwnerId = OwnerId::MAX;
 
 /// Bookkeeping for one published name: 8 bytes, as there is one per name (240,000 at 100,000
-/// endpoints; a node holding its owners inline took 72 bytes per map slot).
-struct Node {
+/// endpoints; a node holding its owners inline took 72 bytes per map slot). It sits in the
+/// name's slot of the index's map.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Node {
     /// Who puts records here, or [`NO_OWNER`]. Forward names have one owner; reverse names and
     /// Pod names can have several (two Services selecting one Pod, hostNetwork Pods sharing an
     /// IP): the others are in [`Writer::more_owners`].
@@ -69,7 +71,6 @@ pub struct Writer {
     slots: Vec<Option<OwnerSlot>>,
     /// Ids free for reuse (freed at the end of a recompute, so an id is never reused within one).
     free_ids: Vec<OwnerId>,
-    nodes: Map<Name, Node>,
     /// The second and further owners of names that have several.
     more_owners: Map<Name, SmallVec<[OwnerId; 2]>>,
     dirty: Set<Name>,
@@ -89,13 +90,12 @@ impl Writer {
             owner_ids: Map::default(),
             slots: Vec::new(),
             free_ids: Vec::new(),
-            nodes: Map::default(),
             more_owners: Map::default(),
             dirty: Set::default(),
             fingerprint: Default::default(),
         };
         for zone in writer.index.zones().iter().map(|z| z.name.clone()).collect::<Vec<_>>() {
-            writer.nodes.entry(zone.clone()).or_default();
+            writer.index.node_or_insert(&zone);
             writer.dirty.insert(zone);
         }
         writer.recompute(&Model::new(), [Owner::Apex]);
@@ -166,16 +166,17 @@ impl Writer {
     }
 
     /// The owners of a node: its first, then any others.
-    fn owners_of<'a>(&'a self, name: &Name, node: &Node) -> impl Iterator<Item = OwnerId> + 'a {
+    fn owners_of<'a>(&'a self, name: &Name, node: Node) -> impl Iterator<Item = OwnerId> + 'a {
         let more = if node.owner == NO_OWNER { None } else { self.more_owners.get(name) };
         (node.owner != NO_OWNER).then_some(node.owner).into_iter().chain(more.into_iter().flatten().copied())
     }
 
     /// Removes `owner` from `name`'s node.
     fn detach(&mut self, name: &Name, owner: OwnerId) {
-        let Some(node) = self.nodes.get_mut(name) else {
+        let Some(mut slot) = self.index.slot_mut(name) else {
             return;
         };
+        let node = &mut slot.node;
         let more = self.more_owners.get_mut(name);
         if node.owner == owner {
             node.owner = match more {
@@ -185,6 +186,7 @@ impl Writer {
         } else if let Some(more) = more {
             more.retain(|o| *o != owner);
         }
+        drop(slot);
         if self.more_owners.get(name).is_some_and(|m| m.is_empty()) {
             self.more_owners.remove(name);
         }
@@ -256,21 +258,23 @@ impl Writer {
     /// Returns the node's name (one allocation per name, shared by the node, the owner's list
     /// and the index).
     fn attach(&mut self, name: &Name, owner: OwnerId) -> Name {
-        if let Some(node) = self.nodes.get_mut(name) {
-            if node.owner == NO_OWNER {
-                node.owner = owner;
-            } else if node.owner != owner {
-                let more = self.more_owners.entry(name.clone()).or_default();
+        if let Some(mut slot) = self.index.slot_mut(name) {
+            let (key, first) = (slot.key().clone(), slot.node.owner);
+            if first == NO_OWNER {
+                slot.node.owner = owner;
+            }
+            drop(slot);
+            if first != NO_OWNER && first != owner {
+                let more = self.more_owners.entry(key.clone()).or_default();
                 if !more.contains(&owner) {
                     more.push(owner);
                 }
             }
-            let key = self.nodes.get_key_value(name).map_or_else(|| name.clone(), |(key, _)| key.clone());
             self.dirty.insert(key.clone());
             return key;
         }
         self.dirty.insert(name.clone());
-        self.nodes.insert(name.clone(), Node { owner, children: 0 });
+        self.index.node_or_insert(name).node = Node { owner, children: 0 };
         self.link_to_parent(name);
         name.clone()
     }
@@ -278,8 +282,11 @@ impl Writer {
     fn link_to_parent(&mut self, name: &Name) {
         let mut child = name.clone();
         while let Some(parent) = self.parent_in_zone(&child) {
-            let node = self.nodes.entry(parent.clone()).or_default();
-            node.children += 1;
+            let node = {
+                let mut slot = self.index.node_or_insert(&parent);
+                slot.node.children += 1;
+                slot.node
+            };
             if node.children > 1 || node.owner != NO_OWNER {
                 return;
             }
@@ -313,24 +320,24 @@ impl Writer {
     fn publish(&mut self, name: Name, model: &Model, fresh: &mut Fresh) {
         let Some(zone) = self.index.zone_of(name.as_wire()) else {
             tracing::warn!(%name, "record outside every served zone; not published");
-            self.nodes.remove(&name);
+            self.index.remove(&name);
             return;
         };
         let apex = self.index.zone(zone).name == name;
-        let keep = match self.nodes.get(&name) {
+        let keep = match self.index.node(&name) {
             Some(node) => apex || node.owner != NO_OWNER || node.children > 0,
             None => false,
         };
         if !keep {
             self.more_owners.remove(&name);
-            if self.nodes.remove(&name).is_some()
+            if self.index.remove(&name).is_some()
                 && let Some(parent) = self.parent_in_zone(&name)
-                && let Some(node) = self.nodes.get_mut(&parent)
+                && let Some(mut slot) = self.index.slot_mut(&parent)
             {
-                node.children = node.children.saturating_sub(1);
+                slot.node.children = slot.node.children.saturating_sub(1);
+                drop(slot);
                 self.dirty.insert(parent);
             }
-            self.index.unpublish(&name);
             return;
         }
         // The records of every owner of the name and of its SRV targets (for glue).
@@ -346,13 +353,12 @@ impl Writer {
             self.read_owners(target, model, fresh);
         }
         let entry = self.build_entry(&name, zone, apex, fresh);
-        let name = self.nodes.get_key_value(&name).map_or(name, |(key, _)| key.clone());
-        self.index.publish(name, entry);
+        self.index.publish(&name, entry);
     }
 
     /// Computes the records of `name`'s owners that this recompute has not read yet.
     fn read_owners(&self, name: &Name, model: &Model, fresh: &mut Fresh) {
-        let Some(node) = self.nodes.get(name) else {
+        let Some(node) = self.index.node(name) else {
             return;
         };
         for id in self.owners_of(name, node) {
@@ -367,7 +373,7 @@ impl Writer {
     /// Every record at `name`, from all its owners (read into `fresh`), with each owner's TTL.
     fn records_at<'a>(&'a self, name: &Name, fresh: &'a Fresh) -> impl Iterator<Item = (u32, &'a Rdata)> + 'a {
         let owners: SmallVec<[OwnerId; 2]> =
-            self.nodes.get(name).map(|node| self.owners_of(name, node).collect()).unwrap_or_default();
+            self.index.node(name).map(|node| self.owners_of(name, node).collect()).unwrap_or_default();
         let name = name.clone();
         owners
             .into_iter()
@@ -445,6 +451,6 @@ impl Writer {
 
     /// How many names and owners the writer tracks (for metrics and tests).
     pub fn sizes(&self) -> (usize, usize) {
-        (self.nodes.len(), self.owner_ids.len())
+        (self.index.slots(), self.owner_ids.len())
     }
 }
