@@ -17,6 +17,10 @@
 
 mod support;
 
+/// The shipped binary's allocator (src/main.rs), so that the timings are the binary's.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
