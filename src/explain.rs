@@ -168,7 +168,7 @@ fn explain_service(out: &mut String, model: &Model, key: &ObjKey, endpoint: Opti
                 let _ = writeln!(
                     out,
                     "    {ip} name={label} pod={} ready={} serving={} terminating={} → {verdict}",
-                    ep.pod.as_deref().unwrap_or("-"),
+                    ep.pod_name().unwrap_or("-"),
                     ep.ready,
                     ep.serving,
                     ep.terminating

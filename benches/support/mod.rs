@@ -92,12 +92,13 @@ pub fn slice(
     let endpoints = pods
         .into_iter()
         .map(|p| Endpoint {
-            addresses: smallvec::smallvec![addr(p)],
+            addresses: addr(p).into(),
             hostname: Some(format!("web-{p}").into()),
             ready: true,
             serving: true,
             terminating: false,
-            pod: Some(format!("web-{p}").into()),
+            pod: None,
+            pod_is_hostname: true,
         })
         .collect();
     Object::Slice(Slice {

@@ -141,7 +141,7 @@ pub fn project_slice(slice: &discovery::EndpointSlice) -> Result<Slice, ProjectE
     let mut endpoints = Vec::with_capacity(slice.endpoints.len());
     for (i, ep) in slice.endpoints.iter().enumerate() {
         let Some(want_v6) = family else { break };
-        let mut addresses = SmallVec::new();
+        let mut addresses: SmallVec<[IpAddr; 1]> = SmallVec::new();
         for text in &ep.addresses {
             match parse_ip(text) {
                 Some(ip) if ip.is_ipv6() == want_v6 => addresses.push(ip),
@@ -171,13 +171,15 @@ pub fn project_slice(slice: &discovery::EndpointSlice) -> Result<Slice, ProjectE
             .filter(|r| r.kind.as_deref() == Some("Pod"))
             .and_then(|r| r.name.as_deref())
             .map(Box::from);
+        let pod_is_hostname = pod.is_some() && pod == hostname;
         endpoints.push(Endpoint {
-            addresses,
+            addresses: addresses.into_iter().collect(),
             hostname,
             ready,
             serving: conditions.serving.unwrap_or(ready),
             terminating: conditions.terminating.unwrap_or(false),
-            pod,
+            pod: pod.filter(|_| !pod_is_hostname),
+            pod_is_hostname,
         });
     }
     let trigger_time_ms = slice

@@ -279,12 +279,13 @@ mod tests {
             service: service.into(),
             ports: vec![],
             endpoints: vec![Endpoint {
-                addresses: smallvec::smallvec![ip.parse().unwrap()],
+                addresses: ip.parse::<std::net::IpAddr>().unwrap().into(),
                 hostname: None,
                 ready: true,
                 serving: true,
                 terminating: false,
                 pod: None,
+                pod_is_hostname: false,
             }],
             trigger_time_ms: None,
         })

@@ -61,12 +61,13 @@ fn service(ns: &str, name: &str, kind: ServiceKind) -> Object {
 
 fn endpoint(ip: &str, hostname: Option<&str>, ready: bool) -> Endpoint {
     Endpoint {
-        addresses: smallvec![ip.parse::<IpAddr>().unwrap()],
+        addresses: ip.parse::<IpAddr>().unwrap().into(),
         hostname: hostname.map(Into::into),
         ready,
         serving: ready,
         terminating: false,
         pod: None,
+        pod_is_hostname: false,
     }
 }
 
