@@ -14,8 +14,10 @@ as does this script. For each server the script reports:
   p50/p99/p99.9        latency at a fixed rate (-Q, default 20,000 QPS), from dnsperf -v per-query lines
   RSS, PSS             after the runs: VmRSS and Pss (smaps_rollup) summed over the server's processes
 
-and, with --churn, the same for headless-dns while the YAML file is rewritten (atomic rename)
-with ~1,000 endpoint address changes per second.
+and, with --churn, the same for headless-dns on the Kubernetes source (a fake API server) without
+and with ~1,000 endpoint address changes per second delivered as watch events: --churn-pairs
+alternating pairs, the median pair's drop reported (back-to-back runs on a shared machine drift by
+more than churn costs). --churn-file does the same through the file source (atomic rewrites).
 
 Python 3.11 standard library only. Needs dnsperf, knot and nsd (Debian packages of those names),
 taskset (util-linux), and a release build of headless-dns (built here unless --skip-build).
@@ -1009,6 +1011,12 @@ def write_results(args, env: dict, results: list[dict], dnsperf_flags: str) -> N
                 if base
                 else ""
             )
+            if len(c.get("pair_drops_pct", [])) > 1:
+                drops = ", ".join(f"{d:+.1f} %" for d in c["pair_drops_pct"])
+                drop += (
+                    f" Runs without and with churn alternated {len(c['pair_drops_pct'])} times; the drops of the "
+                    f"pairs were {drops}, and the table shows the median pair."
+                )
             per = c["endpoint_changes"] // max(1, c["rewrites"])
             if c.get("via") == "api":
                 how = (
@@ -1100,6 +1108,9 @@ def main() -> int:
         action="store_true",
         help="also run headless-dns on the Kubernetes source (a fake API server, benches/api_feed.rs), "
         "without and then with endpoint churn delivered as watch events",
+    )
+    ap.add_argument(
+        "--churn-pairs", type=int, default=3, help="alternating runs without and with churn; the median pair is reported [3]"
     )
     ap.add_argument("--churn-file", action="store_true", help="also run headless-dns while the YAML file churns")
     ap.add_argument("--churn-updates", type=int, default=1000, help="endpoint changes per rewrite [1000]")
@@ -1210,13 +1221,24 @@ def main() -> int:
                 server = headless_server(
                     args.binary, yaml, port, free_port(), work, args.udp_workers, kubeconfig=feed.kubeconfig
                 )
-                results.append(best_of(args, lambda: measure(args, server, queries, probe)))
 
                 def api_churned() -> dict:
                     churn = ApiChurn(feed, args.services, args.pods, args.churn_updates, args.churn_interval, port)
                     return measure(args, server, queries, probe, churn)
 
-                results.append(best_of(args, api_churned))
+                # Runs without and with churn alternate, and each pair gives one drop: on a shared
+                # machine the throughput of back-to-back runs drifts by more than churn costs.
+                pairs = []
+                for _ in range(args.churn_pairs):
+                    base = best_of(args, lambda: measure(args, server, queries, probe))
+                    churned = best_of(args, api_churned)
+                    drop = (churned["queries_per_cpu_s"] / base["queries_per_cpu_s"] - 1) * 100
+                    pairs.append((drop, base, churned))
+                    print(f"   pair {len(pairs)}: queries per CPU-second {drop:+.1f} % under churn", flush=True)
+                pairs.sort(key=lambda p: p[0])
+                drop, base, churned = pairs[len(pairs) // 2]
+                churned["churn"]["pair_drops_pct"] = [round(p[0], 1) for p in pairs]
+                results += [base, churned]
             finally:
                 feed.stop()
         if args.churn_file:
