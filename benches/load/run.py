@@ -1042,7 +1042,7 @@ def write_results(args, env: dict, results: list[dict], dnsperf_flags: str) -> N
             lines.append(how + drop)
     lines += [
         "",
-        "![QPS per CPU-second and RSS per server](results.svg)",
+        f"![QPS per CPU-second and RSS per server]({Path(args.svg).name})",
         "",
         "<details><summary>Raw figures (JSON)</summary>",
         "",
