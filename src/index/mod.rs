@@ -2,7 +2,7 @@
 //!
 //! ```text
 //!  Model ──owner_records()──▶ Writer ──insert/remove, name by name──▶ Index.names ◀── DNS workers
-//!        (records.rs)        (writer.rs: diff per owner,             (DashMap<Name, Slot>)
+//!        (records.rs)        (writer.rs: diff per owner,      (DashMap<Name, Option<NameEntry>>)
 //!                             merge shared names, empty
 //!                             non-terminals, SOA serial)
 //! ```
@@ -13,10 +13,11 @@
 //! asked type is NODATA, a name absent below a served zone is NXDOMAIN (names that exist only
 //! because something exists below them are stored as empty entries).
 //!
-//! The writer's bookkeeping for each name (its owners, how many names sit below it) lives in the
-//! name's slot of the same map, so every name is hashed into one table, not two: at 100,000
-//! endpoints a second table of 250,000 names cost 9 MB. A slot the writer has created but not
-//! yet published has no entry, and readers do not see it.
+//! The writer's bookkeeping for each name (its owners, how many names sit below it) lives with the
+//! name itself, in the [`Mark`](crate::dns::name::Mark) of the name that keys this map: every
+//! name is hashed into one table, not two (at 100,000 endpoints a second table of 240,000 names
+//! cost 9 MB), and the table's buckets stay 16 bytes. A name the writer has taken in but not yet
+//! published maps to no entry, and readers do not see it.
 
 pub mod records;
 pub mod wire;
@@ -26,7 +27,8 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use dashmap::DashMap;
-use dashmap::mapref::one::{MappedRef, RefMut};
+use dashmap::mapref::entry::Entry;
+use dashmap::mapref::one::MappedRef;
 
 pub use records::{PodMode, PtrMode, RecordConfig};
 pub use wire::NameEntry;
@@ -52,17 +54,11 @@ pub struct Zone {
 /// per query than the map lookup itself.
 type Hasher = foldhash::fast::RandomState;
 
-/// A name's place in the map: what readers are served, and the writer's bookkeeping.
-pub struct Slot {
-    /// The published answers; None while the writer is building the name (readers skip it).
-    entry: Option<NameEntry>,
-    pub(crate) node: writer::Node,
-}
-
 /// The published names. Shared by the writer and every DNS worker.
 pub struct Index {
-    names: DashMap<Name, Slot, Hasher>,
-    /// How many slots have an entry.
+    /// Every name the writer tracks; None while the writer is building it (readers skip it).
+    names: DashMap<Name, Option<NameEntry>, Hasher>,
+    /// How many names have an entry.
     published: AtomicUsize,
     zones: Box<[Zone]>,
     serial: AtomicU32,
@@ -113,8 +109,8 @@ impl Index {
     /// The entry of a lower-case wire name. Hold the returned guard only while copying bytes:
     /// it read-locks one shard of the map.
     #[inline]
-    pub fn get(&self, lower: &[u8]) -> Option<MappedRef<'_, Name, Slot, NameEntry>> {
-        self.names.get(lower)?.try_map(|slot| slot.entry.as_ref()).ok()
+    pub fn get(&self, lower: &[u8]) -> Option<MappedRef<'_, Name, Option<NameEntry>, NameEntry>> {
+        self.names.get(lower)?.try_map(Option::as_ref).ok()
     }
 
     /// The most specific served zone containing `lower`.
@@ -165,45 +161,61 @@ impl Index {
     /// A copy of every published name and entry, sorted by name (for dumps and tests; it clones
     /// the whole index).
     pub fn snapshot(&self) -> std::collections::BTreeMap<Name, NameEntry> {
-        self.names.iter().filter_map(|e| Some((e.key().clone(), e.value().entry.clone()?))).collect()
+        self.names.iter().filter_map(|e| Some((e.key().clone(), e.value().clone()?))).collect()
     }
 
-    /// The writer's node of `name`, if the name has a slot.
+    /// The writer's node of `name`, if the map holds the name.
     fn node(&self, name: &Name) -> Option<writer::Node> {
-        self.names.get(name.as_wire()).map(|slot| slot.node)
+        self.names.get(name.as_wire()).map(|e| writer::Node::load(e.key()))
     }
 
-    /// The slot of `name`, write-locking its shard: the writer must drop it before it touches
-    /// the map again.
-    fn slot_mut(&self, name: &Name) -> Option<RefMut<'_, Name, Slot>> {
-        self.names.get_mut(name.as_wire())
+    /// Runs `f` on the node of `name` (given the map's key, the name's shared allocation) and
+    /// stores it back, if the map holds the name. `f` must not touch the map: a shard is locked.
+    fn update_node<R>(&self, name: &Name, f: impl FnOnce(&Name, &mut writer::Node) -> R) -> Option<R> {
+        let e = self.names.get(name.as_wire())?;
+        let mut node = writer::Node::load(e.key());
+        let out = f(e.key(), &mut node);
+        node.store(e.key());
+        Some(out)
     }
 
-    /// The node of `name`, creating an unpublished slot if there is none.
-    fn node_or_insert(&self, name: &Name) -> RefMut<'_, Name, Slot> {
-        self.names.entry(name.clone()).or_insert_with(|| Slot { entry: None, node: writer::Node::default() })
+    /// Runs `f` on the node of `name` as [`Index::update_node`] does, first taking the name in
+    /// (unpublished, with an empty node) if the map does not hold it.
+    fn update_node_or_insert<R>(&self, name: &Name, f: impl FnOnce(&mut writer::Node) -> R) -> R {
+        let e = match self.names.entry(name.clone()) {
+            Entry::Occupied(e) => e.into_ref().downgrade(),
+            Entry::Vacant(e) => {
+                // The name may have been a key before: its mark is stale.
+                writer::Node::default().store(name);
+                e.insert(None).downgrade()
+            }
+        };
+        let mut node = writer::Node::load(e.key());
+        let out = f(&mut node);
+        node.store(e.key());
+        out
     }
 
-    /// Replaces the answers of a name that has a slot.
+    /// Replaces the answers of a name the map holds.
     fn publish(&self, name: &Name, entry: NameEntry) {
-        if let Some(mut slot) = self.names.get_mut(name.as_wire())
-            && slot.entry.replace(entry).is_none()
+        if let Some(mut e) = self.names.get_mut(name.as_wire())
+            && e.replace(entry).is_none()
         {
             self.published.fetch_add(1, Ordering::Relaxed);
         }
     }
 
-    /// Removes a name's slot, answers and node. Returns its node.
+    /// Drops a name, its answers and its node. Returns its node.
     fn remove(&self, name: &Name) -> Option<writer::Node> {
-        let (_, slot) = self.names.remove(name.as_wire())?;
-        if slot.entry.is_some() {
+        let (key, entry) = self.names.remove(name.as_wire())?;
+        if entry.is_some() {
             self.published.fetch_sub(1, Ordering::Relaxed);
         }
-        Some(slot.node)
+        Some(writer::Node::load(&key))
     }
 
-    /// How many slots the map holds, published or not (the writer's node count).
-    fn slots(&self) -> usize {
+    /// How many names the map holds, published or not (the writer's node count).
+    fn tracked(&self) -> usize {
         self.names.len()
     }
 

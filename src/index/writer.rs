@@ -29,8 +29,8 @@ pub(crate) type OwnerId = u32;
 const NO_OWNER: OwnerId = OwnerId::MAX;
 
 /// Bookkeeping for one published name: 8 bytes, as there is one per name (240,000 at 100,000
-/// endpoints; a node holding its owners inline took 72 bytes per map slot). It sits in the
-/// name's slot of the index's map.
+/// endpoints; a node holding its owners inline took 72 bytes per map slot). It is stored in the
+/// [`Mark`](crate::dns::name::Mark) of the name that keys the index's map.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Node {
     /// Who puts records here, or [`NO_OWNER`]. Forward names have one owner; reverse names and
@@ -45,6 +45,19 @@ pub(crate) struct Node {
 impl Default for Node {
     fn default() -> Self {
         Node { owner: NO_OWNER, children: 0 }
+    }
+}
+
+impl Node {
+    /// The node stored in `name`'s mark.
+    pub(crate) fn load(name: &Name) -> Node {
+        let word = name.mark().get();
+        Node { owner: word as u32, children: (word >> 32) as u32 }
+    }
+
+    /// Stores the node in `name`'s mark.
+    pub(crate) fn store(self, name: &Name) {
+        name.mark().set(u64::from(self.owner) | u64::from(self.children) << 32);
     }
 }
 
@@ -95,7 +108,7 @@ impl Writer {
             fingerprint: Default::default(),
         };
         for zone in writer.index.zones().iter().map(|z| z.name.clone()).collect::<Vec<_>>() {
-            writer.index.node_or_insert(&zone);
+            writer.index.update_node_or_insert(&zone, |_| ());
             writer.dirty.insert(zone);
         }
         writer.recompute(&Model::new(), [Owner::Apex]);
@@ -173,20 +186,17 @@ impl Writer {
 
     /// Removes `owner` from `name`'s node.
     fn detach(&mut self, name: &Name, owner: OwnerId) {
-        let Some(mut slot) = self.index.slot_mut(name) else {
-            return;
-        };
-        let node = &mut slot.node;
         let more = self.more_owners.get_mut(name);
-        if node.owner == owner {
-            node.owner = match more {
-                Some(more) if !more.is_empty() => more.remove(0),
-                _ => NO_OWNER,
-            };
-        } else if let Some(more) = more {
-            more.retain(|o| *o != owner);
-        }
-        drop(slot);
+        self.index.update_node(name, |_, node| {
+            if node.owner == owner {
+                node.owner = match more {
+                    Some(more) if !more.is_empty() => more.remove(0),
+                    _ => NO_OWNER,
+                };
+            } else if let Some(more) = more {
+                more.retain(|o| *o != owner);
+            }
+        });
         if self.more_owners.get(name).is_some_and(|m| m.is_empty()) {
             self.more_owners.remove(name);
         }
@@ -258,12 +268,14 @@ impl Writer {
     /// Returns the node's name (one allocation per name, shared by the node, the owner's list
     /// and the index).
     fn attach(&mut self, name: &Name, owner: OwnerId) -> Name {
-        if let Some(mut slot) = self.index.slot_mut(name) {
-            let (key, first) = (slot.key().clone(), slot.node.owner);
+        let known = self.index.update_node(name, |key, node| {
+            let first = node.owner;
             if first == NO_OWNER {
-                slot.node.owner = owner;
+                node.owner = owner;
             }
-            drop(slot);
+            (key.clone(), first)
+        });
+        if let Some((key, first)) = known {
             if first != NO_OWNER && first != owner {
                 let more = self.more_owners.entry(key.clone()).or_default();
                 if !more.contains(&owner) {
@@ -274,7 +286,7 @@ impl Writer {
             return key;
         }
         self.dirty.insert(name.clone());
-        self.index.node_or_insert(name).node = Node { owner, children: 0 };
+        self.index.update_node_or_insert(name, |node| *node = Node { owner, children: 0 });
         self.link_to_parent(name);
         name.clone()
     }
@@ -282,11 +294,10 @@ impl Writer {
     fn link_to_parent(&mut self, name: &Name) {
         let mut child = name.clone();
         while let Some(parent) = self.parent_in_zone(&child) {
-            let node = {
-                let mut slot = self.index.node_or_insert(&parent);
-                slot.node.children += 1;
-                slot.node
-            };
+            let node = self.index.update_node_or_insert(&parent, |node| {
+                node.children += 1;
+                *node
+            });
             if node.children > 1 || node.owner != NO_OWNER {
                 return;
             }
@@ -332,10 +343,8 @@ impl Writer {
             self.more_owners.remove(&name);
             if self.index.remove(&name).is_some()
                 && let Some(parent) = self.parent_in_zone(&name)
-                && let Some(mut slot) = self.index.slot_mut(&parent)
+                && self.index.update_node(&parent, |_, node| node.children = node.children.saturating_sub(1)).is_some()
             {
-                slot.node.children = slot.node.children.saturating_sub(1);
-                drop(slot);
                 self.dirty.insert(parent);
             }
             return;
@@ -451,6 +460,6 @@ impl Writer {
 
     /// How many names and owners the writer tracks (for metrics and tests).
     pub fn sizes(&self) -> (usize, usize) {
-        (self.index.slots(), self.owner_ids.len())
+        (self.index.tracked(), self.owner_ids.len())
     }
 }
