@@ -25,7 +25,7 @@ type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 type Set<K> = HashSet<K, foldhash::fast::RandomState>;
 
 /// An owner, interned: nodes refer to owners by a 4-byte id instead of a 40-byte [`Owner`].
-pub(crate) type OwnerId = u32;
+type OwnerId = u32;
 const NO_OWNER: OwnerId = OwnerId::MAX;
 
 /// Bookkeeping for one published name: 8 bytes, as there is one per name (240,000 at 100,000
