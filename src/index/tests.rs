@@ -193,5 +193,9 @@ proptest! {
         let owners: Vec<Owner> = f.model.owners().collect();
         fresh.recompute(&f.model, owners);
         prop_assert_eq!(f.index().snapshot(), fresh_index.snapshot());
+        // The published-names count (the `index_names` metric) and the writer's own tally of
+        // names (published or not) agree with what is there: nothing is left half-published.
+        prop_assert_eq!(f.index().len(), f.index().snapshot().len());
+        prop_assert_eq!(f.writer.sizes().0, f.index().len());
     }
 }
