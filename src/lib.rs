@@ -148,7 +148,8 @@ pub async fn start(config: Config) -> Result<Running, Error> {
     // Prepare the source first: a broken manifest or kubeconfig fails before any socket opens.
     let source = match &config.source {
         SourceConfig::File { path, opts } => {
-            let file = source::file::FileSource::load(path, opts.clone())?;
+            let pods = config.records.pods == index::PodMode::Verified;
+            let file = source::file::FileSource::load(path, opts.clone(), pods)?;
             tracing::info!(path = %path.display(), objects = file.object_count(), "manifests loaded");
             Started::File(file)
         }

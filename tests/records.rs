@@ -338,3 +338,27 @@ async fn loadbalance_round_robin_rotates_addresses() {
     assert_eq!(firsts, ["10.244.1.5"; 4]);
     server.stop().await;
 }
+
+/// Pods matter to DNS only under `--pods verified`; otherwise the file source does not hold them
+/// (as the Kubernetes source does not watch them), and the Services are served the same.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_file_source_holds_pods_only_for_pods_verified() {
+    for (mode, pods) in [(PodMode::Disabled, 0), (PodMode::Insecure, 0), (PodMode::Verified, 2)] {
+        let server = TestServer::start_with(FIXTURE, |c| {
+            c.records.pods = mode;
+            c.http = Some("127.0.0.1:0".parse().unwrap());
+        })
+        .await;
+        let (_, metrics) = support::server::http_get(server.http_addr().unwrap(), "/metrics");
+        assert!(metrics.contains(&format!("\nheadless_dns_pods {pods}\n")), "{mode:?}: {metrics}");
+        check(
+            server.addr,
+            &[ok(
+                "web-0.nginx.ns-0.svc.cluster.local.",
+                RecordType::A,
+                &["web-0.nginx.ns-0.svc.cluster.local. 5 IN A 10.244.1.5"],
+            )],
+        );
+        server.stop().await;
+    }
+}

@@ -4,7 +4,9 @@
 //! manifests: multi-document YAML (or JSON), `kind: List`, a single file or a directory of
 //! `*.yaml`/`*.yml`/`*.json` files (not recursive, hidden files skipped, as `kubectl apply -f DIR`).
 //! Namespace, Service, EndpointSlice (`discovery.k8s.io/v1`) and Pod are read; other kinds are
-//! ignored.
+//! ignored, and so are Pods unless `--pods verified` needs them (as the Kubernetes source watches
+//! them only then: a `kubectl get pods -A` dump of a large cluster would otherwise be held for
+//! nothing).
 //!
 //! Changes are found by polling file metadata (size, mtime, inode), which also sees
 //! rename-into-place and ConfigMap symlink swaps that inotify-based watchers miss. A changed file
@@ -264,21 +266,24 @@ pub struct FileSource {
     path: PathBuf,
     opts: FileOptions,
     files: BTreeMap<PathBuf, FileState>,
+    /// Whether Pods are read (`--pods verified`).
+    pods: bool,
     /// The objects read by [`FileSource::load`], until [`FileSource::run`] sends them.
     initial: Vec<Object>,
 }
 
 impl FileSource {
-    /// Reads every manifest under `path`. Fails on any unreadable or unparsable file: at start
-    /// there is no last good state to keep serving.
-    pub fn load(path: &Path, opts: FileOptions) -> Result<FileSource> {
-        let mut source = FileSource { path: path.to_path_buf(), opts, files: BTreeMap::new(), initial: Vec::new() };
+    /// Reads every manifest under `path` (Pods only if `pods`). Fails on any unreadable or
+    /// unparsable file: at start there is no last good state to keep serving.
+    pub fn load(path: &Path, opts: FileOptions, pods: bool) -> Result<FileSource> {
+        let mut source =
+            FileSource { path: path.to_path_buf(), opts, files: BTreeMap::new(), pods, initial: Vec::new() };
         let files = manifest_files(path)?;
         if files.is_empty() {
             return Err(Error::Empty(path.into()));
         }
         for file in files {
-            let (fingerprint, objects) = read_file(&file)?;
+            let (fingerprint, objects) = read_file(&file, source.pods)?;
             source.files.insert(file, FileState::new(fingerprint, &objects));
             source.initial.extend(objects);
         }
@@ -370,7 +375,7 @@ impl FileSource {
             if self.files.get(&path).is_some_and(|s| s.fingerprint == fp) {
                 continue;
             }
-            match read_file(&path) {
+            match read_file(&path, self.pods) {
                 Ok((fingerprint, objects)) => {
                     tracing::info!(path = %path.display(), objects = objects.len(), "manifest file re-read");
                     let state = FileState::new(fingerprint, &objects);
@@ -398,7 +403,7 @@ impl FileSource {
             match self.files.iter().find(|(_, s)| s.defines.contains(&what)) {
                 None => events.push(Event::Delete(what)),
                 Some((path, _)) => {
-                    if let Ok((_, objects)) = read_file(path) {
+                    if let Ok((_, objects)) = read_file(path, self.pods) {
                         events.extend(objects.into_iter().filter(|o| o.object_ref() == what).map(Event::Apply));
                     }
                 }
@@ -408,11 +413,14 @@ impl FileSource {
     }
 }
 
-fn read_file(path: &Path) -> Result<(Fingerprint, Vec<Object>)> {
+fn read_file(path: &Path, pods: bool) -> Result<(Fingerprint, Vec<Object>)> {
     let read_err = |source| Error::Read { path: path.into(), source };
     let fingerprint = fingerprint(path).map_err(read_err)?;
     let text = std::fs::read_to_string(path).map_err(read_err)?;
-    let objects = parse_manifests(&text, path)?;
+    let mut objects = parse_manifests(&text, path)?;
+    if !pods {
+        objects.retain(|o| !matches!(o, Object::Pod(_)));
+    }
     Ok((fingerprint, objects))
 }
 

@@ -48,6 +48,11 @@ impl TestServer {
         self.running.as_ref().unwrap().index()
     }
 
+    /// The HTTP endpoints' address, when the configuration enabled them.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.running.as_ref().unwrap().http_addr()
+    }
+
     pub async fn stop(mut self) {
         if let Some(r) = self.running.take() {
             r.stop().await;
