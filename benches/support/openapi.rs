@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use headless_dns::cluster::object::{
-    Endpoint, Kind, Namespace, ObjKey, Object, Pod, Port, ProjectError, Protocol, SERVICE_NAME_LABEL, Service,
+    self, Endpoint, Kind, Namespace, ObjKey, Object, Pod, Port, ProjectError, Protocol, SERVICE_NAME_LABEL, Service,
     ServiceKind, Slice, TRIGGER_TIME_ANNOTATION,
 };
 use headless_dns::dns::name::Name;
@@ -196,26 +196,13 @@ pub fn project_slice(slice: &discovery::EndpointSlice) -> Result<Slice, ProjectE
 pub fn project_pod(pod: &core::Pod) -> Result<Pod, ProjectError> {
     let key = meta_key(Kind::Pod, &pod.metadata)?;
     let status = pod.status.clone().unwrap_or_default();
-    let mut ips = SmallVec::new();
-    if !matches!(status.phase.as_deref(), Some("Succeeded" | "Failed")) {
-        let texts: Vec<&str> = match (&status.pod_ips, &status.pod_ip) {
-            (Some(list), _) if !list.is_empty() => list.iter().map(|p| p.ip.as_str()).collect(),
-            (_, Some(ip)) => vec![ip.as_str()],
-            _ => vec![],
-        };
-        for text in texts {
-            match parse_ip(text) {
-                Some(ip) if !ips.contains(&ip) => ips.push(ip),
-                Some(_) => {}
-                None => {
-                    return Err(ProjectError {
-                        what: format!("Pod {key}"),
-                        reason: format!("pod IP {text:?} is not an IP address"),
-                    });
-                }
-            }
-        }
-    }
+    let texts: Vec<&str> = match (&status.pod_ips, &status.pod_ip) {
+        _ if matches!(status.phase.as_deref(), Some("Succeeded" | "Failed")) => vec![],
+        (Some(list), _) if !list.is_empty() => list.iter().map(|p| p.ip.as_str()).collect(),
+        (_, Some(ip)) => vec![ip.as_str()],
+        _ => vec![],
+    };
+    let ips = object::pod_ips(&key, texts)?;
     Ok(Pod { key, ips })
 }
 

@@ -488,28 +488,37 @@ pub fn project_pod(pod: &api::Pod) -> Result<Pod, ProjectError> {
     let key = checked_key(Kind::Pod, &pod.metadata, pod)?;
     let no_status = api::PodStatus::default();
     let status = pod.status.get().unwrap_or(&no_status);
+    let texts: Vec<&str> = match (status.pod_ips.get(), status.pod_ip.as_str()) {
+        _ if matches!(status.phase.as_str(), Some("Succeeded" | "Failed")) => vec![],
+        // `ip` is required in `podIPs`; k8s-openapi read a missing one as "".
+        (Some(list), _) if !list.is_empty() => list.iter().map(|p| p.ip.as_str().unwrap_or_default()).collect(),
+        (_, Some(ip)) => vec![ip],
+        _ => vec![],
+    };
+    let ips = pod_ips(&key, texts)?;
+    Ok(Pod { key, ips })
+}
+
+/// A Pod's addresses from the texts of `status.podIPs` (or `podIP`), each once; the Pod is
+/// rejected, naming it, if one is not an IP address.
+pub fn pod_ips<'a>(
+    key: &ObjKey,
+    texts: impl IntoIterator<Item = &'a str>,
+) -> Result<SmallVec<[IpAddr; 2]>, ProjectError> {
     let mut ips = SmallVec::new();
-    if !matches!(status.phase.as_str(), Some("Succeeded" | "Failed")) {
-        let texts: Vec<&str> = match (status.pod_ips.get(), status.pod_ip.as_str()) {
-            // `ip` is required in `podIPs`; k8s-openapi read a missing one as "".
-            (Some(list), _) if !list.is_empty() => list.iter().map(|p| p.ip.as_str().unwrap_or_default()).collect(),
-            (_, Some(ip)) => vec![ip],
-            _ => vec![],
-        };
-        for text in texts {
-            match parse_ip(text) {
-                Some(ip) if !ips.contains(&ip) => ips.push(ip),
-                Some(_) => {}
-                None => {
-                    return Err(ProjectError {
-                        what: format!("Pod {key}"),
-                        reason: format!("pod IP {text:?} is not an IP address"),
-                    });
-                }
+    for text in texts {
+        match parse_ip(text) {
+            Some(ip) if !ips.contains(&ip) => ips.push(ip),
+            Some(_) => {}
+            None => {
+                return Err(ProjectError {
+                    what: format!("Pod {key}"),
+                    reason: format!("pod IP {text:?} is not an IP address"),
+                });
             }
         }
     }
-    Ok(Pod { key, ips })
+    Ok(ips)
 }
 
 /// Projects a Namespace.

@@ -173,10 +173,7 @@ impl Index {
     /// stores it back, if the map holds the name. `f` must not touch the map: a shard is locked.
     fn update_node<R>(&self, name: &Name, f: impl FnOnce(&Name, &mut writer::Node) -> R) -> Option<R> {
         let e = self.names.get(name.as_wire())?;
-        let mut node = writer::Node::load(e.key());
-        let out = f(e.key(), &mut node);
-        node.store(e.key());
-        Some(out)
+        Some(writer::Node::update(e.key(), |node| f(e.key(), node)))
     }
 
     /// Runs `f` on the node of `name` as [`Index::update_node`] does, first taking the name in
@@ -190,10 +187,7 @@ impl Index {
                 e.insert(None).downgrade()
             }
         };
-        let mut node = writer::Node::load(e.key());
-        let out = f(&mut node);
-        node.store(e.key());
-        out
+        writer::Node::update(e.key(), f)
     }
 
     /// Replaces the answers of a name the map holds.

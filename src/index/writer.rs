@@ -59,6 +59,14 @@ impl Node {
     pub(crate) fn store(self, name: &Name) {
         name.mark().set(u64::from(self.owner) | u64::from(self.children) << 32);
     }
+
+    /// Runs `f` on the node in `name`'s mark and stores it back.
+    pub(crate) fn update<R>(name: &Name, f: impl FnOnce(&mut Node) -> R) -> R {
+        let mut node = Node::load(name);
+        let out = f(&mut node);
+        node.store(name);
+        out
+    }
 }
 
 /// An interned owner and what it publishes: its names, sorted, each with a fingerprint of its
