@@ -311,7 +311,7 @@ impl Responder {
             };
             if let Some(answer) = stored
                 && self.round_robin
-                && let Some(size) = uniform_records(&answer)
+                && let Some((size, records)) = answer.uniform()
             {
                 // Rotate the addresses (CoreDNS `loadbalance round_robin`): each record is `size`
                 // bytes owned by the question, so any order is valid; start at a per-worker counter.
@@ -324,7 +324,7 @@ impl Responder {
                 let fit = ((room - at) / size).min(count);
                 for i in 0..fit {
                     let r = (start + i) % count;
-                    out[at..at + size].copy_from_slice(&answer.bytes[r * size..(r + 1) * size]);
+                    out[at..at + size].copy_from_slice(&records[r * size..(r + 1) * size]);
                     at += size;
                 }
                 an = fit as u16;
@@ -333,7 +333,7 @@ impl Responder {
                 }
             } else if let Some(answer) = stored {
                 let (n, len) = answer.fit(room - at);
-                out[at..at + len].copy_from_slice(&answer.bytes[..len]);
+                answer.copy_to(&mut out[at..], len);
                 at += len;
                 let ancount = answer.ancount as usize;
                 if n < ancount || !answer.complete {
@@ -460,17 +460,6 @@ enum Synth {
 thread_local! {
     /// Where the next rotated answer starts, per worker thread (no shared counter on the hot path).
     static ROTATION: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
-}
-
-/// The record size if `answer` is two or more same-sized answer records and nothing else (A or
-/// AAAA RRsets), which can be rotated by copying.
-fn uniform_records(answer: &wire::AnswerRef<'_>) -> Option<usize> {
-    let count = answer.ancount as usize;
-    if count < 2 || answer.records() != count || !answer.complete {
-        return None;
-    }
-    let size = answer.end(0);
-    (answer.bytes.len() == size * count).then_some(size)
 }
 
 /// Writes a 12-byte header.

@@ -16,7 +16,8 @@
 //! The writer's bookkeeping for each name (its owners, how many names sit below it) lives with the
 //! name itself, in the [`Mark`](crate::dns::name::Mark) of the name that keys this map: every
 //! name is hashed into one table, not two (at 100,000 endpoints a second table of 240,000 names
-//! cost 9 MB), and the table's buckets stay 16 bytes. A name the writer has taken in but not yet
+//! cost 9 MB), and the table's buckets stay 24 bytes: a name and its entry, which holds a
+//! single A or PTR record inline (see [`NameEntry`]). A name the writer has taken in but not yet
 //! published maps to no entry, and readers do not see it.
 
 pub mod records;
@@ -162,6 +163,11 @@ impl Index {
     /// the whole index).
     pub fn snapshot(&self) -> std::collections::BTreeMap<Name, NameEntry> {
         self.names.iter().filter_map(|e| Some((e.key().clone(), e.value().clone()?))).collect()
+    }
+
+    /// The map's own instance of `name`, if it holds the name.
+    fn key(&self, name: &Name) -> Option<Name> {
+        self.names.get(name.as_wire()).map(|e| e.key().clone())
     }
 
     /// The writer's node of `name`, if the map holds the name.

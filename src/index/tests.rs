@@ -135,10 +135,10 @@ fn srv_glue_follows_a_pod_recreation() {
     f.apply(service("ns-0", "svc-0", ServiceKind::Headless));
     f.apply(slice("ns-0", "slice-0", "svc-0", vec![endpoint("10.0.0.1", Some("pod-0"), true)]));
     let srv = Name::parse("_web._tcp.svc-0.ns-0.svc.cluster.local").unwrap();
-    let glue_before = f.index().get(srv.as_wire()).unwrap().rrset(super::wire::rtype::SRV).unwrap().bytes.to_vec();
+    let glue_before = f.index().get(srv.as_wire()).unwrap().rrset(super::wire::rtype::SRV).unwrap().to_vec();
     // Same hostname, new IP: the SRV record is unchanged, its glue is not.
     f.apply(slice("ns-0", "slice-0", "svc-0", vec![endpoint("10.0.0.2", Some("pod-0"), true)]));
-    let glue_after = f.index().get(srv.as_wire()).unwrap().rrset(super::wire::rtype::SRV).unwrap().bytes.to_vec();
+    let glue_after = f.index().get(srv.as_wire()).unwrap().rrset(super::wire::rtype::SRV).unwrap().to_vec();
     assert_ne!(glue_before, glue_after);
     assert!(glue_after.ends_with(&[10, 0, 0, 2]));
 }

@@ -417,6 +417,21 @@ impl Writer {
             }
         }
         by_type.sort_unstable_by_key(|(t, _, _)| *t);
+        // A single A or PTR record is held inline (see `NameEntry`); a PTR's target is the
+        // index's own copy of the name, so the entry holds no name of its own.
+        if let [(_, ttl, list)] = &mut by_type[..]
+            && !apex
+        {
+            list.dedup();
+            match list[..] {
+                [Rdata::A(v4)] => return NameEntry::addr(zone, *ttl, *v4),
+                [Rdata::Ptr(target)] => {
+                    let target = self.index.key(target).unwrap_or_else(|| target.clone());
+                    return NameEntry::ptr(zone, *ttl, target);
+                }
+                _ => {}
+            }
+        }
         let mut cname = None;
         let mut rrsets = Vec::with_capacity(by_type.len());
         for (t, ttl, mut list) in by_type {
