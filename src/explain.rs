@@ -161,7 +161,7 @@ fn explain_service(out: &mut String, model: &Model, key: &ObjKey, endpoint: Opti
         let _ = writeln!(out, "  EndpointSlice {} ({} endpoints):", slice.key, slice.endpoints.len());
         for ep in &slice.endpoints {
             for &ip in &ep.addresses {
-                let label = ep.hostname.as_deref().map(str::to_string).unwrap_or_else(|| dashed_ip(ip));
+                let label = ep.hostname().map(str::to_string).unwrap_or_else(|| dashed_ip(ip));
                 let this = endpoint.is_some_and(|e| e == label);
                 matched |= this;
                 let verdict = verdict(ep, this, endpoint.is_some());
@@ -220,7 +220,7 @@ fn explain_ip(out: &mut String, model: &Model, ip: IpAddr) {
             "    endpoint of Service {svc} in EndpointSlice {} (ready={}, hostname={:?})",
             slice.key,
             ep.ready,
-            ep.hostname.as_deref()
+            ep.hostname()
         );
     }
     for svc in model.services_with_cluster_ip(ip) {

@@ -91,14 +91,9 @@ pub fn slice(
 ) -> Object {
     let endpoints = pods
         .into_iter()
-        .map(|p| Endpoint {
-            addresses: addr(p).into(),
-            hostname: Some(format!("web-{p}").into()),
-            ready: true,
-            serving: true,
-            terminating: false,
-            pod: None,
-            pod_is_hostname: true,
+        .map(|p| {
+            let name = format!("web-{p}");
+            Endpoint::new(addr(p).into(), Some(&name), Some(&name), true, true, false)
         })
         .collect();
     Object::Slice(Slice {

@@ -155,7 +155,7 @@ pub fn project_slice(slice: &discovery::EndpointSlice) -> Result<Slice, ProjectE
             continue;
         }
         let hostname = match ep.hostname.as_deref() {
-            Some(h) if dns_label(h) => Some(h.to_ascii_lowercase().into_boxed_str()),
+            Some(h) if dns_label(h) => Some(h.to_ascii_lowercase()),
             Some(h) => {
                 tracing::warn!(slice = %key, endpoint = i, hostname = %h,
                     "endpoint hostname is not a DNS label; using its dashed-IP name");
@@ -165,22 +165,15 @@ pub fn project_slice(slice: &discovery::EndpointSlice) -> Result<Slice, ProjectE
         };
         let conditions = ep.conditions.clone().unwrap_or_default();
         let ready = conditions.ready.unwrap_or(true);
-        let pod = ep
-            .target_ref
-            .as_ref()
-            .filter(|r| r.kind.as_deref() == Some("Pod"))
-            .and_then(|r| r.name.as_deref())
-            .map(Box::from);
-        let pod_is_hostname = pod.is_some() && pod == hostname;
-        endpoints.push(Endpoint {
-            addresses: addresses.into_iter().collect(),
-            hostname,
+        let pod = ep.target_ref.as_ref().filter(|r| r.kind.as_deref() == Some("Pod")).and_then(|r| r.name.as_deref());
+        endpoints.push(Endpoint::new(
+            addresses.into_iter().collect(),
+            hostname.as_deref(),
+            pod,
             ready,
-            serving: conditions.serving.unwrap_or(ready),
-            terminating: conditions.terminating.unwrap_or(false),
-            pod: pod.filter(|_| !pod_is_hostname),
-            pod_is_hostname,
-        });
+            conditions.serving.unwrap_or(ready),
+            conditions.terminating.unwrap_or(false),
+        ));
     }
     let trigger_time_ms = slice
         .metadata

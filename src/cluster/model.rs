@@ -278,15 +278,14 @@ mod tests {
             key: ObjKey::new(ns, name),
             service: service.into(),
             ports: vec![],
-            endpoints: vec![Endpoint {
-                addresses: ip.parse::<std::net::IpAddr>().unwrap().into(),
-                hostname: None,
-                ready: true,
-                serving: true,
-                terminating: false,
-                pod: None,
-                pod_is_hostname: false,
-            }],
+            endpoints: vec![Endpoint::new(
+                ip.parse::<std::net::IpAddr>().unwrap().into(),
+                None,
+                None,
+                true,
+                true,
+                false,
+            )],
             trigger_time_ms: None,
         })
     }

@@ -235,7 +235,7 @@ pub fn reverse_zones() -> [Name; 2] {
 
 /// The name of an endpoint under its Service: its hostname, else its dashed IP.
 fn endpoint_label(ep: &Endpoint, ip: IpAddr) -> std::borrow::Cow<'_, str> {
-    match &ep.hostname {
+    match ep.hostname() {
         Some(h) => std::borrow::Cow::Borrowed(h),
         None => std::borrow::Cow::Owned(dashed_ip(ip)),
     }
@@ -318,7 +318,7 @@ fn service_records(b: &mut Builder, key: &ObjKey, model: &Model, cfg: &RecordCon
                     }
                     let wants_ptr = match cfg.ptr {
                         PtrMode::All => true,
-                        PtrMode::HostnameOnly => headless && ep.hostname.is_some(),
+                        PtrMode::HostnameOnly => headless && ep.hostname().is_some(),
                     };
                     if with_ptr && wants_ptr {
                         b.add(reverse_name(ip), endpoint_ttl, Rdata::Ptr(ep_name));

@@ -60,15 +60,7 @@ fn service(ns: &str, name: &str, kind: ServiceKind) -> Object {
 }
 
 fn endpoint(ip: &str, hostname: Option<&str>, ready: bool) -> Endpoint {
-    Endpoint {
-        addresses: ip.parse::<IpAddr>().unwrap().into(),
-        hostname: hostname.map(Into::into),
-        ready,
-        serving: ready,
-        terminating: false,
-        pod: None,
-        pod_is_hostname: false,
-    }
+    Endpoint::new(ip.parse::<IpAddr>().unwrap().into(), hostname, None, ready, ready, false)
 }
 
 fn slice(ns: &str, name: &str, svc: &str, endpoints: Vec<Endpoint>) -> Object {
