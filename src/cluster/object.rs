@@ -271,7 +271,8 @@ impl Endpoint {
     }
 }
 
-// One slot of a slice's endpoint list: keep it at 48 bytes.
+// One slot of a slice's endpoint list: keep it at 48 bytes (on 64-bit targets).
+#[cfg(target_pointer_width = "64")]
 const _: () = assert!(size_of::<Endpoint>() == 48);
 
 /// An endpoint's addresses: the API allows up to 100, but there is almost always one, and one is
