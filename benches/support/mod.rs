@@ -93,7 +93,7 @@ pub fn slice(
         .into_iter()
         .map(|p| {
             let name = format!("web-{p}");
-            Endpoint::new(addr(p).into(), Some(&name), Some(&name), true, true, false)
+            Endpoint::new(addr(p).into(), Some(name.clone()), Some(&name), true, true, false)
         })
         .collect();
     Object::Slice(Slice {

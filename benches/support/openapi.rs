@@ -168,7 +168,7 @@ pub fn project_slice(slice: &discovery::EndpointSlice) -> Result<Slice, ProjectE
         let pod = ep.target_ref.as_ref().filter(|r| r.kind.as_deref() == Some("Pod")).and_then(|r| r.name.as_deref());
         endpoints.push(Endpoint::new(
             addresses.into_iter().collect(),
-            hostname.as_deref(),
+            hostname,
             pod,
             ready,
             conditions.serving.unwrap_or(ready),

@@ -232,27 +232,30 @@ pub struct Endpoint {
 
 impl Endpoint {
     /// An endpoint. `hostname` must be a DNS label (at most 63 bytes; a longer one is dropped).
+    /// It is kept as given, without a copy, unless a Pod name that differs follows it.
     pub fn new(
         addresses: Addresses,
-        hostname: Option<&str>,
+        hostname: Option<String>,
         pod: Option<&str>,
         ready: bool,
         serving: bool,
         terminating: bool,
     ) -> Endpoint {
-        let hostname = hostname.filter(|h| h.len() <= usize::from(u8::MAX)).unwrap_or("");
+        let mut names = hostname.filter(|h| h.len() <= usize::from(u8::MAX)).unwrap_or_default();
+        let hostname_len = names.len() as u8;
         let pod = pod.filter(|p| !p.is_empty());
-        let names = match pod {
-            Some(pod) if pod != hostname => format!("{hostname}{pod}"),
-            _ => hostname.to_string(),
-        };
+        if let Some(pod) = pod
+            && pod != names
+        {
+            names.push_str(pod);
+        }
         Endpoint {
             addresses,
             ready,
             serving,
             terminating,
             names: (!names.is_empty()).then(|| names.into_boxed_str()),
-            hostname_len: hostname.len() as u8,
+            hostname_len,
             has_pod: pod.is_some(),
         }
     }
@@ -509,7 +512,7 @@ pub fn project_slice(slice: &mut api::EndpointSlice) -> Result<Slice, ProjectErr
             .and_then(|r| r.name.take());
         endpoints.push(Endpoint::new(
             addresses.into_iter().collect(),
-            hostname.as_deref(),
+            hostname,
             pod.as_deref(),
             ready,
             condition(|c| &c.serving).unwrap_or(ready),
@@ -775,7 +778,7 @@ endpoints:
             s.endpoints,
             [Endpoint::new(
                 "fd00::5".parse::<IpAddr>().unwrap().into(),
-                Some("web-0"),
+                Some("web-0".into()),
                 Some("web-0"),
                 false,
                 true,
@@ -796,7 +799,7 @@ endpoints:
             (None, None),
         ];
         for (hostname, pod) in cases {
-            let ep = Endpoint::new(ip.clone(), hostname, pod, true, true, false);
+            let ep = Endpoint::new(ip.clone(), hostname.map(String::from), pod, true, true, false);
             assert_eq!((ep.hostname(), ep.pod_name()), (hostname, pod));
         }
     }

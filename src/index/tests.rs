@@ -60,7 +60,7 @@ fn service(ns: &str, name: &str, kind: ServiceKind) -> Object {
 }
 
 fn endpoint(ip: &str, hostname: Option<&str>, ready: bool) -> Endpoint {
-    Endpoint::new(ip.parse::<IpAddr>().unwrap().into(), hostname, None, ready, ready, false)
+    Endpoint::new(ip.parse::<IpAddr>().unwrap().into(), hostname.map(String::from), None, ready, ready, false)
 }
 
 fn slice(ns: &str, name: &str, svc: &str, endpoints: Vec<Endpoint>) -> Object {
