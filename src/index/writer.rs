@@ -83,6 +83,9 @@ const RECOMPUTE_CHUNK: usize = if cfg!(test) { 2 } else { 256 };
 /// The records of the owners one [`Writer::recompute`] reads, each computed once.
 type Fresh = Map<OwnerId, OwnerRecords>;
 
+/// The SRV targets of a name being published, sorted and each once, with their nodes.
+type Targets = Vec<(Name, Option<Node>)>;
+
 /// Owns the write side of the index: what each owner published, and the tree of names.
 pub struct Writer {
     index: Arc<Index>,
@@ -343,7 +346,10 @@ impl Writer {
             return;
         };
         let apex = self.index.zone(zone).name == name;
-        let keep = match self.index.node(&name) {
+        // Each name's node is looked up once here and passed on: at 1,000 watch events a
+        // second, looking names up again for each step was a tenth of the writer's time.
+        let node = self.index.node(&name);
+        let keep = match node {
             Some(node) => apex || node.owner != NO_OWNER || node.children > 0,
             None => false,
         };
@@ -358,24 +364,33 @@ impl Writer {
             return;
         }
         // The records of every owner of the name and of its SRV targets (for glue).
-        self.read_owners(&name, model, fresh);
-        let targets: Vec<Name> = self
-            .records_at(&name, fresh)
+        self.read_owners(&name, node, model, fresh);
+        // SRV targets, each once, with their nodes. An owner's SRV records come sorted by port,
+        // then target, so with one port this sort finds the order already there.
+        let mut targets: Targets = self
+            .records_at(&name, node, fresh)
             .filter_map(|(_, r)| match r {
                 Rdata::Srv { target, .. } => Some(target.clone()),
                 _ => None,
             })
+            .map(|target| {
+                let node = self.index.node(&target);
+                (target, node)
+            })
             .collect();
-        for target in &targets {
-            self.read_owners(target, model, fresh);
+        targets.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        targets.dedup_by(|a, b| a.0 == b.0);
+        for (target, node) in &targets {
+            self.read_owners(target, *node, model, fresh);
         }
-        let entry = self.build_entry(&name, zone, apex, fresh);
+        let entry = self.build_entry(&name, node, zone, apex, fresh, &targets);
         self.index.publish(&name, entry);
     }
 
-    /// Computes the records of `name`'s owners that this recompute has not read yet.
-    fn read_owners(&self, name: &Name, model: &Model, fresh: &mut Fresh) {
-        let Some(node) = self.index.node(name) else {
+    /// Computes the records of the owners of `name` (whose node is `node`) that this recompute
+    /// has not read yet.
+    fn read_owners(&self, name: &Name, node: Option<Node>, model: &Model, fresh: &mut Fresh) {
+        let Some(node) = node else {
             return;
         };
         for id in self.owners_of(name, node) {
@@ -387,10 +402,15 @@ impl Writer {
         }
     }
 
-    /// Every record at `name`, from all its owners (read into `fresh`), with each owner's TTL.
-    fn records_at<'a>(&'a self, name: &Name, fresh: &'a Fresh) -> impl Iterator<Item = (u32, &'a Rdata)> + 'a {
-        let owners: SmallVec<[OwnerId; 2]> =
-            self.index.node(name).map(|node| self.owners_of(name, node).collect()).unwrap_or_default();
+    /// Every record at `name` (whose node is `node`), from all its owners (read into `fresh`),
+    /// with each owner's TTL.
+    fn records_at<'a>(
+        &'a self,
+        name: &Name,
+        node: Option<Node>,
+        fresh: &'a Fresh,
+    ) -> impl Iterator<Item = (u32, &'a Rdata)> + 'a {
+        let owners: SmallVec<[OwnerId; 2]> = node.map(|node| self.owners_of(name, node).collect()).unwrap_or_default();
         let name = name.clone();
         owners
             .into_iter()
@@ -403,10 +423,18 @@ impl Writer {
             .flatten()
     }
 
-    fn build_entry(&self, name: &Name, zone: u8, apex: bool, fresh: &Fresh) -> NameEntry {
+    fn build_entry(
+        &self,
+        name: &Name,
+        node: Option<Node>,
+        zone: u8,
+        apex: bool,
+        fresh: &Fresh,
+        targets: &Targets,
+    ) -> NameEntry {
         // Group by type; an RRset's TTL is the lowest of its owners' (RFC 2181 §5.2).
         let mut by_type: Vec<(u16, u32, Vec<&Rdata>)> = Vec::new();
-        for (ttl, rdata) in self.records_at(name, fresh) {
+        for (ttl, rdata) in self.records_at(name, node, fresh) {
             let t = rdata_type(rdata);
             match by_type.iter_mut().find(|(bt, _, _)| *bt == t) {
                 Some((_, min_ttl, list)) => {
@@ -437,7 +465,7 @@ impl Writer {
         for (t, ttl, mut list) in by_type {
             list.sort_unstable();
             list.dedup();
-            let glue = if t == wire::rtype::SRV { self.glue(&list, fresh) } else { Vec::new() };
+            let glue = if t == wire::rtype::SRV { self.glue(targets, fresh) } else { Vec::new() };
             let answer: Answer = encode_rrset(name, ttl, &list, &glue);
             if t == wire::rtype::CNAME {
                 cname = Some(answer);
@@ -448,21 +476,13 @@ impl Writer {
         NameEntry::new(zone, apex, cname, rrsets)
     }
 
-    fn glue<'a>(&'a self, srv: &[&'a Rdata], fresh: &'a Fresh) -> Vec<Glue<'a>> {
-        let mut glue: Vec<Glue<'a>> = Vec::new();
-        // Each target once; a set keeps this O(targets), not O(targets²), for Services of
-        // thousands of endpoints.
-        let mut seen: Set<&Name> = Set::with_capacity_and_hasher(srv.len(), Default::default());
-        for rd in srv {
-            let Rdata::Srv { target, .. } = rd else {
-                continue;
-            };
-            if !seen.insert(target) {
-                continue;
-            }
+    /// The addresses of each SRV target (each once, with its node), for the SRV answer's glue.
+    fn glue<'a>(&'a self, targets: &'a Targets, fresh: &'a Fresh) -> Vec<Glue<'a>> {
+        let mut glue: Vec<Glue<'a>> = Vec::with_capacity(targets.len());
+        for (target, node) in targets {
             let mut ttl = u32::MAX;
             let mut addrs: SmallVec<[IpAddr; 2]> = SmallVec::new();
-            for (t, r) in self.records_at(target, fresh) {
+            for (t, r) in self.records_at(target, *node, fresh) {
                 let ip = match r {
                     Rdata::A(v4) => IpAddr::V4(*v4),
                     Rdata::Aaaa(v6) => IpAddr::V6(*v6),
