@@ -132,7 +132,8 @@ fn wire_of(name: &HName) -> Vec<u8> {
 
 /// The answer records of a stored answer, decoded by framing it as the response it is spliced into.
 fn decode(name: &[u8], t: u16, answer: crate::index::wire::AnswerRef<'_>) -> Vec<Record> {
-    let mut message = Vec::with_capacity(12 + name.len() + 4 + answer.len());
+    let bytes = answer.to_vec();
+    let mut message = Vec::with_capacity(12 + name.len() + 4 + bytes.len());
     let arcount = answer.records() as u16 - answer.ancount;
     for v in [0u16, 0x8400, 1, answer.ancount, 0, arcount] {
         message.extend_from_slice(&v.to_be_bytes());
@@ -140,7 +141,7 @@ fn decode(name: &[u8], t: u16, answer: crate::index::wire::AnswerRef<'_>) -> Vec
     message.extend_from_slice(name);
     message.extend_from_slice(&t.to_be_bytes());
     message.extend_from_slice(&1u16.to_be_bytes());
-    message.extend_from_slice(&answer.to_vec());
+    message.extend_from_slice(&bytes);
     match Message::from_vec(&message) {
         Ok(m) => m.answers.into_iter().filter(|r| r.dns_class == DNSClass::IN).collect(),
         Err(error) => {

@@ -263,7 +263,7 @@ impl Endpoint {
     /// `hostname` (StatefulSet Pods), when it is a valid DNS label.
     pub fn hostname(&self) -> Option<&str> {
         let len = usize::from(self.hostname_len);
-        (len > 0).then(|| self.names.as_deref().map(|n| &n[..len])).flatten()
+        self.names.as_deref().filter(|_| len > 0).map(|n| &n[..len])
     }
 
     /// `targetRef.name` when the target is a Pod.
@@ -305,13 +305,18 @@ impl From<IpAddr> for Addresses {
     }
 }
 
-impl FromIterator<IpAddr> for Addresses {
-    fn from_iter<I: IntoIterator<Item = IpAddr>>(iter: I) -> Self {
-        let ips: SmallVec<[IpAddr; 1]> = iter.into_iter().collect();
+impl From<SmallVec<[IpAddr; 1]>> for Addresses {
+    fn from(ips: SmallVec<[IpAddr; 1]>) -> Self {
         match ips[..] {
             [ip] => Addresses::One(ip),
             _ => Addresses::Many(ips.into_iter().collect()),
         }
+    }
+}
+
+impl FromIterator<IpAddr> for Addresses {
+    fn from_iter<I: IntoIterator<Item = IpAddr>>(iter: I) -> Self {
+        iter.into_iter().collect::<SmallVec<[IpAddr; 1]>>().into()
     }
 }
 
@@ -511,7 +516,7 @@ pub fn project_slice(slice: &mut api::EndpointSlice) -> Result<Slice, ProjectErr
             .filter(|r| r.kind.get() == Some(&api::TargetKind::Pod))
             .and_then(|r| r.name.take());
         endpoints.push(Endpoint::new(
-            addresses.into_iter().collect(),
+            addresses.into(),
             hostname,
             pod.as_deref(),
             ready,

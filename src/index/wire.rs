@@ -135,11 +135,7 @@ pub struct AnswerRef<'a> {
 impl<'a> AnswerRef<'a> {
     /// One record owned by the question, from its type, TTL and RDATA.
     fn inline(rtype: u16, ttl: u32, rdata: &'a [u8]) -> AnswerRef<'a> {
-        let mut head = [0xC0, 0x0C, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-        head[2..4].copy_from_slice(&rtype.to_be_bytes());
-        head[4..6].copy_from_slice(&CLASS_IN.to_be_bytes());
-        head[6..10].copy_from_slice(&ttl.to_be_bytes());
-        head[10..12].copy_from_slice(&(rdata.len() as u16).to_be_bytes());
+        let head = record_head(0x0C, rtype, ttl, rdata.len());
         AnswerRef { ancount: 1, complete: true, head: Some(head), bytes: rdata, ends: &[] }
     }
 
@@ -184,20 +180,11 @@ impl<'a> AnswerRef<'a> {
         }
     }
 
-    /// How many bytes the whole answer takes.
-    pub fn len(&self) -> usize {
-        self.head.map_or(0, |h| h.len()) + self.bytes.len()
-    }
-
-    /// Whether the answer holds no bytes (never, for a stored set).
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// The answer's bytes, copied.
     pub fn to_vec(&self) -> Vec<u8> {
-        let mut out = vec![0; self.len()];
-        self.copy_to(&mut out, self.len());
+        let len = self.head.map_or(0, |h| h.len()) + self.bytes.len();
+        let mut out = vec![0; len];
+        self.copy_to(&mut out, len);
         out
     }
 
@@ -313,16 +300,13 @@ impl NameEntry {
     /// Every set, a CNAME first, then by type. None for an empty non-terminal: the name exists,
     /// every type is NODATA.
     pub fn sets(&self) -> impl Iterator<Item = (u16, AnswerRef<'_>)> + '_ {
-        let (count, inline) = match &self.0 {
-            Repr::Packed(blob) => (blob.slice[2] as usize, None),
-            Repr::Addr { .. } => (1, Some(rtype::A)),
-            Repr::Ptr { .. } => (1, Some(rtype::PTR)),
+        let inline = match &self.0 {
+            Repr::Packed(_) => None,
+            Repr::Addr { .. } => Some(rtype::A),
+            Repr::Ptr { .. } => Some(rtype::PTR),
         };
-        (0..count).map(move |i| match (inline, self.blob()) {
-            (Some(t), _) => (t, self.rrset(t).expect("an inline entry answers its type")),
-            (None, Some(blob)) => set(blob, i),
-            (None, None) => unreachable!("only inline entries are not packed"),
-        })
+        let packed = self.blob().into_iter().flat_map(|blob| (0..blob[2] as usize).map(move |i| set(blob, i)));
+        inline.and_then(|t| Some((t, self.rrset(t)?))).into_iter().chain(packed)
     }
 }
 
@@ -561,6 +545,18 @@ pub fn encode_rrset(qname: &Name, ttl: u32, rdata: &[&Rdata], glue: &[Glue<'_>])
     enc.finish(ancount)
 }
 
+/// A record's fixed 12 bytes: its owner as a compression pointer to message offset `owner`, its
+/// type, class IN, TTL and RDATA length.
+fn record_head(owner: u16, rtype: u16, ttl: u32, rdlen: usize) -> [u8; 12] {
+    let mut head = [0; 12];
+    head[0..2].copy_from_slice(&(0xC000 | owner).to_be_bytes());
+    head[2..4].copy_from_slice(&rtype.to_be_bytes());
+    head[4..6].copy_from_slice(&CLASS_IN.to_be_bytes());
+    head[6..10].copy_from_slice(&ttl.to_be_bytes());
+    head[10..12].copy_from_slice(&(rdlen as u16).to_be_bytes());
+    head
+}
+
 /// Appends the SOA record of a zone: `owner` is a compression pointer to the zone name in the
 /// message; `names` is the pre-encoded MNAME and RNAME. Returns false if it does not fit.
 pub fn write_soa(
@@ -576,11 +572,7 @@ pub fn write_soa(
     let Some(dst) = out.get_mut(*at..*at + len) else {
         return false;
     };
-    dst[0..2].copy_from_slice(&(0xC000 | owner).to_be_bytes());
-    dst[2..4].copy_from_slice(&rtype::SOA.to_be_bytes());
-    dst[4..6].copy_from_slice(&CLASS_IN.to_be_bytes());
-    dst[6..10].copy_from_slice(&ttl.to_be_bytes());
-    dst[10..12].copy_from_slice(&((names.len() + 20) as u16).to_be_bytes());
+    dst[..12].copy_from_slice(&record_head(owner, rtype::SOA, ttl, names.len() + 20));
     let mut i = 12;
     dst[i..i + names.len()].copy_from_slice(names);
     i += names.len();
@@ -610,11 +602,7 @@ pub fn write_addr(out: &mut [u8], at: &mut usize, ttl: u32, ip: IpAddr) -> bool 
     let Some(dst) = out.get_mut(*at..*at + len) else {
         return false;
     };
-    dst[0..2].copy_from_slice(&[0xC0, 0x0C]);
-    dst[2..4].copy_from_slice(&rtype.to_be_bytes());
-    dst[4..6].copy_from_slice(&CLASS_IN.to_be_bytes());
-    dst[6..10].copy_from_slice(&ttl.to_be_bytes());
-    dst[10..12].copy_from_slice(&(data.len() as u16).to_be_bytes());
+    dst[..12].copy_from_slice(&record_head(0x0C, rtype, ttl, data.len()));
     dst[12..].copy_from_slice(data);
     *at += len;
     true

@@ -445,12 +445,15 @@ impl Writer {
             }
         }
         by_type.sort_unstable_by_key(|(t, _, _)| *t);
+        for (_, _, list) in &mut by_type {
+            list.sort_unstable();
+            list.dedup();
+        }
         // A single A or PTR record is held inline (see `NameEntry`); a PTR's target is the
         // index's own copy of the name, so the entry holds no name of its own.
-        if let [(_, ttl, list)] = &mut by_type[..]
+        if let [(_, ttl, list)] = &by_type[..]
             && !apex
         {
-            list.dedup();
             match list[..] {
                 [Rdata::A(v4)] => return NameEntry::addr(zone, *ttl, *v4),
                 [Rdata::Ptr(target)] => {
@@ -462,9 +465,7 @@ impl Writer {
         }
         let mut cname = None;
         let mut rrsets = Vec::with_capacity(by_type.len());
-        for (t, ttl, mut list) in by_type {
-            list.sort_unstable();
-            list.dedup();
+        for (t, ttl, list) in by_type {
             let glue = if t == wire::rtype::SRV { self.glue(targets, fresh) } else { Vec::new() };
             let answer: Answer = encode_rrset(name, ttl, &list, &glue);
             if t == wire::rtype::CNAME {
