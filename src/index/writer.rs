@@ -331,7 +331,9 @@ impl Writer {
     /// an empty non-terminal removes it too.
     fn flush(&mut self, model: &Model, fresh: &mut Fresh) {
         while !self.dirty.is_empty() {
-            let mut batch: Vec<Name> = self.dirty.drain().collect();
+            // Taken, not drained: draining scans and clears the set's whole table, which keeps
+            // the size of the initial load (tens of thousands of names) for every later update.
+            let mut batch: Vec<Name> = std::mem::take(&mut self.dirty).into_iter().collect();
             batch.sort_unstable_by_key(|n| std::cmp::Reverse(n.as_wire().len()));
             for name in batch {
                 self.publish(name, model, fresh);
