@@ -434,29 +434,31 @@ impl Writer {
         fresh: &Fresh,
         targets: &Targets,
     ) -> NameEntry {
-        // Group by type; an RRset's TTL is the lowest of its owners' (RFC 2181 §5.2).
-        let mut by_type: Vec<(u16, u32, Vec<&Rdata>)> = Vec::new();
-        for (ttl, rdata) in self.records_at(name, node, fresh) {
-            let t = rdata_type(rdata);
-            match by_type.iter_mut().find(|(bt, _, _)| *bt == t) {
-                Some((_, min_ttl, list)) => {
-                    *min_ttl = (*min_ttl).min(ttl);
+        // One RRset per type, each sorted and without duplicates, all in one list; an RRset's
+        // TTL is the lowest of its owners' (RFC 2181 §5.2). The derived order of `Rdata` keeps
+        // each type's records together.
+        let mut records: Vec<(u32, &Rdata)> = self.records_at(name, node, fresh).collect();
+        records.sort_unstable_by(|a, b| a.1.cmp(b.1));
+        let mut list: Vec<&Rdata> = Vec::with_capacity(records.len());
+        let mut by_type: SmallVec<[(u16, u32, std::ops::Range<usize>); 2]> = SmallVec::new();
+        for run in records.chunk_by(|a, b| rdata_type(a.1) == rdata_type(b.1)) {
+            let start = list.len();
+            let mut ttl = u32::MAX;
+            for &(t, rdata) in run {
+                ttl = ttl.min(t);
+                if list[start..].last() != Some(&rdata) {
                     list.push(rdata);
                 }
-                None => by_type.push((t, ttl, vec![rdata])),
             }
+            by_type.push((rdata_type(run[0].1), ttl, start..list.len()));
         }
         by_type.sort_unstable_by_key(|(t, _, _)| *t);
-        for (_, _, list) in &mut by_type {
-            list.sort_unstable();
-            list.dedup();
-        }
         // A single A or PTR record is held inline (see `NameEntry`); a PTR's target is the
         // index's own copy of the name, so the entry holds no name of its own.
-        if let [(_, ttl, list)] = &by_type[..]
+        if let [(_, ttl, range)] = &by_type[..]
             && !apex
         {
-            match list[..] {
+            match list[range.clone()] {
                 [Rdata::A(v4)] => return NameEntry::addr(zone, *ttl, *v4),
                 [Rdata::Ptr(target)] => {
                     let target = self.index.key(target).unwrap_or_else(|| target.clone());
@@ -467,9 +469,9 @@ impl Writer {
         }
         let mut cname = None;
         let mut rrsets = Vec::with_capacity(by_type.len());
-        for (t, ttl, list) in by_type {
+        for (t, ttl, range) in by_type {
             let glue = if t == wire::rtype::SRV { self.glue(targets, fresh) } else { Vec::new() };
-            let answer: Answer = encode_rrset(name, ttl, &list, &glue);
+            let answer: Answer = encode_rrset(name, ttl, &list[range], &glue);
             if t == wire::rtype::CNAME {
                 cname = Some(answer);
             } else {
