@@ -1,7 +1,7 @@
 //! The write side: what one change and a whole initial list cost the writer thread.
 //!
 //! - `endpoint_update/<N>`: one EndpointSlice update in which one endpoint's IP changes, in a
-//!   headless Service of N = 1, 100 and 5,000 endpoints (slices of at most 100 endpoints, as the
+//!   headless Service of N = 1, 10 (the load benchmark's Services), 100 and 5,000 endpoints (slices of at most 100 endpoints, as the
 //!   EndpointSlice controller writes them; the update replaces the slice holding `web-0`), next
 //!   to 1,000 other Services × 10 Pods: `model.apply(slice)` + `writer.recompute(&model, touched)`.
 //!   Every iteration is a real change (the address alternates between two generations).
@@ -16,6 +16,10 @@
 //!
 //! Run: `cargo bench --bench churn` (add `-- --warm-up-time 1 --measurement-time 3` for a
 //! quick run, or a filter such as `-- endpoint_update`).
+//!
+//! With `CHURN_COUNT=<n>` in the environment the binary only applies n updates to the
+//! 10-endpoint Service and exits: run it under `valgrind --tool=callgrind` with n = 0 and n =
+//! 2,000 to count the instructions of one update, a figure that shared machines do not blur.
 
 mod support;
 
@@ -35,7 +39,7 @@ use headless_dns::source::file::parse_manifests;
 static ALLOC: support::Counting = support::Counting;
 
 const FILLER_SERVICES: usize = 1_000;
-const SIZES: [usize; 3] = [1, 100, 5_000];
+const SIZES: [usize; 4] = [1, 10, 100, 5_000];
 const LOAD_SERVICES: usize = 10_000;
 const LOAD_PODS: usize = 10;
 
@@ -98,6 +102,15 @@ fn report_update_allocations(n: usize, f: &mut UpdateFixture) {
 }
 
 fn bench_updates(c: &mut Criterion) {
+    if let Ok(count) = std::env::var("CHURN_COUNT") {
+        let count: usize = count.parse().expect("CHURN_COUNT is a number of updates");
+        let mut f = update_fixture(10);
+        for _ in 0..count {
+            let obj = f.versions[f.current ^ 1].clone();
+            f.update(obj);
+        }
+        std::process::exit(0);
+    }
     let mut group = c.benchmark_group("endpoint_update");
     group.throughput(Throughput::Elements(1));
     for n in SIZES {
