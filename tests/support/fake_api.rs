@@ -270,10 +270,11 @@ struct HistoryEvent {
     key: Key,
     kind: EventType,
     /// The object after the write; for a delete, the last state with the
-    /// version of the delete (what the DELETED event carries).
-    object: Value,
+    /// version of the delete (what the DELETED event carries). Shared with
+    /// [`State::objects`], so that a write stores its object once.
+    object: Arc<Value>,
     /// The object before the write (`None` for a create).
-    prev: Option<Value>,
+    prev: Option<Arc<Value>>,
 }
 
 /// An open watch stream registered for live events.
@@ -290,7 +291,7 @@ struct State {
     /// The last resourceVersion handed out.
     rv: u64,
     /// Current objects, one map per entry of [`RESOURCES`].
-    objects: Vec<BTreeMap<Key, Value>>,
+    objects: Vec<BTreeMap<Key, Arc<Value>>>,
     /// Every write with a version above `floor`, oldest first.
     history: VecDeque<HistoryEvent>,
     /// The oldest version the history can answer for: watches may resume from
@@ -356,7 +357,7 @@ impl State {
 
     /// The objects of `res` as of version `at`, rebuilt by undoing the history
     /// newer than `at`. `None` if `at` is older than the retained history.
-    fn snapshot(&self, res: usize, at: u64) -> Option<Cow<'_, BTreeMap<Key, Value>>> {
+    fn snapshot(&self, res: usize, at: u64) -> Option<Cow<'_, BTreeMap<Key, Arc<Value>>>> {
         if at >= self.rv {
             return Some(Cow::Borrowed(&self.objects[res]));
         }
@@ -579,13 +580,14 @@ preferences: {{}}
                     meta.insert("creationTimestamp".to_owned(), json!(rfc3339_now()));
                 }
             }
-            if existing == Some(&obj) {
+            if existing.map(|e| &**e) == Some(&obj) {
                 continue; // no-op update (which never has a new uid: the stored object has one)
             }
             st.next_uid += u64::from(new_uid);
             st.rv += 1;
             let rv = st.rv;
             obj["metadata"]["resourceVersion"] = json!(rv.to_string());
+            let obj = Arc::new(obj);
             let existing = st.objects[res].insert(key.clone(), obj.clone());
             let kind = if existing.is_some() { EventType::Modified } else { EventType::Added };
             self.shared.debug(format_args!("{kind:?} {} {}/{} rv={rv}", RESOURCES[res].kind, key.0, key.1));
@@ -608,8 +610,9 @@ preferences: {{}}
         let prev = st.objects[res].remove(&key)?;
         st.rv += 1;
         let rv = st.rv;
-        let mut object = prev.clone();
+        let mut object = Value::clone(&prev);
         object["metadata"]["resourceVersion"] = json!(rv.to_string());
+        let object = Arc::new(object);
         self.shared.debug(format_args!("Deleted {} {}/{} rv={rv}", RESOURCES[res].kind, key.0, key.1));
         st.record(HistoryEvent { rv, res, key, kind: EventType::Deleted, object, prev: Some(prev) });
         Some(rv)
@@ -619,13 +622,13 @@ preferences: {{}}
     pub fn get(&self, kind: &str, namespace: Option<&str>, name: &str) -> Option<Value> {
         let res = expect_resource(kind);
         let key = object_key(&RESOURCES[res], namespace, name);
-        self.shared.state.lock().objects[res].get(&key).cloned()
+        self.shared.state.lock().objects[res].get(&key).map(|o| Value::clone(o))
     }
 
     /// All current objects of a kind, in list order.
     pub fn objects(&self, kind: &str) -> Vec<Value> {
         let res = expect_resource(kind);
-        self.shared.state.lock().objects[res].values().cloned().collect()
+        self.shared.state.lock().objects[res].values().map(|o| Value::clone(o)).collect()
     }
 
     /// The last resourceVersion handed out (what a list would report now).
@@ -1054,7 +1057,7 @@ fn watch_line_for(filter: &Filter, ev: &HistoryEvent) -> Option<String> {
                 (true, true) => Some(event_line("MODIFIED", &ev.object)),
                 (false, true) => Some(event_line("ADDED", &ev.object)),
                 (true, false) => {
-                    let mut prev = ev.prev.clone().unwrap_or(Value::Null);
+                    let mut prev = ev.prev.as_deref().cloned().unwrap_or(Value::Null);
                     prev["metadata"]["resourceVersion"] = json!(ev.rv.to_string());
                     Some(event_line("DELETED", &prev))
                 }
@@ -1525,7 +1528,7 @@ fn list(shared: &Shared, res: usize, filter: &Filter, q: &Query) -> Response<Bod
 /// One page of a list: the matching objects after `start_after` (at most
 /// `limit`), the key of the last one, and how many matching objects remain.
 fn page(
-    objects: &BTreeMap<Key, Value>,
+    objects: &BTreeMap<Key, Arc<Value>>,
     filter: &Filter,
     start_after: Option<&Key>,
     limit: Option<usize>,
@@ -1535,7 +1538,7 @@ fn page(
     let mut items = Vec::new();
     let mut last_key = None;
     for (key, obj) in matching.by_ref() {
-        items.push(obj.clone());
+        items.push(Value::clone(obj));
         last_key = Some(key.clone());
         if limit.is_some_and(|l| items.len() >= l) {
             break;
