@@ -69,6 +69,10 @@ fn run() -> Result<(), String> {
     }
 
     let api = fake_api::FakeApiServer::start();
+    // A watch that drops is resumed from the history; the churn run writes 1,000 events a
+    // second, so the default 10,000 kept 10 s of full objects, which the allocator kept
+    // faulting in and giving back on the load generator's CPU. Two seconds' worth is enough.
+    api.set_history_limit(2_000);
     let count = objects.len();
     api.apply_many(objects);
     api.write_kubeconfig(&kubeconfig).map_err(|e| format!("{}: {e}", kubeconfig.display()))?;
