@@ -315,9 +315,10 @@ fn apply_events(
             }
         }
         if !touched.is_empty() {
-            // Taken, not drained: a drained set keeps the table of the initial list (one slot
-            // per Service), and every later batch would scan and clear all of it.
-            writer.recompute(model, std::mem::take(&mut touched));
+            writer.recompute(model, touched.drain());
+            // A drained set keeps the table of the initial list (one slot per Service), and every
+            // later batch would scan and clear all of it.
+            touched.shrink_to(crate::index::SMALL_SET);
         }
         metrics.event_to_answer.observe(oldest.elapsed().as_secs_f64());
         if !triggers.is_empty() {

@@ -33,6 +33,7 @@ use dashmap::mapref::one::MappedRef;
 
 pub use records::{PodMode, PtrMode, RecordConfig};
 pub use wire::NameEntry;
+pub(crate) use writer::SMALL_SET;
 pub use writer::Writer;
 
 use crate::dns::name::{Name, is_within};

@@ -80,6 +80,9 @@ struct OwnerSlot {
 /// the property tests cover publishing one recompute in several chunks).
 const RECOMPUTE_CHUNK: usize = if cfg!(test) { 2 } else { 256 };
 
+/// The capacity a drained set keeps: enough for an update, so that updates do not allocate it.
+pub(crate) const SMALL_SET: usize = 256;
+
 /// The records of the owners one [`Writer::recompute`] reads, each computed once.
 type Fresh = Map<OwnerId, OwnerRecords>;
 
@@ -331,9 +334,10 @@ impl Writer {
     /// an empty non-terminal removes it too.
     fn flush(&mut self, model: &Model, fresh: &mut Fresh) {
         while !self.dirty.is_empty() {
-            // Taken, not drained: draining scans and clears the set's whole table, which keeps
-            // the size of the initial load (tens of thousands of names) for every later update.
-            let mut batch: Vec<Name> = std::mem::take(&mut self.dirty).into_iter().collect();
+            let mut batch: Vec<Name> = self.dirty.drain().collect();
+            // Draining scans and clears the set's whole table, which keeps the size of the
+            // initial load (tens of thousands of names): shrink it back for later updates.
+            self.dirty.shrink_to(SMALL_SET);
             batch.sort_unstable_by_key(|n| std::cmp::Reverse(n.as_wire().len()));
             for name in batch {
                 self.publish(name, model, fresh);
