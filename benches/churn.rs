@@ -1,9 +1,10 @@
 //! The write side: what one change and a whole initial list cost the writer thread.
 //!
 //! - `endpoint_update/<N>`: one EndpointSlice update in which one endpoint's IP changes, in a
-//!   headless Service of N = 1, 10 (the load benchmark's Services), 100 and 5,000 endpoints (slices of at most 100 endpoints, as the
-//!   EndpointSlice controller writes them; the update replaces the slice holding `web-0`), next
-//!   to 1,000 other Services × 10 Pods: `model.apply(slice)` + `writer.recompute(&model, touched)`.
+//!   headless Service of N = 1, 10 (the load benchmark's Services), 100 and 5,000 endpoints
+//!   (slices of at most 100 endpoints, as the EndpointSlice controller writes them; the update
+//!   replaces the slice holding `web-0`), next to 1,000 other Services × 10 Pods:
+//!   `model.apply(slice)` + `writer.recompute(&model, touched)`.
 //!   Every iteration is a real change (the address alternates between two generations).
 //! - `initial_load/model_writer/10000x10`: 10,000 headless Services × 10 Pods (plus 100
 //!   Namespaces), objects built in memory, applied to a new model and published to a new index.
