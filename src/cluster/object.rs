@@ -231,8 +231,9 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    /// An endpoint. `hostname` must be a DNS label (at most 63 bytes; a longer one is dropped).
-    /// It is kept as given, without a copy, unless a Pod name that differs follows it.
+    /// An endpoint. `hostname` must be a DNS label (the projection checks it: at most 63 bytes);
+    /// its length is kept in a byte, so one over 255 bytes is dropped. It is kept as given,
+    /// without a copy, unless a Pod name that differs follows it.
     pub fn new(
         addresses: Addresses,
         hostname: Option<String>,
