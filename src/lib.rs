@@ -131,7 +131,7 @@ impl Running {
 enum Started {
     External,
     File(source::file::FileSource),
-    Kube(kube::Client, source::kube::KubeOptions),
+    Kube(source::kube::Connection, source::kube::KubeOptions),
 }
 
 /// Starts the source, the writer, the DNS workers and the HTTP endpoints. Returns once the
@@ -153,7 +153,7 @@ pub async fn start(config: Config) -> Result<Running, Error> {
             tracing::info!(path = %path.display(), objects = file.object_count(), "manifests loaded");
             Started::File(file)
         }
-        SourceConfig::Kube(opts) => Started::Kube(source::kube::client(opts).await?, opts.clone()),
+        SourceConfig::Kube(opts) => Started::Kube(source::kube::connect(opts).await?, opts.clone()),
         SourceConfig::External => Started::External,
     };
 
@@ -223,8 +223,8 @@ pub async fn start(config: Config) -> Result<Running, Error> {
     match source {
         Started::External => feed = Some(tx),
         Started::File(file) => tasks.push(tokio::spawn(file.run(tx, cancel.clone()))),
-        Started::Kube(client, opts) => {
-            tasks.push(tokio::spawn(source::kube::run(client, opts, tx, metrics.clone(), cancel.clone())))
+        Started::Kube(conn, opts) => {
+            tasks.push(tokio::spawn(source::kube::run(conn, opts, tx, metrics.clone(), cancel.clone())))
         }
     }
     let lameduck = config.lameduck;

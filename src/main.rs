@@ -63,8 +63,8 @@ fn explain(server: &str, name: &str, rtype: &str) -> anyhow::Result<String> {
 
 fn init_logging(format: LogFormat, level: &str) -> anyhow::Result<()> {
     let filter = match std::env::var("RUST_LOG") {
-        Ok(env) if !env.is_empty() => EnvFilter::try_new(env).context("RUST_LOG")?,
-        _ => EnvFilter::try_new(level).context("--log-level")?,
+        Ok(env) if !env.is_empty() => log_filter(&env).context("RUST_LOG")?,
+        _ => log_filter(level).context("--log-level")?,
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -75,6 +75,25 @@ fn init_logging(format: LogFormat, level: &str) -> anyhow::Result<()> {
         LogFormat::Json => builder.json().init(),
     }
     Ok(())
+}
+
+/// kube's client logs each failed request itself, at ERROR ("failed with error …") or WARN
+/// ("eof in poll", a whole response body that did not decode): 16 lines for one 5-s API outage,
+/// which the watchers already report as one warning per outage and a line per recovered watch.
+/// They show when the filter's default level is debug or trace, or when it names `kube_client`; TLS warnings
+/// (a CA bundle that failed to reload) stay.
+const QUIET_KUBE_CLIENT: [&str; 3] =
+    ["kube_client::client=error", "kube_client::client::builder=off", "kube_client::client::tls=warn"];
+
+fn log_filter(spec: &str) -> anyhow::Result<EnvFilter> {
+    let mut filter = EnvFilter::try_new(spec)?;
+    let everything_at = |level: &str| spec.split(',').any(|d| d.trim().eq_ignore_ascii_case(level));
+    if !everything_at("debug") && !everything_at("trace") && !spec.contains("kube_client") {
+        for directive in QUIET_KUBE_CLIENT {
+            filter = filter.add_directive(directive.parse()?);
+        }
+    }
+    Ok(filter)
 }
 
 /// Completes on SIGINT or SIGTERM.

@@ -4,9 +4,6 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::ResponseCode;
@@ -15,6 +12,7 @@ use support::dns::{addresses, ask, rcode};
 use support::fake_api::FakeApiServer;
 use support::objects::*;
 use support::server::{BinaryServer, http_get};
+use support::watchdog::Watchdog;
 
 const NS: &str = "ns-0";
 const WEB: &[(&str, u16, &str)] = &[("web", 80, "TCP")];
@@ -92,44 +90,16 @@ fn web(i: usize) -> String {
     format!("web-{i}.nginx.{NS}.svc.cluster.local.")
 }
 
-/// Asks for stable names in a loop; counts answers that differ from what they were at the start.
-struct Watchdog {
-    stop: Arc<AtomicBool>,
-    thread: JoinHandle<(usize, Vec<String>)>,
-}
-
-impl Watchdog {
-    fn start(dns: SocketAddr, names: Vec<String>) -> Watchdog {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let thread = std::thread::spawn(move || {
-            let want: Vec<Vec<String>> = names.iter().map(|n| addresses(&ask(dns, n, RecordType::A))).collect();
-            let (mut asked, mut wrong) = (0, Vec::new());
-            while !flag.load(Ordering::Relaxed) {
-                for (name, want) in names.iter().zip(&want) {
-                    let resp = ask(dns, name, RecordType::A);
-                    asked += 1;
-                    if addresses(&resp) != *want {
-                        wrong.push(format!("{name}: {:?} {:?}", rcode(&resp), addresses(&resp)));
-                    }
-                }
-            }
-            (asked, wrong)
-        });
-        Watchdog { stop, thread }
-    }
-
-    fn finish(self) -> usize {
-        self.stop.store(true, Ordering::Relaxed);
-        let (asked, wrong) = self.thread.join().unwrap();
-        assert!(
-            wrong.is_empty(),
-            "stable names changed or vanished {} times: {:?}",
-            wrong.len(),
-            &wrong[..wrong.len().min(5)]
-        );
-        asked
-    }
+/// The StatefulSet's slice with web-0 at 10.0.0.1 and web-1 at `web1`.
+fn web_0_and_1(web1: &str) -> serde_json::Value {
+    mk_slice(
+        NS,
+        "nginx-abc",
+        "nginx",
+        "IPv4",
+        WEB,
+        &[Ep::new("10.0.0.1").hostname("web-0"), Ep::new(web1).hostname("web-1")],
+    )
 }
 
 fn statefulset(pods: &[Ep]) -> Vec<serde_json::Value> {
@@ -274,31 +244,89 @@ fn dropped_watches_and_410_relists_never_flap_and_apply_what_was_missed() {
     assert!(dog.finish() > 0, "the watchdog asked");
 }
 
+/// The watchers of the default flags, as the outage warning names them.
+const WATCHES: &str = "EndpointSlice, Namespace, Service";
+
 #[test]
 fn an_api_outage_keeps_the_last_records_serving_and_is_logged_once() {
     let h = Harness::start(statefulset(&[Ep::new("10.0.0.1").hostname("web-0")]), &[]);
     h.wait_ready();
+    h.server.drain_logs();
     h.api.set_down(true);
     let dog = Watchdog::start(h.dns(), vec![web(0)]);
-    assert!(h.server.wait_for_log("watch failed", Duration::from_secs(10)).is_some());
-    // Several retries happen during the outage (backoff starts below a second).
+    let warning = h.server.wait_for_log("watches failing", Duration::from_secs(10)).expect("an outage warning");
+    assert!(warning.contains("WARN") && warning.contains(WATCHES), "names every failing watch: {warning}");
+    // Many retries happen during the outage (one at least every half second per watch).
     std::thread::sleep(Duration::from_secs(3));
-    let warnings = h.server.drain_logs().iter().filter(|l| l.contains("watch failed")).count();
-    // Three watchers (Service, EndpointSlice, Namespace): at most one warning each.
-    assert!(warnings <= 2, "{warnings} more warnings during one outage");
-    h.api.apply(mk_slice(
-        NS,
-        "nginx-abc",
-        "nginx",
-        "IPv4",
-        WEB,
-        &[Ep::new("10.0.0.1").hostname("web-0"), Ep::new("10.0.0.2").hostname("web-1")],
-    ));
+    let outage = h.server.drain_logs();
+    assert_eq!(outage.iter().filter(|l| l.contains("watches failing")).count(), 0, "one warning per outage");
+    // kube's client logs every failed request itself; that goes to debug.
+    let noise: Vec<_> = outage.iter().filter(|l| l.contains("kube_client")).collect();
+    assert!(noise.is_empty(), "the client library's per-retry lines at the default level: {noise:?}");
+
+    // The API server comes back with its history: each watch resumes where it was, and says so
+    // at once, although nothing changed (the Namespace watch has no event to deliver).
     h.api.set_down(false);
+    for _ in 0..3 {
+        let line =
+            h.server.wait_for_log("watch recovered", Duration::from_secs(5)).expect("a recovered line per watch");
+        assert!(line.contains("INFO"), "{line}");
+    }
+    h.api.apply(web_0_and_1("10.0.0.2"));
     h.expect(&web(1), &["10.0.0.2"]);
     dog.finish();
-    let recovered = h.server.wait_for_log("watch recovered", Duration::from_secs(10));
-    assert!(recovered.is_some());
+
+    // A second outage is a new one: warned about once more.
+    h.api.set_down(true);
+    assert!(h.server.wait_for_log("watches failing", Duration::from_secs(10)).is_some());
+    h.api.set_down(false);
+    assert!(h.server.wait_for_log("watch recovered", Duration::from_secs(5)).is_some());
+}
+
+/// Polls until `name` answers exactly `want`; how long that took.
+fn served_after(h: &Harness, name: &str, want: &[&str]) -> Duration {
+    let started = Instant::now();
+    h.expect(name, want);
+    started.elapsed()
+}
+
+#[test]
+fn after_a_long_outage_and_a_restart_a_change_is_served_at_once() {
+    let h = Harness::start(statefulset(&[Ep::new("10.0.0.1").hostname("web-0")]), &[]);
+    h.wait_ready();
+    let dog = Watchdog::start(h.dns(), vec![web(0)]);
+    // Long enough for kube's default backoff to grow past 6 s between attempts.
+    h.api.set_down(true);
+    std::thread::sleep(Duration::from_secs(8));
+    // What a restarted API server looks like: the resumed watches' versions are gone (410).
+    h.api.apply(web_0_and_1("10.0.0.2"));
+    h.api.expire_watches();
+    h.api.set_down(false);
+    let took = served_after(&h, &web(1), &["10.0.0.2"]);
+    // The promise is a second: at most 500 ms to the next attempt, then the relist. Generous
+    // here for a loaded machine; the old backoff took 4-14 s.
+    assert!(took < Duration::from_secs(2), "served {took:?} after the API server came back");
+    dog.finish();
+}
+
+#[test]
+fn a_410_gone_relists_without_waiting() {
+    let h = Harness::start(statefulset(&[Ep::new("10.0.0.1").hostname("web-0")]), &[]);
+    h.wait_ready();
+    let started = Instant::now();
+    for round in 2..7 {
+        // Each resume is answered 410 Gone; the relist brings what changed meanwhile.
+        let lists = h.api.list_requests("EndpointSlice");
+        h.api.expire_watches();
+        let ip = format!("10.0.0.{round}");
+        h.api.apply(mk_slice(NS, "nginx-abc", "nginx", "IPv4", WEB, &[Ep::new(&ip).hostname("web-0")]));
+        eventually("a relist", Duration::from_secs(10), || h.api.list_requests("EndpointSlice") > lists);
+        h.expect(&web(0), &[&ip]);
+    }
+    let took = started.elapsed();
+    // A backoff wait per 410 would be at least 0.8 s a round (kube's default), 4 s in all.
+    assert!(took < Duration::from_millis(2500), "five 410 relists took {took:?}");
+    assert!(h.server.drain_logs().iter().all(|l| !l.contains("watches failing")), "a 410 is no outage");
 }
 
 #[test]

@@ -20,8 +20,11 @@
 //! (kubernetes/kubernetes#139117: CoreDNS OOMs on API-server restarts at 5,000 nodes).
 //!
 //! Watch errors are retryable ("make sure backoff is applied", kube-runtime's watcher docs): the
-//! stream backs off and retries, the last known records keep serving, and the outage is logged
-//! once at warning level (each retry at debug).
+//! last known records keep serving while the watcher retries on the schedule of [`reconnect`]
+//! (never more than half a second apart, a `410 Gone` relisted at once), and each outage is logged
+//! as one warning naming the failing watches, then one "watch recovered" line per watch.
+//!
+//! [`reconnect`]: super::reconnect
 
 use std::borrow::Cow;
 use std::path::PathBuf;
@@ -29,16 +32,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use futures::StreamExt;
+use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::api::discovery::v1 as discovery;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::Api;
-use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use super::reconnect::{Answered, Outage, Retry};
 use super::{Event, Scope, Sender, send};
 use crate::cluster::api;
 use crate::cluster::object::{self, Kind, ObjKey, Object, ObjectRef, ProjectError};
@@ -78,9 +83,27 @@ pub struct KubeOptions {
     pub pods: bool,
 }
 
-/// Builds a client from the options.
-pub async fn client(opts: &KubeOptions) -> Result<Client, Error> {
-    let config = match &opts.kubeconfig {
+/// Where the API server is and how to authenticate: each watcher builds its own client from it,
+/// so that a successful answer to one watcher's request tells that watcher it got through
+/// ([`Answered`]).
+#[derive(Clone)]
+pub struct Connection {
+    config: Box<kube::Config>,
+}
+
+impl Connection {
+    /// A client of its own, and the count of its successful answers.
+    fn client(&self) -> Result<(Client, watch::Receiver<u64>), Error> {
+        let (answered, count) = Answered::new();
+        let builder =
+            kube::client::ClientBuilder::try_from(kube::Config::clone(&self.config)).map_err(Error::Client)?;
+        Ok((builder.with_layer(&answered).build(), count))
+    }
+}
+
+/// Reads the configuration the options name and checks that a client can be built from it.
+pub async fn connect(opts: &KubeOptions) -> Result<Connection, Error> {
+    let mut config = match &opts.kubeconfig {
         Some(path) => {
             let kubeconfig = kube::config::Kubeconfig::read_from(path)
                 .map_err(|source| Error::Kubeconfig { path: path.clone(), source })?;
@@ -90,65 +113,95 @@ pub async fn client(opts: &KubeOptions) -> Result<Client, Error> {
         }
         None => kube::Config::infer().await.map_err(Error::Infer)?,
     };
+    // The watchers retry on their own schedule (super::reconnect). kube's request-level retry of
+    // 429/503/504 would hide an outage inside one request for minutes (15 attempts, doubling from
+    // 5 ms), past that schedule.
+    config.default_retry = false;
     tracing::info!(server = %config.cluster_url, "Kubernetes API");
-    Client::try_from(config).map_err(Error::Client)
+    kube::client::ClientBuilder::try_from(config.clone()).map_err(Error::Client)?;
+    Ok(Connection { config: Box::new(config) })
 }
 
 /// Runs every watcher until cancelled. Sends [`Event::Synced`] once each has listed once.
-pub async fn run(client: Client, opts: KubeOptions, tx: Sender, metrics: Arc<Metrics>, cancel: CancellationToken) {
-    let namespaces: Vec<Option<String>> =
-        if opts.namespaces.is_empty() { vec![None] } else { opts.namespaces.iter().cloned().map(Some).collect() };
+pub async fn run(conn: Connection, opts: KubeOptions, tx: Sender, metrics: Arc<Metrics>, cancel: CancellationToken) {
+    let namespaces: Vec<Option<&str>> = if opts.namespaces.is_empty() {
+        vec![None]
+    } else {
+        opts.namespaces.iter().map(|ns| Some(ns.as_str())).collect()
+    };
     let labels = watcher::Config::default();
     let labels = match &opts.label_selector {
         Some(sel) => labels.labels(sel),
         None => labels,
     };
-    let mut tasks: Vec<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>> = Vec::new();
-    let pending = Arc::new(AtomicUsize::new(0));
-    let ctx = |kind: Kind, namespace: &Option<String>| Watch {
-        kind,
-        scope: Scope { kind, namespace: namespace.as_deref().map(Arc::from) },
-        tx: tx.clone(),
-        pending: pending.clone(),
-        metrics: metrics.clone(),
-        cancel: cancel.clone(),
-    };
-    for ns in &namespaces {
-        let apis = |c: &Client| -> (Api<api::Service>, Api<api::EndpointSlice>, Api<api::Pod>) {
-            match ns {
-                Some(ns) => {
-                    (Api::namespaced(c.clone(), ns), Api::namespaced(c.clone(), ns), Api::namespaced(c.clone(), ns))
-                }
-                None => (Api::all(c.clone()), Api::all(c.clone()), Api::all(c.clone())),
-            }
+    let watches = namespaces.len() * (3 + usize::from(opts.pods));
+    // The last watcher to finish its first list sends Synced.
+    let pending = Arc::new(AtomicUsize::new(watches));
+    let outage = Outage::new();
+    let watch = |kind: Kind, namespace: Option<&str>| -> Result<(Watch, Client), Error> {
+        let (client, answered) = conn.client()?;
+        let name = match namespace {
+            Some(ns) if kind != Kind::Namespace => format!("{kind} in {ns}"),
+            Some(ns) => format!("{kind} {ns}"),
+            None => kind.to_string(),
         };
-        let (services, slices, pods) = apis(&client);
+        let watch = Watch {
+            kind,
+            name,
+            scope: Scope { kind, namespace: namespace.map(Arc::from) },
+            tx: tx.clone(),
+            pending: pending.clone(),
+            metrics: metrics.clone(),
+            answered,
+            outage: outage.clone(),
+            cancel: cancel.clone(),
+        };
+        Ok((watch, client))
+    };
+    let mut tasks: Vec<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>> = Vec::new();
+    let built = namespaces.iter().try_for_each(|&ns| -> Result<(), Error> {
+        let (w, client) = watch(Kind::Service, ns)?;
         tasks.push(Box::pin(
-            ctx(Kind::Service, ns).run(services, labels.clone(), |s| object::project_service(s).map(Object::Service)),
+            w.run(scoped(client, ns), labels.clone(), |s| object::project_service(s).map(Object::Service)),
         ));
-        tasks.push(Box::pin(
-            ctx(Kind::EndpointSlice, ns).run(slices, labels.clone(), |s| object::project_slice(s).map(Object::Slice)),
-        ));
+        let (w, client) = watch(Kind::EndpointSlice, ns)?;
+        tasks
+            .push(Box::pin(w.run(scoped(client, ns), labels.clone(), |s| object::project_slice(s).map(Object::Slice))));
         if opts.pods {
             // Finished Pods no longer own their IPs; the API server filters them out for us
             // (an object leaving the selector is reported deleted).
             let cfg = watcher::Config::default().fields("status.phase!=Succeeded,status.phase!=Failed");
-            tasks.push(Box::pin(ctx(Kind::Pod, ns).run(pods, cfg, |p| object::project_pod(p).map(Object::Pod))));
+            let (w, client) = watch(Kind::Pod, ns)?;
+            tasks.push(Box::pin(w.run(scoped(client, ns), cfg, |p| object::project_pod(p).map(Object::Pod))));
         }
-        let namespaces: Api<api::Namespace> = Api::all(client.clone());
         let cfg = match ns {
             Some(ns) => watcher::Config::default().fields(&format!("metadata.name={ns}")),
             None => watcher::Config::default(),
         };
-        tasks.push(Box::pin(
-            ctx(Kind::Namespace, ns).run(namespaces, cfg, |n| object::project_namespace(n).map(Object::Namespace)),
-        ));
+        let (w, client) = watch(Kind::Namespace, ns)?;
+        tasks.push(Box::pin(w.run(Api::all(client), cfg, |n| object::project_namespace(n).map(Object::Namespace))));
+        Ok(())
+    });
+    if let Err(error) = built {
+        tracing::error!(%error, "cannot start the Kubernetes watchers");
+        return;
     }
-    // Count the watchers before any runs, so the last to finish its first list sends Synced.
-    pending.store(tasks.len(), Ordering::SeqCst);
+    let reporter = tokio::spawn(outage.report(cancel.clone()));
     let tasks: Vec<_> = tasks.into_iter().map(tokio::spawn).collect();
     for task in tasks {
         let _ = task.await;
+    }
+    reporter.abort();
+}
+
+/// A namespaced kind's objects in one namespace, or in all.
+fn scoped<K>(client: Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client, ns),
+        None => Api::all(client),
     }
 }
 
@@ -200,46 +253,78 @@ resource!(api::Namespace, core::Namespace);
 /// One watcher's context.
 struct Watch {
     kind: Kind,
+    /// For the log: the kind, and the namespace when one is watched alone.
+    name: String,
     scope: Scope,
     tx: Sender,
     /// Watchers that have not completed their first list yet.
     pending: Arc<AtomicUsize>,
     metrics: Arc<Metrics>,
+    /// Counts the API server's successful answers to this watcher's client.
+    answered: watch::Receiver<u64>,
+    outage: Arc<Outage>,
     cancel: CancellationToken,
 }
 
 impl Watch {
-    async fn run<K, P>(self, api: Api<K>, cfg: watcher::Config, project: P)
+    async fn run<K, P>(mut self, api: Api<K>, cfg: watcher::Config, project: P)
     where
         K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
         P: Fn(&mut K) -> Result<Object, ProjectError>,
     {
         let label = KindLabel { kind: self.kind.as_str() };
-        let mut stream = watcher(api, cfg).default_backoff().boxed();
+        let mut stream = watcher(api.clone(), cfg.clone()).boxed();
+        let mut retry = Retry::default();
         let mut listed = false;
         let mut failing = false;
         loop {
             let next = tokio::select! {
                 next = stream.next() => next,
+                // A quiet kind may have no event to deliver once its watch is back: the answer
+                // to the watch request itself says so.
+                Ok(()) = self.answered.changed(), if failing => {
+                    failing = false;
+                    retry.reset();
+                    self.outage.recovered(&self.name);
+                    continue;
+                }
                 _ = self.cancel.cancelled() => return,
             };
             let event = match next {
                 None => return,
                 Some(Err(error)) => {
                     self.metrics.watch_errors.get_or_create(&label).inc();
-                    if !failing {
-                        tracing::warn!(kind = %self.kind, %error, "watch failed; the last known records keep serving; retrying with backoff");
-                        failing = true;
-                    } else {
-                        tracing::debug!(kind = %self.kind, %error, "watch retry failed");
+                    match gone(&error) {
+                        // The version is gone, not the server: relist now.
+                        Some(reset_by_watcher) => {
+                            tracing::debug!(watch = %self.name, %error, "resource version expired; relisting");
+                            if !reset_by_watcher {
+                                stream = watcher(api.clone(), cfg.clone()).boxed();
+                            }
+                        }
+                        None => {
+                            if !failing {
+                                failing = true;
+                                self.answered.borrow_and_update();
+                                self.outage.failed(&self.name, &error);
+                            } else {
+                                tracing::debug!(watch = %self.name, %error, "watch retry failed");
+                            }
+                            let wait = retry.next_delay();
+                            tokio::select! {
+                                _ = tokio::time::sleep(wait) => {}
+                                _ = self.cancel.cancelled() => return,
+                            }
+                        }
                     }
                     continue;
                 }
                 Some(Ok(event)) => event,
             };
+            retry.reset();
             if failing {
-                tracing::info!(kind = %self.kind, "watch recovered");
                 failing = false;
+                self.outage.recovered(&self.name);
             }
             let (out, done) = match event {
                 watcher::Event::Init => {
@@ -290,6 +375,19 @@ impl Watch {
                 update.then(|| Event::Delete(self.object_ref(obj)))
             }
         }
+    }
+}
+
+/// Whether a watch error is `410 Gone` (the resource version was compacted away, as after an API
+/// server restart), and if so whether the watcher already went back to a fresh list by itself
+/// (it does for a 410 inside the watch stream, not for one answering the request that starts it).
+fn gone(error: &watcher::Error) -> Option<bool> {
+    let is_gone = |e: &kube::Error| matches!(e, kube::Error::Api(status) if status.code == 410);
+    match error {
+        watcher::Error::WatchError(status) => (status.code == 410).then_some(true),
+        watcher::Error::InitialListFailed(e) => is_gone(e).then_some(true),
+        watcher::Error::WatchStartFailed(e) | watcher::Error::WatchFailed(e) => is_gone(e).then_some(false),
+        watcher::Error::NoResourceVersion => None,
     }
 }
 

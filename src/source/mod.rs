@@ -14,6 +14,7 @@
 
 pub mod file;
 pub mod kube;
+mod reconnect;
 
 use std::sync::Arc;
 use std::time::Instant;

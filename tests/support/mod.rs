@@ -8,3 +8,4 @@ pub mod fake_api;
 pub mod knot;
 pub mod objects;
 pub mod server;
+pub mod watchdog;
