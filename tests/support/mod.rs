@@ -4,7 +4,9 @@
 #![allow(dead_code)]
 
 pub mod dns;
+pub mod envtest;
 pub mod fake_api;
+pub mod image;
 pub mod knot;
 pub mod objects;
 pub mod server;
