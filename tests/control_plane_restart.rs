@@ -83,18 +83,7 @@ async fn api_server_restarts_lose_nothing_and_a_change_after_is_served_at_once()
     apply(&services, mk_service(NS, "api", "10.96.100.50", &[("http", 80, "TCP")])).await;
     apply(&slices, slice("10.0.0.2")).await;
 
-    let kubeconfig = cp.kubeconfig().display().to_string();
-    let server = BinaryServer::start(&[
-        "serve",
-        "--source",
-        "kube",
-        "--kubeconfig",
-        &kubeconfig,
-        "--listen",
-        "127.0.0.1:0",
-        "--http",
-        "127.0.0.1:0",
-    ]);
+    let server = BinaryServer::kube(cp.kubeconfig(), &[]);
     let dns = server.addr;
     served_after(dns, &web(1), "10.0.0.2").await;
     let http = server.http_addr();

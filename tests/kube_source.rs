@@ -35,20 +35,7 @@ impl Harness {
         let dir = tempfile::tempdir().unwrap();
         let kubeconfig = dir.path().join("kubeconfig");
         api.write_kubeconfig(&kubeconfig).unwrap();
-        let kubeconfig = kubeconfig.display().to_string();
-        let mut args = vec![
-            "serve",
-            "--source",
-            "kube",
-            "--kubeconfig",
-            &kubeconfig,
-            "--listen",
-            "127.0.0.1:0",
-            "--http",
-            "127.0.0.1:0",
-        ];
-        args.extend_from_slice(extra);
-        let server = BinaryServer::start(&args);
+        let server = BinaryServer::kube(&kubeconfig, extra);
         Harness { api, server, _dir: dir }
     }
 

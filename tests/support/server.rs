@@ -125,6 +125,24 @@ impl BinaryServer {
         BinaryServer::start(&args)
     }
 
+    /// `serve --source kube` with this kubeconfig, DNS and HTTP on 127.0.0.1:0, and `extra` flags.
+    pub fn kube(kubeconfig: &Path, extra: &[&str]) -> BinaryServer {
+        let kubeconfig = kubeconfig.display().to_string();
+        let mut args = vec![
+            "serve",
+            "--source",
+            "kube",
+            "--kubeconfig",
+            &kubeconfig,
+            "--listen",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+        ];
+        args.extend_from_slice(extra);
+        BinaryServer::start(&args)
+    }
+
     /// The HTTP address, from the "http endpoints" log line (which follows the DNS one).
     pub fn http_addr(&self) -> SocketAddr {
         let line = self.wait_for_log("http endpoints", Duration::from_secs(10)).expect("an http endpoints log line");
