@@ -21,8 +21,12 @@ pub const OPT_LEN: usize = 11;
 /// Bytes of a record before its RDATA when the owner is a compression pointer: pointer, type,
 /// class, TTL, RDLENGTH.
 pub const RECORD_HEAD_LEN: usize = 12;
+/// A compression pointer to message offset `offset` (RFC 1035 §4.1.4).
+pub const fn pointer(offset: u16) -> u16 {
+    0xC000 | offset
+}
 /// The compression pointer to the question name, which always starts at offset 12.
-pub const QUESTION_POINTER: u16 = 0xC000 | HEADER_LEN as u16;
+pub const QUESTION_POINTER: u16 = pointer(HEADER_LEN as u16);
 /// EDNS option code of NSID (RFC 5001).
 pub const OPTION_NSID: u16 = 3;
 
@@ -137,7 +141,7 @@ pub fn write_opt(out: &mut [u8], at: &mut usize, udp_size: u16, ext_rcode: u8, d
 /// type, class IN, TTL and RDATA length.
 pub fn record_head(owner: u16, rtype: u16, ttl: u32, rdlen: usize) -> [u8; RECORD_HEAD_LEN] {
     let mut head = [0; RECORD_HEAD_LEN];
-    head[0..2].copy_from_slice(&(0xC000 | owner).to_be_bytes());
+    head[0..2].copy_from_slice(&pointer(owner).to_be_bytes());
     head[2..4].copy_from_slice(&rtype.to_be_bytes());
     head[4..6].copy_from_slice(&CLASS_IN.to_be_bytes());
     head[6..10].copy_from_slice(&ttl.to_be_bytes());

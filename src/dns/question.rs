@@ -5,7 +5,7 @@
 //! hands back the same [`Question`].
 
 use super::finish::{Edns, Head};
-use super::name::MAX_NAME;
+use super::name::{MAX_NAME, POINTER_BITS};
 use super::proto::{CLASS_IN, HEADER_LEN, OPT_LEN, OPTION_NSID, flags, rtype};
 
 /// A parsed question, borrowing from the packet or the general path's buffers.
@@ -58,9 +58,8 @@ pub fn parse_fast<'a>(packet: &'a [u8], lower: &'a mut [u8; MAX_NAME]) -> Fast<'
         // Never answer a response: two servers must not reflect packets at each other.
         return Fast::Drop;
     }
-    let opcode = (flags >> 11) & 0xF;
     let (qd, an, ns, ar) = (be16(packet, 4), be16(packet, 6), be16(packet, 8), be16(packet, 10));
-    if opcode != 0 || qd != 1 || an != 0 || ns != 0 || ar > 1 {
+    if flags & flags::OPCODE != 0 || qd != 1 || an != 0 || ns != 0 || ar > 1 {
         return Fast::General;
     }
     let mut at = HEADER_LEN;
@@ -69,7 +68,7 @@ pub fn parse_fast<'a>(packet: &'a [u8], lower: &'a mut [u8; MAX_NAME]) -> Fast<'
             return Fast::General;
         };
         let len = len as usize;
-        if len & 0xC0 != 0 || at - HEADER_LEN + 1 + len > MAX_NAME {
+        if len & POINTER_BITS as usize != 0 || at - HEADER_LEN + 1 + len > MAX_NAME {
             return Fast::General;
         }
         let Some(label) = packet.get(at + 1..at + 1 + len) else {

@@ -80,17 +80,7 @@ pub fn qtype_of(message: &[u8]) -> Option<u16> {
     if message.len() < HEADER_LEN || u16::from_be_bytes([message[4], message[5]]) == 0 {
         return None;
     }
-    let mut at = HEADER_LEN;
-    loop {
-        let len = *message.get(at)? as usize;
-        if len & 0xC0 != 0 {
-            return None;
-        }
-        at += 1 + len;
-        if len == 0 {
-            break;
-        }
-    }
+    let at = HEADER_LEN + super::name::wire_len(&message[HEADER_LEN..])?;
     message.get(at..at + 2).map(|t| u16::from_be_bytes([t[0], t[1]]))
 }
 

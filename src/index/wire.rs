@@ -18,7 +18,7 @@ use triomphe::ThinArc;
 
 use crate::dns::name::Name;
 use crate::dns::proto::{
-    CLASS_IN, HEADER_LEN, MAX_MESSAGE, OPT_LEN, QUESTION_POINTER, RECORD_HEAD_LEN, record_head, rtype,
+    CLASS_IN, HEADER_LEN, MAX_MESSAGE, OPT_LEN, QUESTION_POINTER, RECORD_HEAD_LEN, pointer, record_head, rtype,
 };
 use crate::index::records::Rdata;
 
@@ -355,7 +355,7 @@ impl Encoder {
         let start = self.bytes.len();
         match owner {
             Owner::Question => self.bytes.extend_from_slice(&QUESTION_POINTER.to_be_bytes()),
-            Owner::Pointer(at) => self.bytes.extend_from_slice(&(0xC000 | at).to_be_bytes()),
+            Owner::Pointer(at) => self.bytes.extend_from_slice(&pointer(at).to_be_bytes()),
             Owner::Name(name) => self.name_compressed(&name),
         }
         self.bytes.extend_from_slice(&rtype.to_be_bytes());
@@ -384,7 +384,7 @@ impl Encoder {
             if rest.len() > 1 && rest.len() <= qwire.len() {
                 let at = qwire.len() - rest.len();
                 if &qwire[at..] == rest && is_label_start(qwire, at) {
-                    self.bytes.extend_from_slice(&(0xC000 | (HEADER_LEN + at) as u16).to_be_bytes());
+                    self.bytes.extend_from_slice(&pointer((HEADER_LEN + at) as u16).to_be_bytes());
                     return;
                 }
             }
