@@ -118,7 +118,7 @@ pub fn decode(packet: &[u8]) -> General {
         return General::Error(decoded, rcode::REFUSED);
     }
     if matches!(qtype, rtype::AXFR | rtype::IXFR) {
-        // Zone transfers are answered over TCP only (crate::transfer); over UDP, refused.
+        // Zone transfers are answered over TCP only (see the transfer module); over UDP, refused.
         return General::Error(decoded, rcode::REFUSED);
     }
     if qtype == rtype::OPT {

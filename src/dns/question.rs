@@ -1,7 +1,7 @@
 //! The question of a query, and the fast parser that reads the common shape without allocating.
 //!
 //! The fast parser takes one question of class IN, uncompressed, with at most an OPT record of
-//! version 0; anything else goes to [`super::general`], which decodes with hickory-proto and
+//! version 0; anything else goes to the general path, which decodes with hickory-proto and
 //! hands back the same [`Question`].
 
 use super::finish::{Edns, Head};
