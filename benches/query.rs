@@ -29,8 +29,8 @@ use hickory_proto::op::Message;
 use hickory_proto::rr::RecordType;
 
 use headless_dns::cluster::Model;
+use headless_dns::dns::proto::MAX_MESSAGE;
 use headless_dns::dns::{Responder, Transport};
-use headless_dns::index::wire::MAX_MESSAGE;
 
 #[global_allocator]
 static ALLOC: support::Counting = support::Counting;

@@ -38,8 +38,8 @@ use std::time::{Duration, Instant};
 use hickory_proto::rr::RecordType;
 
 use headless_dns::cluster::Model;
+use headless_dns::dns::proto::MAX_MESSAGE;
 use headless_dns::dns::{Caps, Outcome, Responder, Transport};
-use headless_dns::index::wire::MAX_MESSAGE;
 
 const SERVICES: usize = 1_000;
 const PODS: usize = 10;

@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::dns::name::Name;
+use crate::dns::proto::{DEFAULT_MAX_UDP, MIN_UDP};
 use crate::dns::server::TcpLimits;
 use crate::index::{PodMode, PtrMode, RecordConfig};
 use crate::source::file::FileOptions;
@@ -191,7 +192,7 @@ pub struct ServeArgs {
 
     /// Largest UDP response in bytes, whatever larger size a client offers (1232 avoids IP
     /// fragmentation, DNS Flag Day 2020). Larger answers are truncated (TC) and retried over TCP.
-    #[arg(long, value_name = "BYTES", default_value_t = 1232)]
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_UDP)]
     pub max_udp_size: u16,
 
     /// Open TCP connections at most; at the limit the least recently active one is closed.
@@ -324,7 +325,7 @@ impl Config {
             records: RecordConfig::default_for(vec![Name::parse("cluster.local").expect("static name")]),
             udp_workers: 2,
             udp_batch: DEFAULT_UDP_BATCH as usize,
-            max_udp_size: 1232,
+            max_udp_size: DEFAULT_MAX_UDP,
             tcp: TcpLimits::default(),
             lameduck: Duration::ZERO,
             nsid: String::new(),
@@ -424,7 +425,7 @@ impl ServeArgs {
             },
             udp_workers: self.udp_workers.unwrap_or(cpus).max(1),
             udp_batch: self.udp_batch as usize,
-            max_udp_size: self.max_udp_size.max(512),
+            max_udp_size: self.max_udp_size.max(MIN_UDP),
             tcp: TcpLimits {
                 max_connections: self.tcp_max_connections.max(1),
                 idle_timeout: self.tcp_idle_timeout,

@@ -17,6 +17,7 @@ use parking_lot::RwLock;
 use crate::cluster::object::{Endpoint, ServiceKind, Slice};
 use crate::cluster::{Model, ObjKey};
 use crate::dns::name::{Name, dashed_ip};
+use crate::dns::proto::{DEFAULT_MAX_UDP, MAX_MESSAGE};
 use crate::dns::{Responder, Transport};
 use crate::index::{Index, RecordConfig};
 
@@ -41,7 +42,7 @@ pub struct Explainer {
 impl Explainer {
     /// An explainer over the server's model and index.
     pub fn new(model: Arc<RwLock<Model>>, index: Arc<Index>, cfg: RecordConfig) -> Explainer {
-        Explainer { model, responder: Responder::new(index, 1232), cfg }
+        Explainer { model, responder: Responder::new(index, DEFAULT_MAX_UDP), cfg }
     }
 
     /// The explanation of `name` for `rtype`, as text.
@@ -58,7 +59,7 @@ impl Explainer {
         // The answer, through the query path itself (over "TCP", so nothing is truncated).
         let mut query = Message::new(1, MessageType::Query, OpCode::Query);
         query.add_query(Query::query(qname.clone(), qtype));
-        let mut buf = vec![0u8; 65535];
+        let mut buf = vec![0u8; MAX_MESSAGE];
         let packet = query.to_vec().map_err(|_| Error::Name(name.into()))?;
         let _ = writeln!(out, "{qname} {qtype}");
         match self.responder.respond(&packet, Transport::Tcp, &mut buf).and_then(|n| Message::from_vec(&buf[..n]).ok())

@@ -27,8 +27,8 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use futures::stream::BoxStream;
-use hickory_proto::op::{DnsRequest, DnsResponse, Edns, Message, MessageType, OpCode, ResponseCode};
-use hickory_proto::rr::{Name, RecordType};
+use hickory_proto::op::{DnsRequest, DnsResponse, Query, ResponseCode};
+use hickory_proto::rr::{Name, Record, RecordType};
 use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ProtocolConfig, ResolveHosts, ResolverConfig};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::xfer::{DnsExchange, DnsHandle};
@@ -36,7 +36,6 @@ use hickory_resolver::net::{DnsError, NetError};
 use hickory_resolver::{ConnectionProvider, PoolContext, Resolver};
 use tokio::sync::Semaphore;
 
-use crate::dns::Transport;
 use crate::metrics::{ForwardMetrics, ProtoLabel, RcodeLabel};
 
 /// How long one forwarded query may take before it is answered SERVFAIL.
@@ -93,7 +92,7 @@ impl Forwarder {
         opts.attempts = 1;
         opts.cache_size = 10_000;
         opts.preserve_intermediates = true;
-        opts.edns_payload_len = 1232;
+        opts.edns_payload_len = crate::dns::proto::DEFAULT_MAX_UDP;
         // The resolver registers its cache counters while it is built: bind them to ours.
         let resolver =
             metrics::with_local_recorder(&CacheCounters(metrics), || builder.build()).map_err(Error::Build)?;
@@ -119,26 +118,10 @@ impl Forwarder {
             .await;
     }
 
-    /// Answers a query for a name outside our zones: `None` when the packet is not a query we can
-    /// forward (the caller then answers as it would without forwarding).
-    pub async fn answer(&self, packet: &[u8], transport: Transport) -> Option<Vec<u8>> {
-        let query = Message::from_vec(packet).ok()?;
-        let limit = match (transport, &query.edns) {
-            (Transport::Tcp, _) => 65535,
-            (Transport::Udp, Some(e)) => e.max_payload().clamp(512, 1232) as usize,
-            (Transport::Udp, None) => 512,
-        };
-        let question = query.queries.first()?.clone();
-        let mut response = Message::new(query.metadata.id, MessageType::Response, OpCode::Query);
-        response.metadata.recursion_desired = query.metadata.recursion_desired;
-        response.metadata.recursion_available = true;
-        response.metadata.checking_disabled = query.metadata.checking_disabled;
-        response.add_query(question.clone());
-        if query.edns.is_some() {
-            let mut edns = Edns::new();
-            edns.set_max_payload(1232);
-            response.set_edns(edns);
-        }
+    /// Resolves `question` upstream. Failures (a timeout, an unreachable upstream, too many
+    /// queries in flight, a detected loop) are SERVFAIL within the upstream timeout, never a hang.
+    pub async fn resolve(&self, question: &Query) -> Resolved {
+        let servfail = Resolved { rcode: ResponseCode::ServFail, answers: Vec::new(), authorities: Vec::new() };
         if question.name().eq_case(&self.probe) || question.name() == &self.probe {
             if !self.looped.swap(true, Ordering::Relaxed) {
                 tracing::error!(
@@ -146,16 +129,13 @@ impl Forwarder {
                     "forwarding loop detected: an upstream sends our queries back to us; forwarding is off (SERVFAIL) until restart"
                 );
             }
-            response.metadata.response_code = ResponseCode::ServFail;
-            return encode(response, limit);
+            return servfail;
         }
         if self.looped.load(Ordering::Relaxed) {
-            response.metadata.response_code = ResponseCode::ServFail;
-            return encode(response, limit);
+            return servfail;
         }
         let Ok(_permit) = self.in_flight.try_acquire() else {
-            response.metadata.response_code = ResponseCode::ServFail;
-            return encode(response, limit);
+            return servfail;
         };
         let result = tokio::time::timeout(
             UPSTREAM_TIMEOUT + Duration::from_millis(500),
@@ -163,38 +143,38 @@ impl Forwarder {
         )
         .await;
         match result {
-            Ok(Ok(lookup)) => {
-                response.answers = lookup.answers().to_vec();
-            }
-            Ok(Err(NetError::Dns(DnsError::NoRecordsFound(none)))) => {
-                response.metadata.response_code = none.response_code;
-                if let Some(soa) = none.soa {
-                    response.authorities.push(soa.into_record_of_rdata());
-                }
-            }
+            Ok(Ok(lookup)) => Resolved { answers: lookup.answers().to_vec(), ..Resolved::no_error() },
+            Ok(Err(NetError::Dns(DnsError::NoRecordsFound(none)))) => Resolved {
+                rcode: none.response_code,
+                answers: Vec::new(),
+                authorities: none.soa.map(|soa| soa.into_record_of_rdata()).into_iter().collect(),
+            },
             Ok(Err(error)) => {
                 tracing::debug!(name = %question.name(), %error, "upstream failed");
-                response.metadata.response_code = ResponseCode::ServFail;
+                servfail
             }
             Err(_) => {
                 tracing::debug!(name = %question.name(), "upstream timed out");
-                response.metadata.response_code = ResponseCode::ServFail;
+                servfail
             }
         }
-        encode(response, limit)
     }
+}
 
-    /// The answer records for `name` and `rtype` from upstream (for autopath); an error when the
-    /// name has no such records or the upstream failed.
-    pub async fn lookup(&self, name: Name, rtype: RecordType) -> Result<Vec<hickory_proto::rr::Record>, NetError> {
-        if self.looped.load(Ordering::Relaxed) {
-            return Err(NetError::Message("forwarding is off: loop detected"));
-        }
-        let lookup =
-            tokio::time::timeout(UPSTREAM_TIMEOUT + Duration::from_millis(500), self.resolver.lookup(name, rtype))
-                .await
-                .map_err(|_| NetError::Message("upstream timed out"))??;
-        Ok(lookup.answers().to_vec())
+/// What the upstreams said about a question.
+#[derive(Debug)]
+pub struct Resolved {
+    /// The response code.
+    pub rcode: ResponseCode,
+    /// The answer records (a CNAME chain included).
+    pub answers: Vec<Record>,
+    /// The authority records (the SOA of a negative answer).
+    pub authorities: Vec<Record>,
+}
+
+impl Resolved {
+    fn no_error() -> Resolved {
+        Resolved { rcode: ResponseCode::NoError, answers: Vec::new(), authorities: Vec::new() }
     }
 }
 
@@ -315,19 +295,6 @@ fn rcode_name(code: ResponseCode) -> &'static str {
         ResponseCode::Refused => "REFUSED",
         _ => "other",
     }
-}
-
-/// Encodes a response; if it is larger than `limit`, the question alone with TC set.
-fn encode(mut response: Message, limit: usize) -> Option<Vec<u8>> {
-    let bytes = response.to_vec().ok()?;
-    if bytes.len() <= limit {
-        return Some(bytes);
-    }
-    response.answers.clear();
-    response.authorities.clear();
-    response.additionals.clear();
-    response.metadata.truncation = true;
-    response.to_vec().ok()
 }
 
 /// The name servers in `/etc/resolv.conf` (port 53).

@@ -17,7 +17,8 @@
 //! - [`forward`] answers names outside the zones through upstreams; [`transfer`] and [`notify`]
 //!   keep secondaries in step (AXFR, NOTIFY).
 
-// `deny`, not `forbid`: dns::mmsg (recvmmsg/sendmmsg, measured faster) is the one exception.
+// `deny`, not `forbid`: dns::mmsg (recvmmsg/sendmmsg, measured faster) is the library's one
+// exception; the binary's is jemalloc's configuration (src/main.rs).
 #![deny(unsafe_code)]
 #![warn(missing_docs, rust_2018_idioms, clippy::dbg_macro, clippy::print_stdout)]
 

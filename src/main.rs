@@ -20,9 +20,21 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// them). Freed pages go back to the kernel after a second rather than ten, by a background
 /// thread rather than on the next allocation: a server that goes quiet after its initial list
 /// would otherwise keep the pages the list's decoding used.
+// SAFETY: jemalloc declares this symbol `extern const char *malloc_conf` (tikv-jemalloc-sys
+// prefixes it `_rjem_`) and reads it once at start; `MallocConf` is a `const char *` to a
+// NUL-terminated string that lives as long as the program, and nothing else defines the symbol.
 #[allow(non_upper_case_globals)]
 #[unsafe(export_name = "_rjem_malloc_conf")]
-pub static malloc_conf: &[u8] = b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
+pub static malloc_conf: MallocConf =
+    MallocConf(c"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0".as_ptr());
+
+/// A C `const char *` (what jemalloc reads), which a `static` may hold.
+#[repr(transparent)]
+pub struct MallocConf(*const std::ffi::c_char);
+
+// SAFETY: the pointer is to an immutable `'static` string; sharing it across threads is sharing
+// a `&'static CStr`.
+unsafe impl Sync for MallocConf {}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

@@ -23,6 +23,7 @@ use hickory_proto::rr::{Name, RecordType};
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
+use crate::dns::proto::MIN_UDP;
 use crate::index::Index;
 
 /// Shortest time between two NOTIFY rounds to one peer.
@@ -121,7 +122,7 @@ async fn notify(index: &Index, peer: SocketAddr, zone: &Name, serial: u32) -> Ou
         Ok(socket) if socket.connect(peer).await.is_ok() => socket,
         Ok(_) | Err(_) => return Outcome::Silent,
     };
-    let mut buf = [0u8; 512];
+    let mut buf = [0u8; MIN_UDP as usize];
     for wait in WAITS {
         if index.serial() != serial {
             return Outcome::Superseded;

@@ -8,13 +8,14 @@
 
 use std::net::IpAddr;
 
-use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::rdata::SOA;
 use hickory_proto::rr::{DNSClass, Name as HName, RData, Record};
 
+use crate::dns::finish::{Head, Policy, Sections, Transport};
 use crate::dns::name::is_within;
+use crate::dns::proto::{HEADER_LEN, MAX_MESSAGE, flags, rtype, soa};
 use crate::index::Index;
-use crate::index::wire::{MAX_MESSAGE, rtype};
 
 /// Networks allowed to transfer zones.
 #[derive(Clone, Debug, Default)]
@@ -44,15 +45,19 @@ pub fn is_transfer(query: &[u8]) -> bool {
 }
 
 /// The response messages to a transfer request from `peer`: the whole zone framed by its SOA, or a
-/// single REFUSED/NOTAUTH/FORMERR message.
-pub fn respond(index: &Index, query: &[u8], peer: IpAddr, acl: &TransferAcl) -> Vec<Vec<u8>> {
+/// single REFUSED/NOTAUTH/SERVFAIL message. Each message is finished by `policy` (over TCP).
+pub fn respond(index: &Index, query: &[u8], peer: IpAddr, acl: &TransferAcl, policy: &Policy) -> Vec<Vec<u8>> {
     let Ok(request) = Message::from_vec(query) else { return Vec::new() };
     let Some(question) = request.queries.first().cloned() else { return Vec::new() };
-    let reply = |code: ResponseCode| {
-        let mut m = Message::new(request.metadata.id, MessageType::Response, OpCode::Query);
-        m.add_query(question.clone());
-        m.metadata.response_code = code;
-        m.to_vec().map(|b| vec![b]).unwrap_or_default()
+    let finish = policy.finish(Head::of(&request), Transport::Tcp, MAX_MESSAGE);
+    let mut out = vec![0u8; MAX_MESSAGE];
+    let mut message = |records: &[Record], body: Sections| {
+        let n = finish.records(&mut out, &question, [records, &[], &[]], body)?;
+        Some(out[..n].to_vec())
+    };
+    let mut reply = |code: ResponseCode| -> Vec<Vec<u8>> {
+        let body = Sections { rcode: code.into(), ..Sections::default() };
+        message(&[], body).into_iter().collect()
     };
     if !acl.allows(peer) {
         tracing::info!(%peer, zone = %question.name(), "zone transfer refused: peer not in --transfer-to");
@@ -76,9 +81,9 @@ pub fn respond(index: &Index, query: &[u8], peer: IpAddr, acl: &TransferAcl) -> 
             HName::from_ascii(zone.mname.to_dotted()).expect("valid"),
             HName::from_ascii(zone.rname.to_dotted()).expect("valid"),
             serial,
-            7200,
-            1800,
-            86400,
+            soa::REFRESH as i32,
+            soa::RETRY as i32,
+            soa::EXPIRE as i32,
             index.negative_ttl,
         )),
     );
@@ -96,28 +101,21 @@ pub fn respond(index: &Index, query: &[u8], peer: IpAddr, acl: &TransferAcl) -> 
 
     // Pack into messages of about 16 KiB, as servers commonly do.
     let mut messages = Vec::new();
-    let mut current = new_message(&request, &question);
+    let mut current = Vec::new();
     let mut size = 0;
+    let body = Sections { flags: flags::AA, ..Sections::default() };
     for record in records {
         let estimate = 64 + record.data.to_string().len();
-        if size + estimate > 16 * 1024 && !current.answers.is_empty() {
-            messages.extend(current.to_vec().ok());
-            current = new_message(&request, &question);
+        if size + estimate > 16 * 1024 && !current.is_empty() {
+            messages.extend(message(&current, body));
+            current.clear();
             size = 0;
         }
         size += estimate;
-        current.add_answer(record);
+        current.push(record);
     }
-    messages.extend(current.to_vec().ok());
-    messages.retain(|m| m.len() <= MAX_MESSAGE);
+    messages.extend(message(&current, body));
     messages
-}
-
-fn new_message(request: &Message, question: &Query) -> Message {
-    let mut m = Message::new(request.metadata.id, MessageType::Response, OpCode::Query);
-    m.metadata.authoritative = true;
-    m.add_query(question.clone());
-    m
 }
 
 fn wire_of(name: &HName) -> Vec<u8> {
@@ -133,7 +131,7 @@ fn wire_of(name: &HName) -> Vec<u8> {
 /// The answer records of a stored answer, decoded by framing it as the response it is spliced into.
 fn decode(name: &[u8], t: u16, answer: crate::index::wire::AnswerRef<'_>) -> Vec<Record> {
     let bytes = answer.to_vec();
-    let mut message = Vec::with_capacity(12 + name.len() + 4 + bytes.len());
+    let mut message = Vec::with_capacity(HEADER_LEN + name.len() + 4 + bytes.len());
     let arcount = answer.records() as u16 - answer.ancount;
     for v in [0u16, 0x8400, 1, answer.ancount, 0, arcount] {
         message.extend_from_slice(&v.to_be_bytes());

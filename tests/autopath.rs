@@ -29,16 +29,38 @@ items:
   kind: Service
   metadata: {name: api, namespace: ns-1}
   spec: {clusterIP: 10.96.1.1}
+- apiVersion: v1
+  kind: Service
+  metadata: {name: big, namespace: ns-1}
+  spec: {clusterIP: None}
 "#;
+
+/// How many addresses the headless Service `big.ns-1` has: more than fit in 512 or 1232 bytes.
+const BIG_RECORDS: usize = 100;
+
+/// [`CLUSTER`] and the EndpointSlice of `big.ns-1`.
+fn cluster() -> String {
+    let endpoints: String = (1..=BIG_RECORDS).map(|i| format!("  - {{addresses: [10.244.9.{i}]}}\n")).collect();
+    format!(
+        "{CLUSTER}- apiVersion: discovery.k8s.io/v1\n  kind: EndpointSlice\n\
+         \x20 metadata: {{name: big-0, namespace: ns-1, labels: {{kubernetes.io/service-name: big}}}}\n\
+         \x20 addressType: IPv4\n  endpoints:\n{endpoints}"
+    )
+}
 
 /// Asks `name` from `source` (an address on loopback).
 fn ask_from(source: &str, server: SocketAddr, name: &str) -> Message {
+    ask_from_sized(source, server, name, None).1
+}
+
+/// Asks `name` from `source` with an EDNS size, or none: (response length, response).
+fn ask_from_sized(source: &str, server: SocketAddr, name: &str, edns: Option<u16>) -> (usize, Message) {
     let sock = UdpSocket::bind((source.parse::<IpAddr>().unwrap(), 0)).unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    sock.send_to(&query_message(name, RecordType::A, None).to_vec().unwrap(), server).unwrap();
+    sock.send_to(&query_message(name, RecordType::A, edns).to_vec().unwrap(), server).unwrap();
     let mut buf = vec![0u8; 65535];
     let (n, _) = sock.recv_from(&mut buf).expect("an answer");
-    Message::from_vec(&buf[..n]).unwrap()
+    (n, Message::from_vec(&buf[..n]).unwrap())
 }
 
 /// What a glibc/musl resolver with the Pod's search path and ndots:5 does for `short`: try each
@@ -120,5 +142,39 @@ async fn without_autopath_a_pod_needs_one_round_trip_per_search_domain() {
     let addr = server.addr;
     let queries = tokio::task::spawn_blocking(move || resolve_like_a_pod(addr, "api.ns-1").0).await.unwrap();
     assert_eq!(queries, 2, "api.ns-1.ns-0.svc… (NXDOMAIN), then api.ns-1.svc…");
+    server.stop().await;
+}
+
+/// An autopath answer is finished as every other answer: over UDP the client's EDNS size up to
+/// `--max-udp-size` (it was clamped to 1232), an OPT advertising `--max-udp-size` (it said 1232),
+/// and when it does not fit, TC with the whole records that fit (it was emptied).
+#[tokio::test(flavor = "multi_thread")]
+async fn autopath_answers_are_sized_and_truncated_as_our_own() {
+    let server = TestServer::start_with(&cluster(), |c| {
+        c.records.pods = headless_dns::index::PodMode::Verified;
+        c.autopath = true;
+        c.max_udp_size = 4096;
+    })
+    .await;
+    let addr = server.addr;
+    tokio::task::spawn_blocking(move || {
+        let name = "big.ns-1.ns-0.svc.cluster.local.";
+        // EDNS 4096 under --max-udp-size 4096: the CNAME and all 100 addresses in one datagram.
+        let (len, resp) = ask_from_sized(POD_IP, addr, name, Some(4096));
+        assert!(len > 1232 && !resp.metadata.truncation, "{len} bytes, TC {}", resp.metadata.truncation);
+        assert_eq!(resp.answers.len(), 1 + BIG_RECORDS);
+        assert_eq!(resp.edns.as_ref().map(|e| e.max_payload()), Some(4096), "the OPT advertises --max-udp-size");
+
+        // EDNS 1232 and no EDNS: TC, the CNAME and the addresses that fit.
+        for (edns, limit) in [(Some(1232), 1232), (None, 512)] {
+            let (len, resp) = ask_from_sized(POD_IP, addr, name, edns);
+            assert!(len <= limit, "{len} > {limit}");
+            assert!(resp.metadata.truncation);
+            assert_eq!(resp.answers.first().map(|r| r.record_type()), Some(RecordType::CNAME));
+            assert!((2..=BIG_RECORDS).contains(&resp.answers.len()), "{} records", resp.answers.len());
+        }
+    })
+    .await
+    .unwrap();
     server.stop().await;
 }

@@ -5,10 +5,10 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use hickory_proto::op::ResponseCode;
+use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::RecordType;
-use support::dns::{addresses, ask, query_message, rcode, require_tool, tcp, zone_lines};
-use support::knot::{Knot, free_port};
+use support::dns::{TIMEOUT, addresses, ask, query_message, rcode, require_tool, tcp, udp_raw, zone_lines};
+use support::knot::{BIG_RECORDS, Knot, free_port};
 use support::server::{BinaryServer, http_get, wait_until};
 
 fn serve_with_upstream(upstream: &str) -> BinaryServer {
@@ -114,4 +114,44 @@ fn a_forwarding_loop_is_detected_and_stopped() {
 fn upstream_none_refuses_names_outside_the_zones() {
     let server = serve_with_upstream("none");
     assert_eq!(rcode(&ask(server.addr, "example.org.", RecordType::A)), ResponseCode::Refused);
+}
+
+/// A forwarded answer is finished as our own answers are: over UDP the client's EDNS size up to
+/// `--max-udp-size` (it was clamped to 1232), an OPT advertising `--max-udp-size` (it said 1232),
+/// and when it does not fit, TC with the whole records that fit (it was emptied: musl before
+/// 1.2.4 has no TCP fallback and uses what a truncated answer holds).
+#[test]
+fn forwarded_answers_are_sized_and_truncated_as_our_own() {
+    if !require_tool("knotd") {
+        return;
+    }
+    let knot = Knot::start();
+    let server = BinaryServer::example(&["--upstream", &knot.addr.to_string(), "--max-udp-size", "4096"]);
+    let name = "big.example.test.";
+    let ask_udp = |edns: Option<u16>| {
+        let raw = udp_raw(server.addr, &query_message(name, RecordType::A, edns).to_vec().unwrap(), TIMEOUT);
+        let raw = raw.expect("an answer");
+        (raw.len(), Message::from_vec(&raw).unwrap())
+    };
+
+    // EDNS 4096 under --max-udp-size 4096: all 100 records (about 1.6 kB) in one datagram.
+    let (len, resp) = ask_udp(Some(4096));
+    assert!(len > 1232 && !resp.metadata.truncation, "{len} bytes, TC {}", resp.metadata.truncation);
+    assert_eq!(resp.answers.len(), BIG_RECORDS);
+    assert_eq!(resp.edns.as_ref().map(|e| e.max_payload()), Some(4096), "the OPT advertises --max-udp-size");
+
+    // EDNS 1232 and no EDNS: cut to the limit, TC, and the whole records that fit.
+    for (edns, limit) in [(Some(1232), 1232), (None, 512)] {
+        let (len, resp) = ask_udp(edns);
+        assert!(len <= limit, "{len} > {limit}");
+        assert!(resp.metadata.truncation);
+        assert!(!resp.answers.is_empty() && resp.answers.len() < BIG_RECORDS, "{} records", resp.answers.len());
+        assert!(resp.answers.iter().all(|r| r.record_type() == RecordType::A));
+        assert!(resp.metadata.recursion_available && !resp.metadata.authoritative);
+    }
+
+    // TCP: all of it.
+    let resp = tcp(server.addr, &query_message(name, RecordType::A, None));
+    assert!(!resp.metadata.truncation);
+    assert_eq!(resp.answers.len(), BIG_RECORDS);
 }

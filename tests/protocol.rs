@@ -40,6 +40,26 @@ async fn edns_is_answered_with_opt_and_our_size() {
     server.stop().await;
 }
 
+/// Every path advertises `--max-udp-size` in its OPT: the fast path, the general path's errors
+/// and its CHAOS answers (those said 1232 whatever the flag).
+#[tokio::test(flavor = "multi_thread")]
+async fn every_opt_advertises_max_udp_size() {
+    let server = TestServer::start_with(FIXTURE, |c| c.max_udp_size = 4096).await;
+    let mut bad_version = query_message("web-0.nginx.ns-0.svc.cluster.local.", RecordType::A, Some(4096));
+    bad_version.edns.as_mut().unwrap().set_version(1);
+    let cases = [
+        ("fast path", query_message("web-0.nginx.ns-0.svc.cluster.local.", RecordType::A, Some(4096))),
+        ("BADVERS", bad_version),
+        ("CHAOS version.bind", chaos_txt("version.bind.", Some(4096))),
+        ("CHAOS refused", chaos_txt("nothing.bind.", Some(4096))),
+    ];
+    for (what, query) in cases {
+        let resp = udp(server.addr, &query);
+        assert_eq!(resp.edns.as_ref().map(|e| e.max_payload()), Some(4096), "{what}");
+    }
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn large_answers_truncate_over_udp_with_whole_records_and_complete_over_tcp() {
     let server = TestServer::start(&big_service(300)).await;

@@ -1,5 +1,5 @@
 //! The Kubernetes objects as headless-dns reads them: only the fields the projections in
-//! [`object`](super::object) use.
+//! object module uses.
 //!
 //! Both sources decode straight into these types. The full k8s-openapi types spent most of a
 //! watch event's decoding on fields DNS never reads: `metadata.managedFields` (on an
@@ -27,7 +27,16 @@ use serde::de::value::MapAccessDeserializer;
 use serde::de::{Deserializer, EnumAccess, IgnoredAny, MapAccess, SeqAccess, Unexpected, VariantAccess, Visitor};
 use smallvec::SmallVec;
 
-use super::object::{SERVICE_NAME_LABEL, TRIGGER_TIME_ANNOTATION, parse_ip};
+/// The label that ties an EndpointSlice to its Service.
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+/// The annotation the EndpointSlice controller sets to when the change that produced the slice
+/// happened; the DNS programming-latency SLI is measured from it.
+pub const TRIGGER_TIME_ANNOTATION: &str = "endpoints.kubernetes.io/last-change-trigger-time";
+
+/// An IP address, as Kubernetes writes them (surrounding space allowed).
+pub(crate) fn parse_ip(text: &str) -> Option<IpAddr> {
+    text.trim().parse().ok()
+}
 
 // === Field ===
 

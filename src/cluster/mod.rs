@@ -16,5 +16,5 @@ pub mod api;
 mod model;
 pub mod object;
 
-pub use model::{Model, Owner};
+pub use model::{Model, Owner, Scope};
 pub use object::{Kind, ObjKey, Object, ObjectRef};

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use smallvec::SmallVec;
 
 use super::object::{Kind, Namespace, ObjKey, Object, ObjectRef, Pod, Service, Slice};
-use crate::source::Scope;
 
 /// A unit of record ownership: the index recomputes an owner's records as a whole.
 ///
@@ -24,6 +23,22 @@ pub enum Owner {
     Service(ObjKey),
     /// A Pod (only with `--pods verified`).
     Pod(ObjKey),
+}
+
+/// Which objects a relist covers: one kind, in one namespace or cluster-wide.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Scope {
+    /// The kind being listed.
+    pub kind: Kind,
+    /// `None` for a cluster-wide list.
+    pub namespace: Option<Arc<str>>,
+}
+
+impl Scope {
+    /// A cluster-wide scope for `kind`.
+    pub fn all(kind: Kind) -> Scope {
+        Scope { kind, namespace: None }
+    }
 }
 
 /// Owners touched by one change; almost always one.

@@ -13,14 +13,9 @@ use std::sync::Arc;
 
 use smallvec::SmallVec;
 
-use super::api::{self, CheckTypes};
+use super::api::{self, CheckTypes, parse_ip};
+pub use super::api::{SERVICE_NAME_LABEL, TRIGGER_TIME_ANNOTATION};
 use crate::dns::name::Name;
-
-/// The label that ties an EndpointSlice to its Service.
-pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
-/// The annotation the EndpointSlice controller sets to when the change that produced the slice
-/// happened; the DNS programming-latency SLI is measured from it.
-pub const TRIGGER_TIME_ANNOTATION: &str = "endpoints.kubernetes.io/last-change-trigger-time";
 
 /// The object kinds headless-dns reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -385,11 +380,6 @@ fn dns_label(text: &str) -> bool {
         && text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
         && !text.starts_with('-')
         && !text.ends_with('-')
-}
-
-/// An IP address, as Kubernetes writes them (surrounding space allowed).
-pub(crate) fn parse_ip(text: &str) -> Option<IpAddr> {
-    text.trim().parse().ok()
 }
 
 fn project_port(name: Option<&str>, protocol: Option<&str>, port: Option<i32>) -> Result<Option<Port>, String> {

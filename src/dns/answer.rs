@@ -4,87 +4,28 @@
 //! ```text
 //!  packet ─▶ parse_fast ──ok──▶ Responder::answer ─▶ header │ question as asked │ stored bytes │ OPT
 //!               │                      ▲
-//!               └─unusual─▶ general::respond (hickory-proto decode; errors, EDNS versions, …)
+//!               └─unusual─▶ general::decode (hickory-proto; errors, EDNS versions, CHAOS, …)
 //! ```
 //!
 //! Both paths end in [`Responder::answer`], so they cannot disagree about what a name answers;
-//! the general path only decides what the fast path leaves to it.
+//! the general path only decides what the fast path leaves to it. Every response is finished by
+//! [`super::finish::Finish`] (size, OPT, truncation, flags).
 
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use super::general;
+use super::finish::{Policy, Sections, Transport, header_only};
+use super::general::{self, General};
 use super::name::{MAX_NAME, parse_dashed_ip};
-use crate::index::wire::{self, CLASS_IN, OPT_LEN, rtype};
+use super::proto::{self, HEADER_LEN, flags, rcode, rtype};
+use super::question::{Fast, Question, parse_fast};
 use crate::index::{Index, PodMode};
-
-/// RCODEs (RFC 1035 §4.1.1, RFC 6891 §9).
-pub mod rcode {
-    /// No error.
-    pub const NOERROR: u8 = 0;
-    /// Format error.
-    pub const FORMERR: u8 = 1;
-    /// Server failure.
-    pub const SERVFAIL: u8 = 2;
-    /// Name does not exist.
-    pub const NXDOMAIN: u8 = 3;
-    /// Not implemented.
-    pub const NOTIMP: u8 = 4;
-    /// Refused.
-    pub const REFUSED: u8 = 5;
-    /// Bad EDNS version (extended RCODE 16: 4 low bits 0, OPT carries 1).
-    pub const BADVERS: u16 = 16;
-}
-
-pub(super) const QR: u16 = 0x8000;
-const AA: u16 = 0x0400;
-pub(super) const TC: u16 = 0x0200;
-pub(super) const RD: u16 = 0x0100;
-pub(super) const CD: u16 = 0x0010;
-
-/// Which transport a query came over: it sets the size limit.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Transport {
-    /// UDP: the client's EDNS size (512 without EDNS), capped by `--max-udp-size`.
-    Udp,
-    /// TCP: up to 65,535 bytes.
-    Tcp,
-}
-
-/// The EDNS(0) part of a query (RFC 6891).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Edns {
-    /// Requestor's UDP payload size.
-    pub udp_size: u16,
-    /// The DO bit, echoed in the response (RFC 3225 §3).
-    pub dnssec_ok: bool,
-    /// Whether the query asked for the server's NSID (RFC 5001).
-    pub nsid: bool,
-}
-
-/// A parsed question, borrowing from the packet or the general path's buffers.
-#[derive(Debug)]
-pub struct Question<'a> {
-    /// Message ID.
-    pub id: u16,
-    /// The query's header flags (RD and CD are echoed).
-    pub flags: u16,
-    /// QNAME, QTYPE and QCLASS exactly as the client sent them (letter case included).
-    pub asked: &'a [u8],
-    /// QNAME in lower case, the index key.
-    pub lower: &'a [u8],
-    /// QTYPE.
-    pub qtype: u16,
-    /// The OPT record, if any.
-    pub edns: Option<Edns>,
-}
 
 /// Answers queries from an [`Index`].
 pub struct Responder {
     index: Arc<Index>,
-    max_udp: u16,
-    /// The NSID option (code, length, data) answered to queries that ask for it, pre-encoded.
-    nsid: Option<Box<[u8]>>,
+    /// `--max-udp-size` and `--nsid`: how responses are finished.
+    policy: Policy,
     /// Who may transfer zones (TCP only).
     transfer: crate::transfer::TransferAcl,
     /// Rotate multi-address answers.
@@ -92,11 +33,6 @@ pub struct Responder {
     /// Server-side search for queries from known Pods.
     autopath: bool,
 }
-
-/// EDNS option code of NSID (RFC 5001).
-const NSID: u16 = 3;
-/// The longest NSID answered (the rest of `--nsid` is cut).
-const MAX_NSID: usize = 200;
 
 /// What the caller of [`Responder::handle`] can do beyond answering from the index.
 #[derive(Clone, Copy, Debug, Default)]
@@ -131,12 +67,6 @@ impl Outcome {
     }
 }
 
-enum Fast<'a> {
-    Ok(Question<'a>),
-    Drop,
-    General,
-}
-
 // === impl Responder ===
 
 impl Responder {
@@ -144,8 +74,7 @@ impl Responder {
     pub fn new(index: Arc<Index>, max_udp: u16) -> Responder {
         Responder {
             index,
-            max_udp: max_udp.max(512),
-            nsid: None,
+            policy: Policy::new(max_udp),
             transfer: Default::default(),
             round_robin: false,
             autopath: false,
@@ -155,16 +84,7 @@ impl Responder {
     /// Answers NSID requests (`dig +nsid`) with `id`, so a client can tell which replica answered
     /// (RFC 5001). An empty id disables it.
     pub fn with_nsid(mut self, id: &[u8]) -> Responder {
-        self.nsid = (!id.is_empty()).then(|| {
-            // At most 200 bytes: with the OPT and the longest question it still fits a 512-byte
-            // response, so the room left for records can never be negative.
-            let len = id.len().min(MAX_NSID) as u16;
-            let mut option = Vec::with_capacity(4 + len as usize);
-            option.extend_from_slice(&NSID.to_be_bytes());
-            option.extend_from_slice(&len.to_be_bytes());
-            option.extend_from_slice(&id[..len as usize]);
-            option.into_boxed_slice()
-        });
+        self.policy = self.policy.with_nsid(id);
         self
     }
 
@@ -185,22 +105,15 @@ impl Responder {
         &self.transfer
     }
 
-    /// The server's identity (the NSID, `--nsid`), if it has one.
-    pub(super) fn server_id(&self) -> Option<&[u8]> {
-        self.nsid.as_deref().map(|option| &option[4..])
-    }
-
-    /// The NSID option to append for this query, if any.
-    pub(super) fn nsid_for(&self, q: &Question<'_>) -> &[u8] {
-        match (&self.nsid, q.edns) {
-            (Some(option), Some(e)) if e.nsid => option,
-            _ => &[],
-        }
-    }
-
     /// The largest UDP response this responder writes (at least 512 bytes).
     pub fn max_udp(&self) -> u16 {
-        self.max_udp
+        self.policy.max_udp()
+    }
+
+    /// How responses are finished (for the paths outside this module: forwarding, autopath,
+    /// zone transfer).
+    pub fn policy(&self) -> &Policy {
+        &self.policy
     }
 
     /// The index answers come from.
@@ -208,7 +121,7 @@ impl Responder {
         &self.index
     }
 
-    /// Answers one packet into `out` (which should hold [`wire::MAX_MESSAGE`] bytes). Returns the
+    /// Answers one packet into `out` (which should hold [`proto::MAX_MESSAGE`] bytes). Returns the
     /// response length, or `None` when the packet must not be answered (a response, or not even
     /// a header).
     /// Names outside the served zones get REFUSED here; [`Responder::handle`] lets the caller
@@ -220,7 +133,7 @@ impl Responder {
     /// Like [`Responder::respond`] but always through the general path (for tests comparing the
     /// two).
     pub fn respond_general(&self, packet: &[u8], transport: Transport, out: &mut [u8]) -> Option<usize> {
-        general::respond(self, packet, transport, out, Caps::default()).reply()
+        self.general(packet, transport, out, Caps::default()).reply()
     }
 
     /// Answers one packet, or says to forward it (a name outside every served zone, when
@@ -230,8 +143,28 @@ impl Responder {
         match parse_fast(packet, &mut lower) {
             Fast::Ok(q) => self.answer(&q, transport, out, caps),
             Fast::Drop => Outcome::Drop,
-            Fast::General => general::respond(self, packet, transport, out, caps),
+            Fast::General => self.general(packet, transport, out, caps),
         }
+    }
+
+    /// Answers a packet through the general path: decoded by hickory-proto, then answered as the
+    /// fast path answers, or with the error the general path decided.
+    fn general(&self, packet: &[u8], transport: Transport, out: &mut [u8], caps: Caps) -> Outcome {
+        let (decoded, error) = match general::decode(packet) {
+            General::Drop => return Outcome::Drop,
+            General::HeaderOnly { id, flags, rcode } => return Outcome::Reply(header_only(out, id, flags, rcode)),
+            General::Answer(decoded) => return self.answer(&decoded.question(), transport, out, caps),
+            General::Chaos(decoded) => (decoded, None),
+            General::Error(decoded, rcode) => (decoded, Some(rcode)),
+        };
+        let q = decoded.question();
+        let finish = self.policy.finish(q.head(), transport, out.len());
+        let n = match error {
+            Some(rcode) => general::error(&q, rcode, &finish, out),
+            None => general::chaos(&q, self.policy.server_id(), &finish, out)
+                .unwrap_or_else(|| general::error(&q, rcode::REFUSED, &finish, out)),
+        };
+        Outcome::Reply(n)
     }
 
     /// Whether server-side search (autopath) is on.
@@ -270,32 +203,21 @@ impl Responder {
         self.index.get(pod_name.as_wire()).is_some()
     }
 
-    /// The size limit for a response.
-    pub(super) fn limit(&self, q: &Question<'_>, transport: Transport, out: &[u8]) -> usize {
-        let limit = match (transport, q.edns) {
-            (Transport::Tcp, _) => wire::MAX_MESSAGE,
-            (Transport::Udp, Some(e)) => e.udp_size.clamp(512, self.max_udp) as usize,
-            (Transport::Udp, None) => 512,
-        };
-        limit.min(out.len())
-    }
-
     /// Writes the response to a well-formed question (or, with `forward`, leaves a name outside
     /// the served zones to the caller).
     pub fn answer(&self, q: &Question<'_>, transport: Transport, out: &mut [u8], caps: Caps) -> Outcome {
-        let limit = self.limit(q, transport, out);
-        let nsid = self.nsid_for(q);
-        let room = limit - if q.edns.is_some() { OPT_LEN + nsid.len() } else { 0 };
-        let mut at = 12 + q.asked.len();
-        out[12..at].copy_from_slice(q.asked);
-        let mut flags = QR | (q.flags & (RD | CD)) | AA;
+        let finish = self.policy.finish(q.head(), transport, out.len());
+        let room = finish.room();
+        let mut at = HEADER_LEN + q.asked.len();
+        out[HEADER_LEN..at].copy_from_slice(q.asked);
+        let mut flags = flags::AA;
         let (mut an, mut ns, mut ar) = (0u16, 0u16, 0u16);
         let index = &*self.index;
         let mut rcode = rcode::NOERROR;
 
         if !index.is_ready() {
             // Never an authoritative NXDOMAIN before the first full sync (kubernetes/dns#186).
-            flags &= !AA;
+            flags &= !flags::AA;
             if index.zone_of(q.lower).is_some() {
                 rcode = rcode::SERVFAIL;
             } else if caps.forward {
@@ -329,7 +251,7 @@ impl Responder {
                 }
                 an = fit as u16;
                 if fit < count {
-                    flags |= TC;
+                    flags |= flags::TC;
                 }
             } else if let Some(answer) = stored {
                 let (n, len) = answer.fit(room - at);
@@ -337,7 +259,7 @@ impl Responder {
                 at += len;
                 let ancount = answer.ancount as usize;
                 if n < ancount || !answer.complete {
-                    flags |= TC;
+                    flags |= flags::TC;
                     an = n.min(ancount) as u16;
                 } else {
                     an = ancount as u16;
@@ -357,10 +279,10 @@ impl Responder {
             }
             match self.synthesize_pod(q, zone) {
                 Synth::Addr(ip) => {
-                    if wire::write_addr(&mut out[..room], &mut at, index.ttl, ip) {
+                    if proto::write_addr(&mut out[..room], &mut at, index.ttl, ip) {
                         an = 1;
                     } else {
-                        flags |= TC;
+                        flags |= flags::TC;
                     }
                 }
                 Synth::NoData => {
@@ -376,16 +298,11 @@ impl Responder {
             // the index pay nothing for forwarding.
             return Outcome::Forward;
         } else {
-            flags &= !AA;
+            flags &= !flags::AA;
             rcode = rcode::REFUSED;
         }
 
-        if let Some(edns) = q.edns {
-            ar += 1;
-            write_opt(out, &mut at, self.max_udp, 0, edns.dnssec_ok, nsid);
-        }
-        write_header(out, q.id, flags | rcode as u16, 1, an, ns, ar);
-        Outcome::Reply(at)
+        Outcome::Reply(finish.write(out, at, Sections { flags, rcode, an, ns, ar }))
     }
 
     /// Writes the zone's SOA (answer or authority); returns the record count (0 if it did not fit).
@@ -402,12 +319,12 @@ impl Responder {
     ) -> u16 {
         let zone = self.index.zone(zone);
         // The zone's name ends the question name: point at it.
-        let owner = (12 + q.lower.len() - zone.name.as_wire().len()) as u16;
-        let serial = self.index.serial();
-        if wire::write_soa(&mut out[..room], at, owner, ttl, &zone.soa_names, serial, self.index.negative_ttl) {
+        let owner = (HEADER_LEN + q.lower.len() - zone.name.as_wire().len()) as u16;
+        let serial_minimum = [self.index.serial(), self.index.negative_ttl];
+        if proto::write_soa(&mut out[..room], at, owner, ttl, &zone.soa_names, serial_minimum) {
             1
         } else {
-            *flags |= TC;
+            *flags |= flags::TC;
             0
         }
     }
@@ -462,118 +379,6 @@ thread_local! {
     static ROTATION: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
-/// Writes a 12-byte header.
-pub fn write_header(out: &mut [u8], id: u16, flags: u16, qd: u16, an: u16, ns: u16, ar: u16) {
-    for (i, v) in [id, flags, qd, an, ns, ar].into_iter().enumerate() {
-        out[i * 2..i * 2 + 2].copy_from_slice(&v.to_be_bytes());
-    }
-}
-
-/// Appends an OPT record without options (RFC 6891 §6.1.2).
-pub fn write_opt(out: &mut [u8], at: &mut usize, udp_size: u16, ext_rcode: u8, dnssec_ok: bool, options: &[u8]) {
-    let o = &mut out[*at..*at + OPT_LEN + options.len()];
-    o[0] = 0;
-    o[1..3].copy_from_slice(&rtype::OPT.to_be_bytes());
-    o[3..5].copy_from_slice(&udp_size.to_be_bytes());
-    o[5] = ext_rcode;
-    o[6] = 0;
-    o[7..9].copy_from_slice(&(if dnssec_ok { 0x8000u16 } else { 0 }).to_be_bytes());
-    o[9..11].copy_from_slice(&(options.len() as u16).to_be_bytes());
-    o[11..].copy_from_slice(options);
-    *at += OPT_LEN + options.len();
-}
-
-fn be16(b: &[u8], at: usize) -> u16 {
-    u16::from_be_bytes([b[at], b[at + 1]])
-}
-
-/// Parses the common query shape — one question, class IN, no compression in the question,
-/// at most an OPT record of version 0 — into `lower`. Anything else goes to the general path.
-fn parse_fast<'a>(packet: &'a [u8], lower: &'a mut [u8; MAX_NAME]) -> Fast<'a> {
-    if packet.len() < 12 {
-        return Fast::Drop;
-    }
-    let flags = be16(packet, 2);
-    if flags & QR != 0 {
-        // Never answer a response: two servers must not reflect packets at each other.
-        return Fast::Drop;
-    }
-    let opcode = (flags >> 11) & 0xF;
-    let (qd, an, ns, ar) = (be16(packet, 4), be16(packet, 6), be16(packet, 8), be16(packet, 10));
-    if opcode != 0 || qd != 1 || an != 0 || ns != 0 || ar > 1 {
-        return Fast::General;
-    }
-    let mut at = 12;
-    loop {
-        let Some(&len) = packet.get(at) else {
-            return Fast::General;
-        };
-        let len = len as usize;
-        if len & 0xC0 != 0 || at - 12 + 1 + len > MAX_NAME {
-            return Fast::General;
-        }
-        let Some(label) = packet.get(at + 1..at + 1 + len) else {
-            return Fast::General;
-        };
-        lower[at - 12] = len as u8;
-        for (dst, src) in lower[at - 12 + 1..at - 12 + 1 + len].iter_mut().zip(label) {
-            *dst = src.to_ascii_lowercase();
-        }
-        at += 1 + len;
-        if len == 0 {
-            break;
-        }
-    }
-    let name_end = at;
-    let Some(tail) = packet.get(at..at + 4) else {
-        return Fast::General;
-    };
-    let (qtype, qclass) = (be16(tail, 0), be16(tail, 2));
-    if qclass != CLASS_IN || matches!(qtype, rtype::AXFR | rtype::IXFR | rtype::OPT) {
-        return Fast::General;
-    }
-    at += 4;
-    let mut edns = None;
-    if ar == 1 {
-        // OPT: root owner, TYPE 41, CLASS = UDP size, TTL = ext-rcode/version/flags, RDLEN.
-        let Some(opt) = packet.get(at..at + OPT_LEN) else {
-            return Fast::General;
-        };
-        if opt[0] != 0 || be16(opt, 1) != rtype::OPT || opt[6] != 0 {
-            return Fast::General;
-        }
-        let rdlen = be16(opt, 9) as usize;
-        at += OPT_LEN;
-        // Options (code, length, data) must exactly fill RDLEN; anything else is for the general
-        // path to reject (RFC 6891 §6.1.2), so both paths agree.
-        let Some(mut options) = packet.get(at..at + rdlen) else { return Fast::General };
-        let mut nsid = false;
-        while !options.is_empty() {
-            let Some(len) = options.get(2..4).map(|l| u16::from_be_bytes([l[0], l[1]]) as usize) else {
-                return Fast::General;
-            };
-            // "The name server MUST ignore any NSID payload data that might be present in the query."
-            nsid |= be16(options, 0) == NSID;
-            let Some(rest) = options.get(4 + len..) else { return Fast::General };
-            options = rest;
-        }
-        at += rdlen;
-        edns = Some(Edns { udp_size: be16(opt, 3), dnssec_ok: opt[7] & 0x80 != 0, nsid });
-    }
-    if at != packet.len() {
-        return Fast::General;
-    }
-    let lower_len = name_end - 12;
-    Fast::Ok(Question {
-        id: be16(packet, 0),
-        flags,
-        asked: &packet[12..name_end + 4],
-        lower: &lower[..lower_len],
-        qtype,
-        edns,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -596,7 +401,7 @@ mod tests {
             writer.recompute(&model, touched);
         }
         index.set_ready(true);
-        Responder::new(index, 1232)
+        Responder::new(index, proto::DEFAULT_MAX_UDP)
     }
 
     proptest! {
@@ -604,14 +409,14 @@ mod tests {
         #[test]
         fn random_bytes_never_panic(packet in prop::collection::vec(any::<u8>(), 0..700)) {
             let r = responder();
-            let mut out = vec![0u8; wire::MAX_MESSAGE];
+            let mut out = vec![0u8; proto::MAX_MESSAGE];
             for transport in [Transport::Udp, Transport::Tcp] {
                 if let Some(n) = r.respond(&packet, transport, &mut out) {
                     prop_assert!(n >= 12);
                     prop_assert_eq!(&out[..2], &packet[..2]);
                     prop_assert!(out[2] & 0x80 != 0, "QR set");
                     if transport == Transport::Udp {
-                        prop_assert!(n <= 1232);
+                        prop_assert!(n <= proto::DEFAULT_MAX_UDP as usize);
                     }
                 }
             }
@@ -631,9 +436,9 @@ mod tests {
                 let at = at % packet.len();
                 packet[at] = byte;
             }
-            let mut out = vec![0u8; wire::MAX_MESSAGE];
+            let mut out = vec![0u8; proto::MAX_MESSAGE];
             if let Some(n) = r.respond(&packet, Transport::Udp, &mut out) {
-                prop_assert!((12..=1232).contains(&n));
+                prop_assert!((HEADER_LEN..=proto::DEFAULT_MAX_UDP as usize).contains(&n));
             }
         }
     }

@@ -11,21 +11,24 @@
 //! running Pod there right now (`--pods verified`), which avoids the IP-reuse confusion of
 //! coredns/coredns#2842.
 
-use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::rdata::CNAME;
 use hickory_proto::rr::{Name as HName, RData, Record};
 
-use super::{Responder, Transport};
+use super::Responder;
+use super::finish::{Head, Sections, Transport};
+use super::proto::{MAX_MESSAGE, flags};
 use crate::forward::Forwarder;
 
-/// The autopath answer to `packet`, or `None` when no search candidate exists (the caller then
-/// answers as without autopath).
+/// Writes the autopath answer to `packet` into `out` and returns its length, or `None` when no
+/// search candidate exists (the caller then answers as without autopath).
 pub async fn answer(
     responder: &Responder,
     forwarder: Option<&Forwarder>,
     packet: &[u8],
     transport: Transport,
-) -> Option<Vec<u8>> {
+    out: &mut [u8],
+) -> Option<usize> {
     let query = Message::from_vec(packet).ok()?;
     let question = query.queries.first()?.clone();
     let asked = question.name().clone();
@@ -44,7 +47,7 @@ pub async fn answer(
     let base_text = base.join(".");
     let in_zone = [format!("{base_text}.svc.{zone_text}"), format!("{base_text}.{zone_text}")];
 
-    let mut buf = vec![0u8; 65535];
+    let mut buf = vec![0u8; MAX_MESSAGE];
     let mut found: Option<(HName, Vec<Record>, bool)> = None;
     for candidate in &in_zone {
         let Ok(name) = HName::from_ascii(candidate) else { continue };
@@ -60,35 +63,18 @@ pub async fn answer(
     if found.is_none()
         && let Some(forwarder) = forwarder
         && let Ok(name) = HName::from_ascii(format!("{base_text}."))
-        && let Ok(records) = forwarder.lookup(name.clone(), question.query_type()).await
-        && !records.is_empty()
     {
-        found = Some((name, records, false));
+        let resolved = forwarder.resolve(&Query::query(name.clone(), question.query_type())).await;
+        if resolved.rcode == ResponseCode::NoError && !resolved.answers.is_empty() {
+            found = Some((name, resolved.answers, false));
+        }
     }
     let (target, records, authoritative) = found?;
 
-    let mut response = Message::new(query.metadata.id, MessageType::Response, OpCode::Query);
-    response.metadata.recursion_desired = query.metadata.recursion_desired;
-    response.metadata.recursion_available = forwarder.is_some();
-    response.metadata.authoritative = authoritative;
-    response.add_query(question);
-    response.add_answer(Record::from_rdata(asked, index.ttl, RData::CNAME(CNAME(target))));
-    response.add_answers(records);
-    if query.edns.is_some() {
-        let mut edns = Edns::new();
-        edns.set_max_payload(1232);
-        response.set_edns(edns);
-    }
-    let limit = match (transport, &query.edns) {
-        (Transport::Tcp, _) => 65535,
-        (Transport::Udp, Some(e)) => e.max_payload().clamp(512, 1232) as usize,
-        (Transport::Udp, None) => 512,
-    };
-    let bytes = response.to_vec().ok()?;
-    if bytes.len() <= limit {
-        return Some(bytes);
-    }
-    response.answers.clear();
-    response.metadata.truncation = true;
-    response.to_vec().ok()
+    let mut answers = Vec::with_capacity(1 + records.len());
+    answers.push(Record::from_rdata(asked, index.ttl, RData::CNAME(CNAME(target))));
+    answers.extend(records);
+    let finish = responder.policy().finish(Head::of(&query), transport, out.len());
+    let flags = if authoritative { flags::AA } else { 0 } | if forwarder.is_some() { flags::RA } else { 0 };
+    finish.records(out, &question, [&answers, &[], &[]], Sections { flags, ..Sections::default() })
 }

@@ -18,6 +18,9 @@ use triomphe::ThinArc;
 pub const MAX_LABEL: usize = 63;
 /// See [`MAX_LABEL`].
 pub const MAX_NAME: usize = 255;
+/// The two high bits that mark a length octet as a compression pointer (RFC 1035 §4.1.4); a
+/// label length never has them.
+pub const POINTER_BITS: u8 = 0xC0;
 
 /// Why a string cannot be a domain name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -267,7 +270,7 @@ pub fn wire_len(wire: &[u8]) -> Option<usize> {
     let mut at = 0;
     loop {
         let len = *wire.get(at)? as usize;
-        if len & 0xC0 != 0 {
+        if len & POINTER_BITS as usize != 0 {
             return None;
         }
         at += 1 + len;

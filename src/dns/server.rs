@@ -30,10 +30,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::answer::{Caps, Outcome, Responder, Transport};
+use super::answer::{Caps, Outcome, Responder};
+use super::finish::Transport;
+use super::proto::MAX_MESSAGE;
 use super::stats::{LocalStats, QueryStats};
 use crate::forward::Forwarder;
-use crate::index::wire::MAX_MESSAGE;
 
 /// Limits on TCP clients.
 #[derive(Clone, Debug)]
@@ -248,23 +249,13 @@ async fn slow_lane(
         };
         let (responder, forwarder) = (responder.clone(), forwarder.clone());
         tokio::spawn(async move {
-            let bytes = if job.autopath {
-                match super::autopath::answer(&responder, forwarder.as_deref(), &job.packet, Transport::Udp).await {
-                    Some(bytes) => Some(bytes),
-                    None => {
-                        let mut out = vec![0u8; MAX_MESSAGE];
-                        responder.respond(&job.packet, Transport::Udp, &mut out).map(|n| out[..n].to_vec())
-                    }
-                }
-            } else {
-                match &forwarder {
-                    Some(f) => f.answer(&job.packet, Transport::Udp).await,
-                    None => None,
-                }
-            };
-            if let Some(bytes) = bytes {
+            let outcome = if job.autopath { Outcome::Autopath } else { Outcome::Forward };
+            let mut out = vec![0u8; MAX_MESSAGE];
+            let answered =
+                super::slow::answer(&responder, forwarder.as_deref(), &job.packet, Transport::Udp, outcome, &mut out);
+            if let Some(n) = answered.await {
                 // A UDP send does not block in practice; the socket is the worker's own.
-                let _ = job.socket.send_to(&bytes, job.peer);
+                let _ = job.socket.send_to(&out[..n], job.peer);
             }
         });
     }
@@ -495,7 +486,8 @@ async fn tcp_connection(
         }
         conn.last_active_ms.store(conns.now_ms(), Ordering::Relaxed);
         if crate::transfer::is_transfer(&query) {
-            let messages = crate::transfer::respond(responder.index(), &query, peer.ip(), responder.transfer_acl());
+            let (index, acl, policy) = (responder.index(), responder.transfer_acl(), responder.policy());
+            let messages = crate::transfer::respond(index, &query, peer.ip(), acl, policy);
             for message in messages {
                 let mut framed = (message.len() as u16).to_be_bytes().to_vec();
                 framed.extend_from_slice(&message);
@@ -517,27 +509,14 @@ async fn tcp_connection(
                 stats.answered(true, &response[2..2 + n], received.elapsed().as_nanos() as u64);
                 n
             }
-            Outcome::Autopath => {
+            outcome @ (Outcome::Autopath | Outcome::Forward) => {
                 stats.forwarded(true, &query);
-                match super::autopath::answer(responder, forwarder, &query, Transport::Tcp).await {
-                    Some(bytes) => {
-                        response[2..2 + bytes.len()].copy_from_slice(&bytes);
-                        bytes.len()
-                    }
-                    None => match responder.respond(&query, Transport::Tcp, &mut response[2..]) {
-                        Some(n) => n,
-                        None => return,
-                    },
+                let answered =
+                    super::slow::answer(responder, forwarder, &query, Transport::Tcp, outcome, &mut response[2..]);
+                match answered.await {
+                    Some(n) => n,
+                    None => return,
                 }
-            }
-            Outcome::Forward => {
-                stats.forwarded(true, &query);
-                let Some(bytes) = forwarder.expect("forwarding only when set").answer(&query, Transport::Tcp).await
-                else {
-                    return;
-                };
-                response[2..2 + bytes.len()].copy_from_slice(&bytes);
-                bytes.len()
             }
             // Not even a header, or a response: nothing sensible to say on this connection.
             Outcome::Drop => {

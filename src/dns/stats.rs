@@ -9,20 +9,22 @@
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::proto::{DEFAULT_MAX_UDP, HEADER_LEN, MAX_MESSAGE, MIN_UDP, rtype};
+
 /// Queries a worker counts before publishing its counts.
 pub const FLUSH_EVERY: u32 = 1024;
 
 /// Query types counted by name; everything else is `other`.
 const TYPES: [(u16, &str); 10] = [
-    (1, "A"),
-    (28, "AAAA"),
-    (33, "SRV"),
-    (12, "PTR"),
-    (16, "TXT"),
-    (6, "SOA"),
-    (2, "NS"),
-    (5, "CNAME"),
-    (255, "ANY"),
+    (rtype::A, "A"),
+    (rtype::AAAA, "AAAA"),
+    (rtype::SRV, "SRV"),
+    (rtype::PTR, "PTR"),
+    (rtype::TXT, "TXT"),
+    (rtype::SOA, "SOA"),
+    (rtype::NS, "NS"),
+    (rtype::CNAME, "CNAME"),
+    (rtype::ANY, "ANY"),
     (0, "other"),
 ];
 /// RCODEs counted by name (index = rcode for 0..=5); everything else is `other`.
@@ -31,7 +33,7 @@ const RCODES: [&str; 7] = ["NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP
 const LATENCY_NS: [u64; 11] =
     [1_000, 4_000, 16_000, 64_000, 256_000, 1_024_000, 4_096_000, 16_384_000, 65_536_000, 262_144_000, 1_048_576_000];
 /// Upper bounds of the response-size buckets, in bytes.
-const SIZES: [u64; 8] = [64, 128, 256, 512, 1232, 4096, 16384, 65535];
+const SIZES: [u64; 8] = [64, 128, 256, MIN_UDP as u64, DEFAULT_MAX_UDP as u64, 4096, 16384, MAX_MESSAGE as u64];
 /// Transports, as labels.
 const PROTOS: [&str; 2] = ["udp", "tcp"];
 
@@ -75,20 +77,10 @@ fn bucket(bounds: &[u64], v: u64) -> usize {
 
 /// The QTYPE of the (first) question of a message, if it has one in plain form.
 pub fn qtype_of(message: &[u8]) -> Option<u16> {
-    if message.len() < 12 || u16::from_be_bytes([message[4], message[5]]) == 0 {
+    if message.len() < HEADER_LEN || u16::from_be_bytes([message[4], message[5]]) == 0 {
         return None;
     }
-    let mut at = 12;
-    loop {
-        let len = *message.get(at)? as usize;
-        if len & 0xC0 != 0 {
-            return None;
-        }
-        at += 1 + len;
-        if len == 0 {
-            break;
-        }
-    }
+    let at = HEADER_LEN + super::name::wire_len(&message[HEADER_LEN..])?;
     message.get(at..at + 2).map(|t| u16::from_be_bytes([t[0], t[1]]))
 }
 

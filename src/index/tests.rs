@@ -103,9 +103,9 @@ fn a_shared_reverse_name_keeps_one_ptr_per_service() {
         f.apply(slice("ns-0", svc, svc, vec![endpoint("10.0.0.1", Some("pod-0"), true)]));
     }
     let reverse = reverse_name("10.0.0.1".parse().unwrap());
-    assert_eq!(f.rrset_count(&reverse, super::wire::rtype::PTR), 2);
+    assert_eq!(f.rrset_count(&reverse, crate::dns::proto::rtype::PTR), 2);
     f.delete(Kind::Service, "ns-0", "a");
-    assert_eq!(f.rrset_count(&reverse, super::wire::rtype::PTR), 1);
+    assert_eq!(f.rrset_count(&reverse, crate::dns::proto::rtype::PTR), 1);
     f.delete(Kind::Service, "ns-0", "b");
     assert!(f.index().get(reverse.as_wire()).is_none());
 }
@@ -127,10 +127,10 @@ fn srv_glue_follows_a_pod_recreation() {
     f.apply(service("ns-0", "svc-0", ServiceKind::Headless));
     f.apply(slice("ns-0", "slice-0", "svc-0", vec![endpoint("10.0.0.1", Some("pod-0"), true)]));
     let srv = Name::parse("_web._tcp.svc-0.ns-0.svc.cluster.local").unwrap();
-    let glue_before = f.index().get(srv.as_wire()).unwrap().rrset(super::wire::rtype::SRV).unwrap().to_vec();
+    let glue_before = f.index().get(srv.as_wire()).unwrap().rrset(crate::dns::proto::rtype::SRV).unwrap().to_vec();
     // Same hostname, new IP: the SRV record is unchanged, its glue is not.
     f.apply(slice("ns-0", "slice-0", "svc-0", vec![endpoint("10.0.0.2", Some("pod-0"), true)]));
-    let glue_after = f.index().get(srv.as_wire()).unwrap().rrset(super::wire::rtype::SRV).unwrap().to_vec();
+    let glue_after = f.index().get(srv.as_wire()).unwrap().rrset(crate::dns::proto::rtype::SRV).unwrap().to_vec();
     assert_ne!(glue_before, glue_after);
     assert!(glue_after.ends_with(&[10, 0, 0, 2]));
 }

@@ -17,43 +17,10 @@ use std::net::{IpAddr, Ipv4Addr};
 use triomphe::ThinArc;
 
 use crate::dns::name::Name;
+use crate::dns::proto::{
+    CLASS_IN, HEADER_LEN, MAX_MESSAGE, OPT_LEN, QUESTION_POINTER, RECORD_HEAD_LEN, pointer, record_head, rtype,
+};
 use crate::index::records::Rdata;
-
-/// Record types (RFC 1035 §3.2.2, RFC 3596, RFC 2782, RFC 6891).
-pub mod rtype {
-    /// IPv4 address.
-    pub const A: u16 = 1;
-    /// Name server.
-    pub const NS: u16 = 2;
-    /// Alias.
-    pub const CNAME: u16 = 5;
-    /// Start of authority.
-    pub const SOA: u16 = 6;
-    /// Reverse pointer.
-    pub const PTR: u16 = 12;
-    /// Text.
-    pub const TXT: u16 = 16;
-    /// IPv6 address.
-    pub const AAAA: u16 = 28;
-    /// Service location.
-    pub const SRV: u16 = 33;
-    /// EDNS pseudo-record.
-    pub const OPT: u16 = 41;
-    /// Incremental zone transfer.
-    pub const IXFR: u16 = 251;
-    /// Zone transfer.
-    pub const AXFR: u16 = 252;
-    /// Any type (RFC 8482 minimal answers).
-    pub const ANY: u16 = 255;
-}
-
-/// Class IN.
-pub const CLASS_IN: u16 = 1;
-
-/// The largest DNS message (a TCP length prefix is 16 bits).
-pub const MAX_MESSAGE: usize = 65535;
-/// Bytes an OPT record without options takes.
-pub const OPT_LEN: usize = 11;
 
 /// A pre-encoded RRset (plus glue), ready to follow a question of a known length.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -125,7 +92,7 @@ pub struct AnswerRef<'a> {
     pub complete: bool,
     /// For a record held inline: its owner pointer, type, class, TTL and RDLENGTH, written at
     /// lookup; `bytes` is then its RDATA.
-    head: Option<[u8; 12]>,
+    head: Option<[u8; RECORD_HEAD_LEN]>,
     /// The records, answer section first (after `head`).
     bytes: &'a [u8],
     /// The end offset of each record (u16s, native order); empty with `head`.
@@ -135,7 +102,7 @@ pub struct AnswerRef<'a> {
 impl<'a> AnswerRef<'a> {
     /// One record owned by the question, from its type, TTL and RDATA.
     fn inline(rtype: u16, ttl: u32, rdata: &'a [u8]) -> AnswerRef<'a> {
-        let head = record_head(0x0C, rtype, ttl, rdata.len());
+        let head = record_head(HEADER_LEN as u16, rtype, ttl, rdata.len());
         AnswerRef { ancount: 1, complete: true, head: Some(head), bytes: rdata, ends: &[] }
     }
 
@@ -368,11 +335,11 @@ impl Encoder {
     /// An encoder for `records` records whose RDATA take at most `rdata_len` bytes in all (sized
     /// once, so that a large RRset does not grow its buffer a doubling at a time).
     fn new(qname: &Name, records: usize, rdata_len: usize) -> Encoder {
-        let base = 12 + qname.as_wire().len() + 4;
+        let base = HEADER_LEN + qname.as_wire().len() + 4;
         Encoder {
             base,
             qname: qname.clone(),
-            bytes: Vec::with_capacity((records * 12 + rdata_len).min(MAX_MESSAGE)),
+            bytes: Vec::with_capacity((records * RECORD_HEAD_LEN + rdata_len).min(MAX_MESSAGE)),
             ends: Vec::with_capacity(records),
             room: MAX_MESSAGE - base - OPT_LEN,
             complete: true,
@@ -387,8 +354,8 @@ impl Encoder {
         }
         let start = self.bytes.len();
         match owner {
-            Owner::Question => self.bytes.extend_from_slice(&[0xC0, 0x0C]),
-            Owner::Pointer(at) => self.bytes.extend_from_slice(&(0xC000 | at).to_be_bytes()),
+            Owner::Question => self.bytes.extend_from_slice(&QUESTION_POINTER.to_be_bytes()),
+            Owner::Pointer(at) => self.bytes.extend_from_slice(&pointer(at).to_be_bytes()),
             Owner::Name(name) => self.name_compressed(&name),
         }
         self.bytes.extend_from_slice(&rtype.to_be_bytes());
@@ -417,7 +384,7 @@ impl Encoder {
             if rest.len() > 1 && rest.len() <= qwire.len() {
                 let at = qwire.len() - rest.len();
                 if &qwire[at..] == rest && is_label_start(qwire, at) {
-                    self.bytes.extend_from_slice(&(0xC000 | (12 + at) as u16).to_be_bytes());
+                    self.bytes.extend_from_slice(&pointer((HEADER_LEN + at) as u16).to_be_bytes());
                     return;
                 }
             }
@@ -543,69 +510,6 @@ pub fn encode_rrset(qname: &Name, ttl: u32, rdata: &[&Rdata], glue: &[Glue<'_>])
         }
     }
     enc.finish(ancount)
-}
-
-/// A record's fixed 12 bytes: its owner as a compression pointer to message offset `owner`, its
-/// type, class IN, TTL and RDATA length.
-fn record_head(owner: u16, rtype: u16, ttl: u32, rdlen: usize) -> [u8; 12] {
-    let mut head = [0; 12];
-    head[0..2].copy_from_slice(&(0xC000 | owner).to_be_bytes());
-    head[2..4].copy_from_slice(&rtype.to_be_bytes());
-    head[4..6].copy_from_slice(&CLASS_IN.to_be_bytes());
-    head[6..10].copy_from_slice(&ttl.to_be_bytes());
-    head[10..12].copy_from_slice(&(rdlen as u16).to_be_bytes());
-    head
-}
-
-/// Appends the SOA record of a zone: `owner` is a compression pointer to the zone name in the
-/// message; `names` is the pre-encoded MNAME and RNAME. Returns false if it does not fit.
-pub fn write_soa(
-    out: &mut [u8],
-    at: &mut usize,
-    owner: u16,
-    ttl: u32,
-    names: &[u8],
-    serial: u32,
-    minimum: u32,
-) -> bool {
-    let len = 2 + 10 + names.len() + 20;
-    let Some(dst) = out.get_mut(*at..*at + len) else {
-        return false;
-    };
-    dst[..12].copy_from_slice(&record_head(owner, rtype::SOA, ttl, names.len() + 20));
-    let mut i = 12;
-    dst[i..i + names.len()].copy_from_slice(names);
-    i += names.len();
-    // Serial, then CoreDNS's refresh 7200, retry 1800, expire 86400, and the negative TTL.
-    for v in [serial, 7200, 1800, 86400, minimum] {
-        dst[i..i + 4].copy_from_slice(&v.to_be_bytes());
-        i += 4;
-    }
-    *at += len;
-    true
-}
-
-/// Appends an address record owned by the question name (for synthesized Pod names).
-pub fn write_addr(out: &mut [u8], at: &mut usize, ttl: u32, ip: IpAddr) -> bool {
-    let (v4, v6);
-    let (rtype, data): (u16, &[u8]) = match ip {
-        IpAddr::V4(ip) => {
-            v4 = ip.octets();
-            (rtype::A, &v4)
-        }
-        IpAddr::V6(ip) => {
-            v6 = ip.octets();
-            (rtype::AAAA, &v6)
-        }
-    };
-    let len = 12 + data.len();
-    let Some(dst) = out.get_mut(*at..*at + len) else {
-        return false;
-    };
-    dst[..12].copy_from_slice(&record_head(0x0C, rtype, ttl, data.len()));
-    dst[12..].copy_from_slice(data);
-    *at += len;
-    true
 }
 
 #[cfg(test)]

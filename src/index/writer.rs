@@ -15,9 +15,10 @@ use smallvec::SmallVec;
 
 use super::Index;
 use super::records::{OwnerRecords, Rdata, RecordConfig, Rrs, owner_records};
-use super::wire::{self, Answer, Glue, NameEntry, encode_rrset, rdata_type};
+use super::wire::{Answer, Glue, NameEntry, encode_rrset, rdata_type};
 use crate::cluster::{Model, Owner};
 use crate::dns::name::Name;
+use crate::dns::proto::rtype;
 
 /// The writer's maps: keyed by names and owners built from cluster objects, so hashed with a
 /// randomly seeded fast hasher (foldhash) rather than SipHash, which dominated the initial load.
@@ -474,9 +475,9 @@ impl Writer {
         let mut cname = None;
         let mut rrsets = Vec::with_capacity(by_type.len());
         for (t, ttl, range) in by_type {
-            let glue = if t == wire::rtype::SRV { self.glue(targets, fresh) } else { Vec::new() };
+            let glue = if t == rtype::SRV { self.glue(targets, fresh) } else { Vec::new() };
             let answer: Answer = encode_rrset(name, ttl, &list[range], &glue);
-            if t == wire::rtype::CNAME {
+            if t == rtype::CNAME {
                 cname = Some(answer);
             } else {
                 rrsets.push((t, answer));

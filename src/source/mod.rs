@@ -16,28 +16,12 @@ pub mod file;
 pub mod kube;
 mod reconnect;
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::sync::mpsc;
 
-use crate::cluster::{Kind, Object, ObjectRef};
-
-/// Which objects a relist covers: one kind, in one namespace or cluster-wide.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct Scope {
-    /// The kind being listed.
-    pub kind: Kind,
-    /// `None` for a cluster-wide list.
-    pub namespace: Option<Arc<str>>,
-}
-
-impl Scope {
-    /// A cluster-wide scope for `kind`.
-    pub fn all(kind: Kind) -> Scope {
-        Scope { kind, namespace: None }
-    }
-}
+pub use crate::cluster::Scope;
+use crate::cluster::{Object, ObjectRef};
 
 /// One change, in the order the source observed it.
 #[derive(Clone, Debug)]

@@ -22,6 +22,9 @@ pub fn free_port() -> u16 {
     }
 }
 
+/// How many A records `big.example.test.` has in [`Knot::start`]'s zone.
+pub const BIG_RECORDS: usize = 100;
+
 /// A running `knotd` on 127.0.0.1, killed when dropped.
 pub struct Knot {
     pub child: Child,
@@ -52,11 +55,15 @@ impl Knot {
     /// Knot authoritative for `example.test.`, once it answers.
     pub fn start() -> Knot {
         let knot = Knot::spawn(free_port(), |dir| {
+            // `big` holds 100 A records (1,600 bytes of answer): more than 512 or 1232 bytes.
+            let big: String = (1..=BIG_RECORDS).map(|i| format!("big IN A 198.51.100.{i}\n")).collect();
             std::fs::write(
                 dir.join("example.test.zone"),
                 "$ORIGIN example.test.\n$TTL 300\n\
                  @ IN SOA ns.example.test. hostmaster.example.test. 1 3600 600 86400 60\n\
-                 @ IN NS ns\nns IN A 127.0.0.1\nwww IN A 192.0.2.10\nwww IN AAAA 2001:db8::10\nalias IN CNAME www\n",
+                 @ IN NS ns\nns IN A 127.0.0.1\nwww IN A 192.0.2.10\nwww IN AAAA 2001:db8::10\nalias IN CNAME www\n"
+                    .to_string()
+                    + &big,
             )
             .unwrap();
             let d = dir.display();
