@@ -22,7 +22,12 @@ builder=${BUILDER:-podman}
 ctx=$(mktemp -d)
 trap 'rm -rf "$ctx"' EXIT
 mkdir -p "$ctx/rootfs/etc"
-cp "$bin" "$ctx/rootfs/headless-dns"
+# Without debug info, as the Containerfile builds it (symbols stay, for backtraces and profiles).
+if command -v strip >/dev/null 2>&1; then
+  strip --strip-debug -o "$ctx/rootfs/headless-dns" "$bin"
+else
+  cp "$bin" "$ctx/rootfs/headless-dns"
+fi
 chmod 755 "$ctx/rootfs/headless-dns"
 
 # Each library at the path the loader finds it: "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x…)"

@@ -33,9 +33,27 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// How long a component may take to become ready on a busy machine.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How to run the control plane; [`Options::default`] is what [`ControlPlane::start`] uses.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// kube-apiserver's watch cache (`--watch-cache`), on by default as in real clusters. It
+    /// serves watches from memory, which etcd's compaction does not touch: turn it off to make
+    /// [`ControlPlane::compact_etcd`] alone send `410 Gone` to a watch from an older
+    /// resourceVersion. With it on, an API server restart does that by itself (the cache starts
+    /// again at etcd's current revision), compaction or not.
+    pub watch_cache: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { watch_cache: true }
+    }
+}
+
 /// A running etcd + kube-apiserver + kube-controller-manager.
 pub struct ControlPlane {
     name: String,
+    options: Options,
     assets: PathBuf,
     dir: tempfile::TempDir,
     kubeconfig: PathBuf,
@@ -55,6 +73,11 @@ impl ControlPlane {
     /// "SKIPPED: <why>" when `KUBEBUILDER_ASSETS` is unset and `CI` is unset; panics when `CI` is
     /// set and it cannot start.
     pub async fn start(name: &str) -> Option<ControlPlane> {
+        Self::start_with(name, Options::default()).await
+    }
+
+    /// [`ControlPlane::start`] with other [`Options`].
+    pub async fn start_with(name: &str, options: Options) -> Option<ControlPlane> {
         let ci = std::env::var_os("CI").is_some();
         let assets = match std::env::var_os("KUBEBUILDER_ASSETS") {
             Some(dir) => PathBuf::from(dir),
@@ -92,6 +115,7 @@ impl ControlPlane {
         );
         let mut plane = ControlPlane {
             name: name.to_string(),
+            options,
             assets,
             kubeconfig,
             etcd,
@@ -158,7 +182,8 @@ impl ControlPlane {
     /// Starts kube-apiserver on the same port with the same flags; returns when `/readyz` is ok.
     pub async fn start_apiserver(&mut self) {
         assert!(self.apiserver.is_none(), "the API server is already running");
-        let args = apiserver_args(self.dir.path(), self.etcd_port, self.apiserver_port);
+        let mut args = apiserver_args(self.dir.path(), self.etcd_port, self.apiserver_port);
+        args.push(format!("--watch-cache={}", self.options.watch_cache));
         let log = self.dir.path().join("kube-apiserver.log");
         self.apiserver = Some(spawn(&self.assets.join("kube-apiserver"), &args, &log));
         let client = self.client().await;
@@ -174,8 +199,10 @@ impl ControlPlane {
         }
     }
 
-    /// Compacts etcd at its current revision, so a watch from any older resourceVersion gets
-    /// `410 Gone`. Through etcd's v3 HTTP/JSON gateway: the revision from the header of a
+    /// Compacts etcd at its current revision, so a watch from any older resourceVersion that
+    /// reaches etcd gets `410 Gone`: every watch with the watch cache off
+    /// ([`Options::watch_cache`]); with it on (the default), only once the API server restarts,
+    /// which alone already answers 410 to resourceVersions older than its start. Through etcd's v3 HTTP/JSON gateway: the revision from the header of a
     /// `POST /v3/kv/range`, then `POST /v3/kv/compaction`.
     pub async fn compact_etcd(&self) {
         let addr = SocketAddr::from(([127, 0, 0, 1], self.etcd_port));
