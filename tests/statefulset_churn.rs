@@ -222,6 +222,7 @@ async fn statefulset_churn_as_kubernetes_makes_it() {
     let uid = |p: Option<Pod>| p.and_then(|p| p.metadata.uid);
     let deadline = Instant::now() + Duration::from_secs(15);
     while matches!(uid(pods.get_opt("web-1").await.unwrap()), ref u if u.is_none() || *u == old_uid) {
+        assert_eq!(a(dns, &web_1), (ResponseCode::NXDomain, vec![]), "web-1 has no Pod");
         assert!(Instant::now() < deadline, "web-1 was not recreated");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -199,11 +199,13 @@ impl ControlPlane {
         }
     }
 
-    /// Compacts etcd at its current revision, so a watch from any older resourceVersion that
-    /// reaches etcd gets `410 Gone`: every watch with the watch cache off
-    /// ([`Options::watch_cache`]); with it on (the default), only once the API server restarts,
-    /// which alone already answers 410 to resourceVersions older than its start. Through etcd's v3 HTTP/JSON gateway: the revision from the header of a
-    /// `POST /v3/kv/range`, then `POST /v3/kv/compaction`.
+    /// Compacts etcd at its current revision R, so a watch from an older resourceVersion v that
+    /// reaches etcd gets `410 Gone`. A watch from v starts at v + 1, so v must be R - 2 or older:
+    /// at least two writes after it. Watches reach etcd when the watch cache is off
+    /// ([`Options::watch_cache`]); with it on (the default), only after an API server restart,
+    /// which alone already answers 410 to versions older than its start. Through etcd's v3
+    /// HTTP/JSON gateway: the revision from the header of a `POST /v3/kv/range`, then
+    /// `POST /v3/kv/compaction`.
     pub async fn compact_etcd(&self) {
         let addr = SocketAddr::from(([127, 0, 0, 1], self.etcd_port));
         // Any key: only the response header (the store's current revision) is read. "AA==" is "\0".
