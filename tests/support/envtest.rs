@@ -21,6 +21,7 @@
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -491,7 +492,8 @@ fn controller_manager_args(dir: &Path, port: u16) -> Vec<String> {
 }
 
 /// Starts `bin` in a process group of its own, output to `log`, without `ETCD_*` variables
-/// (etcd reads them as flags).
+/// (etcd reads them as flags). The process gets SIGKILL when the test process dies, even killed
+/// or with a `ControlPlane` that is never dropped (one kept in a `static` for a whole test file).
 fn spawn(bin: &Path, args: &[String], log: &Path) -> Child {
     use std::os::unix::process::CommandExt;
     let out = std::fs::File::create(log).expect("create log file");
@@ -502,7 +504,41 @@ fn spawn(bin: &Path, args: &[String], log: &Path) -> Child {
             cmd.env_remove(key);
         }
     }
-    cmd.spawn().unwrap_or_else(|e| panic!("{} starts: {e}", bin.display()))
+    // SAFETY: the closure runs in the child between fork and exec; it only calls prctl(2), which
+    // is async-signal-safe, and allocates nothing.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let (reply, child) = mpsc::channel();
+    spawner().send((cmd, reply)).expect("the spawner thread runs");
+    child.recv().expect("the spawner replies").unwrap_or_else(|e| panic!("{} starts: {e}", bin.display()))
+}
+
+type SpawnJob = (Command, mpsc::Sender<std::io::Result<Child>>);
+
+/// The thread that forks every control-plane process. PR_SET_PDEATHSIG fires when the *thread*
+/// that forked the child exits, not the process: forked from a test's runtime thread, etcd
+/// would die when that runtime ends. This thread waits on a channel whose sender lives in a
+/// static, so it ends only with the process.
+fn spawner() -> &'static mpsc::Sender<SpawnJob> {
+    static SPAWNER: OnceLock<mpsc::Sender<SpawnJob>> = OnceLock::new();
+    SPAWNER.get_or_init(|| {
+        let (jobs, queue) = mpsc::channel::<SpawnJob>();
+        std::thread::Builder::new()
+            .name("envtest-spawner".into())
+            .spawn(move || {
+                for (mut cmd, reply) in queue {
+                    let _ = reply.send(cmd.spawn());
+                }
+            })
+            .expect("spawn the spawner thread");
+        jobs
+    })
 }
 
 /// SIGTERM to the process group, SIGKILL after 10 s; waits for the process.
