@@ -24,7 +24,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::{Node, Pod, ServiceAccount};
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::core::GroupVersionKind;
 use kube::discovery::Scope;
@@ -302,6 +303,29 @@ impl ControlPlane {
         Ok(applied)
     }
 
+    /// Mints a token for the ServiceAccount `namespace/name` (TokenRequest, valid for an hour),
+    /// as the kubelet does for a Pod that runs as it.
+    pub async fn service_account_token(&self, namespace: &str, name: &str) -> String {
+        let request = TokenRequest {
+            spec: TokenRequestSpec { expiration_seconds: Some(3600), ..TokenRequestSpec::default() },
+            ..TokenRequest::default()
+        };
+        let minted = Api::<ServiceAccount>::namespaced(self.client().await, namespace)
+            .create_token_request(name, &PostParams::default(), &request)
+            .await
+            .unwrap_or_else(|e| panic!("token request for {namespace}/{name}: {e}"));
+        minted.status.expect("a token in the status").token
+    }
+
+    /// A kubeconfig (in [`ControlPlane::dir`]) that authenticates as the ServiceAccount
+    /// `namespace/name` with a token minted for it: exactly what that account's RBAC allows.
+    pub async fn service_account_kubeconfig(&self, namespace: &str, name: &str) -> PathBuf {
+        let token = self.service_account_token(namespace, name).await;
+        let path = self.dir.path().join(format!("sa-{namespace}-{name}.kubeconfig"));
+        write_token_kubeconfig(&path, &self.server_url(), &self.ca_file(), &token);
+        path
+    }
+
     /// The last lines of a component's log (`etcd`, `kube-apiserver`, `kube-controller-manager`).
     pub fn log_tail(&self, component: &str) -> String {
         log_tail(&self.dir.path().join(format!("{component}.log")))
@@ -328,7 +352,7 @@ impl ControlPlane {
     /// Ready once its ServiceAccount controller has created `default/default`: the controllers
     /// are running, not only its health endpoint.
     async fn wait_controller_manager(&mut self) {
-        let accounts = Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(self.client().await, "default");
+        let accounts = Api::<ServiceAccount>::namespaced(self.client().await, "default");
         let deadline = Instant::now() + START_TIMEOUT;
         while !matches!(accounts.get_opt("default").await, Ok(Some(_))) {
             self.check_running();
