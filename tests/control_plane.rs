@@ -16,12 +16,11 @@ use std::time::{Duration, Instant};
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
-use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::authorization::v1::{ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec};
-use k8s_openapi::api::core::v1::{ConfigMap, ServiceAccount};
+use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, PostParams};
 use support::dns::{addresses, ask, rcode, require_tool};
-use support::envtest::{ControlPlane, Options, apply_value, client_from_kubeconfig, write_token_kubeconfig};
+use support::envtest::{ControlPlane, Options, apply_value, client_from_kubeconfig};
 use support::image::{Container, DeploymentContainer, Image, free_port};
 use support::objects::mk_service;
 use support::server::{BinaryServer, try_http_get};
@@ -34,22 +33,11 @@ fn manifest(name: &str) -> String {
     std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy").join(name)).unwrap()
 }
 
-/// Applies `deploy/rbac.yaml`, creates the Service `default/api`, and mints a token for the
-/// ServiceAccount `kube-system/headless-dns` (TokenRequest, as the kubelet does for a Pod).
-async fn install_rbac_and_service(plane: &ControlPlane) -> String {
-    let admin = plane.client().await;
+/// Applies `deploy/rbac.yaml` and creates the Service `default/api`.
+async fn install_rbac_and_service(plane: &ControlPlane) {
     plane.apply_yaml(&manifest("rbac.yaml"), false).await.expect("rbac.yaml applies");
     let service = mk_service("default", "api", API_IP, &[("http", 80, "TCP")]);
-    apply_value(&admin, service, false).await.expect("create service");
-    let request = TokenRequest {
-        spec: TokenRequestSpec { expiration_seconds: Some(3600), ..TokenRequestSpec::default() },
-        ..TokenRequest::default()
-    };
-    let minted = Api::<ServiceAccount>::namespaced(admin, "kube-system")
-        .create_token_request("headless-dns", &PostParams::default(), &request)
-        .await
-        .expect("token request");
-    minted.status.expect("a token in the status").token
+    apply_value(&plane.client().await, service, false).await.expect("create service");
 }
 
 /// Polls `/readyz` until it says 200.
@@ -91,9 +79,9 @@ async fn allowed(client: &kube::Client, verb: &str, group: &str, resource: &str)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rbac_grants_enough_to_serve_and_nothing_more() {
     let Some(plane) = ControlPlane::start("rbac").await else { return };
-    let token = install_rbac_and_service(&plane).await;
-    let kubeconfig = plane.dir().join("headless-dns.kubeconfig");
-    write_token_kubeconfig(&kubeconfig, &plane.server_url(), &plane.ca_file(), &token);
+    install_rbac_and_service(&plane).await;
+    // Only the ServiceAccount's token (TokenRequest, as the kubelet mounts it).
+    let kubeconfig = plane.service_account_kubeconfig("kube-system", "headless-dns").await;
 
     // The server with only the ServiceAccount's token: it lists and watches all it needs.
     let kc = kubeconfig.display().to_string();
@@ -107,7 +95,7 @@ async fn rbac_grants_enough_to_serve_and_nothing_more() {
         "no request of the server was forbidden"
     );
 
-    // And nothing more: no write verb anywhere, no Secrets, no ConfigMaps.
+    // And nothing more: no write verb on anything.
     let sa = client_from_kubeconfig(&kubeconfig).await;
     for (group, resource) in
         [("", "services"), ("", "namespaces"), ("", "pods"), ("discovery.k8s.io", "endpointslices")]
@@ -127,13 +115,15 @@ async fn rbac_grants_enough_to_serve_and_nothing_more() {
         ("", "serviceaccounts"),
         ("apps", "deployments"),
         ("rbac.authorization.k8s.io", "clusterroles"),
+        ("*", "*"),
     ];
     for (group, resource) in everything {
         for verb in ["create", "update", "patch", "delete", "deletecollection"] {
             assert!(!allowed(&sa, verb, group, resource).await, "{verb} {group}/{resource} is denied");
         }
     }
-    for resource in ["secrets", "configmaps"] {
+    // Nor read what deploy/README.md says it does not: Secrets, ConfigMaps, Nodes, Endpoints.
+    for resource in ["secrets", "configmaps", "nodes", "endpoints"] {
         for verb in ["get", "list", "watch"] {
             assert!(!allowed(&sa, verb, "", resource).await, "{verb} {resource} is denied");
         }
@@ -150,7 +140,8 @@ async fn image_finds_the_api_server_in_cluster() {
         return;
     }
     let Some(plane) = ControlPlane::start("in-cluster").await else { return };
-    let token = install_rbac_and_service(&plane).await;
+    install_rbac_and_service(&plane).await;
+    let token = plane.service_account_token("kube-system", "headless-dns").await;
     // What the kubelet mounts for a Pod's ServiceAccount (readable by the container's user).
     let secrets = plane.dir().join("serviceaccount");
     std::fs::create_dir(&secrets).unwrap();

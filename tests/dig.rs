@@ -19,8 +19,12 @@ fn dig(addr: std::net::SocketAddr, args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// The example server once it serves (the "listening" line comes before the first state).
 fn example_server() -> BinaryServer {
-    BinaryServer::example(&["--http", "127.0.0.1:0"])
+    let server = BinaryServer::example(&["--http", "127.0.0.1:0"]);
+    let http = server.http_addr();
+    support::server::wait_until(|| support::server::http_get(http, "/readyz").0 == 200);
+    server
 }
 
 #[test]

@@ -178,7 +178,11 @@ async fn statefulset_churn_as_kubernetes_makes_it() {
     });
     apply_value(&client, web, false).await.expect("statefulset");
 
-    let kubeconfig = plane.kubeconfig().display().to_string();
+    // The server runs as deployed: as the ServiceAccount of deploy/rbac.yaml, with its token.
+    let rbac = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/rbac.yaml")).unwrap();
+    plane.apply_yaml(&rbac, false).await.expect("rbac.yaml applies");
+    let kubeconfig = plane.service_account_kubeconfig("kube-system", "headless-dns").await;
+    let kubeconfig = kubeconfig.display().to_string();
     let args = ["serve", "--source", "kube", "--kubeconfig", &kubeconfig, "--listen", "127.0.0.1:0", "--http", "none"];
     let server = BinaryServer::start(&args);
     let dns = server.addr;
@@ -222,6 +226,7 @@ async fn statefulset_churn_as_kubernetes_makes_it() {
     let uid = |p: Option<Pod>| p.and_then(|p| p.metadata.uid);
     let deadline = Instant::now() + Duration::from_secs(15);
     while matches!(uid(pods.get_opt("web-1").await.unwrap()), ref u if u.is_none() || *u == old_uid) {
+        assert_eq!(a(dns, &web_1), (ResponseCode::NXDomain, vec![]), "web-1 has no Pod");
         assert!(Instant::now() < deadline, "web-1 was not recreated");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

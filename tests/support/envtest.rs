@@ -21,9 +21,11 @@
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::{Node, Pod, ServiceAccount};
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::core::GroupVersionKind;
 use kube::discovery::Scope;
@@ -199,11 +201,13 @@ impl ControlPlane {
         }
     }
 
-    /// Compacts etcd at its current revision, so a watch from any older resourceVersion that
-    /// reaches etcd gets `410 Gone`: every watch with the watch cache off
-    /// ([`Options::watch_cache`]); with it on (the default), only once the API server restarts,
-    /// which alone already answers 410 to resourceVersions older than its start. Through etcd's v3 HTTP/JSON gateway: the revision from the header of a
-    /// `POST /v3/kv/range`, then `POST /v3/kv/compaction`.
+    /// Compacts etcd at its current revision R, so a watch from an older resourceVersion v that
+    /// reaches etcd gets `410 Gone`. A watch from v starts at v + 1, so v must be R - 2 or older:
+    /// at least two writes after it. Watches reach etcd when the watch cache is off
+    /// ([`Options::watch_cache`]); with it on (the default), only after an API server restart,
+    /// which alone already answers 410 to versions older than its start. Through etcd's v3
+    /// HTTP/JSON gateway: the revision from the header of a `POST /v3/kv/range`, then
+    /// `POST /v3/kv/compaction`.
     pub async fn compact_etcd(&self) {
         let addr = SocketAddr::from(([127, 0, 0, 1], self.etcd_port));
         // Any key: only the response header (the store's current revision) is read. "AA==" is "\0".
@@ -299,6 +303,29 @@ impl ControlPlane {
         Ok(applied)
     }
 
+    /// Mints a token for the ServiceAccount `namespace/name` (TokenRequest, valid for an hour),
+    /// as the kubelet does for a Pod that runs as it.
+    pub async fn service_account_token(&self, namespace: &str, name: &str) -> String {
+        let request = TokenRequest {
+            spec: TokenRequestSpec { expiration_seconds: Some(3600), ..TokenRequestSpec::default() },
+            ..TokenRequest::default()
+        };
+        let minted = Api::<ServiceAccount>::namespaced(self.client().await, namespace)
+            .create_token_request(name, &PostParams::default(), &request)
+            .await
+            .unwrap_or_else(|e| panic!("token request for {namespace}/{name}: {e}"));
+        minted.status.expect("a token in the status").token
+    }
+
+    /// A kubeconfig (in [`ControlPlane::dir`]) that authenticates as the ServiceAccount
+    /// `namespace/name` with a token minted for it: exactly what that account's RBAC allows.
+    pub async fn service_account_kubeconfig(&self, namespace: &str, name: &str) -> PathBuf {
+        let token = self.service_account_token(namespace, name).await;
+        let path = self.dir.path().join(format!("sa-{namespace}-{name}.kubeconfig"));
+        write_token_kubeconfig(&path, &self.server_url(), &self.ca_file(), &token);
+        path
+    }
+
     /// The last lines of a component's log (`etcd`, `kube-apiserver`, `kube-controller-manager`).
     pub fn log_tail(&self, component: &str) -> String {
         log_tail(&self.dir.path().join(format!("{component}.log")))
@@ -325,7 +352,7 @@ impl ControlPlane {
     /// Ready once its ServiceAccount controller has created `default/default`: the controllers
     /// are running, not only its health endpoint.
     async fn wait_controller_manager(&mut self) {
-        let accounts = Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(self.client().await, "default");
+        let accounts = Api::<ServiceAccount>::namespaced(self.client().await, "default");
         let deadline = Instant::now() + START_TIMEOUT;
         while !matches!(accounts.get_opt("default").await, Ok(Some(_))) {
             self.check_running();
@@ -489,7 +516,8 @@ fn controller_manager_args(dir: &Path, port: u16) -> Vec<String> {
 }
 
 /// Starts `bin` in a process group of its own, output to `log`, without `ETCD_*` variables
-/// (etcd reads them as flags).
+/// (etcd reads them as flags). The process gets SIGKILL when the test process dies, even killed
+/// or with a `ControlPlane` that is never dropped (one kept in a `static` for a whole test file).
 fn spawn(bin: &Path, args: &[String], log: &Path) -> Child {
     use std::os::unix::process::CommandExt;
     let out = std::fs::File::create(log).expect("create log file");
@@ -500,7 +528,41 @@ fn spawn(bin: &Path, args: &[String], log: &Path) -> Child {
             cmd.env_remove(key);
         }
     }
-    cmd.spawn().unwrap_or_else(|e| panic!("{} starts: {e}", bin.display()))
+    // SAFETY: the closure runs in the child between fork and exec; it only calls prctl(2), which
+    // is async-signal-safe, and allocates nothing.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let (reply, child) = mpsc::channel();
+    spawner().send((cmd, reply)).expect("the spawner thread runs");
+    child.recv().expect("the spawner replies").unwrap_or_else(|e| panic!("{} starts: {e}", bin.display()))
+}
+
+type SpawnJob = (Command, mpsc::Sender<std::io::Result<Child>>);
+
+/// The thread that forks every control-plane process. PR_SET_PDEATHSIG fires when the *thread*
+/// that forked the child exits, not the process: forked from a test's runtime thread, etcd
+/// would die when that runtime ends. This thread waits on a channel whose sender lives in a
+/// static, so it ends only with the process.
+fn spawner() -> &'static mpsc::Sender<SpawnJob> {
+    static SPAWNER: OnceLock<mpsc::Sender<SpawnJob>> = OnceLock::new();
+    SPAWNER.get_or_init(|| {
+        let (jobs, queue) = mpsc::channel::<SpawnJob>();
+        std::thread::Builder::new()
+            .name("envtest-spawner".into())
+            .spawn(move || {
+                for (mut cmd, reply) in queue {
+                    let _ = reply.send(cmd.spawn());
+                }
+            })
+            .expect("spawn the spawner thread");
+        jobs
+    })
 }
 
 /// SIGTERM to the process group, SIGKILL after 10 s; waits for the process.
