@@ -84,9 +84,7 @@ async fn rbac_grants_enough_to_serve_and_nothing_more() {
     let kubeconfig = plane.service_account_kubeconfig("kube-system", "headless-dns").await;
 
     // The server with only the ServiceAccount's token: it lists and watches all it needs.
-    let kc = kubeconfig.display().to_string();
-    let args = ["serve", "--source", "kube", "--kubeconfig", &kc, "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"];
-    let server = BinaryServer::start(&args);
+    let server = BinaryServer::kube(&kubeconfig, &[]);
     let http = server.http_addr();
     wait_ready(http, || server.drain_logs().join("\n"));
     assert_serves_api(server.addr);

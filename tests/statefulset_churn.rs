@@ -182,9 +182,7 @@ async fn statefulset_churn_as_kubernetes_makes_it() {
     let rbac = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/rbac.yaml")).unwrap();
     plane.apply_yaml(&rbac, false).await.expect("rbac.yaml applies");
     let kubeconfig = plane.service_account_kubeconfig("kube-system", "headless-dns").await;
-    let kubeconfig = kubeconfig.display().to_string();
-    let args = ["serve", "--source", "kube", "--kubeconfig", &kubeconfig, "--listen", "127.0.0.1:0", "--http", "none"];
-    let server = BinaryServer::start(&args);
+    let server = BinaryServer::kube(&kubeconfig, &[]);
     let dns = server.addr;
 
     for i in 0..3 {
