@@ -16,7 +16,8 @@ use std::sync::Arc;
 
 use super::finish::{Policy, Sections, Transport, header_only};
 use super::general::{self, General};
-use super::name::{MAX_NAME, parse_dashed_ip};
+use super::grammar::{ClusterName, Labels};
+use super::name::MAX_NAME;
 use super::proto::{self, HEADER_LEN, flags, rcode, rtype};
 use super::question::{Fast, Question, parse_fast};
 use crate::index::{Index, PodMode};
@@ -182,21 +183,8 @@ impl Responder {
     /// `<ns>.svc.<zone>` (a Pod's first search domain), has a name before that, and `client` is
     /// the IP of a running Pod in `<ns>` (its `--pods verified` name exists).
     fn autopath_candidate(&self, q: &Question<'_>, zone: u8, client: IpAddr) -> bool {
-        let zone_len = self.index.zone(zone).name.as_wire().len();
-        let prefix = &q.lower[..q.lower.len() - zone_len];
-        // Labels of the prefix, most specific first: need [base…, ns, "svc"] with base non-empty.
-        let mut starts = [0usize; 128];
-        let mut count = 0;
-        let mut i = 0;
-        while i < prefix.len() && count < starts.len() {
-            starts[count] = i;
-            count += 1;
-            i += 1 + prefix[i] as usize;
-        }
-        if count < 3 || &prefix[starts[count - 1]..] != b"\x03svc" {
-            return false;
-        }
-        let ns = &prefix[starts[count - 2] + 1..starts[count - 1]];
+        let Some(labels) = self.labels_in_zone(q, zone) else { return false };
+        let Some((ns, _)) = labels.search_base() else { return false };
         let Ok(ns) = std::str::from_utf8(ns) else { return false };
         let zone_name = &self.index.zone(zone).name;
         let Ok(pod_name) = zone_name.prepend(&[&super::name::dashed_ip(client), ns, "pod"]) else { return false };
@@ -335,36 +323,26 @@ impl Responder {
         if self.index.pods != PodMode::Insecure {
             return Synth::None;
         }
-        let prefix_len = q.lower.len() - self.index.zone(zone).name.as_wire().len();
-        let prefix = &q.lower[..prefix_len];
-        let mut labels: [&[u8]; 3] = [&[]; 3];
-        let mut count = 0;
-        let mut i = 0;
-        while i < prefix.len() {
-            let len = prefix[i] as usize;
-            if count == 3 {
-                return Synth::None;
+        let Some(labels) = self.labels_in_zone(q, zone) else { return Synth::None };
+        match labels.classify() {
+            ClusterName::Pod { ip: Some(ip), .. } => {
+                let asked = match q.qtype {
+                    rtype::ANY => true,
+                    rtype::A => ip.is_ipv4(),
+                    rtype::AAAA => ip.is_ipv6(),
+                    _ => false,
+                };
+                if asked { Synth::Addr(ip) } else { Synth::NoData }
             }
-            labels[count] = &prefix[i + 1..i + 1 + len];
-            count += 1;
-            i += 1 + len;
-        }
-        match count {
-            2 if labels[1] == b"pod" => Synth::NoData,
-            3 if labels[2] == b"pod" => match parse_dashed_ip(labels[0]) {
-                Some(ip)
-                    if matches!(
-                        (q.qtype, ip.is_ipv4()),
-                        (rtype::A | rtype::ANY, true) | (rtype::AAAA | rtype::ANY, false)
-                    ) =>
-                {
-                    Synth::Addr(ip)
-                }
-                Some(_) => Synth::NoData,
-                None => Synth::None,
-            },
+            ClusterName::PodNamespace { .. } => Synth::NoData,
             _ => Synth::None,
         }
+    }
+
+    /// The labels of the question name below `zone` (which the name is within).
+    fn labels_in_zone<'q>(&self, q: &Question<'q>, zone: u8) -> Option<Labels<'q>> {
+        let zone_len = self.index.zone(zone).name.as_wire().len();
+        Labels::of(q.lower.get(..q.lower.len().checked_sub(zone_len)?)?)
     }
 }
 
