@@ -359,27 +359,21 @@ thread_local! {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use proptest::prelude::*;
 
     use super::*;
-    use crate::cluster::Model;
-    use crate::index::{RecordConfig, Writer};
+    use crate::index::RecordConfig;
+    use crate::pipeline::Pipeline;
+    use crate::source::Event;
     use crate::source::file::parse_manifests;
 
     fn responder() -> Responder {
         let cfg = RecordConfig::default_for(vec![crate::dns::name::Name::parse("cluster.local").unwrap()]);
-        let index = Arc::new(Index::new(&cfg));
-        let mut writer = Writer::new(index.clone(), cfg);
-        let mut model = Model::new();
+        let mut pipeline = Pipeline::new(cfg);
         let yaml = include_str!("../../tests/fixtures/records.yaml");
-        for obj in parse_manifests(yaml, std::path::Path::new("records.yaml")).unwrap() {
-            let touched = model.apply(obj);
-            writer.recompute(&model, touched);
-        }
-        index.set_ready(true);
-        Responder::new(index, proto::DEFAULT_MAX_UDP)
+        let objects = parse_manifests(yaml, std::path::Path::new("records.yaml")).unwrap();
+        pipeline.apply_batch(std::time::Instant::now(), objects.into_iter().map(Event::Apply).chain([Event::Synced]));
+        Responder::new(pipeline.index().clone(), proto::DEFAULT_MAX_UDP)
     }
 
     proptest! {
