@@ -47,7 +47,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, SourceConfig};
 use crate::dns::Responder;
-use crate::dns::server::{DnsServer, Sockets};
+use crate::dns::server::{DnsServer, Shared, Sockets};
 use crate::index::Index;
 use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
@@ -160,13 +160,11 @@ pub async fn start(config: Config) -> Result<Running, Error> {
     // so "listening" always precedes "serving" in the log.
     let sockets = Sockets::bind(&config.listen, config.udp_workers).map_err(Error::Bind)?;
     let dns_addrs = sockets.local_addrs();
-    let responder = Arc::new(
-        Responder::new(index.clone(), config.max_udp_size)
-            .with_nsid(config.nsid.as_bytes())
-            .with_transfer(transfer::TransferAcl::new(config.transfer_to.clone()))
-            .with_round_robin(config.round_robin)
-            .with_autopath(config.autopath),
-    );
+    let responder = Responder::new(index.clone(), config.max_udp_size)
+        .with_nsid(config.nsid.as_bytes())
+        .with_transfer(transfer::TransferAcl::new(config.transfer_to.clone()))
+        .with_round_robin(config.round_robin)
+        .with_autopath(config.autopath);
     let forwarder = match &config.upstream {
         Some(upstreams) => {
             let forwarder = Arc::new(forward::Forwarder::new(upstreams, metrics.forward.clone())?);
@@ -175,15 +173,14 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         }
         None => None,
     };
-    let dns = DnsServer::start(
-        sockets,
+    let shared = Shared {
         responder,
-        config.tcp.clone(),
-        forwarder.clone(),
-        metrics.queries.clone(),
-        config.udp_batch,
-    )
-    .map_err(Error::Bind)?;
+        forwarder: forwarder.clone(),
+        stats: metrics.queries.clone(),
+        tcp: config.tcp.clone(),
+        udp_batch: config.udp_batch,
+    };
+    let dns = DnsServer::start(sockets, shared).map_err(Error::Bind)?;
     for addr in &dns_addrs {
         tracing::info!(%addr, "listening (udp, tcp)");
     }
@@ -191,11 +188,10 @@ pub async fn start(config: Config) -> Result<Running, Error> {
     let mut http_addr = None;
     let draining = Arc::new(AtomicBool::new(false));
     if let Some(addr) = config.http {
-        let explainer = explain::Explainer::new(model.clone(), index.clone(), config.records.clone());
-        let (bound, server) =
-            http::serve(addr, index.clone(), metrics.clone(), draining.clone(), explainer, cancel.clone())
-                .await
-                .map_err(Error::Bind)?;
+        let explainer = Arc::new(explain::Explainer::new(model.clone(), index.clone(), config.records.clone()));
+        let state =
+            http::Shared { index: index.clone(), metrics: metrics.clone(), draining: draining.clone(), explainer };
+        let (bound, server) = http::serve(addr, state, cancel.clone()).await.map_err(Error::Bind)?;
         tracing::info!(addr = %bound, "http endpoints: /healthz /readyz /metrics");
         http_addr = Some(bound);
         tasks.push(tokio::spawn(server));

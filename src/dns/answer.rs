@@ -202,6 +202,7 @@ impl Responder {
         let (mut an, mut ns, mut ar) = (0u16, 0u16, 0u16);
         let index = &*self.index;
         let mut rcode = rcode::NOERROR;
+        let mut soa = None;
 
         if !index.is_ready() {
             // Never an authoritative NXDOMAIN before the first full sync (kubernetes/dns#186).
@@ -254,9 +255,9 @@ impl Responder {
                     ar = (n - ancount) as u16;
                 }
             } else if entry.is_apex() && matches!(q.qtype, rtype::SOA | rtype::ANY) {
-                an = self.soa(q, entry.zone(), index.ttl, out, &mut at, room, &mut flags);
+                soa = Some(Soa { zone: entry.zone(), ttl: index.ttl, answer: true });
             } else {
-                ns = self.soa(q, entry.zone(), index.negative_ttl, out, &mut at, room, &mut flags);
+                soa = Some(Soa { zone: entry.zone(), ttl: index.negative_ttl, answer: false });
             }
         } else if let Some(zone) = index.zone_of(q.lower) {
             if self.autopath
@@ -274,11 +275,11 @@ impl Responder {
                     }
                 }
                 Synth::NoData => {
-                    ns = self.soa(q, zone, index.negative_ttl, out, &mut at, room, &mut flags);
+                    soa = Some(Soa { zone, ttl: index.negative_ttl, answer: false });
                 }
                 Synth::None => {
                     rcode = rcode::NXDOMAIN;
-                    ns = self.soa(q, zone, index.negative_ttl, out, &mut at, room, &mut flags);
+                    soa = Some(Soa { zone, ttl: index.negative_ttl, answer: false });
                 }
             }
         } else if caps.forward {
@@ -290,31 +291,30 @@ impl Responder {
             rcode = rcode::REFUSED;
         }
 
+        if let Some(Soa { zone, ttl, answer }) = soa {
+            let n = self.soa(q, zone, ttl, &mut out[..room], &mut at);
+            if n == 0 {
+                flags |= flags::TC;
+            }
+            if answer { an = n } else { ns = n }
+        }
         Outcome::Reply(finish.write(out, at, Sections { flags, rcode, an, ns, ar }))
     }
 
-    /// Writes the zone's SOA (answer or authority); returns the record count (0 if it did not fit).
-    #[allow(clippy::too_many_arguments)]
-    fn soa(
-        &self,
-        q: &Question<'_>,
-        zone: u8,
-        ttl: u32,
-        out: &mut [u8],
-        at: &mut usize,
-        room: usize,
-        flags: &mut u16,
-    ) -> u16 {
+    /// Writes the zone's SOA (answer or authority) into `out` (as long as the room for
+    /// records); returns the record count (0 if it did not fit).
+    fn soa(&self, q: &Question<'_>, zone: u8, ttl: u32, out: &mut [u8], at: &mut usize) -> u16 {
         let zone = self.index.zone(zone);
         // The zone's name ends the question name: point at it.
         let owner = (HEADER_LEN + q.lower.len() - zone.name.as_wire().len()) as u16;
-        let serial_minimum = [self.index.serial(), self.index.negative_ttl];
-        if proto::write_soa(&mut out[..room], at, owner, ttl, &zone.soa_names, serial_minimum) {
-            1
-        } else {
-            *flags |= flags::TC;
-            0
-        }
+        let record = proto::Soa {
+            owner,
+            ttl,
+            names: &zone.soa_names,
+            serial: self.index.serial(),
+            minimum: self.index.negative_ttl,
+        };
+        proto::write_soa(out, at, record) as u16
     }
 
     /// `<a-b-c-d>.<ns>.pod.<zone>` under `--pods insecure` (CoreDNS: any well-formed address
@@ -344,6 +344,13 @@ impl Responder {
         let zone_len = self.index.zone(zone).name.as_wire().len();
         Labels::of(q.lower.get(..q.lower.len().checked_sub(zone_len)?)?)
     }
+}
+
+/// The SOA a response carries: the zone's, with this TTL, in the answer or the authority section.
+struct Soa {
+    zone: u8,
+    ttl: u32,
+    answer: bool,
 }
 
 enum Synth {
