@@ -4,7 +4,7 @@
 //!   headless Service of N = 1, 10 (the load benchmark's Services), 100 and 5,000 endpoints
 //!   (slices of at most 100 endpoints, as the EndpointSlice controller writes them; the update
 //!   replaces the slice holding `web-0`), next to 1,000 other Services × 10 Pods:
-//!   `model.apply(slice)` + `writer.recompute(&model, touched)`.
+//!   `pipeline.apply(Event::Apply(slice))` (model, writer, index: the server's one way in).
 //!   Every iteration is a real change (the address alternates between two generations).
 //! - `initial_load/model_writer/10000x10`: 10,000 headless Services × 10 Pods (plus 100
 //!   Namespaces), objects built in memory, applied to a new model and published to a new index.
@@ -33,7 +33,9 @@ use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_mai
 
 use headless_dns::cluster::Model;
 use headless_dns::cluster::object::Object;
-use headless_dns::index::{Index, Writer};
+use headless_dns::index::Index;
+use headless_dns::pipeline::Pipeline;
+use headless_dns::source::Event;
 use headless_dns::source::file::parse_manifests;
 
 #[global_allocator]
@@ -48,21 +50,19 @@ const LOAD_PODS: usize = 10;
 /// the two versions of the slice holding its `web-0`: as loaded (generation 0), and with `web-0`
 /// at its generation-1 address.
 struct UpdateFixture {
-    model: Model,
-    writer: Writer,
+    pipeline: Pipeline,
     versions: [Object; 2],
     /// Which version the model holds.
     current: usize,
 }
 
 fn update_fixture(n: usize) -> UpdateFixture {
-    let (_, mut writer) = support::new_index();
-    let mut model = Model::new();
+    let mut pipeline = support::new_pipeline();
     let i = FILLER_SERVICES; // the target's Service number: its addresses are its own
     let mut objects = support::cluster(FILLER_SERVICES, 10);
     objects.push(support::headless_service("ns-0", "target"));
     objects.extend(support::slices("ns-0", "target", i, n, None));
-    support::load(&mut model, &mut writer, objects);
+    support::load(&mut pipeline, objects);
     let range = 0..n.min(support::ENDPOINTS_PER_SLICE);
     let mut moved = vec![0; n];
     moved[0] = 1;
@@ -70,7 +70,7 @@ fn update_fixture(n: usize) -> UpdateFixture {
         support::slice("ns-0", "target", 0, range.clone(), |p| support::ip(i, p, 0)),
         support::slice("ns-0", "target", 0, range, |p| support::ip(i, p, moved[p])),
     ];
-    UpdateFixture { model, writer, versions, current: 0 }
+    UpdateFixture { pipeline, versions, current: 0 }
 }
 
 impl UpdateFixture {
@@ -78,8 +78,7 @@ impl UpdateFixture {
     /// returns whether the index changed.
     fn update(&mut self, obj: Object) -> bool {
         self.current ^= 1;
-        let touched = self.model.apply(obj);
-        self.writer.recompute(&self.model, touched)
+        self.pipeline.apply(Event::Apply(obj)).changed
     }
 }
 
@@ -98,7 +97,7 @@ fn report_update_allocations(n: usize, f: &mut UpdateFixture) {
          counted out); the index holds {} names",
         allocs - clone_allocs,
         (bytes - clone_bytes) / 1024.0,
-        f.writer.index().len()
+        f.pipeline.index().len()
     );
 }
 
@@ -177,19 +176,20 @@ fn cluster_yaml(services: usize, pods: usize) -> String {
 
 fn report_load_memory(objects: &[Object]) {
     let start = support::live_bytes();
-    let t = Instant::now();
-    let (index, mut writer) = support::new_index();
+    // The model alone first (for its share of the heap), then the whole pipeline.
     let mut model = Model::new();
-    let mut touched = std::collections::HashSet::new();
     for obj in objects.iter().cloned() {
-        touched.extend(model.apply(obj));
+        model.apply(obj);
     }
     let model_bytes = support::live_bytes() - start;
-    writer.recompute(&model, touched);
+    drop(model);
+    let start = support::live_bytes();
+    let t = Instant::now();
+    let mut pipeline = support::new_pipeline();
+    let index = support::load(&mut pipeline, objects.iter().cloned());
     let elapsed = t.elapsed();
     let all_bytes = support::live_bytes() - start;
-    drop(model);
-    drop(writer);
+    drop(pipeline);
     let index_bytes = support::live_bytes() - start;
     let endpoints = (LOAD_SERVICES * LOAD_PODS) as f64;
     println!(
@@ -239,10 +239,9 @@ fn bench_initial_load(c: &mut Criterion) {
         b.iter_batched(
             || objects.clone(),
             |objects| {
-                let (index, mut writer) = support::new_index();
-                let mut model = Model::new();
-                support::load(&mut model, &mut writer, objects);
-                (model, writer, index)
+                let mut pipeline = support::new_pipeline();
+                support::load(&mut pipeline, objects);
+                pipeline
             },
             BatchSize::PerIteration,
         )

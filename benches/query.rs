@@ -28,8 +28,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use hickory_proto::op::Message;
 use hickory_proto::rr::RecordType;
 
-use headless_dns::cluster::Model;
-use headless_dns::dns::proto::MAX_MESSAGE;
+use headless_dns::dns::proto::{DEFAULT_MAX_UDP, MAX_MESSAGE};
 use headless_dns::dns::{Responder, Transport};
 
 #[global_allocator]
@@ -71,14 +70,13 @@ fn cases() -> Vec<Case> {
 }
 
 fn responder() -> Responder {
-    let (index, mut writer) = support::new_index();
-    let mut model = Model::new();
+    let mut pipeline = support::new_pipeline();
     let mut objects = support::cluster(FILLER_SERVICES, 10);
     // The 100-endpoint headless Service (Service number FILLER_SERVICES, so its addresses are its own).
     objects.push(support::headless_service("ns-0", "big"));
     objects.extend(support::slices("ns-0", "big", FILLER_SERVICES, 100, None));
-    support::load(&mut model, &mut writer, objects);
-    Responder::new(index, 1232)
+    let index = support::load(&mut pipeline, objects);
+    Responder::new(index, DEFAULT_MAX_UDP)
 }
 
 fn respond(r: &Responder, case: &Case, out: &mut [u8]) -> usize {

@@ -37,8 +37,7 @@ use std::time::{Duration, Instant};
 
 use hickory_proto::rr::RecordType;
 
-use headless_dns::cluster::Model;
-use headless_dns::dns::proto::MAX_MESSAGE;
+use headless_dns::dns::proto::{DEFAULT_MAX_UDP, MAX_MESSAGE};
 use headless_dns::dns::{Caps, Outcome, Responder, Transport};
 
 const SERVICES: usize = 1_000;
@@ -159,10 +158,8 @@ fn main() {
     let rounds = flag("--rounds", 3.0) as usize;
 
     let build = || {
-        let (index, mut writer) = support::new_index();
-        let mut model = Model::new();
-        support::load(&mut model, &mut writer, support::cluster(SERVICES, PODS));
-        Arc::new(Responder::new(index, 1232))
+        let index = support::load(&mut support::new_pipeline(), support::cluster(SERVICES, PODS));
+        Arc::new(Responder::new(index, DEFAULT_MAX_UDP))
     };
     let (responder, other) = (build(), build());
     let packets = Arc::new(query_mix());

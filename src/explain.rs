@@ -16,6 +16,7 @@ use parking_lot::RwLock;
 
 use crate::cluster::object::{Endpoint, ServiceKind, Slice};
 use crate::cluster::{Model, ObjKey};
+use crate::dns::grammar::{ClusterName, Labels, reverse_ip};
 use crate::dns::name::{Name, dashed_ip};
 use crate::dns::proto::{DEFAULT_MAX_UDP, MAX_MESSAGE};
 use crate::dns::{Responder, Transport};
@@ -85,8 +86,7 @@ impl Explainer {
         let lower = Name::parse(&qname.to_ascii()).map_err(|_| Error::Name(name.into()))?;
         let model = self.model.read();
         let Some(zone) = self.cfg.zones.iter().find(|z| lower.is_within(z)) else {
-            let reverse = reverse_ip(&qname);
-            match reverse {
+            match reverse_ip(lower.as_wire()) {
                 Some(ip) => explain_ip(&mut out, &model, ip),
                 None => {
                     let _ = writeln!(
@@ -98,36 +98,36 @@ impl Explainer {
             }
             return Ok(out);
         };
-        let prefix: Vec<String> = {
-            let text = lower.to_dotted();
-            let zone_text = zone.to_dotted();
-            let head = text.strip_suffix(&zone_text).unwrap_or("").trim_end_matches('.');
-            if head.is_empty() { Vec::new() } else { head.split('.').map(str::to_string).collect() }
-        };
-        let labels: Vec<&str> = prefix.iter().map(String::as_str).collect();
-        match labels.as_slice() {
-            [svc, ns, "svc"] => explain_service(&mut out, &model, &ObjKey::new(*ns, *svc), None, &self.cfg),
-            [ep, svc, ns, "svc"] if !ep.starts_with('_') => {
-                explain_service(&mut out, &model, &ObjKey::new(*ns, *svc), Some(ep), &self.cfg)
+        let prefix = &lower.as_wire()[..lower.as_wire().len() - zone.as_wire().len()];
+        let kind = Labels::of(prefix).map_or(ClusterName::Other, |labels| labels.classify());
+        let text = |label: &[u8]| String::from_utf8_lossy(label).into_owned();
+        let key = |ns: &[u8], svc: &[u8]| ObjKey::new(text(ns).as_str(), text(svc).as_str());
+        match kind {
+            ClusterName::Service { svc, ns } => explain_service(&mut out, &model, &key(ns, svc), None, &self.cfg),
+            ClusterName::Endpoint { endpoint, svc, ns } => {
+                explain_service(&mut out, &model, &key(ns, svc), Some(&text(endpoint)), &self.cfg)
             }
-            [port, proto, svc, ns, "svc"] => {
+            ClusterName::Srv { port, proto, svc, ns } => {
+                let (port, proto) = (text(port), text(proto));
                 let _ = writeln!(out, "  SRV name for port {port} over {proto}: only named ports have SRV records");
-                explain_service(&mut out, &model, &ObjKey::new(*ns, *svc), None, &self.cfg);
+                explain_service(&mut out, &model, &key(ns, svc), None, &self.cfg);
             }
-            [ns, "svc"] => {
+            ClusterName::Namespace { ns } => {
+                let ns = text(ns);
                 let _ = writeln!(
                     out,
                     "  namespace name: exists (NODATA) when the Namespace object or any Service in it exists; Namespace {ns}: {}",
-                    if model.has_namespace(ns) { "exists" } else { "not known" }
+                    if model.has_namespace(&ns) { "exists" } else { "not known" }
                 );
             }
-            [ip, ns, "pod"] => {
+            ClusterName::Pod { label, ns, .. } => {
+                let (ip, ns) = (text(label), text(ns));
                 let _ = writeln!(out, "  Pod name for address {ip} in namespace {ns}; --pods is {:?}", self.cfg.pods);
             }
-            [] | ["svc"] | ["pod"] | ["dns-version"] => {
+            ClusterName::Fixed => {
                 let _ = writeln!(out, "  a fixed name of the zone {zone}");
             }
-            _ => {
+            ClusterName::PodNamespace { .. } | ClusterName::Other => {
                 let _ = writeln!(out, "  not a name the Kubernetes DNS schema defines under {zone}: NXDOMAIN");
             }
         }
@@ -194,21 +194,6 @@ fn verdict(ep: &Endpoint, this: bool, asked_for_endpoint: bool) -> &'static str 
         (_, _, false) if ep.terminating => "left out: terminating (not ready)",
         (_, _, false) => "left out: not ready",
     }
-}
-
-fn reverse_ip(name: &HName) -> Option<IpAddr> {
-    let text = name.to_ascii().to_ascii_lowercase();
-    if let Some(v4) = text.strip_suffix(".in-addr.arpa.") {
-        let parts: Vec<&str> = v4.split('.').rev().collect();
-        return parts.join(".").parse().ok();
-    }
-    let v6 = text.strip_suffix(".ip6.arpa.")?;
-    let nibbles: String = v6.split('.').rev().collect();
-    if nibbles.len() != 32 {
-        return None;
-    }
-    let groups: Vec<&str> = (0..8).map(|i| &nibbles[i * 4..i * 4 + 4]).collect();
-    groups.join(":").parse().ok()
 }
 
 fn explain_ip(out: &mut String, model: &Model, ip: IpAddr) {

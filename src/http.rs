@@ -16,22 +16,24 @@ use crate::explain::Explainer;
 use crate::index::Index;
 use crate::metrics::Metrics;
 
+/// What the endpoints read.
 #[derive(Clone)]
-struct Shared {
-    index: Arc<Index>,
-    metrics: Arc<Metrics>,
-    draining: Arc<AtomicBool>,
-    explainer: Arc<Explainer>,
+pub struct Shared {
+    /// The published index (`/readyz`: ready once the first full state is in it).
+    pub index: Arc<Index>,
+    /// Every metric (`/metrics`).
+    pub metrics: Arc<Metrics>,
+    /// Set while shutting down with a lame-duck period: `/readyz` says 503.
+    pub draining: Arc<AtomicBool>,
+    /// `/explain`.
+    pub explainer: Arc<Explainer>,
 }
 
 /// Binds the HTTP listener (so a bad address fails at start) and returns its address and the
 /// serving future.
 pub async fn serve(
     addr: SocketAddr,
-    index: Arc<Index>,
-    metrics: Arc<Metrics>,
-    draining: Arc<AtomicBool>,
-    explainer: Explainer,
+    shared: Shared,
     cancel: CancellationToken,
 ) -> std::io::Result<(SocketAddr, impl Future<Output = ()>)> {
     let listener = tokio::net::TcpListener::bind(addr)
@@ -43,7 +45,7 @@ pub async fn serve(
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .route("/explain", get(explain))
-        .with_state(Shared { index, metrics, draining, explainer: Arc::new(explainer) });
+        .with_state(shared);
     let server = async move {
         if let Err(error) = axum::serve(listener, app).with_graceful_shutdown(cancel.cancelled_owned()).await {
             tracing::error!(%error, "HTTP server failed");

@@ -2,13 +2,14 @@
 //! Services and StatefulSet churn.
 //!
 //! ```text
-//!  YAML manifests ─▶ source::file ─┐                                          ┌─▶ UDP workers (one
+//!  YAML manifests ─▶ source::file ─┐                                           ┌─▶ UDP workers (one
 //!                                  ├─▶ Event ─▶ writer thread ─▶ index::Index ◀┤   socket per core)
-//!  Kubernetes API ─▶ source::kube ─┘   (mpsc)   cluster::Model   (name → bytes)└─▶ TCP tasks
-//!                                               index::Writer
+//!  Kubernetes API ─▶ source::kube ─┘   (mpsc)   pipeline::Pipeline (name → bytes)└─▶ TCP tasks
+//!                                               (cluster::Model → index::Writer)
 //! ```
 //!
 //! - [`source`] turns the outside world into [`source::Event`]s.
+//! - [`pipeline`] is the one way in for events: it owns the model, the writer and the index.
 //! - [`cluster`] holds minimal projections of the objects ([`cluster::Model`]).
 //! - [`index`] derives the records of each changed Service, Pod or Namespace and publishes
 //!   ready-to-send answers name by name ([`index::Writer`] → [`index::Index`]).
@@ -31,27 +32,25 @@ pub mod http;
 pub mod index;
 pub mod metrics;
 pub mod notify;
+pub mod pipeline;
 pub mod source;
 pub mod transfer;
 
-use std::collections::HashSet;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
-use parking_lot::RwLock;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::cluster::object::{Kind, Object, ServiceKind};
-use crate::cluster::{Model, ObjKey, Owner};
 use crate::config::{Config, SourceConfig};
 use crate::dns::Responder;
-use crate::dns::server::{DnsServer, Sockets};
-use crate::index::{Index, Writer};
-use crate::metrics::{Metrics, ServiceKindLabel};
+use crate::dns::server::{DnsServer, Shared, Sockets};
+use crate::index::Index;
+use crate::metrics::Metrics;
+use crate::pipeline::Pipeline;
 use crate::source::Event;
 
 /// Why the server could not start.
@@ -139,10 +138,9 @@ enum Started {
 /// sockets are bound (answers are SERVFAIL for the served zones until the source's first full
 /// state is published).
 pub async fn start(config: Config) -> Result<Running, Error> {
-    let index = Arc::new(Index::new(&config.records));
     let metrics = Arc::new(Metrics::new());
-    let model = Arc::new(RwLock::new(Model::new()));
-    let writer = Writer::new(index.clone(), config.records.clone());
+    let pipeline = Pipeline::new(config.records.clone()).with_metrics(metrics.clone());
+    let (index, model) = (pipeline.index().clone(), pipeline.model().clone());
     let cancel = CancellationToken::new();
     let (tx, rx) = mpsc::channel(EVENT_QUEUE);
 
@@ -162,13 +160,11 @@ pub async fn start(config: Config) -> Result<Running, Error> {
     // so "listening" always precedes "serving" in the log.
     let sockets = Sockets::bind(&config.listen, config.udp_workers).map_err(Error::Bind)?;
     let dns_addrs = sockets.local_addrs();
-    let responder = Arc::new(
-        Responder::new(index.clone(), config.max_udp_size)
-            .with_nsid(config.nsid.as_bytes())
-            .with_transfer(transfer::TransferAcl::new(config.transfer_to.clone()))
-            .with_round_robin(config.round_robin)
-            .with_autopath(config.autopath),
-    );
+    let responder = Responder::new(index.clone(), config.max_udp_size)
+        .with_nsid(config.nsid.as_bytes())
+        .with_transfer(transfer::TransferAcl::new(config.transfer_to.clone()))
+        .with_round_robin(config.round_robin)
+        .with_autopath(config.autopath);
     let forwarder = match &config.upstream {
         Some(upstreams) => {
             let forwarder = Arc::new(forward::Forwarder::new(upstreams, metrics.forward.clone())?);
@@ -177,15 +173,14 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         }
         None => None,
     };
-    let dns = DnsServer::start(
-        sockets,
+    let shared = Shared {
         responder,
-        config.tcp.clone(),
-        forwarder.clone(),
-        metrics.queries.clone(),
-        config.udp_batch,
-    )
-    .map_err(Error::Bind)?;
+        forwarder: forwarder.clone(),
+        stats: metrics.queries.clone(),
+        tcp: config.tcp.clone(),
+        udp_batch: config.udp_batch,
+    };
+    let dns = DnsServer::start(sockets, shared).map_err(Error::Bind)?;
     for addr in &dns_addrs {
         tracing::info!(%addr, "listening (udp, tcp)");
     }
@@ -193,23 +188,20 @@ pub async fn start(config: Config) -> Result<Running, Error> {
     let mut http_addr = None;
     let draining = Arc::new(AtomicBool::new(false));
     if let Some(addr) = config.http {
-        let explainer = explain::Explainer::new(model.clone(), index.clone(), config.records.clone());
-        let (bound, server) =
-            http::serve(addr, index.clone(), metrics.clone(), draining.clone(), explainer, cancel.clone())
-                .await
-                .map_err(Error::Bind)?;
+        let explainer = Arc::new(explain::Explainer::new(model.clone(), index.clone(), config.records.clone()));
+        let state =
+            http::Shared { index: index.clone(), metrics: metrics.clone(), draining: draining.clone(), explainer };
+        let (bound, server) = http::serve(addr, state, cancel.clone()).await.map_err(Error::Bind)?;
         tracing::info!(addr = %bound, "http endpoints: /healthz /readyz /metrics");
         http_addr = Some(bound);
         tasks.push(tokio::spawn(server));
     }
 
-    let writer_metrics = metrics.clone();
     let writer = std::thread::Builder::new()
         .name("index-writer".into())
         .spawn({
             let (runtime, cancel) = (tokio::runtime::Handle::current(), cancel.clone());
-            let model = model.clone();
-            move || apply_events(rx, writer, &writer_metrics, runtime, cancel, model)
+            move || apply_events(rx, pipeline, runtime, cancel)
         })
         .map_err(Error::Bind)?;
     if let Some(forwarder) = forwarder {
@@ -264,91 +256,17 @@ fn next_event(
     })
 }
 
-/// The writer loop: applies events to the model in order and publishes after each batch, so
-/// every change is visible to the next query once it has been applied.
+/// The writer loop: reads events and applies them through the pipeline, up to [`EVENT_BATCH`]
+/// queued events per publish, so every change is visible to the next query once it has been
+/// applied.
 fn apply_events(
     mut rx: mpsc::Receiver<(Instant, Event)>,
-    mut writer: Writer,
-    metrics: &Metrics,
+    mut pipeline: Pipeline,
     runtime: tokio::runtime::Handle,
     cancel: CancellationToken,
-    shared_model: Arc<RwLock<Model>>,
 ) {
-    let mut touched: HashSet<Owner> = HashSet::new();
-    // Slices whose trigger time is to be measured once published: (service, trigger ms).
-    let mut triggers: Vec<(ObjKey, i64)> = Vec::new();
-    let mut open_slice_relists = 0usize;
-    while let Some(first) = next_event(&runtime, &mut rx, &cancel) {
-        // Held for the batch only: `explain` reads the model between batches.
-        let mut guard = shared_model.write();
-        let model = &mut *guard;
-        let mut synced = false;
-        let oldest = first.0;
-        let mut next = Some(first);
-        let mut applied = 0;
-        while let Some((_, event)) = next.take() {
-            match event {
-                Event::Apply(obj) => {
-                    // The SLI counts changes, not the initial list (old trigger times).
-                    if let Object::Slice(slice) = &obj
-                        && let Some(ms) = slice.trigger_time_ms
-                        && open_slice_relists == 0
-                    {
-                        triggers.push((ObjKey::new(slice.key.ns.clone(), slice.service.clone()), ms));
-                    }
-                    touched.extend(model.apply(obj));
-                }
-                Event::Delete(what) => touched.extend(model.delete(&what)),
-                Event::RelistStart(scope) => {
-                    open_slice_relists += (scope.kind == Kind::EndpointSlice) as usize;
-                    model.relist_start(scope);
-                }
-                Event::RelistDone(scope) => {
-                    open_slice_relists =
-                        open_slice_relists.saturating_sub((scope.kind == Kind::EndpointSlice) as usize);
-                    touched.extend(model.relist_done(&scope));
-                }
-                Event::Synced => synced = true,
-            }
-            applied += 1;
-            if applied < EVENT_BATCH {
-                next = rx.try_recv().ok();
-            }
-        }
-        if !touched.is_empty() {
-            writer.recompute(model, touched.drain());
-            // A drained set keeps the table of the initial list (one slot per Service), and every
-            // later batch would scan and clear all of it.
-            touched.shrink_to(crate::index::SMALL_SET);
-        }
-        metrics.event_to_answer.observe(oldest.elapsed().as_secs_f64());
-        if !triggers.is_empty() {
-            let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
-            for (service, ms) in triggers.drain(..) {
-                let service_kind = match model.service(&service).map(|s| &s.kind) {
-                    Some(ServiceKind::Headless) => "headless_with_selector",
-                    Some(ServiceKind::ClusterIp(_)) => "cluster_ip",
-                    _ => continue,
-                };
-                let seconds = (now_ms - ms).max(0) as f64 / 1000.0;
-                metrics.programming_duration.get_or_create(&ServiceKindLabel { service_kind }).observe(seconds);
-            }
-        }
-        let (services, slices, pods, namespaces) = model.counts();
-        metrics.services.set(services as i64);
-        metrics.endpoint_slices.set(slices as i64);
-        metrics.pods.set(pods as i64);
-        if synced && !writer.index().is_ready() {
-            writer.index().set_ready(true);
-            metrics.ready.set(1);
-            tracing::info!(
-                services,
-                slices,
-                pods,
-                namespaces,
-                names = writer.index().len(),
-                "initial state published; serving"
-            );
-        }
+    while let Some((oldest, first)) = next_event(&runtime, &mut rx, &cancel) {
+        let queued = std::iter::from_fn(|| rx.try_recv().ok().map(|(_, event)| event)).take(EVENT_BATCH - 1);
+        pipeline.apply_batch(oldest, std::iter::once(first).chain(queued));
     }
 }

@@ -11,7 +11,7 @@ use hickory_proto::rr::RecordType;
 use support::dns::{addresses, ask, rcode};
 use support::fake_api::FakeApiServer;
 use support::objects::*;
-use support::server::{BinaryServer, http_get};
+use support::server::{BinaryServer, eventually, http_get};
 use support::watchdog::Watchdog;
 
 const NS: &str = "ns-0";
@@ -62,14 +62,6 @@ impl Harness {
             got.sort();
             rc == want_rcode && got == want
         });
-    }
-}
-
-fn eventually(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !check() {
-        assert!(started.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
     }
 }
 

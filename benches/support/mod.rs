@@ -12,14 +12,18 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Instant;
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
 use hickory_proto::rr::{Name as HName, RecordType};
 
-use headless_dns::cluster::Model;
-use headless_dns::cluster::object::{Endpoint, Namespace, ObjKey, Object, Port, Protocol, Service, ServiceKind, Slice};
+use headless_dns::cluster::object::{
+    Conditions, Endpoint, Namespace, ObjKey, Object, Port, Protocol, Service, ServiceKind, Slice,
+};
 use headless_dns::dns::name::Name;
-use headless_dns::index::{Index, RecordConfig, Writer};
+use headless_dns::index::{Index, RecordConfig};
+use headless_dns::pipeline::Pipeline;
+use headless_dns::source::Event;
 
 /// Services per namespace.
 pub const SERVICES_PER_NS: usize = 100;
@@ -31,12 +35,9 @@ pub fn record_config() -> RecordConfig {
     RecordConfig::default_for(vec![Name::parse("cluster.local").unwrap()])
 }
 
-/// An empty index with its writer (apex published), as the server starts.
-pub fn new_index() -> (Arc<Index>, Writer) {
-    let cfg = record_config();
-    let index = Arc::new(Index::new(&cfg));
-    let writer = Writer::new(index.clone(), cfg);
-    (index, writer)
+/// An empty pipeline (model, writer, index with its apex published), as the server starts.
+pub fn new_pipeline() -> Pipeline {
+    Pipeline::new(record_config())
 }
 
 /// The namespace of Service number `i`.
@@ -93,7 +94,12 @@ pub fn slice(
         .into_iter()
         .map(|p| {
             let name = format!("web-{p}");
-            Endpoint::new(addr(p).into(), Some(name.clone()), Some(&name), true, true, false)
+            Endpoint::new(
+                addr(p).into(),
+                Some(name.clone()),
+                Some(&name),
+                Conditions { ready: true, serving: true, terminating: false },
+            )
         })
         .collect();
     Object::Slice(Slice {
@@ -120,15 +126,11 @@ pub fn cluster(services: usize, pods: usize) -> Vec<Object> {
     objects
 }
 
-/// Applies objects to a model and publishes everything they touch, as the writer thread does for
-/// an initial list. Marks the index ready.
-pub fn load(model: &mut Model, writer: &mut Writer, objects: impl IntoIterator<Item = Object>) {
-    let mut touched = std::collections::HashSet::new();
-    for obj in objects {
-        touched.extend(model.apply(obj));
-    }
-    writer.recompute(model, touched);
-    writer.index().set_ready(true);
+/// Applies objects as one batch and publishes everything they touch, as the writer thread does
+/// for an initial list; the index is then ready. Returns the index.
+pub fn load(pipeline: &mut Pipeline, objects: impl IntoIterator<Item = Object>) -> Arc<Index> {
+    pipeline.apply_batch(Instant::now(), objects.into_iter().map(Event::Apply).chain([Event::Synced]));
+    pipeline.index().clone()
 }
 
 /// A query packet as a stub resolver sends it: RD set, one question, and an OPT record when

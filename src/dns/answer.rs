@@ -16,7 +16,8 @@ use std::sync::Arc;
 
 use super::finish::{Policy, Sections, Transport, header_only};
 use super::general::{self, General};
-use super::name::{MAX_NAME, parse_dashed_ip};
+use super::grammar::{ClusterName, Labels};
+use super::name::MAX_NAME;
 use super::proto::{self, HEADER_LEN, flags, rcode, rtype};
 use super::question::{Fast, Question, parse_fast};
 use crate::index::{Index, PodMode};
@@ -182,21 +183,8 @@ impl Responder {
     /// `<ns>.svc.<zone>` (a Pod's first search domain), has a name before that, and `client` is
     /// the IP of a running Pod in `<ns>` (its `--pods verified` name exists).
     fn autopath_candidate(&self, q: &Question<'_>, zone: u8, client: IpAddr) -> bool {
-        let zone_len = self.index.zone(zone).name.as_wire().len();
-        let prefix = &q.lower[..q.lower.len() - zone_len];
-        // Labels of the prefix, most specific first: need [base…, ns, "svc"] with base non-empty.
-        let mut starts = [0usize; 128];
-        let mut count = 0;
-        let mut i = 0;
-        while i < prefix.len() && count < starts.len() {
-            starts[count] = i;
-            count += 1;
-            i += 1 + prefix[i] as usize;
-        }
-        if count < 3 || &prefix[starts[count - 1]..] != b"\x03svc" {
-            return false;
-        }
-        let ns = &prefix[starts[count - 2] + 1..starts[count - 1]];
+        let Some(labels) = self.labels_in_zone(q, zone) else { return false };
+        let Some((ns, _)) = labels.search_base() else { return false };
         let Ok(ns) = std::str::from_utf8(ns) else { return false };
         let zone_name = &self.index.zone(zone).name;
         let Ok(pod_name) = zone_name.prepend(&[&super::name::dashed_ip(client), ns, "pod"]) else { return false };
@@ -214,6 +202,7 @@ impl Responder {
         let (mut an, mut ns, mut ar) = (0u16, 0u16, 0u16);
         let index = &*self.index;
         let mut rcode = rcode::NOERROR;
+        let mut soa = None;
 
         if !index.is_ready() {
             // Never an authoritative NXDOMAIN before the first full sync (kubernetes/dns#186).
@@ -266,9 +255,9 @@ impl Responder {
                     ar = (n - ancount) as u16;
                 }
             } else if entry.is_apex() && matches!(q.qtype, rtype::SOA | rtype::ANY) {
-                an = self.soa(q, entry.zone(), index.ttl, out, &mut at, room, &mut flags);
+                soa = Some(Soa { zone: entry.zone(), ttl: index.ttl, answer: true });
             } else {
-                ns = self.soa(q, entry.zone(), index.negative_ttl, out, &mut at, room, &mut flags);
+                soa = Some(Soa { zone: entry.zone(), ttl: index.negative_ttl, answer: false });
             }
         } else if let Some(zone) = index.zone_of(q.lower) {
             if self.autopath
@@ -286,11 +275,11 @@ impl Responder {
                     }
                 }
                 Synth::NoData => {
-                    ns = self.soa(q, zone, index.negative_ttl, out, &mut at, room, &mut flags);
+                    soa = Some(Soa { zone, ttl: index.negative_ttl, answer: false });
                 }
                 Synth::None => {
                     rcode = rcode::NXDOMAIN;
-                    ns = self.soa(q, zone, index.negative_ttl, out, &mut at, room, &mut flags);
+                    soa = Some(Soa { zone, ttl: index.negative_ttl, answer: false });
                 }
             }
         } else if caps.forward {
@@ -302,31 +291,30 @@ impl Responder {
             rcode = rcode::REFUSED;
         }
 
+        if let Some(Soa { zone, ttl, answer }) = soa {
+            let n = self.soa(q, zone, ttl, &mut out[..room], &mut at);
+            if n == 0 {
+                flags |= flags::TC;
+            }
+            if answer { an = n } else { ns = n }
+        }
         Outcome::Reply(finish.write(out, at, Sections { flags, rcode, an, ns, ar }))
     }
 
-    /// Writes the zone's SOA (answer or authority); returns the record count (0 if it did not fit).
-    #[allow(clippy::too_many_arguments)]
-    fn soa(
-        &self,
-        q: &Question<'_>,
-        zone: u8,
-        ttl: u32,
-        out: &mut [u8],
-        at: &mut usize,
-        room: usize,
-        flags: &mut u16,
-    ) -> u16 {
+    /// Writes the zone's SOA (answer or authority) into `out` (as long as the room for
+    /// records); returns the record count (0 if it did not fit).
+    fn soa(&self, q: &Question<'_>, zone: u8, ttl: u32, out: &mut [u8], at: &mut usize) -> u16 {
         let zone = self.index.zone(zone);
         // The zone's name ends the question name: point at it.
         let owner = (HEADER_LEN + q.lower.len() - zone.name.as_wire().len()) as u16;
-        let serial_minimum = [self.index.serial(), self.index.negative_ttl];
-        if proto::write_soa(&mut out[..room], at, owner, ttl, &zone.soa_names, serial_minimum) {
-            1
-        } else {
-            *flags |= flags::TC;
-            0
-        }
+        let record = proto::Soa {
+            owner,
+            ttl,
+            names: &zone.soa_names,
+            serial: self.index.serial(),
+            minimum: self.index.negative_ttl,
+        };
+        proto::write_soa(out, at, record) as u16
     }
 
     /// `<a-b-c-d>.<ns>.pod.<zone>` under `--pods insecure` (CoreDNS: any well-formed address
@@ -335,37 +323,34 @@ impl Responder {
         if self.index.pods != PodMode::Insecure {
             return Synth::None;
         }
-        let prefix_len = q.lower.len() - self.index.zone(zone).name.as_wire().len();
-        let prefix = &q.lower[..prefix_len];
-        let mut labels: [&[u8]; 3] = [&[]; 3];
-        let mut count = 0;
-        let mut i = 0;
-        while i < prefix.len() {
-            let len = prefix[i] as usize;
-            if count == 3 {
-                return Synth::None;
+        let Some(labels) = self.labels_in_zone(q, zone) else { return Synth::None };
+        match labels.classify() {
+            ClusterName::Pod { ip: Some(ip), .. } => {
+                let asked = match q.qtype {
+                    rtype::ANY => true,
+                    rtype::A => ip.is_ipv4(),
+                    rtype::AAAA => ip.is_ipv6(),
+                    _ => false,
+                };
+                if asked { Synth::Addr(ip) } else { Synth::NoData }
             }
-            labels[count] = &prefix[i + 1..i + 1 + len];
-            count += 1;
-            i += 1 + len;
-        }
-        match count {
-            2 if labels[1] == b"pod" => Synth::NoData,
-            3 if labels[2] == b"pod" => match parse_dashed_ip(labels[0]) {
-                Some(ip)
-                    if matches!(
-                        (q.qtype, ip.is_ipv4()),
-                        (rtype::A | rtype::ANY, true) | (rtype::AAAA | rtype::ANY, false)
-                    ) =>
-                {
-                    Synth::Addr(ip)
-                }
-                Some(_) => Synth::NoData,
-                None => Synth::None,
-            },
+            ClusterName::PodNamespace { .. } => Synth::NoData,
             _ => Synth::None,
         }
     }
+
+    /// The labels of the question name below `zone` (which the name is within).
+    fn labels_in_zone<'q>(&self, q: &Question<'q>, zone: u8) -> Option<Labels<'q>> {
+        let zone_len = self.index.zone(zone).name.as_wire().len();
+        Labels::of(q.lower.get(..q.lower.len().checked_sub(zone_len)?)?)
+    }
+}
+
+/// The SOA a response carries: the zone's, with this TTL, in the answer or the authority section.
+struct Soa {
+    zone: u8,
+    ttl: u32,
+    answer: bool,
 }
 
 enum Synth {
@@ -381,27 +366,21 @@ thread_local! {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use proptest::prelude::*;
 
     use super::*;
-    use crate::cluster::Model;
-    use crate::index::{RecordConfig, Writer};
+    use crate::index::RecordConfig;
+    use crate::pipeline::Pipeline;
+    use crate::source::Event;
     use crate::source::file::parse_manifests;
 
     fn responder() -> Responder {
         let cfg = RecordConfig::default_for(vec![crate::dns::name::Name::parse("cluster.local").unwrap()]);
-        let index = Arc::new(Index::new(&cfg));
-        let mut writer = Writer::new(index.clone(), cfg);
-        let mut model = Model::new();
+        let mut pipeline = Pipeline::new(cfg);
         let yaml = include_str!("../../tests/fixtures/records.yaml");
-        for obj in parse_manifests(yaml, std::path::Path::new("records.yaml")).unwrap() {
-            let touched = model.apply(obj);
-            writer.recompute(&model, touched);
-        }
-        index.set_ready(true);
-        Responder::new(index, proto::DEFAULT_MAX_UDP)
+        let objects = parse_manifests(yaml, std::path::Path::new("records.yaml")).unwrap();
+        pipeline.apply_batch(std::time::Instant::now(), objects.into_iter().map(Event::Apply).chain([Event::Synced]));
+        Responder::new(pipeline.index().clone(), proto::DEFAULT_MAX_UDP)
     }
 
     proptest! {

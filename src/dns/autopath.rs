@@ -17,6 +17,8 @@ use hickory_proto::rr::{Name as HName, RData, Record};
 
 use super::Responder;
 use super::finish::{Head, Sections, Transport};
+use super::grammar::Labels;
+use super::name::Name;
 use super::proto::{MAX_MESSAGE, flags};
 use crate::forward::Forwarder;
 
@@ -32,25 +34,23 @@ pub async fn answer(
     let query = Message::from_vec(packet).ok()?;
     let question = query.queries.first()?.clone();
     let asked = question.name().clone();
-    let lower = asked.to_lowercase();
-    let labels: Vec<String> = lower.iter().map(|l| String::from_utf8_lossy(l).into_owned()).collect();
+    // The asked name in lower-case wire form, read by the grammar: <base…>.<ns>.svc.<zone>.
+    let lower = Name::parse(&asked.to_ascii()).ok()?;
     let index = responder.index();
-    let zone = index.zones().iter().find(|z| {
-        let text = z.name.to_dotted();
-        lower.to_ascii().ends_with(&format!(".{text}"))
-    })?;
-    let zone_labels = zone.name.to_dotted().trim_end_matches('.').split('.').count();
-    // [base…, ns, "svc", zone…]
-    let base_len = labels.len().checked_sub(zone_labels + 2).filter(|n| *n > 0)?;
-    let base = &labels[..base_len];
-    let zone_text = zone.name.to_dotted();
+    let zone = &index.zone(index.zone_of(lower.as_wire())?).name;
+    let prefix = lower.as_wire().get(..lower.as_wire().len() - zone.as_wire().len())?;
+    let labels = Labels::of(prefix)?;
+    let (_, base) = labels.search_base()?;
+    let base: Vec<&str> = base.iter().map(|l| std::str::from_utf8(l).ok()).collect::<Option<_>>()?;
+    let mut in_svc = base.clone();
+    in_svc.push("svc");
+    let in_zone = [zone.prepend(&in_svc), zone.prepend(&base)];
     let base_text = base.join(".");
-    let in_zone = [format!("{base_text}.svc.{zone_text}"), format!("{base_text}.{zone_text}")];
 
     let mut buf = vec![0u8; MAX_MESSAGE];
     let mut found: Option<(HName, Vec<Record>, bool)> = None;
-    for candidate in &in_zone {
-        let Ok(name) = HName::from_ascii(candidate) else { continue };
+    for candidate in in_zone.iter().flatten() {
+        let Ok(name) = HName::from_ascii(candidate.to_dotted()) else { continue };
         let mut q = Message::new(1, MessageType::Query, OpCode::Query);
         q.add_query(Query::query(name.clone(), question.query_type()));
         let n = responder.respond(&q.to_vec().ok()?, Transport::Tcp, &mut buf)?;

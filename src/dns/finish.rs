@@ -21,7 +21,7 @@ use hickory_proto::rr::Record;
 use hickory_proto::rr::rdata::opt::EdnsCode;
 use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
 
-use super::proto::{HEADER_LEN, MAX_MESSAGE, MIN_UDP, OPT_LEN, OPTION_NSID, flags, write_header, write_opt};
+use super::proto::{HEADER_LEN, MAX_MESSAGE, MIN_UDP, OPT_LEN, OPTION_NSID, Opt, flags, write_header, write_opt};
 
 /// The longest NSID answered (the rest of `--nsid` is cut): with the OPT and the longest
 /// question it still fits a 512-byte response, so the room left for records is never negative.
@@ -185,7 +185,13 @@ impl Finish<'_> {
     pub fn write(&self, out: &mut [u8], mut at: usize, body: Sections) -> usize {
         let mut ar = body.ar;
         if let Some(edns) = self.head.edns {
-            write_opt(out, &mut at, self.max_udp, (body.rcode >> 4) as u8, edns.dnssec_ok, self.nsid);
+            let opt = Opt {
+                udp_size: self.max_udp,
+                ext_rcode: (body.rcode >> 4) as u8,
+                dnssec_ok: edns.dnssec_ok,
+                options: self.nsid,
+            };
+            write_opt(out, &mut at, opt);
             ar += 1;
         }
         let flags = flags::QR | (self.head.flags & (flags::RD | flags::CD)) | body.flags | (body.rcode & 0xF);

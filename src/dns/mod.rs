@@ -13,6 +13,7 @@ pub mod answer;
 pub mod autopath;
 pub mod finish;
 mod general;
+pub mod grammar;
 // recvmmsg/sendmmsg for the UDP workers (the crate's other `unsafe` is the allocator
 // configuration in main.rs).
 #[cfg(target_os = "linux")]

@@ -123,15 +123,29 @@ pub fn write_header(out: &mut [u8], id: u16, flags: u16, counts: [u16; 4]) {
     }
 }
 
-/// Appends an OPT record carrying `options` (pre-encoded) (RFC 6891 §6.1.2).
-pub fn write_opt(out: &mut [u8], at: &mut usize, udp_size: u16, ext_rcode: u8, dnssec_ok: bool, options: &[u8]) {
+/// The fields of an OPT record (RFC 6891 §6.1.2); version 0.
+#[derive(Clone, Copy, Debug)]
+pub struct Opt<'a> {
+    /// The UDP payload size we accept.
+    pub udp_size: u16,
+    /// The upper 8 bits of the RCODE.
+    pub ext_rcode: u8,
+    /// The DO bit.
+    pub dnssec_ok: bool,
+    /// The options, pre-encoded (code, length, data).
+    pub options: &'a [u8],
+}
+
+/// Appends an OPT record.
+pub fn write_opt(out: &mut [u8], at: &mut usize, opt: Opt<'_>) {
+    let options = opt.options;
     let o = &mut out[*at..*at + OPT_LEN + options.len()];
     o[0] = 0;
     o[1..3].copy_from_slice(&rtype::OPT.to_be_bytes());
-    o[3..5].copy_from_slice(&udp_size.to_be_bytes());
-    o[5] = ext_rcode;
+    o[3..5].copy_from_slice(&opt.udp_size.to_be_bytes());
+    o[5] = opt.ext_rcode;
     o[6] = 0;
-    o[7..9].copy_from_slice(&(if dnssec_ok { flags::DO } else { 0 }).to_be_bytes());
+    o[7..9].copy_from_slice(&(if opt.dnssec_ok { flags::DO } else { 0 }).to_be_bytes());
     o[9..11].copy_from_slice(&(options.len() as u16).to_be_bytes());
     o[11..].copy_from_slice(options);
     *at += OPT_LEN + options.len();
@@ -149,10 +163,24 @@ pub fn record_head(owner: u16, rtype: u16, ttl: u32, rdlen: usize) -> [u8; RECOR
     head
 }
 
-/// Appends the SOA record of a zone: `owner` is a compression pointer to the zone name in the
-/// message; `names` is the pre-encoded MNAME and RNAME. Returns false if it does not fit.
-pub fn write_soa(out: &mut [u8], at: &mut usize, owner: u16, ttl: u32, names: &[u8], serial_minimum: [u32; 2]) -> bool {
-    let [serial, minimum] = serial_minimum;
+/// The variable fields of a zone's SOA record.
+#[derive(Clone, Copy, Debug)]
+pub struct Soa<'a> {
+    /// Message offset of the zone name (the owner, written as a compression pointer).
+    pub owner: u16,
+    /// The record's TTL.
+    pub ttl: u32,
+    /// MNAME and RNAME, pre-encoded.
+    pub names: &'a [u8],
+    /// The zone's serial.
+    pub serial: u32,
+    /// The negative TTL (RFC 2308 §4).
+    pub minimum: u32,
+}
+
+/// Appends the SOA record of a zone. Returns false if it does not fit.
+pub fn write_soa(out: &mut [u8], at: &mut usize, soa_record: Soa<'_>) -> bool {
+    let Soa { owner, ttl, names, serial, minimum } = soa_record;
     let len = RECORD_HEAD_LEN + names.len() + 20;
     let Some(dst) = out.get_mut(*at..*at + len) else {
         return false;

@@ -33,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 use super::answer::{Caps, Outcome, Responder};
 use super::finish::Transport;
 use super::proto::MAX_MESSAGE;
+use super::slow::Lane;
 use super::stats::{LocalStats, QueryStats};
 use crate::forward::Forwarder;
 
@@ -120,6 +121,21 @@ fn bind_one(addr: SocketAddr, workers: usize) -> io::Result<(Vec<UdpSocket>, Std
     Ok((udp, t.into()))
 }
 
+/// What every UDP worker, slow-lane task and TCP connection shares for the server's lifetime.
+pub struct Shared {
+    /// Answers queries from the index and finishes every response (`--max-udp-size`, `--nsid`).
+    pub responder: Responder,
+    /// Upstreams for names outside the served zones; `None` answers them REFUSED.
+    pub forwarder: Option<Arc<Forwarder>>,
+    /// Query counters for `/metrics`, which each worker adds its own counts into.
+    pub stats: Arc<QueryStats>,
+    /// Limits on TCP clients.
+    pub tcp: TcpLimits,
+    /// Datagrams a UDP worker receives and answers per system call on Linux (1: one
+    /// `recv_from`/`send_to` per query, the loop used elsewhere).
+    pub udp_batch: usize,
+}
+
 /// The running DNS workers.
 pub struct DnsServer {
     stop: Arc<AtomicBool>,
@@ -129,51 +145,42 @@ pub struct DnsServer {
 }
 
 impl DnsServer {
-    /// Starts serving the sockets. Must be called within a Tokio runtime (for TCP). `udp_batch`
-    /// is how many datagrams a UDP worker receives and answers per system call on Linux (1: one
-    /// `recv_from`/`send_to` per query, the loop used elsewhere).
-    pub fn start(
-        sockets: Sockets,
-        responder: Arc<Responder>,
-        limits: TcpLimits,
-        forwarder: Option<Arc<Forwarder>>,
-        stats: Arc<QueryStats>,
-        udp_batch: usize,
-    ) -> io::Result<DnsServer> {
+    /// Starts serving the sockets. Must be called within a Tokio runtime (for TCP).
+    pub fn start(sockets: Sockets, shared: Shared) -> io::Result<DnsServer> {
+        let shared = Arc::new(shared);
         let stop = Arc::new(AtomicBool::new(false));
         let cancel = CancellationToken::new();
         let mut udp_threads = Vec::new();
         let mut tcp_tasks = Vec::new();
         // UDP workers hand forwarded and autopath queries to one async task (they never wait on
         // upstreams).
-        let forwarding = forwarder.is_some();
-        let jobs = (forwarding || responder.autopath()).then(|| {
+        let forwarding = shared.forwarder.is_some();
+        let jobs = (forwarding || shared.responder.autopath()).then(|| {
             let (tx, rx) = tokio::sync::mpsc::channel(1024);
-            tcp_tasks.push(tokio::spawn(slow_lane(rx, responder.clone(), forwarder.clone(), cancel.clone())));
+            tcp_tasks.push(tokio::spawn(slow_lane(rx, shared.clone(), cancel.clone())));
             tx
         });
         for (addr_index, group) in sockets.udp.into_iter().enumerate() {
             for (worker, socket) in group.into_iter().enumerate() {
                 socket.set_read_timeout(Some(Duration::from_millis(100)))?;
-                let responder = responder.clone();
+                let shared = shared.clone();
                 let stop = stop.clone();
                 let forward = match &jobs {
                     Some(tx) => Some((tx.clone(), Arc::new(socket.try_clone()?))),
                     None => None,
                 };
-                let stats = stats.clone();
                 let thread =
                     std::thread::Builder::new().name(format!("dns-udp-{addr_index}-{worker}")).spawn(move || {
                         let worker = UdpWorker {
-                            responder: &responder,
+                            responder: &shared.responder,
                             stop: &stop,
                             forward,
                             forwarding,
-                            shared_stats: &stats,
+                            shared_stats: &shared.stats,
                             stats: LocalStats::default(),
                             last_error_log: None,
                         };
-                        udp_worker(socket, worker, udp_batch)
+                        udp_worker(socket, worker, shared.udp_batch)
                     })?;
                 udp_threads.push(thread);
             }
@@ -181,15 +188,7 @@ impl DnsServer {
         let conns = Arc::new(Conns::default());
         for listener in sockets.tcp {
             let listener = TcpListener::from_std(listener)?;
-            tcp_tasks.push(tokio::spawn(tcp_accept(
-                listener,
-                responder.clone(),
-                limits.clone(),
-                conns.clone(),
-                cancel.clone(),
-                forwarder.clone(),
-                stats.clone(),
-            )));
+            tcp_tasks.push(tokio::spawn(tcp_accept(listener, shared.clone(), conns.clone(), cancel.clone())));
         }
         Ok(DnsServer { stop, cancel, udp_threads, tcp_tasks })
     }
@@ -236,24 +235,18 @@ pub struct UdpJob {
 }
 
 /// Answers forwarded and autopath queries from UDP workers, each in its own task, until cancelled.
-async fn slow_lane(
-    mut jobs: tokio::sync::mpsc::Receiver<UdpJob>,
-    responder: Arc<Responder>,
-    forwarder: Option<Arc<Forwarder>>,
-    cancel: CancellationToken,
-) {
+async fn slow_lane(mut jobs: tokio::sync::mpsc::Receiver<UdpJob>, shared: Arc<Shared>, cancel: CancellationToken) {
     loop {
         let job = tokio::select! {
             job = jobs.recv() => match job { Some(job) => job, None => return },
             _ = cancel.cancelled() => return,
         };
-        let (responder, forwarder) = (responder.clone(), forwarder.clone());
+        let shared = shared.clone();
         tokio::spawn(async move {
             let outcome = if job.autopath { Outcome::Autopath } else { Outcome::Forward };
             let mut out = vec![0u8; MAX_MESSAGE];
-            let answered =
-                super::slow::answer(&responder, forwarder.as_deref(), &job.packet, Transport::Udp, outcome, &mut out);
-            if let Some(n) = answered.await {
+            let lane = Lane { responder: &shared.responder, forwarder: shared.forwarder.as_deref() };
+            if let Some(n) = lane.answer(&job.packet, Transport::Udp, outcome, &mut out).await {
                 // A UDP send does not block in practice; the socket is the worker's own.
                 let _ = job.socket.send_to(&out[..n], job.peer);
             }
@@ -421,15 +414,7 @@ impl Conns {
     }
 }
 
-async fn tcp_accept(
-    listener: TcpListener,
-    responder: Arc<Responder>,
-    limits: TcpLimits,
-    conns: Arc<Conns>,
-    cancel: CancellationToken,
-    forwarder: Option<Arc<Forwarder>>,
-    stats: Arc<QueryStats>,
-) {
+async fn tcp_accept(listener: TcpListener, shared: Arc<Shared>, conns: Arc<Conns>, cancel: CancellationToken) {
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -443,12 +428,11 @@ async fn tcp_accept(
             },
             _ = cancel.cancelled() => return,
         };
-        let conn = conns.admit(limits.max_connections);
-        let (responder, limits, conns, cancel, forwarder, stats) =
-            (responder.clone(), limits.clone(), conns.clone(), cancel.clone(), forwarder.clone(), stats.clone());
+        let conn = conns.admit(shared.tcp.max_connections);
+        let (shared, conns, cancel) = (shared.clone(), conns.clone(), cancel.clone());
         tokio::spawn(async move {
             tokio::select! {
-                _ = tcp_connection(stream, peer, &responder, &limits, &conns, &conn, forwarder.as_deref(), &stats) => {}
+                _ = tcp_connection(stream, peer, &shared, &conns, &conn) => {}
                 _ = conn.close.notified() => tracing::debug!(%peer, "TCP connection evicted at the connection limit"),
                 _ = cancel.cancelled() => {}
             }
@@ -457,17 +441,9 @@ async fn tcp_accept(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn tcp_connection(
-    mut stream: TcpStream,
-    peer: SocketAddr,
-    responder: &Responder,
-    limits: &TcpLimits,
-    conns: &Conns,
-    conn: &Conn,
-    forwarder: Option<&Forwarder>,
-    shared_stats: &QueryStats,
-) {
+async fn tcp_connection(mut stream: TcpStream, peer: SocketAddr, shared: &Shared, conns: &Conns, conn: &Conn) {
+    let (responder, limits, shared_stats) = (&shared.responder, &shared.tcp, &*shared.stats);
+    let forwarder = shared.forwarder.as_deref();
     let mut stats = LocalStats::default();
     let _ = stream.set_nodelay(true);
     let mut query = Vec::new();
@@ -511,9 +487,8 @@ async fn tcp_connection(
             }
             outcome @ (Outcome::Autopath | Outcome::Forward) => {
                 stats.forwarded(true, &query);
-                let answered =
-                    super::slow::answer(responder, forwarder, &query, Transport::Tcp, outcome, &mut response[2..]);
-                match answered.await {
+                let lane = Lane { responder, forwarder };
+                match lane.answer(&query, Transport::Tcp, outcome, &mut response[2..]).await {
                     Some(n) => n,
                     None => return,
                 }

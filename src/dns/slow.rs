@@ -8,25 +8,32 @@ use super::finish::{Head, Sections, Transport};
 use super::proto::flags;
 use crate::forward::Forwarder;
 
-/// Writes the answer to a query the responder handed over as `outcome` (forward or autopath)
-/// into `out` and returns its length; `None` means send nothing.
-pub async fn answer(
-    responder: &Responder,
-    forwarder: Option<&Forwarder>,
-    packet: &[u8],
-    transport: Transport,
-    outcome: Outcome,
-    out: &mut [u8],
-) -> Option<usize> {
-    match outcome {
-        Outcome::Autopath => match super::autopath::answer(responder, forwarder, packet, transport, out).await {
-            Some(n) => Some(n),
-            // No search candidate exists: the answer without autopath (the original NXDOMAIN).
-            None => responder.respond(packet, transport, out),
-        },
-        Outcome::Forward => forward(responder, forwarder?, packet, transport, out).await,
-        // Already answered, or not to be: nothing for the slow lane.
-        Outcome::Reply(_) | Outcome::Drop => None,
+/// What the slow lane answers with.
+#[derive(Clone, Copy)]
+pub struct Lane<'a> {
+    /// The responder (for autopath's in-zone candidates, and for finishing every response).
+    pub responder: &'a Responder,
+    /// The upstreams, if forwarding is on.
+    pub forwarder: Option<&'a Forwarder>,
+}
+
+// === impl Lane ===
+
+impl Lane<'_> {
+    /// Writes the answer to a query the responder handed over as `outcome` (forward or
+    /// autopath) into `out` and returns its length; `None` means send nothing.
+    pub async fn answer(self, packet: &[u8], transport: Transport, outcome: Outcome, out: &mut [u8]) -> Option<usize> {
+        let Lane { responder, forwarder } = self;
+        match outcome {
+            Outcome::Autopath => match super::autopath::answer(responder, forwarder, packet, transport, out).await {
+                Some(n) => Some(n),
+                // No search candidate exists: the answer without autopath (the original NXDOMAIN).
+                None => responder.respond(packet, transport, out),
+            },
+            Outcome::Forward => forward(responder, forwarder?, packet, transport, out).await,
+            // Already answered, or not to be: nothing for the slow lane.
+            Outcome::Reply(_) | Outcome::Drop => None,
+        }
     }
 }
 

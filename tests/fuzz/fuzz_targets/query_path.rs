@@ -15,12 +15,14 @@
 #![no_main]
 
 use std::path::Path;
-use std::sync::{Arc, LazyLock};
+use std::sync::LazyLock;
+use std::time::Instant;
 
-use headless_dns::cluster::Model;
 use headless_dns::dns::name::Name;
 use headless_dns::dns::{Responder, Transport};
-use headless_dns::index::{Index, PodMode, RecordConfig, Writer};
+use headless_dns::index::{PodMode, RecordConfig};
+use headless_dns::pipeline::Pipeline;
+use headless_dns::source::Event;
 use headless_dns::source::file::parse_manifests;
 use hickory_proto::op::{Message, MessageType, OpCode};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
@@ -92,20 +94,15 @@ fn responder(ready: bool) -> Responder {
     let zones = vec![Name::parse("cluster.local").unwrap(), Name::parse("k8s.test").unwrap()];
     let mut cfg = RecordConfig::default_for(zones);
     cfg.pods = PodMode::Insecure;
-    let index = Arc::new(Index::new(&cfg));
-    let mut writer = Writer::new(index.clone(), cfg);
+    let mut pipeline = Pipeline::new(cfg);
     if ready {
-        let mut model = Model::new();
         let mut objects = parse_manifests(FIXTURE, Path::new("records.yaml")).unwrap();
         objects.extend(parse_manifests(&big_manifests(), Path::new("big.yaml")).unwrap());
         assert!(objects.len() > 15, "manifests did not parse: {}", objects.len());
-        let mut touched = Vec::new();
-        for obj in objects {
-            touched.extend(model.apply(obj));
-        }
-        writer.recompute(&model, touched);
-        index.set_ready(true);
+        let events = objects.into_iter().map(Event::Apply).chain([Event::Synced]);
+        pipeline.apply_batch(Instant::now(), events);
     }
+    let index = pipeline.index().clone();
     Responder::new(index, MAX_UDP)
 }
 
