@@ -139,6 +139,7 @@ enum Started {
 /// state is published).
 pub async fn start(config: Config) -> Result<Running, Error> {
     let index = Arc::new(Index::new(&config.records));
+    index.journal().set_limit(config.ixfr_journal_size);
     let metrics = Arc::new(Metrics::new());
     let model = Arc::new(RwLock::new(Model::new()));
     let writer = Writer::new(index.clone(), config.records.clone());

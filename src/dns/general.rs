@@ -85,8 +85,15 @@ pub fn respond(r: &Responder, packet: &[u8], transport: Transport, out: &mut [u8
     if qclass != CLASS_IN {
         return Outcome::Reply(error_with_question(&q, rcode::REFUSED, 0, out));
     }
+    // IXFR over UDP: the current SOA, with TC when the client is behind (transfer.rs).
+    if qtype == rtype::IXFR
+        && transport == Transport::Udp
+        && let Some(n) = crate::transfer::ixfr_over_udp(r.index(), packet, caps.client, r.transfer_acl(), out)
+    {
+        return Outcome::Reply(n);
+    }
     if matches!(qtype, rtype::AXFR | rtype::IXFR) {
-        // Zone transfers are denied unless configured (not yet supported at all).
+        // AXFR is only over TCP (server.rs sends transfers to transfer.rs).
         return Outcome::Reply(error_with_question(&q, rcode::REFUSED, 0, out));
     }
     if qtype == rtype::OPT {

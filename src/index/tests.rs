@@ -191,3 +191,111 @@ proptest! {
         prop_assert_eq!(f.writer.sizes().0, f.index().len());
     }
 }
+
+// === IXFR journal ===
+
+/// Zone `zone` as AXFR sends it (without its SOA), in wire form.
+fn zone_rrs(index: &Index, zone: u8) -> std::collections::BTreeSet<super::journal::Rr> {
+    let mut rrs = std::collections::BTreeSet::new();
+    for (name, entry) in index.snapshot() {
+        if index.zone_of(name.as_wire()) == Some(zone) {
+            rrs.extend(super::journal::rrs(name.as_wire(), &entry));
+        }
+    }
+    rrs
+}
+
+/// Applies the versions since `serial` to `state`, strictly: a deleted record must be there, an
+/// added one must not (as a secondary applies IXFR).
+fn replay(
+    index: &Index,
+    zone: u8,
+    serial: u32,
+    mut state: std::collections::BTreeSet<super::journal::Rr>,
+) -> Result<std::collections::BTreeSet<super::journal::Rr>, String> {
+    let versions = index.journal().since(serial).ok_or(format!("serial {serial} not in the journal"))?;
+    for version in versions {
+        let Some(diff) = version.zone(zone) else { continue };
+        for rr in &diff.deleted {
+            if !state.remove(rr) {
+                return Err(format!("{}→{}: deletes a record that is not there", version.from, version.to));
+            }
+        }
+        for rr in &diff.added {
+            if !state.insert(rr.clone()) {
+                return Err(format!("{}→{}: adds a record that is there", version.from, version.to));
+            }
+        }
+    }
+    Ok(state)
+}
+
+proptest! {
+    /// For any event sequence, the journal from every serial it holds, applied to the zone as it
+    /// was at that serial, gives the current zone (every served zone); an unknown serial is not
+    /// in it (the transfer then sends the whole zone).
+    #[test]
+    fn ixfr_from_every_journaled_serial_gives_the_current_zone(steps in prop::collection::vec(arb_step(), 1..30)) {
+        let mut f = Fixture::new();
+        f.index().set_ready(true);
+        let zones = f.index().zones().len() as u8;
+        let snapshot = |f: &Fixture| (0..zones).map(|z| zone_rrs(f.index(), z)).collect::<Vec<_>>();
+        let mut states = vec![(f.index().serial(), snapshot(&f))];
+        for step in steps {
+            match step {
+                Step::Apply(o) => { f.apply(o); }
+                Step::Delete(r) => { let t = f.model.delete(&r); f.writer.recompute(&f.model, t); }
+            }
+            let serial = f.index().serial();
+            if states.last().is_some_and(|(s, _)| *s != serial) {
+                states.push((serial, snapshot(&f)));
+            }
+        }
+        let current = f.index().serial();
+        let now = snapshot(&f);
+        let past: Vec<_> = states.into_iter().filter(|(s, _)| *s != current).collect();
+        // Past MAX_VERSIONS, the oldest versions are condensed: serials in between are no longer
+        // reachable (a full transfer), the oldest and the newest ones are.
+        let reachable = past.iter().filter(|(s, _)| f.index().journal().since(*s).is_some()).count();
+        prop_assert!(reachable >= past.len().min(super::journal::MAX_VERSIONS - 1), "{} of {}", reachable, past.len());
+        prop_assert!(past.first().is_none_or(|(s, _)| f.index().journal().since(*s).is_some()));
+        for (serial, then) in past {
+            if f.index().journal().since(serial).is_none() {
+                continue;
+            }
+            for (zone, state) in then.into_iter().enumerate() {
+                let replayed = replay(f.index(), zone as u8, serial, state);
+                prop_assert_eq!(replayed.as_ref(), Ok(&now[zone]), "from {} in zone {}", serial, zone);
+            }
+        }
+        prop_assert!(f.index().journal().since(current).is_none());
+        prop_assert!(f.index().journal().since(current.wrapping_add(1 << 20)).is_none());
+    }
+}
+
+#[test]
+fn the_journal_condenses_old_versions_and_drops_past_its_bound() {
+    use super::journal::MAX_VERSIONS;
+    let mut f = Fixture::new();
+    f.index().set_ready(true);
+    let first = f.index().serial();
+    let at_first = zone_rrs(f.index(), 0);
+    f.apply(service("ns-0", "svc-0", ServiceKind::Headless));
+    // A Pod recreated over and over: more versions than the journal keeps apart.
+    for i in 0..MAX_VERSIONS + 10 {
+        let ip = format!("10.0.{}.{}", i % 200, 1 + i % 2);
+        f.apply(slice("ns-0", "slice-0", "svc-0", vec![endpoint(&ip, Some("pod-0"), true)]));
+    }
+    let journal = f.index().journal();
+    assert_eq!(journal.versions(), MAX_VERSIONS);
+    // The oldest serial is still reachable, through the condensed version.
+    assert_eq!(replay(f.index(), 0, first, at_first).unwrap(), zone_rrs(f.index(), 0));
+    // A smaller bound drops the oldest versions first.
+    journal.set_limit(4096);
+    assert!(journal.bytes() <= 4096, "{}", journal.bytes());
+    assert!(journal.versions() > 0 && journal.versions() < MAX_VERSIONS);
+    assert!(journal.since(first).is_none());
+    // No bound, no journal.
+    journal.set_limit(0);
+    assert_eq!((journal.bytes(), journal.versions()), (0, 0));
+}
