@@ -220,6 +220,11 @@ pub struct ServeArgs {
     #[arg(long = "notify", value_name = "ADDR")]
     pub notify: Vec<String>,
 
+    /// Wait this long after a change before sending NOTIFY, and at least this long between two
+    /// NOTIFY rounds, so a burst of changes becomes one NOTIFY (and one IXFR).
+    #[arg(long, value_name = "DURATION", default_value = "50ms", value_parser = humantime::parse_duration)]
+    pub notify_delay: Duration,
+
     /// Memory for the IXFR journal (the differences between serials, for incremental transfers):
     /// bytes, or with a KiB/MiB/GiB suffix. Capped at half the served zones' size (but at least
     /// 64 KiB); the oldest differences go first. 0 answers every IXFR with the whole zone.
@@ -314,6 +319,8 @@ pub struct Config {
     pub transfer_to: Vec<ipnet::IpNet>,
     /// Secondaries to NOTIFY of changes.
     pub notify: Vec<SocketAddr>,
+    /// Delay before a NOTIFY and between two NOTIFY rounds.
+    pub notify_delay: Duration,
     /// Bound of the IXFR journal in bytes (0: none).
     pub ixfr_journal_size: usize,
     /// Rotate multi-address answers.
@@ -339,6 +346,7 @@ impl Config {
             upstream: None,
             transfer_to: Vec::new(),
             notify: Vec::new(),
+            notify_delay: crate::notify::DEFAULT_DELAY,
             ixfr_journal_size: crate::index::journal::DEFAULT_LIMIT,
             round_robin: false,
             autopath: false,
@@ -449,6 +457,7 @@ impl ServeArgs {
                 .iter()
                 .map(|text| dns_peer(text).ok_or_else(|| Error::Notify(text.clone())))
                 .collect::<Result<_, _>>()?,
+            notify_delay: self.notify_delay,
             ixfr_journal_size: self.ixfr_journal_size,
             transfer_to: self
                 .transfer_to

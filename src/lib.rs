@@ -218,7 +218,12 @@ pub async fn start(config: Config) -> Result<Running, Error> {
     }
     if !config.notify.is_empty() {
         tracing::info!(peers = ?config.notify, "sending NOTIFY to secondaries on every change");
-        tasks.push(tokio::spawn(notify::run(index.clone(), config.notify.clone(), cancel.clone())));
+        tasks.push(tokio::spawn(notify::run(
+            index.clone(),
+            config.notify.clone(),
+            config.notify_delay,
+            cancel.clone(),
+        )));
     }
     let mut feed = None;
     match source {
