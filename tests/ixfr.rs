@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::rdata::SOA;
 use hickory_proto::rr::{Name, RData, Record, RecordType};
+use support::bind::Bind;
 use support::dns::{ask, query_message, rcode, require_tool, udp, zone_lines};
 use support::knot::{Knot, free_port};
 use support::server::{BinaryServer, http_get, replace_file, wait_until};
@@ -228,11 +229,16 @@ fn ixfr_answers_current_incremental_and_full_and_bad_requests_get_formerr() {
     assert!(gauge("headless_dns_ixfr_journal_versions") >= 1);
 }
 
-#[test]
-fn knot_follows_the_primary_by_ixfr_through_recreations_scaling_and_deletions() {
-    if !require_tool("knotd") {
-        return;
-    }
+/// Starts a primary on a small cluster with `--notify` to `notify_port`, then a secondary on it
+/// (`start`, given the primary's address), and walks the cluster through Pod recreations, scaling
+/// and Service deletions. After each step, the secondary follows and its AXFR equals the
+/// primary's, and the primary sent every change as an IXFR difference (its log says so). Returns
+/// the secondary and how many steps there were.
+fn follow_the_primary<S>(
+    notify_port: u16,
+    start: impl FnOnce(SocketAddr) -> S,
+    addr: impl Fn(&S) -> SocketAddr,
+) -> (S, usize) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("cluster.yaml");
     let mut next_ip = 10;
@@ -242,13 +248,13 @@ fn knot_follows_the_primary_by_ixfr_through_recreations_scaling_and_deletions() 
     };
     let mut web: Vec<String> = (0..3).map(|_| ip()).collect();
     replace_file(&path, &manifest(&web, true));
-    let knot_port = free_port();
-    let notify = format!("127.0.0.1:{knot_port}");
+    let notify = format!("127.0.0.1:{notify_port}");
     let server = primary(&path, &["--notify", &notify]);
     wait_until(|| serial(server.addr).is_some());
-    let knot = Knot::secondary_on(knot_port, server.addr);
-    wait_until(|| serial(knot.addr).is_some() && serial(knot.addr) == serial(server.addr));
-    assert_eq!(axfr_lines(knot.addr), axfr_lines(server.addr), "after the initial AXFR");
+    let secondary = start(server.addr);
+    let at = addr(&secondary);
+    wait_until(|| serial(at).is_some() && serial(at) == serial(server.addr));
+    assert_eq!(axfr_lines(at), axfr_lines(server.addr), "after the initial AXFR");
 
     let mut steps: Vec<(&str, Vec<String>, bool)> = Vec::new();
     web[1] = ip();
@@ -268,11 +274,24 @@ fn knot_follows_the_primary_by_ixfr_through_recreations_scaling_and_deletions() 
         replace_file(&path, &manifest(web, *api));
         wait_until(|| serial(server.addr) != Some(before));
         let started = Instant::now();
-        wait_until(|| serial(knot.addr) == serial(server.addr));
+        wait_until(|| serial(at) == serial(server.addr));
         eprintln!("{step}: the secondary followed in {:?}", started.elapsed());
-        assert_eq!(axfr_lines(knot.addr), axfr_lines(server.addr), "after: {step}");
+        assert_eq!(axfr_lines(at), axfr_lines(server.addr), "after: {step}");
     }
+    let log = server.drain_logs();
+    let incremental = log.iter().filter(|l| l.contains("incremental zone transfer")).count();
+    assert!(incremental >= steps.len(), "{incremental} IXFR differences sent for {} steps", steps.len());
+    assert!(!log.iter().any(|l| l.contains("not in the journal")), "an IXFR was answered with the whole zone");
+    (secondary, steps.len())
+}
 
+#[test]
+fn knot_follows_the_primary_by_ixfr_through_recreations_scaling_and_deletions() {
+    if !require_tool("knotd") {
+        return;
+    }
+    let port = free_port();
+    let (knot, steps) = follow_the_primary(port, |primary| Knot::secondary_on(port, primary), |k| k.addr);
     // Every step came by IXFR: one AXFR (the first), no fallback to AXFR.
     let log = knot.log();
     eprintln!("{log}");
@@ -280,8 +299,24 @@ fn knot_follows_the_primary_by_ixfr_through_recreations_scaling_and_deletions() 
     let axfr_finished = log.lines().filter(|l| l.contains("AXFR, incoming") && l.contains("finished")).count();
     let ixfr_finished = log.lines().filter(|l| l.contains("IXFR, incoming") && l.contains("finished")).count();
     assert_eq!(axfr_finished, 1, "only the first transfer is a full one:\n{log}");
-    assert!(ixfr_finished >= steps.len(), "{ixfr_finished} IXFRs for {} steps:\n{log}", steps.len());
+    assert!(ixfr_finished >= steps, "{ixfr_finished} IXFRs for {steps} steps:\n{log}");
     assert_eq!(count("fallback"), 0, "{log}");
     assert_eq!(count("AXFR-style"), 0, "{log}");
     assert_eq!(count("error"), 0, "{log}");
+}
+
+#[test]
+fn bind_follows_the_primary_by_ixfr_through_recreations_scaling_and_deletions() {
+    if !require_tool("named") {
+        return;
+    }
+    let port = free_port();
+    let (bind, steps) = follow_the_primary(port, |primary| Bind::secondary_on(port, primary), |b| b.addr);
+    // BIND does not log at info level whether a transfer was incremental; the primary's log did
+    // (above). Here: one transfer per step after the first, each a success.
+    let log = bind.log();
+    eprintln!("{log}");
+    let completed = log.lines().filter(|l| l.contains("Transfer completed")).count();
+    assert!(completed > steps, "{completed} transfers for {steps} steps:\n{log}");
+    assert!(!log.lines().any(|l| l.contains("failed") || l.contains("error")), "{log}");
 }
