@@ -299,3 +299,121 @@ fn the_journal_condenses_old_versions_and_drops_past_its_bound() {
     journal.set_limit(0);
     assert_eq!((journal.bytes(), journal.versions()), (0, 0));
 }
+
+/// A transfer through `transfer::respond`, as a TCP client gets it: its answer records.
+fn transfer_records(
+    index: &Index,
+    qtype: hickory_proto::rr::RecordType,
+    serial: Option<u32>,
+) -> Vec<hickory_proto::rr::Record> {
+    use hickory_proto::op::{Message, MessageType, OpCode, Query};
+    use hickory_proto::rr::rdata::SOA;
+    use hickory_proto::rr::{Name as HName, RData, Record};
+    let apex = HName::from_ascii("cluster.local.").unwrap();
+    let mut request = Message::new(7, MessageType::Query, OpCode::Query);
+    request.add_query(Query::query(apex.clone(), qtype));
+    if let Some(serial) = serial {
+        let soa = SOA::new(apex.clone(), apex.clone(), serial, 0, 0, 0, 0);
+        request.add_authority(Record::from_rdata(apex, 0, RData::SOA(soa)));
+    }
+    let acl = crate::transfer::TransferAcl::new(vec!["127.0.0.1/32".parse().unwrap()]);
+    let messages = crate::transfer::respond(index, &request.to_vec().unwrap(), [127, 0, 0, 1].into(), &acl);
+    messages.iter().flat_map(|m| Message::from_vec(m).unwrap().answers).collect()
+}
+
+fn soa_serial(record: &hickory_proto::rr::Record) -> Option<u32> {
+    match &record.data {
+        hickory_proto::rr::RData::SOA(soa) => Some(soa.serial),
+        _ => None,
+    }
+}
+
+/// Applies an IXFR answer (RFC 1995 §4) to `state` as a strict secondary would.
+fn apply_ixfr(
+    mut state: std::collections::BTreeSet<super::journal::Rr>,
+    answer: &[hickory_proto::rr::Record],
+) -> Result<std::collections::BTreeSet<super::journal::Rr>, String> {
+    let end = answer.first().and_then(soa_serial).ok_or("no leading SOA")?;
+    let mut at = 1;
+    // Per version: SOA (old), deletions, SOA (new), additions; then the final SOA.
+    while at < answer.len() - 1 {
+        let mut deleting = true;
+        soa_serial(&answer[at]).ok_or("no version SOA")?;
+        at += 1;
+        while at < answer.len() - 1 {
+            if soa_serial(&answer[at]).is_some() {
+                if !deleting {
+                    break;
+                }
+                deleting = false;
+                at += 1;
+                continue;
+            }
+            let rr = super::journal::to_rr(&answer[at]).ok_or("unencodable")?;
+            let ok = if deleting { state.remove(&rr) } else { state.insert(rr) };
+            if !ok {
+                return Err(format!("record {} cannot be {}", answer[at], if deleting { "deleted" } else { "added" }));
+            }
+            at += 1;
+        }
+    }
+    (soa_serial(&answer[answer.len() - 1]) == Some(end)).then_some(state).ok_or("no final SOA".into())
+}
+
+/// An AXFR's serial and records (without the SOA).
+fn axfr(index: &Index) -> (u32, std::collections::BTreeSet<super::journal::Rr>) {
+    let records = transfer_records(index, hickory_proto::rr::RecordType::AXFR, None);
+    let serial = soa_serial(&records[0]).unwrap();
+    (serial, records.iter().filter(|r| soa_serial(r).is_none()).filter_map(super::journal::to_rr).collect())
+}
+
+/// AXFRs taken while the writer publishes (name by name, in several chunks per recompute) are
+/// each of exactly one serial: an IXFR from that serial applies to it exactly and gives the
+/// current zone. Without the journal's gate, a transfer taken mid-recompute carries part of the
+/// next serial's changes under the old serial, and the IXFR cannot apply.
+#[test]
+fn transfers_during_churn_are_each_of_one_serial() {
+    let mut f = Fixture::new();
+    f.index().set_ready(true);
+    f.apply(service("ns-0", "svc-0", ServiceKind::Headless));
+    f.apply(service("ns-0", "svc-1", ServiceKind::Headless));
+    let index = Arc::clone(f.writer.index());
+    let churn = std::thread::spawn(move || {
+        for i in 0..400 {
+            for svc in ["svc-0", "svc-1"] {
+                let eps = (0..4)
+                    .map(|k| {
+                        endpoint(
+                            &format!("10.{}.{}.{}", svc.len() + k, i % 9, k + 1),
+                            Some(["pod-0", "pod-1", "pod-2", "pod-3"][k]),
+                            true,
+                        )
+                    })
+                    .collect();
+                let objects = [slice("ns-0", &format!("slice-{svc}"), svc, eps)];
+                let touched: Vec<Owner> = objects.into_iter().flat_map(|o| f.model.apply(o)).collect();
+                f.writer.recompute(&f.model, touched);
+            }
+        }
+    });
+    let mut taken = Vec::new();
+    while !churn.is_finished() {
+        taken.push(axfr(&index));
+    }
+    churn.join().unwrap();
+    let (now_serial, now) = axfr(&index);
+    let mut checked = 0;
+    for (serial, state) in taken {
+        if serial == now_serial {
+            assert_eq!(state, now);
+            continue;
+        }
+        let answer = transfer_records(&index, hickory_proto::rr::RecordType::IXFR, Some(serial));
+        if answer.get(1).and_then(soa_serial) != Some(serial) {
+            continue; // no longer in the journal: the whole zone
+        }
+        assert_eq!(apply_ixfr(state, &answer).map(|s| s == now), Ok(true), "IXFR from {serial}");
+        checked += 1;
+    }
+    assert!(checked > 0, "no transfer taken during the churn is still in the journal");
+}
