@@ -417,3 +417,38 @@ fn transfers_during_churn_are_each_of_one_serial() {
     }
     assert!(checked > 0, "no transfer taken during the churn is still in the journal");
 }
+
+proptest! {
+    /// Malformed transfer requests (a valid IXFR with bytes changed, cut short or extended) get
+    /// an answer or nothing, never a panic, over TCP and UDP.
+    #[test]
+    fn malformed_transfer_requests_never_panic(
+        edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..6),
+        cut in any::<prop::sample::Index>(),
+        extra in prop::collection::vec(any::<u8>(), 0..8),
+    ) {
+        use hickory_proto::op::{Message, MessageType, OpCode, Query};
+        use hickory_proto::rr::rdata::SOA;
+        use hickory_proto::rr::{Name as HName, RData, Record, RecordType};
+        let f = Fixture::new();
+        f.index().set_ready(true);
+        let apex = HName::from_ascii("cluster.local.").unwrap();
+        let mut request = Message::new(7, MessageType::Query, OpCode::Query);
+        request.add_query(Query::query(apex.clone(), RecordType::IXFR));
+        let soa = SOA::new(apex.clone(), apex.clone(), f.index().serial().wrapping_sub(1), 0, 0, 0, 0);
+        request.add_authority(Record::from_rdata(apex, 0, RData::SOA(soa)));
+        let mut bytes = request.to_vec().unwrap();
+        for (at, value) in edits {
+            let i = at.index(bytes.len());
+            bytes[i] = value;
+        }
+        bytes.truncate(cut.index(bytes.len() + 1));
+        bytes.extend(extra);
+        let acl = crate::transfer::TransferAcl::new(vec!["127.0.0.1/32".parse().unwrap()]);
+        for message in crate::transfer::respond(f.index(), &bytes, [127, 0, 0, 1].into(), &acl) {
+            prop_assert!(message.len() <= super::wire::MAX_MESSAGE);
+        }
+        let mut out = vec![0u8; super::wire::MAX_MESSAGE];
+        let _ = crate::transfer::ixfr_over_udp(f.index(), &bytes, Some([127, 0, 0, 1].into()), &acl, &mut out);
+    }
+}
