@@ -221,6 +221,17 @@ pub struct ServeArgs {
     #[arg(long = "notify", value_name = "ADDR")]
     pub notify: Vec<String>,
 
+    /// Wait this long after a change before sending NOTIFY, and at least this long between two
+    /// NOTIFY rounds, so a burst of changes becomes one NOTIFY (and one IXFR).
+    #[arg(long, value_name = "DURATION", default_value = "50ms", value_parser = humantime::parse_duration)]
+    pub notify_delay: Duration,
+
+    /// Memory for the IXFR journal (the differences between serials, for incremental transfers):
+    /// bytes, or with a KiB/MiB/GiB suffix. Capped at half the served zones' size (but at least
+    /// 64 KiB); the oldest differences go first. 0 answers every IXFR with the whole zone.
+    #[arg(long, value_name = "BYTES", default_value = "16MiB", value_parser = parse_bytes)]
+    pub ixfr_journal_size: usize,
+
     /// Server-side search (CoreDNS `autopath`): a query from a running Pod's IP that misses in its
     /// first search domain (`<name>.<ns>.svc.<zone>`) is answered with a CNAME to the first name of
     /// the Pod's search list that exists (`<name>.svc.<zone>`, `<name>.<zone>`, `<name>.` via
@@ -309,6 +320,10 @@ pub struct Config {
     pub transfer_to: Vec<ipnet::IpNet>,
     /// Secondaries to NOTIFY of changes.
     pub notify: Vec<SocketAddr>,
+    /// Delay before a NOTIFY and between two NOTIFY rounds.
+    pub notify_delay: Duration,
+    /// Bound of the IXFR journal in bytes (0: none).
+    pub ixfr_journal_size: usize,
     /// Rotate multi-address answers.
     pub round_robin: bool,
     /// Server-side search for queries from known Pods.
@@ -332,6 +347,8 @@ impl Config {
             upstream: None,
             transfer_to: Vec::new(),
             notify: Vec::new(),
+            notify_delay: crate::notify::DEFAULT_DELAY,
+            ixfr_journal_size: crate::index::journal::DEFAULT_LIMIT,
             round_robin: false,
             autopath: false,
         }
@@ -441,6 +458,8 @@ impl ServeArgs {
                 .iter()
                 .map(|text| dns_peer(text).ok_or_else(|| Error::Notify(text.clone())))
                 .collect::<Result<_, _>>()?,
+            notify_delay: self.notify_delay,
+            ixfr_journal_size: self.ixfr_journal_size,
             transfer_to: self
                 .transfer_to
                 .iter()
@@ -452,6 +471,22 @@ impl ServeArgs {
                 .collect::<Result<_, _>>()?,
         })
     }
+}
+
+/// A size in bytes: a number, optionally followed by `KiB`, `MiB` or `GiB` (`K`, `M`, `G`).
+fn parse_bytes(text: &str) -> Result<usize, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let shift = match unit.trim() {
+        "" | "B" => 0,
+        "K" | "KiB" => 10,
+        "M" | "MiB" => 20,
+        "G" | "GiB" => 30,
+        _ => return Err(format!("{text:?}: expected bytes, or a number with KiB, MiB or GiB")),
+    };
+    let n: usize = digits.parse().map_err(|_| format!("{text:?}: expected a number of bytes"))?;
+    n.checked_mul(1 << shift).ok_or_else(|| format!("{text:?}: too large"))
 }
 
 /// A DNS peer: `IP:PORT`, `[IPv6]:PORT`, or an address alone (port 53).
@@ -564,4 +599,19 @@ pub fn expand_config_file(args: Vec<std::ffi::OsString>) -> Result<Vec<std::ffi:
     out.extend(flags);
     out.extend(args[serve_at + 1..].iter().cloned());
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_bytes;
+
+    #[test]
+    fn sizes_are_bytes_or_binary_units() {
+        for (text, bytes) in [("0", 0), ("4096", 4096), ("64KiB", 64 << 10), ("16MiB", 16 << 20), ("1G", 1 << 30)] {
+            assert_eq!(parse_bytes(text), Ok(bytes), "{text}");
+        }
+        for bad in ["", "MiB", "16 MB", "-1", "1.5MiB"] {
+            assert!(parse_bytes(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -66,6 +66,8 @@ async fn readyz(State(s): State<Shared>) -> impl IntoResponse {
 
 async fn metrics_text(State(s): State<Shared>) -> impl IntoResponse {
     s.metrics.index_names.set(s.index.len() as i64);
+    s.metrics.ixfr_journal_bytes.set(s.index.journal().bytes() as i64);
+    s.metrics.ixfr_journal_versions.set(s.index.journal().versions() as i64);
     s.metrics.ready.set(s.index.is_ready() as i64);
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], s.metrics.render())
 }

@@ -141,6 +141,7 @@ pub async fn start(config: Config) -> Result<Running, Error> {
     let metrics = Arc::new(Metrics::new());
     let pipeline = Pipeline::new(config.records.clone()).with_metrics(metrics.clone());
     let (index, model) = (pipeline.index().clone(), pipeline.model().clone());
+    index.journal().set_limit(config.ixfr_journal_size);
     let cancel = CancellationToken::new();
     let (tx, rx) = mpsc::channel(EVENT_QUEUE);
 
@@ -210,7 +211,12 @@ pub async fn start(config: Config) -> Result<Running, Error> {
     }
     if !config.notify.is_empty() {
         tracing::info!(peers = ?config.notify, "sending NOTIFY to secondaries on every change");
-        tasks.push(tokio::spawn(notify::run(index.clone(), config.notify.clone(), cancel.clone())));
+        tasks.push(tokio::spawn(notify::run(
+            index.clone(),
+            config.notify.clone(),
+            config.notify_delay,
+            cancel.clone(),
+        )));
     }
     let mut feed = None;
     match source {

@@ -76,6 +76,10 @@ pub struct Metrics {
     pub ready: Gauge,
     /// Published names, including empty non-terminals.
     pub index_names: Gauge,
+    /// Bytes held by the IXFR journal.
+    pub ixfr_journal_bytes: Gauge,
+    /// Versions (serial changes) held by the IXFR journal.
+    pub ixfr_journal_versions: Gauge,
     /// Services in the model.
     pub services: Gauge,
     /// EndpointSlices in the model.
@@ -128,6 +132,18 @@ impl Metrics {
             "Names published in the index (with empty non-terminals)",
             index_names.clone(),
         );
+        let ixfr_journal_bytes = Gauge::default();
+        registry.register(
+            "ixfr_journal_bytes",
+            "Memory held by the IXFR journal (records and bookkeeping)",
+            ixfr_journal_bytes.clone(),
+        );
+        let ixfr_journal_versions = Gauge::default();
+        registry.register(
+            "ixfr_journal_versions",
+            "Serial changes the IXFR journal can send incrementally",
+            ixfr_journal_versions.clone(),
+        );
         let services = Gauge::default();
         registry.register("services", "Services in the model", services.clone());
         let endpoint_slices = Gauge::default();
@@ -171,6 +187,8 @@ impl Metrics {
             relists,
             ready,
             index_names,
+            ixfr_journal_bytes,
+            ixfr_journal_versions,
             services,
             endpoint_slices,
             pods,

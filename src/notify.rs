@@ -3,12 +3,16 @@
 //!
 //! ```text
 //!  Index.serial ──poll──▶ one task per peer ──NOTIFY per zone (UDP, retried)──▶ secondary
-//!                          (at most one round per MIN_INTERVAL)                  └─▶ AXFR back
+//!                          (a round `delay` after a change,        └─▶ IXFR (or AXFR) back
+//!                           at most one round per `delay`)
 //! ```
 //!
 //! Every served zone is notified when the serial moves, since the index has one serial for all.
-//! Changes are coalesced: a peer gets at most one NOTIFY per zone per [`MIN_INTERVAL`], carrying
-//! whatever changed meanwhile, so churn never becomes a storm. A NOTIFY that is not answered is
+//! Changes are coalesced: a round waits `--notify-delay` ([`DEFAULT_DELAY`]) after the change
+//! that starts it, and a peer gets at most one NOTIFY per zone per delay, carrying whatever
+//! changed meanwhile, so churn never becomes a storm (nor a storm of transfers): a burst of
+//! updates becomes one NOTIFY and one IXFR. The delay is short because it is added to every
+//! change's way to the secondaries; one IXFR per delay per secondary is cheap. A NOTIFY that is not answered is
 //! sent again after 1, 2, 4 and 8 s (RFC 1996 §3.6 leaves the interval and count to the operator;
 //! its 60 s suggestion is far slower than a Pod recreation), and given up early when a newer serial
 //! supersedes it. Only the configured peers are ever sent anything.
@@ -26,10 +30,10 @@ use tokio_util::sync::CancellationToken;
 use crate::dns::proto::MIN_UDP;
 use crate::index::Index;
 
-/// Shortest time between two NOTIFY rounds to one peer.
-pub const MIN_INTERVAL: Duration = Duration::from_secs(1);
+/// The default `--notify-delay`: from a change to its NOTIFY, and between two rounds to a peer.
+pub const DEFAULT_DELAY: Duration = Duration::from_millis(50);
 /// How often the serial is looked at (an atomic load).
-const POLL: Duration = Duration::from_millis(100);
+const POLL: Duration = Duration::from_millis(10);
 /// How long to wait for each answer: the first send and three retransmissions.
 const WAITS: [Duration; 4] =
     [Duration::from_secs(1), Duration::from_secs(2), Duration::from_secs(4), Duration::from_secs(8)];
@@ -46,11 +50,11 @@ enum Outcome {
 }
 
 /// Notifies `peers` of every serial change of `index` until `cancel`.
-pub async fn run(index: Arc<Index>, peers: Vec<SocketAddr>, cancel: CancellationToken) {
+pub async fn run(index: Arc<Index>, peers: Vec<SocketAddr>, delay: Duration, cancel: CancellationToken) {
     let zones: Vec<Name> = index.zones().iter().filter_map(|z| Name::from_ascii(z.name.to_dotted()).ok()).collect();
     let zones = Arc::new(zones);
     let tasks: Vec<_> =
-        peers.into_iter().map(|peer| tokio::spawn(notify_peer(index.clone(), zones.clone(), peer))).collect();
+        peers.into_iter().map(|peer| tokio::spawn(notify_peer(index.clone(), zones.clone(), peer, delay))).collect();
     cancel.cancelled().await;
     for task in tasks {
         task.abort();
@@ -58,8 +62,8 @@ pub async fn run(index: Arc<Index>, peers: Vec<SocketAddr>, cancel: Cancellation
 }
 
 /// The rounds of NOTIFY to one peer: one once the first state is served (the peer may hold an
-/// older copy), then one after each serial change, at most one per [`MIN_INTERVAL`].
-async fn notify_peer(index: Arc<Index>, zones: Arc<Vec<Name>>, peer: SocketAddr) {
+/// older copy), then one after each serial change: `delay` after it, and at most one per `delay`.
+async fn notify_peer(index: Arc<Index>, zones: Arc<Vec<Name>>, peer: SocketAddr, delay: Duration) {
     let mut notified = None;
     let mut silent = false;
     let mut declined: HashSet<Name> = HashSet::new();
@@ -67,6 +71,8 @@ async fn notify_peer(index: Arc<Index>, zones: Arc<Vec<Name>>, peer: SocketAddr)
         while !index.is_ready() || notified == Some(index.serial()) {
             tokio::time::sleep(POLL).await;
         }
+        // Let a burst of changes settle into one round.
+        tokio::time::sleep(delay).await;
         let serial = index.serial();
         notified = Some(serial);
         let round = tokio::time::Instant::now();
@@ -100,7 +106,7 @@ async fn notify_peer(index: Arc<Index>, zones: Arc<Vec<Name>>, peer: SocketAddr)
                 Outcome::Superseded => {}
             }
         }
-        tokio::time::sleep_until(round + MIN_INTERVAL).await;
+        tokio::time::sleep_until(round + delay).await;
     }
 }
 

@@ -1,21 +1,29 @@
 //! Zone transfer (AXFR, RFC 5936) of a served zone to the networks in `--transfer-to`, so a BIND,
 //! Knot or NSD secondary can serve a copy, and so `dig AXFR cluster.local` dumps everything served.
 //!
-//! Denied unless configured. Only over TCP. IXFR is answered with a full transfer, which RFC 1995
-//! §4 allows ("the server may respond with a full zone transfer"). The records are read back from
-//! the index's stored answers (decoded with hickory-proto), so a transfer shows exactly what
-//! queries get; synthesized Pod names (`--pods insecure`) and SRV glue are not part of it.
+//! Denied unless configured. AXFR only over TCP. The records are read back from the index's
+//! stored answers (decoded with hickory-proto), so a transfer shows exactly what queries get;
+//! synthesized Pod names (`--pods insecure`) and SRV glue are not part of it.
+//!
+//! IXFR (RFC 1995) is answered from the index's [journal](crate::index::journal): a client at the
+//! current serial (or ahead, RFC 1982) gets the single SOA; a client whose serial the journal
+//! reaches back to gets the versions since (new SOA, then per version the old SOA, the deletions,
+//! the new SOA, the additions; then the new SOA again); any other serial gets the whole zone, as
+//! §4 allows. Over UDP, a client that is behind gets the current SOA with TC set, to come back
+//! over TCP (§2). A request without the client's SOA in its authority section is FORMERR.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
-use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::op::{Message, Query, ResponseCode};
 use hickory_proto::rr::rdata::SOA;
-use hickory_proto::rr::{DNSClass, Name as HName, RData, Record};
+use hickory_proto::rr::{DNSClass, Name as HName, RData, Record, RecordType};
 
-use crate::dns::finish::{Head, Policy, Sections, Transport};
+use crate::dns::finish::{Finish, Head, Policy, Sections, Transport};
 use crate::dns::name::is_within;
 use crate::dns::proto::{HEADER_LEN, MAX_MESSAGE, flags, rtype, soa};
 use crate::index::Index;
+use crate::index::journal::Version;
 
 /// Networks allowed to transfer zones.
 #[derive(Clone, Debug, Default)]
@@ -44,38 +52,134 @@ pub fn is_transfer(query: &[u8]) -> bool {
     matches!(crate::dns::stats::qtype_of(query), Some(rtype::AXFR | rtype::IXFR))
 }
 
-/// The response messages to a transfer request from `peer`: the whole zone framed by its SOA, or a
-/// single REFUSED/NOTAUTH/SERVFAIL message. Each message is finished by `policy` (over TCP).
+/// The response messages to a transfer request from `peer`: the whole zone framed by its SOA, an
+/// incremental transfer, or a single REFUSED/NOTAUTH/FORMERR/SERVFAIL message. Each message is
+/// finished by `policy` (over TCP).
 pub fn respond(index: &Index, query: &[u8], peer: IpAddr, acl: &TransferAcl, policy: &Policy) -> Vec<Vec<u8>> {
     let Ok(request) = Message::from_vec(query) else { return Vec::new() };
     let Some(question) = request.queries.first().cloned() else { return Vec::new() };
     let finish = policy.finish(Head::of(&request), Transport::Tcp, MAX_MESSAGE);
-    let mut out = vec![0u8; MAX_MESSAGE];
-    let mut message = |records: &[Record], body: Sections| {
-        let n = finish.records(&mut out, &question, [records, &[], &[]], body)?;
-        Some(out[..n].to_vec())
+    let (zone_id, client) = match check(index, &request, &question, peer, acl) {
+        Ok(checked) => checked,
+        Err(code) => return pack(&finish, &question, Vec::new(), rcode_only(code)),
     };
-    let mut reply = |code: ResponseCode| -> Vec<Vec<u8>> {
-        let body = Sections { rcode: code.into(), ..Sections::default() };
-        message(&[], body).into_iter().collect()
-    };
+    let zone = index.zone(zone_id);
+    let authoritative = Sections { flags: flags::AA, ..Sections::default() };
+    // The serial and the names (or the journal) as one state: the writer waits meanwhile.
+    let gate = index.journal().reading();
+    let serial = index.serial();
+    if let Some(client) = client {
+        if !serial_lt(client, serial) {
+            drop(gate);
+            tracing::debug!(%peer, zone = %zone.name, serial, "IXFR: secondary is current");
+            return pack(&finish, &question, vec![soa_record(index, zone_id, serial)], authoritative);
+        }
+        if let Some(versions) = index.journal().since(client) {
+            drop(gate);
+            let records = incremental(index, zone_id, serial, &versions);
+            tracing::info!(%peer, zone = %zone.name, from = client, serial, versions = versions.len(), "incremental zone transfer");
+            return pack(&finish, &question, records, authoritative);
+        }
+        tracing::info!(%peer, zone = %zone.name, from = client, serial, "IXFR: serial not in the journal; full transfer");
+    }
+    let snapshot = index.snapshot();
+    drop(gate);
+    let soa = soa_record(index, zone_id, serial);
+    let mut records = vec![soa.clone()];
+    for (name, entry) in snapshot {
+        if !is_within(name.as_wire(), zone.name.as_wire()) || index.zone_of(name.as_wire()) != Some(zone_id) {
+            continue;
+        }
+        records.extend(entry_records(name.as_wire(), &entry));
+    }
+    records.push(soa);
+    tracing::info!(%peer, zone = %zone.name, serial, records = records.len(), "zone transferred");
+    pack(&finish, &question, records, authoritative)
+}
+
+/// The answer to an IXFR over UDP, written to `out`: the current SOA, with TC set if the client is
+/// behind (the difference goes over TCP). None if `query` does not decode (the caller answers).
+pub fn ixfr_over_udp(
+    index: &Index,
+    query: &[u8],
+    peer: Option<IpAddr>,
+    acl: &TransferAcl,
+    policy: &Policy,
+    out: &mut [u8],
+) -> Option<usize> {
+    let request = Message::from_vec(query).ok()?;
+    let question = request.queries.first().cloned()?;
+    let peer = peer?;
+    let finish = policy.finish(Head::of(&request), Transport::Udp, out.len());
+    match check(index, &request, &question, peer, acl) {
+        Err(code) => finish.records(out, &question, [&[], &[], &[]], rcode_only(code)),
+        Ok((zone_id, client)) => {
+            let serial = index.serial();
+            let behind = client.is_none_or(|client| serial_lt(client, serial));
+            let body = Sections { flags: flags::AA | if behind { flags::TC } else { 0 }, ..Sections::default() };
+            finish.records(out, &question, [&[soa_record(index, zone_id, serial)], &[], &[]], body)
+        }
+    }
+}
+
+fn rcode_only(code: ResponseCode) -> Sections {
+    Sections { rcode: code.into(), ..Sections::default() }
+}
+
+/// Checks a transfer request: the peer may transfer, the question is the apex of a served zone,
+/// the index is ready, and an IXFR carries the client's SOA. Returns the zone and, for IXFR,
+/// the client's serial.
+fn check(
+    index: &Index,
+    request: &Message,
+    question: &Query,
+    peer: IpAddr,
+    acl: &TransferAcl,
+) -> Result<(u8, Option<u32>), ResponseCode> {
     if !acl.allows(peer) {
         tracing::info!(%peer, zone = %question.name(), "zone transfer refused: peer not in --transfer-to");
-        return reply(ResponseCode::Refused);
+        return Err(ResponseCode::Refused);
     }
     let lower: Vec<u8> = wire_of(question.name()).iter().map(u8::to_ascii_lowercase).collect();
-    let Some(zone_id) = index.zone_of(&lower) else { return reply(ResponseCode::NotAuth) };
-    let zone = index.zone(zone_id);
-    if zone.name.as_wire() != lower.as_slice() {
-        return reply(ResponseCode::NotAuth);
+    let Some(zone_id) = index.zone_of(&lower) else { return Err(ResponseCode::NotAuth) };
+    if index.zone(zone_id).name.as_wire() != lower.as_slice() {
+        return Err(ResponseCode::NotAuth);
+    }
+    if request.queries.len() != 1 || question.query_class() != DNSClass::IN {
+        return Err(ResponseCode::FormErr);
     }
     if !index.is_ready() {
-        return reply(ResponseCode::ServFail);
+        return Err(ResponseCode::ServFail);
     }
-    let serial = index.serial();
+    if question.query_type() != RecordType::IXFR {
+        return Ok((zone_id, None));
+    }
+    // RFC 1995 §3: "the authority section of the IXFR query contains the SOA record of client's
+    // version of the zone".
+    let client = request.authorities.iter().find_map(|r| match &r.data {
+        RData::SOA(soa) if wire_of(&r.name).eq_ignore_ascii_case(&lower) => Some(soa.serial),
+        _ => None,
+    });
+    match client {
+        Some(serial) => Ok((zone_id, Some(serial))),
+        None => {
+            tracing::info!(%peer, zone = %question.name(), "IXFR without the client's SOA: FORMERR");
+            Err(ResponseCode::FormErr)
+        }
+    }
+}
+
+/// Whether serial `a` is before serial `b` (RFC 1982 §3.2; undefined pairs count as not before).
+pub fn serial_lt(a: u32, b: u32) -> bool {
+    a != b && b.wrapping_sub(a) < 1 << 31
+}
+
+/// The zone's SOA at `serial`.
+fn soa_record(index: &Index, zone_id: u8, serial: u32) -> Record {
+    let zone = index.zone(zone_id);
     let apex = HName::from_ascii(zone.name.to_dotted()).expect("zone names are valid");
-    let soa = Record::from_rdata(
-        apex.clone(),
+    Record::from_rdata(
+        apex,
         index.ttl,
         RData::SOA(SOA::new(
             HName::from_ascii(zone.mname.to_dotted()).expect("valid"),
@@ -86,35 +190,49 @@ pub fn respond(index: &Index, query: &[u8], peer: IpAddr, acl: &TransferAcl, pol
             soa::EXPIRE as i32,
             index.negative_ttl,
         )),
-    );
+    )
+}
+
+/// The IXFR answer records from `versions` (from the client's serial to `serial`), RFC 1995 §4.
+fn incremental(index: &Index, zone_id: u8, serial: u32, versions: &[Arc<Version>]) -> Vec<Record> {
+    let soa = soa_record(index, zone_id, serial);
     let mut records = vec![soa.clone()];
-    for (name, entry) in index.snapshot() {
-        if !is_within(name.as_wire(), zone.name.as_wire()) || index.zone_of(name.as_wire()) != Some(zone_id) {
-            continue;
-        }
-        for (t, answer) in entry.sets() {
-            records.extend(decode(name.as_wire(), t, answer));
-        }
+    let records_of = |rrs: &std::collections::BTreeSet<crate::index::journal::Rr>| {
+        rrs.iter().filter_map(|rr| crate::index::journal::from_rr(rr)).collect::<Vec<_>>()
+    };
+    for version in versions {
+        records.push(soa_record(index, zone_id, version.from));
+        let diff = version.zone(zone_id);
+        records.extend(diff.map(|d| records_of(&d.deleted)).unwrap_or_default());
+        records.push(soa_record(index, zone_id, version.to));
+        records.extend(diff.map(|d| records_of(&d.added)).unwrap_or_default());
     }
     records.push(soa);
-    tracing::info!(%peer, zone = %zone.name, serial, records = records.len(), "zone transferred");
+    records
+}
 
-    // Pack into messages of about 16 KiB, as servers commonly do.
+/// Packs `records` into messages of about 16 KiB, as servers commonly do, each finished by
+/// `finish`.
+fn pack(finish: &Finish<'_>, question: &Query, records: Vec<Record>, body: Sections) -> Vec<Vec<u8>> {
+    let mut out = vec![0u8; MAX_MESSAGE];
+    let mut message = |records: &[Record]| {
+        let n = finish.records(&mut out, question, [records, &[], &[]], body)?;
+        Some(out[..n].to_vec())
+    };
     let mut messages = Vec::new();
     let mut current = Vec::new();
     let mut size = 0;
-    let body = Sections { flags: flags::AA, ..Sections::default() };
     for record in records {
         let estimate = 64 + record.data.to_string().len();
         if size + estimate > 16 * 1024 && !current.is_empty() {
-            messages.extend(message(&current, body));
+            messages.extend(message(&current));
             current.clear();
             size = 0;
         }
         size += estimate;
         current.push(record);
     }
-    messages.extend(message(&current, body));
+    messages.extend(message(&current));
     messages
 }
 
@@ -126,6 +244,11 @@ fn wire_of(name: &HName) -> Vec<u8> {
     }
     wire.push(0);
     wire
+}
+
+/// The records of a stored entry (its answers, not their glue), as a transfer sends them.
+pub fn entry_records(name: &[u8], entry: &crate::index::NameEntry) -> Vec<Record> {
+    entry.sets().flat_map(|(t, answer)| decode(name, t, answer)).collect()
 }
 
 /// The answer records of a stored answer, decoded by framing it as the response it is spliced into.

@@ -44,6 +44,8 @@ fn help_explains_every_flag() {
         "--loadbalance",
         "--transfer-to",
         "--notify",
+        "--notify-delay",
+        "--ixfr-journal-size",
         "--upstream",
         "--log-format",
         "--log-level",

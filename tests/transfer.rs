@@ -99,6 +99,8 @@ fn notifying_primary(manifest: &Path, peer: SocketAddr) -> BinaryServer {
         "127.0.0.1",
         "--notify",
         &peer,
+        "--notify-delay",
+        "1s",
         "--file-poll-interval",
         "50ms",
         "--file-settle",

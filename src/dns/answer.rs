@@ -155,6 +155,13 @@ impl Responder {
             General::Drop => return Outcome::Drop,
             General::HeaderOnly { id, flags, rcode } => return Outcome::Reply(header_only(out, id, flags, rcode)),
             General::Answer(decoded) => return self.answer(&decoded.question(), transport, out, caps),
+            General::Ixfr(decoded) => {
+                let policy = &self.policy;
+                match crate::transfer::ixfr_over_udp(&self.index, packet, caps.client, &self.transfer, policy, out) {
+                    Some(n) => return Outcome::Reply(n),
+                    None => (decoded, Some(rcode::REFUSED)),
+                }
+            }
             General::Chaos(decoded) => (decoded, None),
             General::Error(decoded, rcode) => (decoded, Some(rcode)),
         };

@@ -34,6 +34,8 @@ pub enum General {
     Answer(Decoded),
     /// A class CHAOS question: see [`chaos`].
     Chaos(Decoded),
+    /// An IXFR question (over UDP: see `transfer::ixfr_over_udp`).
+    Ixfr(Decoded),
     /// Answer the question with this RCODE and no records.
     Error(Decoded, u16),
 }
@@ -117,7 +119,12 @@ pub fn decode(packet: &[u8]) -> General {
     if qclass != CLASS_IN {
         return General::Error(decoded, rcode::REFUSED);
     }
-    if matches!(qtype, rtype::AXFR | rtype::IXFR) {
+    if qtype == rtype::IXFR {
+        // Over UDP, the current SOA (with TC when the client is behind): the responder asks
+        // the transfer module. Over TCP, the server hands every transfer to it before this path.
+        return General::Ixfr(decoded);
+    }
+    if qtype == rtype::AXFR {
         // Zone transfers are answered over TCP only (see the transfer module); over UDP, refused.
         return General::Error(decoded, rcode::REFUSED);
     }

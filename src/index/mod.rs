@@ -20,6 +20,7 @@
 //! single A or PTR record inline (see [`NameEntry`]). A name the writer has taken in but not yet
 //! published maps to no entry, and readers do not see it.
 
+pub mod journal;
 pub mod records;
 pub mod wire;
 mod writer;
@@ -31,6 +32,7 @@ use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
 use dashmap::mapref::one::MappedRef;
 
+pub use journal::Journal;
 pub use records::{PodMode, PtrMode, RecordConfig};
 pub use wire::NameEntry;
 pub(crate) use writer::SMALL_SET;
@@ -71,6 +73,8 @@ pub struct Index {
     pub negative_ttl: u32,
     /// How `<ip>.<ns>.pod.<zone>` is answered.
     pub pods: PodMode,
+    /// What each serial change changed, for IXFR.
+    journal: Journal,
 }
 
 // === impl Index ===
@@ -105,7 +109,13 @@ impl Index {
             ttl: cfg.ttl,
             negative_ttl: cfg.negative_ttl,
             pods: cfg.pods,
+            journal: Journal::default(),
         }
+    }
+
+    /// The IXFR journal, and the gate that keeps transfers consistent with the serial.
+    pub fn journal(&self) -> &Journal {
+        &self.journal
     }
 
     /// The entry of a lower-case wire name. Hold the returned guard only while copying bytes:
@@ -199,10 +209,15 @@ impl Index {
 
     /// Replaces the answers of a name the map holds.
     fn publish(&self, name: &Name, entry: NameEntry) {
-        if let Some(mut e) = self.names.get_mut(name.as_wire())
-            && e.replace(entry).is_none()
-        {
-            self.published.fetch_add(1, Ordering::Relaxed);
+        let new = entry.clone();
+        if let Some(mut e) = self.names.get_mut(name.as_wire()) {
+            let old = e.replace(entry);
+            if old.is_none() {
+                self.published.fetch_add(1, Ordering::Relaxed);
+            }
+            // Journaled once the shard is unlocked.
+            drop(e);
+            self.journal.changed(name.as_wire(), old.as_ref(), Some(&new), self.is_ready());
         }
     }
 
@@ -211,6 +226,7 @@ impl Index {
         let (key, entry) = self.names.remove(name.as_wire())?;
         if entry.is_some() {
             self.published.fetch_sub(1, Ordering::Relaxed);
+            self.journal.changed(name.as_wire(), entry.as_ref(), None, self.is_ready());
         }
         Some(writer::Node::load(&key))
     }
@@ -218,6 +234,16 @@ impl Index {
     /// How many names the map holds, published or not (the writer's node count).
     fn tracked(&self) -> usize {
         self.names.len()
+    }
+
+    /// Ends a recompute: moves the serial forward if anything `changed` (or the journal saw a
+    /// record change), and commits the journal's version for it. Call with the gate held.
+    fn commit(&self, changed: bool) {
+        let from = self.serial();
+        if changed || self.journal.has_pending() {
+            self.bump_serial();
+        }
+        self.journal.commit(from, self.serial(), self.is_ready());
     }
 
     /// Moves the serial forward: to the current Unix time (so replicas roughly agree, as

@@ -3,6 +3,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use crate::dns::proto::MAX_MESSAGE;
 use proptest::prelude::*;
 use smallvec::smallvec;
 
@@ -193,5 +194,266 @@ proptest! {
         // names (published or not) agree with what is there: nothing is left half-published.
         prop_assert_eq!(f.index().len(), f.index().snapshot().len());
         prop_assert_eq!(f.pipeline.writer().sizes().0, f.index().len());
+    }
+}
+
+// === IXFR journal ===
+
+/// Zone `zone` as AXFR sends it (without its SOA), in wire form.
+fn zone_rrs(index: &Index, zone: u8) -> std::collections::BTreeSet<super::journal::Rr> {
+    let mut rrs = std::collections::BTreeSet::new();
+    for (name, entry) in index.snapshot() {
+        if index.zone_of(name.as_wire()) == Some(zone) {
+            rrs.extend(super::journal::rrs(name.as_wire(), &entry));
+        }
+    }
+    rrs
+}
+
+/// Applies the versions since `serial` to `state`, strictly: a deleted record must be there, an
+/// added one must not (as a secondary applies IXFR).
+fn replay(
+    index: &Index,
+    zone: u8,
+    serial: u32,
+    mut state: std::collections::BTreeSet<super::journal::Rr>,
+) -> Result<std::collections::BTreeSet<super::journal::Rr>, String> {
+    let versions = index.journal().since(serial).ok_or(format!("serial {serial} not in the journal"))?;
+    for version in versions {
+        let Some(diff) = version.zone(zone) else { continue };
+        for rr in &diff.deleted {
+            if !state.remove(rr) {
+                return Err(format!("{}→{}: deletes a record that is not there", version.from, version.to));
+            }
+        }
+        for rr in &diff.added {
+            if !state.insert(rr.clone()) {
+                return Err(format!("{}→{}: adds a record that is there", version.from, version.to));
+            }
+        }
+    }
+    Ok(state)
+}
+
+proptest! {
+    /// For any event sequence, the journal from every serial it holds, applied to the zone as it
+    /// was at that serial, gives the current zone (every served zone); an unknown serial is not
+    /// in it (the transfer then sends the whole zone).
+    #[test]
+    fn ixfr_from_every_journaled_serial_gives_the_current_zone(steps in prop::collection::vec(arb_step(), 1..30)) {
+        let mut f = Fixture::new();
+        f.index().set_ready(true);
+        let zones = f.index().zones().len() as u8;
+        let snapshot = |f: &Fixture| (0..zones).map(|z| zone_rrs(f.index(), z)).collect::<Vec<_>>();
+        let mut states = vec![(f.index().serial(), snapshot(&f))];
+        for step in steps {
+            match step {
+                Step::Apply(o) => { f.apply(o); }
+                Step::Delete(r) => { f.pipeline.apply(Event::Delete(r)); }
+            }
+            let serial = f.index().serial();
+            if states.last().is_some_and(|(s, _)| *s != serial) {
+                states.push((serial, snapshot(&f)));
+            }
+        }
+        let current = f.index().serial();
+        let now = snapshot(&f);
+        let past: Vec<_> = states.into_iter().filter(|(s, _)| *s != current).collect();
+        // Past MAX_VERSIONS, the oldest versions are condensed: serials in between are no longer
+        // reachable (a full transfer), the oldest and the newest ones are.
+        let reachable = past.iter().filter(|(s, _)| f.index().journal().since(*s).is_some()).count();
+        prop_assert!(reachable >= past.len().min(super::journal::MAX_VERSIONS - 1), "{} of {}", reachable, past.len());
+        prop_assert!(past.first().is_none_or(|(s, _)| f.index().journal().since(*s).is_some()));
+        for (serial, then) in past {
+            if f.index().journal().since(serial).is_none() {
+                continue;
+            }
+            for (zone, state) in then.into_iter().enumerate() {
+                let replayed = replay(f.index(), zone as u8, serial, state);
+                prop_assert_eq!(replayed.as_ref(), Ok(&now[zone]), "from {} in zone {}", serial, zone);
+            }
+        }
+        prop_assert!(f.index().journal().since(current).is_none());
+        prop_assert!(f.index().journal().since(current.wrapping_add(1 << 20)).is_none());
+    }
+}
+
+#[test]
+fn the_journal_condenses_old_versions_and_drops_past_its_bound() {
+    use super::journal::MAX_VERSIONS;
+    let mut f = Fixture::new();
+    f.index().set_ready(true);
+    let first = f.index().serial();
+    let at_first = zone_rrs(f.index(), 0);
+    f.apply(service("ns-0", "svc-0", ServiceKind::Headless));
+    // A Pod recreated over and over: more versions than the journal keeps apart.
+    for i in 0..MAX_VERSIONS + 10 {
+        let ip = format!("10.0.{}.{}", i % 200, 1 + i % 2);
+        f.apply(slice("ns-0", "slice-0", "svc-0", vec![endpoint(&ip, Some("pod-0"), true)]));
+    }
+    let journal = f.index().journal();
+    assert_eq!(journal.versions(), MAX_VERSIONS);
+    // The oldest serial is still reachable, through the condensed version.
+    assert_eq!(replay(f.index(), 0, first, at_first).unwrap(), zone_rrs(f.index(), 0));
+    // A smaller bound drops the oldest versions first.
+    journal.set_limit(4096);
+    assert!(journal.bytes() <= 4096, "{}", journal.bytes());
+    assert!(journal.versions() > 0 && journal.versions() < MAX_VERSIONS);
+    assert!(journal.since(first).is_none());
+    // No bound, no journal.
+    journal.set_limit(0);
+    assert_eq!((journal.bytes(), journal.versions()), (0, 0));
+}
+
+/// A transfer through `transfer::respond`, as a TCP client gets it: its answer records.
+fn transfer_records(
+    index: &Index,
+    qtype: hickory_proto::rr::RecordType,
+    serial: Option<u32>,
+) -> Vec<hickory_proto::rr::Record> {
+    use hickory_proto::op::{Message, MessageType, OpCode, Query};
+    use hickory_proto::rr::rdata::SOA;
+    use hickory_proto::rr::{Name as HName, RData, Record};
+    let apex = HName::from_ascii("cluster.local.").unwrap();
+    let mut request = Message::new(7, MessageType::Query, OpCode::Query);
+    request.add_query(Query::query(apex.clone(), qtype));
+    if let Some(serial) = serial {
+        let soa = SOA::new(apex.clone(), apex.clone(), serial, 0, 0, 0, 0);
+        request.add_authority(Record::from_rdata(apex, 0, RData::SOA(soa)));
+    }
+    let acl = crate::transfer::TransferAcl::new(vec!["127.0.0.1/32".parse().unwrap()]);
+    let policy = crate::dns::finish::Policy::new(1232);
+    let messages = crate::transfer::respond(index, &request.to_vec().unwrap(), [127, 0, 0, 1].into(), &acl, &policy);
+    messages.iter().flat_map(|m| Message::from_vec(m).unwrap().answers).collect()
+}
+
+fn soa_serial(record: &hickory_proto::rr::Record) -> Option<u32> {
+    match &record.data {
+        hickory_proto::rr::RData::SOA(soa) => Some(soa.serial),
+        _ => None,
+    }
+}
+
+/// Applies an IXFR answer (RFC 1995 §4) to `state` as a strict secondary would.
+fn apply_ixfr(
+    mut state: std::collections::BTreeSet<super::journal::Rr>,
+    answer: &[hickory_proto::rr::Record],
+) -> Result<std::collections::BTreeSet<super::journal::Rr>, String> {
+    let end = answer.first().and_then(soa_serial).ok_or("no leading SOA")?;
+    let mut at = 1;
+    // Per version: SOA (old), deletions, SOA (new), additions; then the final SOA.
+    while at < answer.len() - 1 {
+        let mut deleting = true;
+        soa_serial(&answer[at]).ok_or("no version SOA")?;
+        at += 1;
+        while at < answer.len() - 1 {
+            if soa_serial(&answer[at]).is_some() {
+                if !deleting {
+                    break;
+                }
+                deleting = false;
+                at += 1;
+                continue;
+            }
+            let rr = super::journal::to_rr(&answer[at]).ok_or("unencodable")?;
+            let ok = if deleting { state.remove(&rr) } else { state.insert(rr) };
+            if !ok {
+                return Err(format!("record {} cannot be {}", answer[at], if deleting { "deleted" } else { "added" }));
+            }
+            at += 1;
+        }
+    }
+    (soa_serial(&answer[answer.len() - 1]) == Some(end)).then_some(state).ok_or("no final SOA".into())
+}
+
+/// An AXFR's serial and records (without the SOA).
+fn axfr(index: &Index) -> (u32, std::collections::BTreeSet<super::journal::Rr>) {
+    let records = transfer_records(index, hickory_proto::rr::RecordType::AXFR, None);
+    let serial = soa_serial(&records[0]).unwrap();
+    (serial, records.iter().filter(|r| soa_serial(r).is_none()).filter_map(super::journal::to_rr).collect())
+}
+
+/// AXFRs taken while the writer publishes (name by name, in several chunks per recompute) are
+/// each of exactly one serial: an IXFR from that serial applies to it exactly and gives the
+/// current zone. Without the journal's gate, a transfer taken mid-recompute carries part of the
+/// next serial's changes under the old serial, and the IXFR cannot apply.
+#[test]
+fn transfers_during_churn_are_each_of_one_serial() {
+    let mut f = Fixture::new();
+    f.index().set_ready(true);
+    f.apply(service("ns-0", "svc-0", ServiceKind::Headless));
+    f.apply(service("ns-0", "svc-1", ServiceKind::Headless));
+    let index = Arc::clone(f.pipeline.index());
+    let churn = std::thread::spawn(move || {
+        for i in 0..400 {
+            for svc in ["svc-0", "svc-1"] {
+                let eps = (0..4)
+                    .map(|k| {
+                        endpoint(
+                            &format!("10.{}.{}.{}", svc.len() + k, i % 9, k + 1),
+                            Some(["pod-0", "pod-1", "pod-2", "pod-3"][k]),
+                            true,
+                        )
+                    })
+                    .collect();
+                f.apply(slice("ns-0", &format!("slice-{svc}"), svc, eps));
+            }
+        }
+    });
+    let mut taken = Vec::new();
+    while !churn.is_finished() {
+        taken.push(axfr(&index));
+    }
+    churn.join().unwrap();
+    let (now_serial, now) = axfr(&index);
+    let mut checked = 0;
+    for (serial, state) in taken {
+        if serial == now_serial {
+            assert_eq!(state, now);
+            continue;
+        }
+        let answer = transfer_records(&index, hickory_proto::rr::RecordType::IXFR, Some(serial));
+        if answer.get(1).and_then(soa_serial) != Some(serial) {
+            continue; // no longer in the journal: the whole zone
+        }
+        assert_eq!(apply_ixfr(state, &answer).map(|s| s == now), Ok(true), "IXFR from {serial}");
+        checked += 1;
+    }
+    assert!(checked > 0, "no transfer taken during the churn is still in the journal");
+}
+
+proptest! {
+    /// Malformed transfer requests (a valid IXFR with bytes changed, cut short or extended) get
+    /// an answer or nothing, never a panic, over TCP and UDP.
+    #[test]
+    fn malformed_transfer_requests_never_panic(
+        edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..6),
+        cut in any::<prop::sample::Index>(),
+        extra in prop::collection::vec(any::<u8>(), 0..8),
+    ) {
+        use hickory_proto::op::{Message, MessageType, OpCode, Query};
+        use hickory_proto::rr::rdata::SOA;
+        use hickory_proto::rr::{Name as HName, RData, Record, RecordType};
+        let f = Fixture::new();
+        f.index().set_ready(true);
+        let apex = HName::from_ascii("cluster.local.").unwrap();
+        let mut request = Message::new(7, MessageType::Query, OpCode::Query);
+        request.add_query(Query::query(apex.clone(), RecordType::IXFR));
+        let soa = SOA::new(apex.clone(), apex.clone(), f.index().serial().wrapping_sub(1), 0, 0, 0, 0);
+        request.add_authority(Record::from_rdata(apex, 0, RData::SOA(soa)));
+        let mut bytes = request.to_vec().unwrap();
+        for (at, value) in edits {
+            let i = at.index(bytes.len());
+            bytes[i] = value;
+        }
+        bytes.truncate(cut.index(bytes.len() + 1));
+        bytes.extend(extra);
+        let acl = crate::transfer::TransferAcl::new(vec!["127.0.0.1/32".parse().unwrap()]);
+        let policy = crate::dns::finish::Policy::new(1232);
+        for message in crate::transfer::respond(f.index(), &bytes, [127, 0, 0, 1].into(), &acl, &policy) {
+            prop_assert!(message.len() <= MAX_MESSAGE);
+        }
+        let mut out = vec![0u8; MAX_MESSAGE];
+        let _ = crate::transfer::ixfr_over_udp(f.index(), &bytes, Some([127, 0, 0, 1].into()), &acl, &policy, &mut out);
     }
 }

@@ -138,6 +138,9 @@ impl Writer {
     /// Recomputes the records of `owners` from the model and publishes what changed. Returns
     /// whether anything did (the SOA serial then moved forward).
     pub fn recompute(&mut self, model: &Model, owners: impl IntoIterator<Item = Owner>) -> bool {
+        // Transfers wait until the names and the serial (and the journal) agree again.
+        let index = Arc::clone(&self.index);
+        let _publishing = index.journal().publishing();
         let mut changed = false;
         let mut fresh = Fresh::default();
         let mut done: Set<OwnerId> = Set::default();
@@ -167,9 +170,7 @@ impl Writer {
                 self.free_ids.push(id);
             }
         }
-        if changed {
-            self.index.bump_serial();
-        }
+        self.index.commit(changed);
         changed
     }
 

@@ -40,7 +40,7 @@ impl Knot {
         let d = dir.path().display();
         let config = format!(
             "server:\n  listen: 127.0.0.1@{port}\n  rundir: {d}\n  udp-workers: 1\n  tcp-workers: 1\n  background-workers: 1\n\
-             database:\n  storage: {d}\n{}log:\n  - target: stderr\n    any: warning\n",
+             database:\n  storage: {d}\n{}log:\n  - target: stderr\n    any: warning\n  - target: {d}/knot.log\n    any: info\n",
             sections(dir.path())
         );
         std::fs::write(dir.path().join("knot.conf"), config).unwrap();
@@ -91,19 +91,28 @@ impl Knot {
 
     /// [`Knot::secondary`] on a given port. It takes NOTIFY from the primary's address, and
     /// otherwise refreshes no sooner than hourly, so a quick update can only come from a NOTIFY.
+    /// Loopback clients may AXFR its copy, to compare it with the primary's record for record.
     pub fn secondary_on(port: u16, primary: SocketAddr) -> Knot {
         Knot::spawn(port, |dir| {
             let d = dir.display();
             format!(
                 "remote:\n  - id: primary\n    address: {ip}@{}\n\
                  acl:\n  - id: notify-from-primary\n    address: {ip}\n    action: notify\n\
+                 \x20 - id: transfer-to-loopback\n    address: 127.0.0.0/8\n    action: transfer\n\
                  template:\n  - id: default\n    storage: {d}\n\
-                 zone:\n  - domain: cluster.local\n    master: primary\n    acl: notify-from-primary\n\
-                 \x20   refresh-min-interval: 3600\n",
+                 zone:\n  - domain: cluster.local\n    master: primary\n\
+                 \x20   acl: [notify-from-primary, transfer-to-loopback]\n    refresh-min-interval: 3600\n",
                 primary.port(),
                 ip = primary.ip(),
             )
         })
+    }
+}
+
+impl Knot {
+    /// Knot's log (info and above) so far: transfers show as `AXFR, incoming` / `IXFR, incoming`.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self._dir.path().join("knot.log")).unwrap_or_default()
     }
 }
 

@@ -3,6 +3,7 @@
 //! needs.
 #![allow(dead_code)]
 
+pub mod bind;
 pub mod dns;
 pub mod envtest;
 pub mod fake_api;

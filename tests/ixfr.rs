@@ -1,0 +1,322 @@
+//! Incremental zone transfer (IXFR, RFC 1995) from the journal, over real sockets: the answer
+//! shapes, bad requests, and a real Knot DNS secondary that follows the primary through Pod
+//! recreations, scaling and Service deletions by IXFR alone. The Knot test needs `knotd`
+//! (Debian: knot); skipped without it, except in CI.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::rr::rdata::SOA;
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+use support::bind::Bind;
+use support::dns::{ask, query_message, rcode, require_tool, udp, zone_lines};
+use support::knot::{Knot, free_port};
+use support::server::{BinaryServer, http_get, replace_file, wait_until};
+
+/// A cluster: a headless Service `web` with one endpoint per Pod (hostname `web-<i>`, the IP
+/// given), and the ClusterIP Service `api` with two endpoints, if present.
+fn manifest(web: &[String], api: bool) -> String {
+    let mut yaml = String::from(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: default}\n---\n\
+         apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: default}\n\
+         spec: {clusterIP: None, selector: {app: web}, ports: [{name: http, port: 80, protocol: TCP}]}\n---\n\
+         apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+         metadata: {name: web-abcde, namespace: default, labels: {kubernetes.io/service-name: web}}\n\
+         addressType: IPv4\nports: [{name: http, port: 80, protocol: TCP}]\n",
+    );
+    yaml.push_str(if web.is_empty() { "endpoints: []\n" } else { "endpoints:\n" });
+    for (i, ip) in web.iter().enumerate() {
+        yaml.push_str(&format!("- {{addresses: [\"{ip}\"], hostname: web-{i}, conditions: {{ready: true}}}}\n"));
+    }
+    if api {
+        yaml.push_str(
+            "---\napiVersion: v1\nkind: Service\nmetadata: {name: api, namespace: default}\n\
+             spec: {type: ClusterIP, clusterIP: 10.96.0.20, clusterIPs: [10.96.0.20], \
+             ports: [{name: http, port: 80, protocol: TCP}]}\n---\n\
+             apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+             metadata: {name: api-q8w4d, namespace: default, labels: {kubernetes.io/service-name: api}}\n\
+             addressType: IPv4\nports: [{name: http, port: 8080, protocol: TCP}]\nendpoints:\n\
+             - {addresses: [\"10.244.9.1\"], conditions: {ready: true}}\n\
+             - {addresses: [\"10.244.9.2\"], conditions: {ready: true}}\n",
+        );
+    }
+    yaml
+}
+
+/// A primary on `path`, re-read quickly, transferring to loopback and notifying `notify`.
+fn primary(path: &Path, extra: &[&str]) -> BinaryServer {
+    let source = format!("file:{}", path.display());
+    let mut args = vec![
+        "serve",
+        "--source",
+        &source,
+        "--listen",
+        "127.0.0.1:0",
+        "--transfer-to",
+        "127.0.0.1",
+        "--file-poll-interval",
+        "50ms",
+        "--file-settle",
+        "100ms",
+    ];
+    args.extend_from_slice(extra);
+    if !extra.contains(&"--http") {
+        args.extend(["--http", "none"]);
+    }
+    BinaryServer::start(&args)
+}
+
+/// The zone's SOA serial as `server` answers it over UDP (None if it does not answer yet).
+fn serial(server: SocketAddr) -> Option<u32> {
+    let bytes = query_message("cluster.local.", RecordType::SOA, None).to_vec().unwrap();
+    let answer = support::dns::udp_raw(server, &bytes, Duration::from_millis(300))?;
+    let message = Message::from_vec(&answer).ok()?;
+    message.answers.iter().find_map(|r| match &r.data {
+        RData::SOA(soa) => Some(soa.serial),
+        _ => None,
+    })
+}
+
+/// An IXFR request for cluster.local from a client at `serial`.
+fn ixfr_request(serial: u32) -> Message {
+    let mut request = query_message("cluster.local.", RecordType::IXFR, None);
+    request.metadata.recursion_desired = false;
+    let apex = Name::from_ascii("cluster.local.").unwrap();
+    let soa = SOA::new(
+        Name::from_ascii("ns.dns.cluster.local.").unwrap(),
+        Name::from_ascii("hostmaster.cluster.local.").unwrap(),
+        serial,
+        7200,
+        1800,
+        86400,
+        5,
+    );
+    request.add_authority(Record::from_rdata(apex, 5, RData::SOA(soa)));
+    request
+}
+
+/// Sends `request` over TCP and reads every response message until the server goes quiet.
+fn transfer(server: SocketAddr, request: &Message) -> Vec<Message> {
+    let mut stream = TcpStream::connect_timeout(&server, Duration::from_secs(3)).unwrap();
+    let bytes = request.to_vec().unwrap();
+    let mut framed = (bytes.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&bytes);
+    stream.write_all(&framed).unwrap();
+    let mut messages = Vec::new();
+    stream.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    loop {
+        let mut len = [0u8; 2];
+        if stream.read_exact(&mut len).is_err() {
+            return messages;
+        }
+        let mut buf = vec![0u8; u16::from_be_bytes(len) as usize];
+        stream.read_exact(&mut buf).unwrap();
+        let message = Message::from_vec(&buf).expect("a transfer message decodes");
+        assert_eq!(message.metadata.id, request.metadata.id);
+        messages.push(message);
+        // After the first message, the rest of a transfer follows at once.
+        stream.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    }
+}
+
+/// The answer records of a transfer.
+fn records(messages: &[Message]) -> Vec<Record> {
+    messages.iter().flat_map(|m| m.answers.iter().cloned()).collect()
+}
+
+/// The zone as `server` transfers it (AXFR), as sorted record lines, the SOA once.
+fn axfr_lines(server: SocketAddr) -> Vec<String> {
+    let mut lines = zone_lines(&records(&transfer(server, &query_message("cluster.local.", RecordType::AXFR, None))));
+    lines.sort();
+    lines.dedup();
+    lines
+}
+
+fn soa_serial(record: &Record) -> Option<u32> {
+    match &record.data {
+        RData::SOA(soa) => Some(soa.serial),
+        _ => None,
+    }
+}
+
+#[test]
+fn ixfr_answers_current_incremental_and_full_and_bad_requests_get_formerr() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cluster.yaml");
+    let web = |ips: &[&str]| ips.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    replace_file(&path, &manifest(&web(&["10.244.0.10", "10.244.0.11"]), true));
+    let server = primary(&path, &["--http", "127.0.0.1:0"]);
+    wait_until(|| rcode(&ask(server.addr, "web.default.svc.cluster.local.", RecordType::A)) == ResponseCode::NoError);
+    let before = serial(server.addr).unwrap();
+
+    // At the current serial: the single SOA, over TCP and over UDP (no TC).
+    let current = records(&transfer(server.addr, &ixfr_request(before)));
+    assert_eq!(current.len(), 1, "{:?}", zone_lines(&current));
+    assert_eq!(soa_serial(&current[0]), Some(before));
+    let over_udp = udp(server.addr, &ixfr_request(before));
+    assert!(!over_udp.metadata.truncation);
+    assert_eq!(over_udp.answers.iter().filter_map(soa_serial).collect::<Vec<_>>(), [before]);
+
+    // web-1 recreated with a new IP: the difference, RFC 1995 §4.
+    replace_file(&path, &manifest(&web(&["10.244.0.10", "10.244.0.99"]), true));
+    wait_until(|| serial(server.addr) != Some(before));
+    let after = serial(server.addr).unwrap();
+    let answer = records(&transfer(server.addr, &ixfr_request(before)));
+    let lines = zone_lines(&answer);
+    let serials: Vec<u32> = answer.iter().filter_map(soa_serial).collect();
+    assert_eq!(serials.first(), Some(&after), "{lines:#?}");
+    assert_eq!(serials.last(), Some(&after), "{lines:#?}");
+    assert_eq!(soa_serial(&answer[1]), Some(before), "an incremental answer: {lines:#?}");
+    let deleted_at = 2;
+    let added_at = answer.iter().skip(2).position(|r| soa_serial(r).is_some()).unwrap() + 2;
+    let (deleted, added) = (&lines[deleted_at..added_at], &lines[added_at + 1..lines.len() - 1]);
+    assert!(
+        deleted.iter().any(|l| l.starts_with("web-1.web.default.svc.cluster.local. ") && l.ends_with(" A 10.244.0.11")),
+        "{lines:#?}"
+    );
+    assert!(
+        added.iter().any(|l| l.starts_with("web-1.web.default.svc.cluster.local. ") && l.ends_with(" A 10.244.0.99")),
+        "{lines:#?}"
+    );
+    assert!(!lines.iter().any(|l| l.contains("in-addr.arpa")), "another zone's records: {lines:#?}");
+    // Over UDP, a client that is behind is sent to TCP.
+    let over_udp = udp(server.addr, &ixfr_request(before));
+    assert!(over_udp.metadata.truncation);
+    assert_eq!(over_udp.answers.iter().filter_map(soa_serial).collect::<Vec<_>>(), [after]);
+
+    // A serial the journal does not hold: the whole zone (AXFR-style: SOA, records, SOA).
+    let full = records(&transfer(server.addr, &ixfr_request(before.wrapping_sub(1000))));
+    assert_eq!(soa_serial(&full[0]), Some(after));
+    assert_eq!(soa_serial(&full[1]), None, "{:?}", zone_lines(&full));
+    let mut full_lines = zone_lines(&full);
+    full_lines.sort();
+    full_lines.dedup();
+    assert_eq!(full_lines, axfr_lines(server.addr));
+
+    // Bad requests: no SOA in the authority section, a SOA of another zone → FORMERR; garbage
+    // → nothing. The server keeps answering.
+    let no_soa = query_message("cluster.local.", RecordType::IXFR, None);
+    assert_eq!(records(&transfer(server.addr, &no_soa)).len(), 0);
+    assert_eq!(transfer(server.addr, &no_soa)[0].metadata.response_code, ResponseCode::FormErr);
+    assert_eq!(udp(server.addr, &no_soa).metadata.response_code, ResponseCode::FormErr);
+    let mut other_zone = ixfr_request(before);
+    other_zone.authorities[0].name = Name::from_ascii("example.com.").unwrap();
+    assert_eq!(transfer(server.addr, &other_zone)[0].metadata.response_code, ResponseCode::FormErr);
+    let good = ixfr_request(before).to_vec().unwrap();
+    for cut in [12, 20, good.len() - 1, good.len() - 5] {
+        let mut stream = TcpStream::connect_timeout(&server.addr, Duration::from_secs(3)).unwrap();
+        let mut framed = (cut as u16).to_be_bytes().to_vec();
+        framed.extend_from_slice(&good[..cut]);
+        let _ = stream.write_all(&framed);
+        let _ = support::dns::udp_raw(server.addr, &good[..cut], Duration::from_millis(100));
+    }
+    assert_eq!(serial(server.addr), Some(after), "the server still answers");
+
+    // The journal's memory is in /metrics.
+    let (status, body) = http_get(server.http_addr(), "/metrics");
+    assert_eq!(status, 200);
+    let gauge = |name: &str| {
+        body.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse::<i64>().ok())
+            .unwrap_or_else(|| panic!("{name} in {body}"))
+    };
+    assert!(gauge("headless_dns_ixfr_journal_bytes") > 0);
+    assert!(gauge("headless_dns_ixfr_journal_versions") >= 1);
+}
+
+/// Starts a primary on a small cluster with `--notify` to `notify_port`, then a secondary on it
+/// (`start`, given the primary's address), and walks the cluster through Pod recreations, scaling
+/// and Service deletions. After each step, the secondary follows and its AXFR equals the
+/// primary's, and the primary sent every change as an IXFR difference (its log says so). Returns
+/// the secondary and how many steps there were.
+fn follow_the_primary<S>(
+    notify_port: u16,
+    start: impl FnOnce(SocketAddr) -> S,
+    addr: impl Fn(&S) -> SocketAddr,
+) -> (S, usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cluster.yaml");
+    let mut next_ip = 10;
+    let mut ip = || {
+        next_ip += 1;
+        format!("10.244.{}.{}", next_ip / 250, next_ip % 250 + 1)
+    };
+    let mut web: Vec<String> = (0..3).map(|_| ip()).collect();
+    replace_file(&path, &manifest(&web, true));
+    let notify = format!("127.0.0.1:{notify_port}");
+    let server = primary(&path, &["--notify", &notify]);
+    wait_until(|| serial(server.addr).is_some());
+    let secondary = start(server.addr);
+    let at = addr(&secondary);
+    wait_until(|| serial(at).is_some() && serial(at) == serial(server.addr));
+    assert_eq!(axfr_lines(at), axfr_lines(server.addr), "after the initial AXFR");
+
+    let mut steps: Vec<(&str, Vec<String>, bool)> = Vec::new();
+    web[1] = ip();
+    steps.push(("web-1 recreated", web.clone(), true));
+    web.extend((0..3).map(|_| ip()));
+    steps.push(("scaled up to 6", web.clone(), true));
+    web.truncate(2);
+    steps.push(("scaled down to 2", web.clone(), true));
+    steps.push(("api deleted", web.clone(), false));
+    web = web.iter().map(|_| ip()).collect();
+    steps.push(("every Pod recreated", web.clone(), false));
+    steps.push(("api back", web.clone(), true));
+    web.clear();
+    steps.push(("scaled to zero", web.clone(), true));
+    for (step, web, api) in &steps {
+        let before = serial(server.addr).unwrap();
+        replace_file(&path, &manifest(web, *api));
+        wait_until(|| serial(server.addr) != Some(before));
+        let started = Instant::now();
+        wait_until(|| serial(at) == serial(server.addr));
+        eprintln!("{step}: the secondary followed in {:?}", started.elapsed());
+        assert_eq!(axfr_lines(at), axfr_lines(server.addr), "after: {step}");
+    }
+    let log = server.drain_logs();
+    let incremental = log.iter().filter(|l| l.contains("incremental zone transfer")).count();
+    assert!(incremental >= steps.len(), "{incremental} IXFR differences sent for {} steps", steps.len());
+    assert!(!log.iter().any(|l| l.contains("not in the journal")), "an IXFR was answered with the whole zone");
+    (secondary, steps.len())
+}
+
+#[test]
+fn knot_follows_the_primary_by_ixfr_through_recreations_scaling_and_deletions() {
+    if !require_tool("knotd") {
+        return;
+    }
+    let port = free_port();
+    let (knot, steps) = follow_the_primary(port, |primary| Knot::secondary_on(port, primary), |k| k.addr);
+    // Every step came by IXFR: one AXFR (the first), no fallback to AXFR.
+    let log = knot.log();
+    eprintln!("{log}");
+    let count = |needle: &str| log.lines().filter(|l| l.contains(needle)).count();
+    let axfr_finished = log.lines().filter(|l| l.contains("AXFR, incoming") && l.contains("finished")).count();
+    let ixfr_finished = log.lines().filter(|l| l.contains("IXFR, incoming") && l.contains("finished")).count();
+    assert_eq!(axfr_finished, 1, "only the first transfer is a full one:\n{log}");
+    assert!(ixfr_finished >= steps, "{ixfr_finished} IXFRs for {steps} steps:\n{log}");
+    assert_eq!(count("fallback"), 0, "{log}");
+    assert_eq!(count("AXFR-style"), 0, "{log}");
+    assert_eq!(count("error"), 0, "{log}");
+}
+
+#[test]
+fn bind_follows_the_primary_by_ixfr_through_recreations_scaling_and_deletions() {
+    if !require_tool("named") {
+        return;
+    }
+    let port = free_port();
+    let (bind, steps) = follow_the_primary(port, |primary| Bind::secondary_on(port, primary), |b| b.addr);
+    // BIND does not log at info level whether a transfer was incremental; the primary's log did
+    // (above). Here: one transfer per step after the first, each a success.
+    let log = bind.log();
+    eprintln!("{log}");
+    let completed = log.lines().filter(|l| l.contains("Transfer completed")).count();
+    assert!(completed > steps, "{completed} transfers for {steps} steps:\n{log}");
+    assert!(!log.lines().any(|l| l.contains("failed") || l.contains("error")), "{log}");
+}
