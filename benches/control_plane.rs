@@ -19,6 +19,7 @@
 //!
 //! The server runs on CPU 0 (`taskset`), the control plane and this driver wherever the
 //! scheduler puts them: on a 2-core machine the API server competes with both.
+//! `CP_SERVER_BIN=PATH` runs another build of the server (an older one, to compare).
 
 #[path = "../tests/support/envtest.rs"]
 mod envtest;
@@ -96,8 +97,9 @@ impl Server {
         let started = Instant::now();
         let dns = SocketAddr::from(([127, 0, 0, 1], dns_port));
         let http = SocketAddr::from(([127, 0, 0, 1], http_port));
+        let binary = std::env::var("CP_SERVER_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_headless-dns").into());
         let child = Command::new("taskset")
-            .args(["-c", "0", env!("CARGO_BIN_EXE_headless-dns"), "serve", "--source", "kube", "--kubeconfig"])
+            .args(["-c", "0", &binary, "serve", "--source", "kube", "--kubeconfig"])
             .arg(kubeconfig)
             .args(["--listen", &dns.to_string(), "--http", &http.to_string(), "--upstream", "none"])
             .args(["--log-level", "warn"])
