@@ -23,7 +23,7 @@ use crate::dns::finish::{Finish, Head, Policy, Sections, Transport};
 use crate::dns::name::is_within;
 use crate::dns::proto::{HEADER_LEN, MAX_MESSAGE, flags, rtype, soa};
 use crate::index::Index;
-use crate::index::journal::Version;
+use crate::index::journal::{Version, ZoneDiff};
 
 /// Networks allowed to transfer zones.
 #[derive(Clone, Debug, Default)]
@@ -194,17 +194,31 @@ fn soa_record(index: &Index, zone_id: u8, serial: u32) -> Record {
 }
 
 /// The IXFR answer records from `versions` (from the client's serial to `serial`), RFC 1995 §4.
+/// Versions that did not change this zone (every serial change moves every zone's serial) are
+/// folded into their neighbours, so a reverse zone is not sent a SOA pair per change elsewhere.
 fn incremental(index: &Index, zone_id: u8, serial: u32, versions: &[Arc<Version>]) -> Vec<Record> {
-    let soa = soa_record(index, zone_id, serial);
-    let mut records = vec![soa.clone()];
     let records_of = |rrs: &std::collections::BTreeSet<crate::index::journal::Rr>| {
         rrs.iter().filter_map(|rr| crate::index::journal::from_rr(rr)).collect::<Vec<_>>()
     };
+    // (from, to, the zone's difference): empty versions extend the next one, trailing ones the last.
+    let mut steps: Vec<(u32, u32, Option<&ZoneDiff>)> = Vec::new();
+    let mut from = versions.first().map_or(serial, |v| v.from);
     for version in versions {
-        records.push(soa_record(index, zone_id, version.from));
-        let diff = version.zone(zone_id);
+        if let Some(diff) = version.zone(zone_id) {
+            steps.push((from, version.to, Some(diff)));
+            from = version.to;
+        }
+    }
+    match steps.last_mut() {
+        Some(last) => last.1 = serial,
+        None => steps.push((from, serial, None)),
+    }
+    let soa = soa_record(index, zone_id, serial);
+    let mut records = vec![soa.clone()];
+    for (from, to, diff) in steps {
+        records.push(soa_record(index, zone_id, from));
         records.extend(diff.map(|d| records_of(&d.deleted)).unwrap_or_default());
-        records.push(soa_record(index, zone_id, version.to));
+        records.push(soa_record(index, zone_id, to));
         records.extend(diff.map(|d| records_of(&d.added)).unwrap_or_default());
     }
     records.push(soa);

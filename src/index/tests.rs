@@ -308,13 +308,14 @@ fn the_journal_condenses_old_versions_and_drops_past_its_bound() {
 /// A transfer through `transfer::respond`, as a TCP client gets it: its answer records.
 fn transfer_records(
     index: &Index,
+    zone: &str,
     qtype: hickory_proto::rr::RecordType,
     serial: Option<u32>,
 ) -> Vec<hickory_proto::rr::Record> {
     use hickory_proto::op::{Message, MessageType, OpCode, Query};
     use hickory_proto::rr::rdata::SOA;
     use hickory_proto::rr::{Name as HName, RData, Record};
-    let apex = HName::from_ascii("cluster.local.").unwrap();
+    let apex = HName::from_ascii(zone).unwrap();
     let mut request = Message::new(7, MessageType::Query, OpCode::Query);
     request.add_query(Query::query(apex.clone(), qtype));
     if let Some(serial) = serial {
@@ -367,8 +368,8 @@ fn apply_ixfr(
 }
 
 /// An AXFR's serial and records (without the SOA).
-fn axfr(index: &Index) -> (u32, std::collections::BTreeSet<super::journal::Rr>) {
-    let records = transfer_records(index, hickory_proto::rr::RecordType::AXFR, None);
+fn axfr(index: &Index, zone: &str) -> (u32, std::collections::BTreeSet<super::journal::Rr>) {
+    let records = transfer_records(index, zone, hickory_proto::rr::RecordType::AXFR, None);
     let serial = soa_serial(&records[0]).unwrap();
     (serial, records.iter().filter(|r| soa_serial(r).is_none()).filter_map(super::journal::to_rr).collect())
 }
@@ -402,17 +403,17 @@ fn transfers_during_churn_are_each_of_one_serial() {
     });
     let mut taken = Vec::new();
     while !churn.is_finished() {
-        taken.push(axfr(&index));
+        taken.push(axfr(&index, "cluster.local."));
     }
     churn.join().unwrap();
-    let (now_serial, now) = axfr(&index);
+    let (now_serial, now) = axfr(&index, "cluster.local.");
     let mut checked = 0;
     for (serial, state) in taken {
         if serial == now_serial {
             assert_eq!(state, now);
             continue;
         }
-        let answer = transfer_records(&index, hickory_proto::rr::RecordType::IXFR, Some(serial));
+        let answer = transfer_records(&index, "cluster.local.", hickory_proto::rr::RecordType::IXFR, Some(serial));
         if answer.get(1).and_then(soa_serial) != Some(serial) {
             continue; // no longer in the journal: the whole zone
         }
@@ -456,4 +457,29 @@ proptest! {
         let mut out = vec![0u8; MAX_MESSAGE];
         let _ = crate::transfer::ixfr_over_udp(f.index(), &bytes, Some([127, 0, 0, 1].into()), &acl, &policy, &mut out);
     }
+}
+
+/// Every serial change moves every zone's serial; a zone's IXFR has one step per change of its
+/// own, the others folded in (not a SOA pair per change elsewhere).
+#[test]
+fn a_reverse_zone_ixfr_has_one_step_per_change_of_its_own() {
+    use hickory_proto::rr::RecordType;
+    let mut f = Fixture::new();
+    f.index().set_ready(true);
+    f.apply(service("ns-0", "svc-0", ServiceKind::Headless));
+    f.apply(slice("ns-0", "slice-0", "svc-0", vec![endpoint("10.0.0.1", Some("pod-0"), true)]));
+    let (before, reverse) = axfr(f.index(), "in-addr.arpa.");
+    let external = |n: &str| service("ns-0", n, ServiceKind::ExternalName(Name::parse("example.com").unwrap()));
+    assert!(f.apply(external("svc-1")));
+    assert!(f.apply(slice("ns-0", "slice-0", "svc-0", vec![endpoint("10.0.0.2", Some("pod-0"), true)])));
+    assert!(f.apply(external("svc-2")));
+    let answer = transfer_records(f.index(), "in-addr.arpa.", RecordType::IXFR, Some(before));
+    let serials: Vec<u32> = answer.iter().filter_map(soa_serial).collect();
+    let now = f.index().serial();
+    assert_eq!(serials, [now, before, now, now], "{answer:?}");
+    assert_eq!(apply_ixfr(reverse, &answer), Ok(axfr(f.index(), "in-addr.arpa.").1));
+    // A zone that did not change at all: one empty step from the client's serial to now.
+    let answer = transfer_records(f.index(), "ip6.arpa.", RecordType::IXFR, Some(before));
+    assert_eq!(answer.iter().filter_map(soa_serial).collect::<Vec<_>>(), [now, before, now, now]);
+    assert_eq!(answer.len(), 4);
 }
