@@ -7,14 +7,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 use support::dns::{addresses, ask, rcode};
 use support::fake_api::FakeApiServer;
 use support::objects::*;
-use support::server::{BinaryServer, http_get};
+use support::server::{BinaryServer, eventually, http_get};
 
 const NS: &str = "ns-0";
 const WEB: &[(&str, u16, &str)] = &[("web", 80, "TCP")];
@@ -77,14 +77,6 @@ impl Harness {
             got.sort();
             rc == want_rcode && got == want
         });
-    }
-}
-
-fn eventually(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !check() {
-        assert!(started.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
     }
 }
 

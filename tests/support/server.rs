@@ -163,10 +163,15 @@ fn listen_addr(line: &str) -> Option<SocketAddr> {
 }
 
 /// Polls `check` every 10 ms for up to 10 s.
-pub fn wait_until(mut check: impl FnMut() -> bool) {
+pub fn wait_until(check: impl FnMut() -> bool) {
+    eventually("condition", Duration::from_secs(10), check)
+}
+
+/// Polls `check` every 10 ms until it holds; fails the test, naming `what`, after `timeout`.
+pub fn eventually(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
     let started = Instant::now();
     while !check() {
-        assert!(started.elapsed() < Duration::from_secs(10), "condition not met in 10 s");
+        assert!(started.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
         std::thread::sleep(Duration::from_millis(10));
     }
 }
