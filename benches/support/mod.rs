@@ -17,7 +17,9 @@ use std::time::Instant;
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
 use hickory_proto::rr::{Name as HName, RecordType};
 
-use headless_dns::cluster::object::{Endpoint, Namespace, ObjKey, Object, Port, Protocol, Service, ServiceKind, Slice};
+use headless_dns::cluster::object::{
+    Conditions, Endpoint, Namespace, ObjKey, Object, Port, Protocol, Service, ServiceKind, Slice,
+};
 use headless_dns::dns::name::Name;
 use headless_dns::index::{Index, RecordConfig};
 use headless_dns::pipeline::Pipeline;
@@ -92,7 +94,12 @@ pub fn slice(
         .into_iter()
         .map(|p| {
             let name = format!("web-{p}");
-            Endpoint::new(addr(p).into(), Some(name.clone()), Some(&name), true, true, false)
+            Endpoint::new(
+                addr(p).into(),
+                Some(name.clone()),
+                Some(&name),
+                Conditions { ready: true, serving: true, terminating: false },
+            )
         })
         .collect();
     Object::Slice(Slice {

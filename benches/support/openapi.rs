@@ -8,8 +8,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use headless_dns::cluster::object::{
-    self, Endpoint, Kind, Namespace, ObjKey, Object, Pod, Port, ProjectError, Protocol, SERVICE_NAME_LABEL, Service,
-    ServiceKind, Slice, TRIGGER_TIME_ANNOTATION,
+    self, Conditions, Endpoint, Kind, Namespace, ObjKey, Object, Pod, Port, ProjectError, Protocol, SERVICE_NAME_LABEL,
+    Service, ServiceKind, Slice, TRIGGER_TIME_ANNOTATION,
 };
 use headless_dns::dns::name::Name;
 use k8s_openapi::api::core::v1 as core;
@@ -170,9 +170,11 @@ pub fn project_slice(slice: &discovery::EndpointSlice) -> Result<Slice, ProjectE
             addresses.into_iter().collect(),
             hostname,
             pod,
-            ready,
-            conditions.serving.unwrap_or(ready),
-            conditions.terminating.unwrap_or(false),
+            Conditions {
+                ready,
+                serving: conditions.serving.unwrap_or(ready),
+                terminating: conditions.terminating.unwrap_or(false),
+            },
         ));
     }
     let trigger_time_ms = slice

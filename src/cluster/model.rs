@@ -282,7 +282,7 @@ fn stale_keys<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::object::{Endpoint, ServiceKind};
+    use crate::cluster::object::{Conditions, Endpoint, ServiceKind};
 
     fn svc(ns: &str, name: &str) -> Object {
         Object::Service(Service { key: ObjKey::new(ns, name), kind: ServiceKind::Headless, ports: vec![] })
@@ -297,9 +297,7 @@ mod tests {
                 ip.parse::<std::net::IpAddr>().unwrap().into(),
                 None,
                 None,
-                true,
-                true,
-                false,
+                Conditions { ready: true, serving: true, terminating: false },
             )],
             trigger_time_ms: None,
         })

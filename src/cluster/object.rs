@@ -225,18 +225,24 @@ pub struct Endpoint {
     has_pod: bool,
 }
 
+/// An endpoint's conditions, as the EndpointSlice says them (absent `ready` means ready; absent
+/// `serving` means `ready`; absent `terminating` means not terminating).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conditions {
+    /// Ready to receive traffic (what DNS answers).
+    pub ready: bool,
+    /// Serving, whether terminating or not.
+    pub serving: bool,
+    /// Terminating.
+    pub terminating: bool,
+}
+
 impl Endpoint {
     /// An endpoint. `hostname` must be a DNS label (the projection checks it: at most 63 bytes);
     /// its length is kept in a byte, so one over 255 bytes is dropped. It is kept as given,
     /// without a copy, unless a Pod name that differs follows it.
-    pub fn new(
-        addresses: Addresses,
-        hostname: Option<String>,
-        pod: Option<&str>,
-        ready: bool,
-        serving: bool,
-        terminating: bool,
-    ) -> Endpoint {
+    pub fn new(addresses: Addresses, hostname: Option<String>, pod: Option<&str>, conditions: Conditions) -> Endpoint {
+        let Conditions { ready, serving, terminating } = conditions;
         let mut names = hostname.filter(|h| h.len() <= usize::from(u8::MAX)).unwrap_or_default();
         let hostname_len = names.len() as u8;
         let pod = pod.filter(|p| !p.is_empty());
@@ -510,9 +516,11 @@ pub fn project_slice(slice: &mut api::EndpointSlice) -> Result<Slice, ProjectErr
             addresses.into(),
             hostname,
             pod.as_deref(),
-            ready,
-            condition(|c| &c.serving).unwrap_or(ready),
-            condition(|c| &c.terminating).unwrap_or(false),
+            Conditions {
+                ready,
+                serving: condition(|c| &c.serving).unwrap_or(ready),
+                terminating: condition(|c| &c.terminating).unwrap_or(false),
+            },
         ));
     }
     let trigger_time_ms = slice.metadata.trigger_time.as_deref().and_then(parse_rfc3339_ms);
@@ -776,9 +784,7 @@ endpoints:
                 "fd00::5".parse::<IpAddr>().unwrap().into(),
                 Some("web-0".into()),
                 Some("web-0"),
-                false,
-                true,
-                true
+                Conditions { ready: false, serving: true, terminating: true }
             )]
         );
         assert_eq!(s.trigger_time_ms, Some(1_714_557_600_000));
@@ -795,7 +801,12 @@ endpoints:
             (None, None),
         ];
         for (hostname, pod) in cases {
-            let ep = Endpoint::new(ip.clone(), hostname.map(String::from), pod, true, true, false);
+            let ep = Endpoint::new(
+                ip.clone(),
+                hostname.map(String::from),
+                pod,
+                Conditions { ready: true, serving: true, terminating: false },
+            );
             assert_eq!((ep.hostname(), ep.pod_name()), (hostname, pod));
         }
     }

@@ -8,7 +8,7 @@ use smallvec::smallvec;
 
 use super::records::RecordConfig;
 use super::{Index, Writer};
-use crate::cluster::object::{Endpoint, Namespace, Object, Port, Protocol, Service, ServiceKind, Slice};
+use crate::cluster::object::{Conditions, Endpoint, Namespace, Object, Port, Protocol, Service, ServiceKind, Slice};
 use crate::cluster::{Kind, ObjKey, ObjectRef, Owner};
 use crate::dns::name::{Name, reverse_name};
 use crate::pipeline::Pipeline;
@@ -57,7 +57,12 @@ fn service(ns: &str, name: &str, kind: ServiceKind) -> Object {
 }
 
 fn endpoint(ip: &str, hostname: Option<&str>, ready: bool) -> Endpoint {
-    Endpoint::new(ip.parse::<IpAddr>().unwrap().into(), hostname.map(String::from), None, ready, ready, false)
+    Endpoint::new(
+        ip.parse::<IpAddr>().unwrap().into(),
+        hostname.map(String::from),
+        None,
+        Conditions { ready, serving: ready, terminating: false },
+    )
 }
 
 fn slice(ns: &str, name: &str, svc: &str, endpoints: Vec<Endpoint>) -> Object {

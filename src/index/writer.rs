@@ -390,7 +390,7 @@ impl Writer {
         for (target, node) in &targets {
             self.read_owners(target, *node, model, fresh);
         }
-        let entry = self.build_entry(&name, node, zone, apex, fresh, &targets);
+        let entry = self.build_entry(&name, node, (zone, apex), fresh, &targets);
         self.index.publish(&name, entry);
     }
 
@@ -430,12 +430,13 @@ impl Writer {
             .flatten()
     }
 
+    /// The entry of `name` (its zone, and whether it is the zone's apex) from the records of
+    /// its owners and the addresses of its SRV targets.
     fn build_entry(
         &self,
         name: &Name,
         node: Option<Node>,
-        zone: u8,
-        apex: bool,
+        (zone, apex): (u8, bool),
         fresh: &Fresh,
         targets: &Targets,
     ) -> NameEntry {
