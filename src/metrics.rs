@@ -12,7 +12,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::dns::stats::QueryStats;
+use crate::dns::stats::{QueryCollector, QueryStats};
 
 /// `service_kind` label of the programming-latency histogram (as CoreDNS's).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -163,6 +163,8 @@ impl Metrics {
             "From a query sent upstream to its answer",
             forward.duration.clone(),
         );
+        let queries = Arc::new(QueryStats::default());
+        registry.register_collector(Box::new(QueryCollector(queries.clone())));
         Metrics {
             registry,
             programming_duration,
@@ -174,7 +176,7 @@ impl Metrics {
             services,
             endpoint_slices,
             pods,
-            queries: Arc::new(QueryStats::default()),
+            queries,
             forward,
         }
     }
@@ -184,12 +186,6 @@ impl Metrics {
         let mut out = String::new();
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
-        // The query counters go before the closing "# EOF".
-        if out.ends_with("# EOF\n") {
-            out.truncate(out.len() - "# EOF\n".len());
-        }
-        self.queries.render(&mut out);
-        out.push_str("# EOF\n");
         out
     }
 }

@@ -6,8 +6,13 @@
 //! `coredns_dns_responses_total{rcode}`, `coredns_dns_request_duration_seconds`,
 //! `coredns_dns_response_size_bytes`, with our prefix.
 
-use std::fmt::Write;
+use std::fmt;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
 
 use super::proto::{DEFAULT_MAX_UDP, HEADER_LEN, MAX_MESSAGE, MIN_UDP, rtype};
 
@@ -43,6 +48,7 @@ const N_LAT: usize = LATENCY_NS.len() + 1;
 const N_SIZES: usize = SIZES.len() + 1;
 
 /// The shared counters.
+#[derive(Debug)]
 pub struct QueryStats {
     requests: [[AtomicU64; N_TYPES]; 2],
     responses: [AtomicU64; N_RCODES],
@@ -181,66 +187,67 @@ impl Default for QueryStats {
     }
 }
 
-impl QueryStats {
-    /// Appends the counters in OpenMetrics text format (without the final `# EOF`).
-    pub fn render(&self, out: &mut String) {
+/// The query counters as a prometheus-client collector, read from the shared atomics at each
+/// scrape: counting stays a plain integer add per query on the hot path (see [`LocalStats`]),
+/// and `/metrics` has one registry and one encoder.
+#[derive(Debug)]
+pub struct QueryCollector(pub Arc<QueryStats>);
+
+impl Collector for QueryCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> fmt::Result {
+        let stats = &*self.0;
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let _ = writeln!(out, "# HELP headless_dns_requests Queries received, by transport and query type.");
-        let _ = writeln!(out, "# TYPE headless_dns_requests counter");
+        let help = "Queries received, by transport and query type.";
+        let mut requests = encoder.encode_descriptor("requests", help, None, MetricType::Counter)?;
         for (p, proto) in PROTOS.iter().enumerate() {
             for (t, (_, name)) in TYPES.iter().enumerate() {
-                let _ = writeln!(
-                    out,
-                    "headless_dns_requests_total{{proto=\"{proto}\",type=\"{name}\"}} {}",
-                    get(&self.requests[p][t])
-                );
+                let labels = [("proto", *proto), ("type", *name)];
+                requests
+                    .encode_family(&labels)?
+                    .encode_counter::<NoLabelSet, _, u64>(&get(&stats.requests[p][t]), None)?;
             }
         }
-        let _ = writeln!(out, "# HELP headless_dns_responses Responses sent from our zones, by rcode.");
-        let _ = writeln!(out, "# TYPE headless_dns_responses counter");
+        let help = "Responses sent from our zones, by rcode.";
+        let mut responses = encoder.encode_descriptor("responses", help, None, MetricType::Counter)?;
         for (i, rcode) in RCODES.iter().enumerate() {
-            let _ = writeln!(out, "headless_dns_responses_total{{rcode=\"{rcode}\"}} {}", get(&self.responses[i]));
+            let labels = [("rcode", *rcode)];
+            responses.encode_family(&labels)?.encode_counter::<NoLabelSet, _, u64>(&get(&stats.responses[i]), None)?;
         }
-        let _ = writeln!(out, "# HELP headless_dns_forwarded Queries forwarded upstream.");
-        let _ = writeln!(out, "# TYPE headless_dns_forwarded counter");
-        let _ = writeln!(out, "headless_dns_forwarded_total {}", get(&self.forwarded));
-        let _ = writeln!(
-            out,
-            "# HELP headless_dns_dropped Packets not answered (responses, runts, full forwarding queue)."
-        );
-        let _ = writeln!(out, "# TYPE headless_dns_dropped counter");
-        let _ = writeln!(out, "headless_dns_dropped_total {}", get(&self.dropped));
-        histogram(
-            out,
-            "headless_dns_request_duration_seconds",
-            "Time from receiving a query to its response being ready (local answers).",
-            &LATENCY_NS.map(|ns| ns as f64 / 1e9),
-            &self.latency,
-            get(&self.latency_sum_ns) as f64 / 1e9,
-        );
-        histogram(
-            out,
-            "headless_dns_response_size_bytes",
-            "Size of the responses sent from our zones.",
-            &SIZES.map(|b| b as f64),
-            &self.sizes,
-            get(&self.size_sum) as f64,
-        );
+        let counters = [
+            ("forwarded", "Queries forwarded upstream.", &stats.forwarded),
+            ("dropped", "Packets not answered (responses, runts, full forwarding queue).", &stats.dropped),
+        ];
+        for (name, help, value) in counters {
+            encoder
+                .encode_descriptor(name, help, None, MetricType::Counter)?
+                .encode_counter::<NoLabelSet, _, u64>(&get(value), None)?;
+        }
+        let histograms = [
+            (
+                "request_duration_seconds",
+                "Time from receiving a query to its response being ready (local answers).",
+                LATENCY_NS.map(|ns| ns as f64 / 1e9).to_vec(),
+                &stats.latency[..],
+                get(&stats.latency_sum_ns) as f64 / 1e9,
+            ),
+            (
+                "response_size_bytes",
+                "Size of the responses sent from our zones.",
+                SIZES.map(|b| b as f64).to_vec(),
+                &stats.sizes[..],
+                get(&stats.size_sum) as f64,
+            ),
+        ];
+        for (name, help, bounds, counts, sum) in histograms {
+            let buckets: Vec<(f64, u64)> =
+                bounds.iter().copied().chain([f64::INFINITY]).zip(counts.iter().map(get)).collect();
+            let count = buckets.iter().map(|(_, n)| n).sum();
+            encoder
+                .encode_descriptor(name, help, None, MetricType::Histogram)?
+                .encode_histogram::<NoLabelSet>(sum, count, &buckets, None)?;
+        }
+        Ok(())
     }
-}
-
-fn histogram(out: &mut String, name: &str, help: &str, bounds: &[f64], counts: &[AtomicU64], sum: f64) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} histogram");
-    let mut cumulative = 0;
-    for (i, bound) in bounds.iter().enumerate() {
-        cumulative += counts[i].load(Ordering::Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
-    }
-    cumulative += counts[bounds.len()].load(Ordering::Relaxed);
-    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
-    let _ = writeln!(out, "{name}_sum {sum}");
-    let _ = writeln!(out, "{name}_count {cumulative}");
 }
 
 #[cfg(test)]
@@ -258,8 +265,10 @@ mod tests {
         local.answered(true, &response, 500);
         local.dropped();
         local.flush(&shared);
+        let mut registry = prometheus_client::registry::Registry::with_prefix("headless_dns");
+        registry.register_collector(Box::new(QueryCollector(Arc::new(shared))));
         let mut text = String::new();
-        shared.render(&mut text);
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
         assert!(text.contains("headless_dns_requests_total{proto=\"udp\",type=\"A\"} 1"), "{text}");
         assert!(text.contains("headless_dns_requests_total{proto=\"tcp\",type=\"A\"} 1"), "{text}");
         assert!(text.contains("headless_dns_responses_total{rcode=\"NXDOMAIN\"} 1"), "{text}");
