@@ -1,7 +1,7 @@
 //! The Kubernetes API side of the load benchmark's churn run (`benches/load/run.py --churn`).
 //!
 //! It serves a cluster read from Kubernetes YAML through the test suite's fake API server
-//! (`tests/support/fake_api.rs`: real list/watch over HTTP, resourceVersions, bookmarks), so that
+//! (`tests/support/fake_api/`: real list/watch over HTTP, resourceVersions, bookmarks), so that
 //! headless-dns runs its production path — `--source kube`, the kube-rs watchers, the writer —
 //! while the load script changes endpoints at a fixed rate. Churning the file source instead
 //! re-reads and re-parses the whole YAML on every change, which measures the file source, not
@@ -19,7 +19,7 @@
 //!
 //! It ends at end of input.
 
-#[path = "../tests/support/fake_api.rs"]
+#[path = "../tests/support/fake_api/mod.rs"]
 #[allow(dead_code)]
 mod fake_api;
 

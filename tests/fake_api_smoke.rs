@@ -1,4 +1,4 @@
-//! Proves that the fake API server in `tests/support/fake_api.rs` speaks the
+//! Proves that the fake API server in `tests/support/fake_api/` speaks the
 //! Kubernetes API well enough for the real kube-rs client and runtime watcher:
 //! lists with pagination and selectors, watches with replay, bookmarks,
 //! dropped connections, 410 Gone, stalls and outages.
