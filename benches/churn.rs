@@ -63,6 +63,12 @@ fn update_fixture(n: usize) -> UpdateFixture {
     objects.push(support::headless_service("ns-0", "target"));
     objects.extend(support::slices("ns-0", "target", i, n, None));
     support::load(&mut pipeline, objects);
+    // As in production once serving: every update is also journaled for IXFR
+    // (CHURN_JOURNAL_SIZE=0 measures without the journal).
+    pipeline.index().set_ready(true);
+    if let Ok(size) = std::env::var("CHURN_JOURNAL_SIZE") {
+        pipeline.index().journal().set_limit(size.parse().expect("CHURN_JOURNAL_SIZE is bytes"));
+    }
     let range = 0..n.min(support::ENDPOINTS_PER_SLICE);
     let mut moved = vec![0; n];
     moved[0] = 1;

@@ -266,7 +266,7 @@ pub fn entry_records(name: &[u8], entry: &crate::index::NameEntry) -> Vec<Record
 }
 
 /// The answer records of a stored answer, decoded by framing it as the response it is spliced into.
-fn decode(name: &[u8], t: u16, answer: crate::index::wire::AnswerRef<'_>) -> Vec<Record> {
+pub(crate) fn decode(name: &[u8], t: u16, answer: crate::index::wire::AnswerRef<'_>) -> Vec<Record> {
     let bytes = answer.to_vec();
     let mut message = Vec::with_capacity(HEADER_LEN + name.len() + 4 + bytes.len());
     let arcount = answer.records() as u16 - answer.ancount;

@@ -37,7 +37,7 @@ use hickory_proto::rr::Record;
 use hickory_proto::serialize::binary::{BinDecodable, BinEncodable, BinEncoder, NameEncoding};
 use parking_lot::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use super::wire::NameEntry;
+use super::wire::{AnswerRef, NameEntry};
 
 /// The default bound of the journal's memory (`--ixfr-journal-size`): 16 MiB. Heavy churn (100
 /// Pod recreations a second, each about 800 bytes of deletions and additions: the Pod's A record,
@@ -225,12 +225,7 @@ impl Journal {
             return;
         }
         let Some(zone) = old.or(new).map(NameEntry::zone) else { return };
-        let old = old.map(|e| rrs(name, e)).unwrap_or_default();
-        let new = new.map(|e| rrs(name, e)).unwrap_or_default();
-        let diff = ZoneDiff {
-            deleted: old.difference(&new).cloned().collect(),
-            added: new.difference(&old).cloned().collect(),
-        };
+        let diff = diff_entries(name, old, new);
         if diff.is_empty() {
             return;
         }
@@ -292,6 +287,44 @@ impl Journal {
         self.bytes.store(state.bytes, Ordering::Relaxed);
         self.versions.store(state.versions.len(), Ordering::Relaxed);
     }
+}
+
+/// What changed from `old` to `new` at `name`. Only the RRsets whose answer records differ in
+/// their stored bytes are decoded: equal bytes after the same question decode to the same
+/// records, and decoding is most of the journal's cost (an SRV answer whose glue alone changed,
+/// as on every Pod recreation, is not decoded at all).
+fn diff_entries(name: &[u8], old: Option<&NameEntry>, new: Option<&NameEntry>) -> ZoneDiff {
+    fn sets(entry: Option<&NameEntry>) -> Vec<(u16, AnswerRef<'_>)> {
+        entry.map(|e| e.sets().collect()).unwrap_or_default()
+    }
+    fn find<'a>(sets: &[(u16, AnswerRef<'a>)], t: u16) -> Option<AnswerRef<'a>> {
+        sets.iter().find(|(u, _)| *u == t).map(|(_, a)| *a)
+    }
+    let (old, new) = (sets(old), sets(new));
+    let mut diff = ZoneDiff::default();
+    let types: BTreeSet<u16> = old.iter().chain(&new).map(|(t, _)| *t).collect();
+    for t in types {
+        let (before, after) = (find(&old, t), find(&new, t));
+        if let (Some(b), Some(a)) = (before, after)
+            && answer_records(b) == answer_records(a)
+        {
+            continue;
+        }
+        let decode = |answer: Option<AnswerRef<'_>>| -> BTreeSet<Rr> {
+            answer.map(|a| crate::transfer::decode(name, t, a).iter().filter_map(to_rr).collect()).unwrap_or_default()
+        };
+        let (before, after) = (decode(before), decode(after));
+        diff.deleted.extend(before.difference(&after).cloned());
+        diff.added.extend(after.difference(&before).cloned());
+    }
+    diff
+}
+
+/// The stored bytes of an answer's answer-section records (not its glue).
+fn answer_records(answer: AnswerRef<'_>) -> Vec<u8> {
+    let mut bytes = answer.to_vec();
+    bytes.truncate(if answer.ancount == 0 { 0 } else { answer.end(answer.ancount as usize - 1) });
+    bytes
 }
 
 /// The records of a stored entry, in wire form: decoded as AXFR decodes them.
