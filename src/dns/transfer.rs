@@ -12,9 +12,9 @@ use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::rdata::SOA;
 use hickory_proto::rr::{DNSClass, Name as HName, RData, Record};
 
-use crate::dns::finish::{Head, Policy, Sections, Transport};
-use crate::dns::name::is_within;
-use crate::dns::proto::{HEADER_LEN, MAX_MESSAGE, flags, rtype, soa};
+use super::finish::{Head, Policy, Sections, Transport};
+use super::name::is_within;
+use super::proto::{HEADER_LEN, MAX_MESSAGE, flags, rtype, soa};
 use crate::index::Index;
 
 /// Networks allowed to transfer zones.
@@ -41,7 +41,7 @@ impl TransferAcl {
 
 /// Whether a TCP query is a zone transfer request (AXFR or IXFR).
 pub fn is_transfer(query: &[u8]) -> bool {
-    matches!(crate::dns::stats::qtype_of(query), Some(rtype::AXFR | rtype::IXFR))
+    matches!(super::stats::qtype_of(query), Some(rtype::AXFR | rtype::IXFR))
 }
 
 /// The response messages to a transfer request from `peer`: the whole zone framed by its SOA, or a
