@@ -92,7 +92,7 @@ impl Forwarder {
         opts.attempts = 1;
         opts.cache_size = 10_000;
         opts.preserve_intermediates = true;
-        opts.edns_payload_len = crate::dns::proto::DEFAULT_MAX_UDP;
+        // opts.edns_payload_len: hickory's default, 1232 (DNS Flag Day 2020), is ours too.
         // The resolver registers its cache counters while it is built: bind them to ours.
         let resolver =
             metrics::with_local_recorder(&CacheCounters(metrics), || builder.build()).map_err(Error::Build)?;

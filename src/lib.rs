@@ -15,7 +15,7 @@
 //!   ready-to-send answers name by name ([`index::Writer`] → [`index::Index`]).
 //! - [`dns`] parses queries, splices stored answers behind the client's question, and serves
 //!   UDP and TCP.
-//! - [`forward`] answers names outside the zones through upstreams; [`transfer`] and [`notify`]
+//! - [`forward`] answers names outside the zones through upstreams; [`dns::transfer`] and [`notify`]
 //!   keep secondaries in step (AXFR, NOTIFY).
 
 // `deny`, not `forbid`: dns::mmsg (recvmmsg/sendmmsg, measured faster) is the library's one
@@ -34,7 +34,6 @@ pub mod metrics;
 pub mod notify;
 pub mod pipeline;
 pub mod source;
-pub mod transfer;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -163,7 +162,7 @@ pub async fn start(config: Config) -> Result<Running, Error> {
     let dns_addrs = sockets.local_addrs();
     let responder = Responder::new(index.clone(), config.max_udp_size)
         .with_nsid(config.nsid.as_bytes())
-        .with_transfer(transfer::TransferAcl::new(config.transfer_to.clone()))
+        .with_transfer(dns::transfer::TransferAcl::new(config.transfer_to.clone()))
         .with_round_robin(config.round_robin)
         .with_autopath(config.autopath);
     let forwarder = match &config.upstream {

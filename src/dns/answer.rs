@@ -28,7 +28,7 @@ pub struct Responder {
     /// `--max-udp-size` and `--nsid`: how responses are finished.
     policy: Policy,
     /// Who may transfer zones (TCP only).
-    transfer: crate::transfer::TransferAcl,
+    transfer: super::transfer::TransferAcl,
     /// Rotate multi-address answers.
     round_robin: bool,
     /// Server-side search for queries from known Pods.
@@ -96,13 +96,13 @@ impl Responder {
     }
 
     /// Allows zone transfers to these networks (denied to everyone by default).
-    pub fn with_transfer(mut self, acl: crate::transfer::TransferAcl) -> Responder {
+    pub fn with_transfer(mut self, acl: super::transfer::TransferAcl) -> Responder {
         self.transfer = acl;
         self
     }
 
     /// Who may transfer zones.
-    pub fn transfer_acl(&self) -> &crate::transfer::TransferAcl {
+    pub fn transfer_acl(&self) -> &super::transfer::TransferAcl {
         &self.transfer
     }
 
@@ -157,7 +157,8 @@ impl Responder {
             General::Answer(decoded) => return self.answer(&decoded.question(), transport, out, caps),
             General::Ixfr(decoded) => {
                 let policy = &self.policy;
-                match crate::transfer::ixfr_over_udp(&self.index, packet, caps.client, &self.transfer, policy, out) {
+                match crate::dns::transfer::ixfr_over_udp(&self.index, packet, caps.client, &self.transfer, policy, out)
+                {
                     Some(n) => return Outcome::Reply(n),
                     None => (decoded, Some(rcode::REFUSED)),
                 }

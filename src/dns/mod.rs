@@ -25,6 +25,7 @@ pub mod question;
 pub mod server;
 mod slow;
 pub mod stats;
+pub mod transfer;
 
 pub use answer::{Caps, Outcome, Responder};
 pub use finish::{Edns, Transport};

@@ -461,9 +461,9 @@ async fn tcp_connection(mut stream: TcpStream, peer: SocketAddr, shared: &Shared
             _ => return,
         }
         conn.last_active_ms.store(conns.now_ms(), Ordering::Relaxed);
-        if crate::transfer::is_transfer(&query) {
+        if super::transfer::is_transfer(&query) {
             let (index, acl, policy) = (responder.index(), responder.transfer_acl(), responder.policy());
-            let messages = crate::transfer::respond(index, &query, peer.ip(), acl, policy);
+            let messages = super::transfer::respond(index, &query, peer.ip(), acl, policy);
             for message in messages {
                 let mut framed = (message.len() as u16).to_be_bytes().to_vec();
                 framed.extend_from_slice(&message);

@@ -18,7 +18,7 @@
 //!
 //! **Exactness.** The difference is computed where each name's stored answer is swapped: the
 //! records of the old entry against those of the new one, both decoded by the function AXFR
-//! uses ([`crate::transfer::entry_records`]), and compared in wire form, TTL included (a TTL change
+//! uses ([`crate::dns::transfer::entry_records`]), and compared in wire form, TTL included (a TTL change
 //! is a deletion and an addition, as RFC 1995 needs). A name published twice in one recompute
 //! composes into one difference. Only changes after the index is ready are journaled: nobody
 //! can transfer before (SERVFAIL), so the first version starts at the serial of the first AXFR.
@@ -311,7 +311,9 @@ fn diff_entries(name: &[u8], old: Option<&NameEntry>, new: Option<&NameEntry>) -
             continue;
         }
         let decode = |answer: Option<AnswerRef<'_>>| -> BTreeSet<Rr> {
-            answer.map(|a| crate::transfer::decode(name, t, a).iter().filter_map(to_rr).collect()).unwrap_or_default()
+            answer
+                .map(|a| crate::dns::transfer::decode(name, t, a).iter().filter_map(to_rr).collect())
+                .unwrap_or_default()
         };
         let (before, after) = (decode(before), decode(after));
         diff.deleted.extend(before.difference(&after).cloned());
@@ -329,7 +331,7 @@ fn answer_records(answer: AnswerRef<'_>) -> Vec<u8> {
 
 /// The records of a stored entry, in wire form: decoded as AXFR decodes them.
 pub fn rrs(name: &[u8], entry: &NameEntry) -> BTreeSet<Rr> {
-    crate::transfer::entry_records(name, entry).iter().filter_map(to_rr).collect()
+    crate::dns::transfer::entry_records(name, entry).iter().filter_map(to_rr).collect()
 }
 
 /// A record in uncompressed wire form.

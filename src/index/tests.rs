@@ -322,9 +322,10 @@ fn transfer_records(
         let soa = SOA::new(apex.clone(), apex.clone(), serial, 0, 0, 0, 0);
         request.add_authority(Record::from_rdata(apex, 0, RData::SOA(soa)));
     }
-    let acl = crate::transfer::TransferAcl::new(vec!["127.0.0.1/32".parse().unwrap()]);
+    let acl = crate::dns::transfer::TransferAcl::new(vec!["127.0.0.1/32".parse().unwrap()]);
     let policy = crate::dns::finish::Policy::new(1232);
-    let messages = crate::transfer::respond(index, &request.to_vec().unwrap(), [127, 0, 0, 1].into(), &acl, &policy);
+    let messages =
+        crate::dns::transfer::respond(index, &request.to_vec().unwrap(), [127, 0, 0, 1].into(), &acl, &policy);
     messages.iter().flat_map(|m| Message::from_vec(m).unwrap().answers).collect()
 }
 
@@ -449,13 +450,13 @@ proptest! {
         }
         bytes.truncate(cut.index(bytes.len() + 1));
         bytes.extend(extra);
-        let acl = crate::transfer::TransferAcl::new(vec!["127.0.0.1/32".parse().unwrap()]);
+        let acl = crate::dns::transfer::TransferAcl::new(vec!["127.0.0.1/32".parse().unwrap()]);
         let policy = crate::dns::finish::Policy::new(1232);
-        for message in crate::transfer::respond(f.index(), &bytes, [127, 0, 0, 1].into(), &acl, &policy) {
+        for message in crate::dns::transfer::respond(f.index(), &bytes, [127, 0, 0, 1].into(), &acl, &policy) {
             prop_assert!(message.len() <= MAX_MESSAGE);
         }
         let mut out = vec![0u8; MAX_MESSAGE];
-        let _ = crate::transfer::ixfr_over_udp(f.index(), &bytes, Some([127, 0, 0, 1].into()), &acl, &policy, &mut out);
+        let _ = crate::dns::transfer::ixfr_over_udp(f.index(), &bytes, Some([127, 0, 0, 1].into()), &acl, &policy, &mut out);
     }
 }
 

@@ -19,9 +19,9 @@ use hickory_proto::op::{Message, Query, ResponseCode};
 use hickory_proto::rr::rdata::SOA;
 use hickory_proto::rr::{DNSClass, Name as HName, RData, Record, RecordType};
 
-use crate::dns::finish::{Finish, Head, Policy, Sections, Transport};
-use crate::dns::name::is_within;
-use crate::dns::proto::{HEADER_LEN, MAX_MESSAGE, flags, rtype, soa};
+use super::finish::{Finish, Head, Policy, Sections, Transport};
+use super::name::is_within;
+use super::proto::{HEADER_LEN, MAX_MESSAGE, flags, rtype, soa};
 use crate::index::Index;
 use crate::index::journal::{Version, ZoneDiff};
 
@@ -49,7 +49,7 @@ impl TransferAcl {
 
 /// Whether a TCP query is a zone transfer request (AXFR or IXFR).
 pub fn is_transfer(query: &[u8]) -> bool {
-    matches!(crate::dns::stats::qtype_of(query), Some(rtype::AXFR | rtype::IXFR))
+    matches!(super::stats::qtype_of(query), Some(rtype::AXFR | rtype::IXFR))
 }
 
 /// The response messages to a transfer request from `peer`: the whole zone framed by its SOA, an
