@@ -267,16 +267,20 @@ pub fn entry_records(name: &[u8], entry: &crate::index::NameEntry) -> Vec<Record
 
 /// The answer records of a stored answer, decoded by framing it as the response it is spliced into.
 pub(crate) fn decode(name: &[u8], t: u16, answer: crate::index::wire::AnswerRef<'_>) -> Vec<Record> {
-    let bytes = answer.to_vec();
+    decode_records(name, t, answer.ancount, answer.records() as u16 - answer.ancount, &answer.to_vec())
+}
+
+/// Stored records (`ancount` answer records, then `arcount` additional ones), decoded after a
+/// question for `name` and `t`, as in the response they are spliced into.
+pub(crate) fn decode_records(name: &[u8], t: u16, ancount: u16, arcount: u16, bytes: &[u8]) -> Vec<Record> {
     let mut message = Vec::with_capacity(HEADER_LEN + name.len() + 4 + bytes.len());
-    let arcount = answer.records() as u16 - answer.ancount;
-    for v in [0u16, 0x8400, 1, answer.ancount, 0, arcount] {
+    for v in [0u16, 0x8400, 1, ancount, 0, arcount] {
         message.extend_from_slice(&v.to_be_bytes());
     }
     message.extend_from_slice(name);
     message.extend_from_slice(&t.to_be_bytes());
     message.extend_from_slice(&1u16.to_be_bytes());
-    message.extend_from_slice(&bytes);
+    message.extend_from_slice(bytes);
     match Message::from_vec(&message) {
         Ok(m) => m.answers.into_iter().filter(|r| r.dns_class == DNSClass::IN).collect(),
         Err(error) => {
