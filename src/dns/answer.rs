@@ -17,7 +17,7 @@ use std::sync::Arc;
 use super::finish::{Policy, Sections, Transport, header_only};
 use super::general::{self, General};
 use super::grammar::{ClusterName, Labels};
-use super::name::MAX_NAME;
+use super::name::{MAX_NAME, POINTER_BITS};
 use super::proto::{self, HEADER_LEN, flags, rcode, rtype};
 use super::question::{Fast, Question, parse_fast};
 use crate::index::{Index, PodMode};
@@ -200,8 +200,22 @@ impl Responder {
     }
 
     /// Writes the response to a well-formed question (or, with `forward`, leaves a name outside
-    /// the served zones to the caller).
+    /// the served zones to the caller). A CNAME into the served zones (an ExternalName Service
+    /// naming another Service) is followed by its target's records (see [`super::slow::chase`]).
     pub fn answer(&self, q: &Question<'_>, transport: Transport, out: &mut [u8], caps: Caps) -> Outcome {
+        self.answer_inner(q, transport, out, caps, true)
+    }
+
+    /// [`Responder::answer`]; with `chase` false a CNAME is answered alone (the chase's own
+    /// lookups, one link at a time).
+    pub(super) fn answer_inner(
+        &self,
+        q: &Question<'_>,
+        transport: Transport,
+        out: &mut [u8],
+        caps: Caps,
+        chase: bool,
+    ) -> Outcome {
         let finish = self.policy.finish(q.head(), transport, out.len());
         let room = finish.room();
         let mut at = HEADER_LEN + q.asked.len();
@@ -224,6 +238,18 @@ impl Responder {
             }
         } else if let Some(entry) = index.get(q.lower) {
             let stored = match entry.cname() {
+                Some(cname) if chase && !matches!(q.qtype, rtype::CNAME | rtype::ANY) => {
+                    // Only ExternalName Services have a CNAME: look where it points (written
+                    // where the answer goes; overwritten below when it stays a bare CNAME).
+                    let (_, len) = cname.fit(room - at);
+                    cname.copy_to(&mut out[at..], len);
+                    if self.target_in_zone(out, at, q.lower) {
+                        // Release the map guard before the chase reads the index again.
+                        drop(entry);
+                        return super::slow::chase(self, q, transport, out);
+                    }
+                    Some(cname)
+                }
                 Some(cname) => Some(cname),
                 None if q.qtype == rtype::ANY => entry.sets().next().map(|(_, a)| a),
                 None => entry.rrset(q.qtype),
@@ -345,6 +371,35 @@ impl Responder {
             ClusterName::PodNamespace { .. } => Synth::NoData,
             _ => Synth::None,
         }
+    }
+
+    /// Whether the CNAME record written at `record` in `out` points into a served zone. Its
+    /// target compresses only against the question (`lower` is the question name, lower case).
+    fn target_in_zone(&self, out: &[u8], record: usize, lower: &[u8]) -> bool {
+        let mut name = [0u8; MAX_NAME];
+        let (mut from, mut len) = (record + proto::RECORD_HEAD_LEN, 0);
+        loop {
+            let Some(&label) = out.get(from) else { return false };
+            let (part, last) = if label & POINTER_BITS == POINTER_BITS {
+                // A pointer ends the name at a suffix of the question.
+                let Some(&low) = out.get(from + 1) else { return false };
+                let offset = (((label & !POINTER_BITS) as usize) << 8 | low as usize).wrapping_sub(HEADER_LEN);
+                let Some(rest) = lower.get(offset..) else { return false };
+                (rest, true)
+            } else {
+                let Some(part) = out.get(from..from + 1 + label as usize) else { return false };
+                (part, label == 0)
+            };
+            let Some(slot) = name.get_mut(len..len + part.len()) else { return false };
+            slot.copy_from_slice(part);
+            len += part.len();
+            if last {
+                break;
+            }
+            from += part.len();
+        }
+        name[..len].make_ascii_lowercase();
+        self.index.zone_of(&name[..len]).is_some()
     }
 
     /// The labels of the question name below `zone` (which the name is within).
