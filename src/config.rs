@@ -28,6 +28,14 @@ pub enum Error {
     /// `--upstream` is not an address (or `none` mixed with addresses).
     #[error("--upstream {0:?}: expected IP, IP:PORT, or none alone")]
     Upstream(String),
+    /// A `--forward` is not `ZONE=ADDR[,ADDR…]`, or names a zone it cannot forward.
+    #[error("--forward {value:?}: {reason}")]
+    Forward {
+        /// The flag's value.
+        value: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// `--autopath` without `--pods verified`.
     #[error("--autopath needs --pods verified (it must know which Pod a client IP is)")]
     Autopath,
@@ -209,6 +217,19 @@ pub struct ServeArgs {
     #[arg(long = "upstream", value_name = "ADDR")]
     pub upstreams: Vec<String>,
 
+    /// A stub domain (kube-dns `stubDomains`, CoreDNS `forward ZONE ADDR…`): names in ZONE go to
+    /// these upstreams (`IP` or `IP:PORT`, comma-separated) instead of --upstream, with the same
+    /// cache, timeout and loop detection. Repeatable; the longest matching zone wins. A reverse
+    /// zone (`10.in-addr.arpa`) gets the reverse names the cluster does not know.
+    #[arg(long = "forward", value_name = "ZONE=ADDR[,ADDR…]")]
+    pub forward: Vec<String>,
+
+    /// Answer reverse names (`in-addr.arpa`, `ip6.arpa`) of addresses the cluster does not know
+    /// NXDOMAIN, instead of forwarding them upstream (CoreDNS without `fallthrough in-addr.arpa
+    /// ip6.arpa`). Without upstreams they are NXDOMAIN anyway.
+    #[arg(long)]
+    pub no_reverse_fallthrough: bool,
+
     /// Allow zone transfers (AXFR over TCP) to clients in this network (repeatable, CIDR such as
     /// `10.0.0.0/8` or a single address) [default: nobody].
     #[arg(long = "transfer-to", value_name = "CIDR")]
@@ -316,6 +337,10 @@ pub struct Config {
     pub nsid: String,
     /// Forwarding: `None` off (REFUSED), `Some(empty)` the system's resolvers, else these.
     pub upstream: Option<Vec<SocketAddr>>,
+    /// Stub domains: zones forwarded to upstreams of their own.
+    pub stubs: Vec<crate::forward::Stub>,
+    /// Forward reverse names of addresses the cluster does not know (when forwarding is on).
+    pub reverse_fallthrough: bool,
     /// Networks allowed to transfer zones.
     pub transfer_to: Vec<ipnet::IpNet>,
     /// Secondaries to NOTIFY of changes.
@@ -345,6 +370,8 @@ impl Config {
             lameduck: Duration::ZERO,
             nsid: String::new(),
             upstream: None,
+            stubs: Vec::new(),
+            reverse_fallthrough: true,
             transfer_to: Vec::new(),
             notify: Vec::new(),
             notify_delay: crate::notify::DEFAULT_DELAY,
@@ -372,6 +399,32 @@ impl ServeArgs {
         }
         let addrs = self.upstreams.iter().map(|text| dns_peer(text).ok_or_else(|| Error::Upstream(text.clone())));
         Ok(Some(addrs.collect::<Result<_, _>>()?))
+    }
+
+    /// `--forward ZONE=ADDR[,ADDR…]` → stub domains, each zone once, none inside a served zone
+    /// (whose names are answered from the cluster and never forwarded).
+    fn stubs(&self, zones: &[Name]) -> Result<Vec<crate::forward::Stub>, Error> {
+        let mut stubs: Vec<crate::forward::Stub> = Vec::new();
+        for value in &self.forward {
+            let err = |reason: &str| Error::Forward { value: value.clone(), reason: reason.to_string() };
+            let (zone, addrs) = value.split_once('=').ok_or_else(|| err("expected ZONE=ADDR[,ADDR…]"))?;
+            let zone = Name::parse(zone).map_err(|e| err(&e.to_string()))?;
+            if zone == Name::root() {
+                return Err(err("the root zone is --upstream's"));
+            }
+            if let Some(served) = zones.iter().find(|z| zone.is_within(z)) {
+                return Err(err(&format!("inside the served zone {}, which is never forwarded", served.to_dotted())));
+            }
+            if stubs.iter().any(|s| s.zone == zone) {
+                return Err(err("the zone is given twice"));
+            }
+            let upstreams = addrs
+                .split(',')
+                .map(|a| dns_peer(a.trim()).ok_or_else(|| err(&format!("{a:?} is not IP or IP:PORT"))))
+                .collect::<Result<Vec<_>, _>>()?;
+            stubs.push(crate::forward::Stub { zone, upstreams });
+        }
+        Ok(stubs)
     }
 
     /// Validates the flags.
@@ -426,6 +479,7 @@ impl ServeArgs {
                 return Err(Error::Ttl { flag, value });
             }
         }
+        let stubs = self.stubs(&zones)?;
         let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
         Ok(Config {
             source,
@@ -451,6 +505,8 @@ impl ServeArgs {
             lameduck: self.lameduck,
             nsid: self.nsid.clone().unwrap_or_else(host_name),
             upstream: self.upstream()?,
+            stubs,
+            reverse_fallthrough: !self.no_reverse_fallthrough,
             round_robin: self.loadbalance == LoadBalance::RoundRobin,
             autopath: self.autopath,
             notify: self

@@ -57,23 +57,122 @@ pub enum Error {
     NoUpstream,
 }
 
-/// Forwards queries to upstream resolvers.
+/// A stub domain (`--forward ZONE=ADDR,…`, kube-dns `stubDomains`): names in `zone` go to
+/// `upstreams` instead of the default ones.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stub {
+    /// The zone, lower case.
+    pub zone: crate::dns::name::Name,
+    /// Its upstreams, asked as the default ones are.
+    pub upstreams: Vec<SocketAddr>,
+}
+
+/// Forwards queries to upstream resolvers: the stub domain whose zone is the longest match of
+/// the name, else the default upstreams (if any).
 pub struct Forwarder {
+    /// Longest zone first; the default upstreams (the root zone) last.
+    routes: Vec<Route>,
+    in_flight: Semaphore,
+}
+
+/// One set of upstreams, with its own resolver (and so its own cache) and loop probe.
+struct Route {
+    zone: Name,
     resolver: Resolver<Counted>,
     upstreams: Vec<SocketAddr>,
     probe: Name,
     looped: AtomicBool,
-    in_flight: Semaphore,
 }
 
 impl Forwarder {
-    /// A forwarder to `upstreams`, or to the name servers of `/etc/resolv.conf` when empty,
-    /// counting into `metrics`.
-    pub fn new(upstreams: &[SocketAddr], metrics: ForwardMetrics) -> Result<Forwarder, Error> {
-        let upstreams = if upstreams.is_empty() { system_upstreams()? } else { upstreams.to_vec() };
-        if upstreams.is_empty() {
-            return Err(Error::NoUpstream);
+    /// A forwarder to `upstreams` (the name servers of `/etc/resolv.conf` when empty; none at all
+    /// when `None`) and to the stub domains, counting into `metrics`.
+    pub fn new(upstreams: Option<&[SocketAddr]>, stubs: &[Stub], metrics: ForwardMetrics) -> Result<Forwarder, Error> {
+        let mut routes = Vec::new();
+        for stub in stubs {
+            let zone = Name::from_ascii(stub.zone.to_dotted()).map_err(|e| Error::Build(NetError::from(e)))?;
+            routes.push(Route::new(zone, stub.upstreams.clone(), &metrics)?);
         }
+        if let Some(upstreams) = upstreams {
+            let upstreams = if upstreams.is_empty() { system_upstreams()? } else { upstreams.to_vec() };
+            if upstreams.is_empty() {
+                return Err(Error::NoUpstream);
+            }
+            routes.push(Route::new(Name::root(), upstreams, &metrics)?);
+        }
+        routes.sort_by_key(|r| std::cmp::Reverse(r.zone.num_labels()));
+        Ok(Forwarder { routes, in_flight: Semaphore::new(MAX_CONCURRENT) })
+    }
+
+    /// The default upstreams, if any.
+    pub fn upstreams(&self) -> &[SocketAddr] {
+        self.routes.iter().find(|r| r.zone.is_root()).map_or(&[], |r| &r.upstreams)
+    }
+
+    /// Each stub domain and its upstreams, longest zone first.
+    pub fn stubs(&self) -> impl Iterator<Item = (&Name, &[SocketAddr])> {
+        self.routes.iter().filter(|r| !r.zone.is_root()).map(|r| (&r.zone, &r.upstreams[..]))
+    }
+
+    /// Sends each route's loop probe upstream once.
+    pub async fn probe_for_loops(self: Arc<Self>) {
+        let probes = self.routes.iter().map(|route| {
+            tokio::time::timeout(UPSTREAM_TIMEOUT * 2, route.resolver.lookup(route.probe.clone(), RecordType::HINFO))
+        });
+        futures::future::join_all(probes).await;
+    }
+
+    /// Resolves `question` through the upstreams of the longest zone that holds it; `None` when
+    /// no upstream is for it. Failures (a timeout, an unreachable upstream, too many queries in
+    /// flight, a detected loop) are SERVFAIL within the upstream timeout, never a hang.
+    pub async fn resolve(&self, question: &Query) -> Option<Resolved> {
+        let route = self.routes.iter().find(|r| r.zone.zone_of(question.name()))?;
+        let servfail = Resolved { rcode: ResponseCode::ServFail, answers: Vec::new(), authorities: Vec::new() };
+        if question.name().eq_case(&route.probe) || question.name() == &route.probe {
+            if !route.looped.swap(true, Ordering::Relaxed) {
+                tracing::error!(
+                    zone = %route.zone,
+                    upstreams = ?route.upstreams,
+                    "forwarding loop detected: an upstream sends our queries back to us; forwarding to it is off (SERVFAIL) until restart"
+                );
+            }
+            return Some(servfail);
+        }
+        if route.looped.load(Ordering::Relaxed) {
+            return Some(servfail);
+        }
+        let Ok(_permit) = self.in_flight.try_acquire() else {
+            return Some(servfail);
+        };
+        let result = tokio::time::timeout(
+            UPSTREAM_TIMEOUT + Duration::from_millis(500),
+            route.resolver.lookup(question.name().clone(), question.query_type()),
+        )
+        .await;
+        Some(match result {
+            Ok(Ok(lookup)) => Resolved { answers: lookup.answers().to_vec(), ..Resolved::no_error() },
+            Ok(Err(NetError::Dns(DnsError::NoRecordsFound(none)))) => Resolved {
+                rcode: none.response_code,
+                answers: Vec::new(),
+                authorities: none.soa.map(|soa| soa.into_record_of_rdata()).into_iter().collect(),
+            },
+            Ok(Err(error)) => {
+                tracing::debug!(name = %question.name(), %error, "upstream failed");
+                servfail
+            }
+            Err(_) => {
+                tracing::debug!(name = %question.name(), "upstream timed out");
+                servfail
+            }
+        })
+    }
+}
+
+// === impl Route ===
+
+impl Route {
+    /// A resolver for the names in `zone`, asking `upstreams`.
+    fn new(zone: Name, upstreams: Vec<SocketAddr>, metrics: &ForwardMetrics) -> Result<Route, Error> {
         let mut config = ResolverConfig::from_parts(None, vec![], vec![]);
         for addr in &upstreams {
             let mut ns = NameServerConfig::udp_and_tcp(addr.ip());
@@ -95,69 +194,13 @@ impl Forwarder {
         // opts.edns_payload_len: hickory's default, 1232 (DNS Flag Day 2020), is ours too.
         // The resolver registers its cache counters while it is built: bind them to ours.
         let resolver =
-            metrics::with_local_recorder(&CacheCounters(metrics), || builder.build()).map_err(Error::Build)?;
+            metrics::with_local_recorder(&CacheCounters(metrics.clone()), || builder.build()).map_err(Error::Build)?;
+        // Under the route's zone, so a stub domain's upstreams are asked it (and a loop through
+        // them comes back to this route).
         let probe = Name::from_ascii(format!("{:016x}.{:016x}.headless-dns-loop.", rand_u64(), rand_u64()))
-            .expect("valid probe name");
-        Ok(Forwarder {
-            resolver,
-            upstreams,
-            probe,
-            looped: AtomicBool::new(false),
-            in_flight: Semaphore::new(MAX_CONCURRENT),
-        })
-    }
-
-    /// The upstreams in use.
-    pub fn upstreams(&self) -> &[SocketAddr] {
-        &self.upstreams
-    }
-
-    /// Sends the loop probe upstream once.
-    pub async fn probe_for_loops(self: Arc<Self>) {
-        let _ = tokio::time::timeout(UPSTREAM_TIMEOUT * 2, self.resolver.lookup(self.probe.clone(), RecordType::HINFO))
-            .await;
-    }
-
-    /// Resolves `question` upstream. Failures (a timeout, an unreachable upstream, too many
-    /// queries in flight, a detected loop) are SERVFAIL within the upstream timeout, never a hang.
-    pub async fn resolve(&self, question: &Query) -> Resolved {
-        let servfail = Resolved { rcode: ResponseCode::ServFail, answers: Vec::new(), authorities: Vec::new() };
-        if question.name().eq_case(&self.probe) || question.name() == &self.probe {
-            if !self.looped.swap(true, Ordering::Relaxed) {
-                tracing::error!(
-                    upstreams = ?self.upstreams,
-                    "forwarding loop detected: an upstream sends our queries back to us; forwarding is off (SERVFAIL) until restart"
-                );
-            }
-            return servfail;
-        }
-        if self.looped.load(Ordering::Relaxed) {
-            return servfail;
-        }
-        let Ok(_permit) = self.in_flight.try_acquire() else {
-            return servfail;
-        };
-        let result = tokio::time::timeout(
-            UPSTREAM_TIMEOUT + Duration::from_millis(500),
-            self.resolver.lookup(question.name().clone(), question.query_type()),
-        )
-        .await;
-        match result {
-            Ok(Ok(lookup)) => Resolved { answers: lookup.answers().to_vec(), ..Resolved::no_error() },
-            Ok(Err(NetError::Dns(DnsError::NoRecordsFound(none)))) => Resolved {
-                rcode: none.response_code,
-                answers: Vec::new(),
-                authorities: none.soa.map(|soa| soa.into_record_of_rdata()).into_iter().collect(),
-            },
-            Ok(Err(error)) => {
-                tracing::debug!(name = %question.name(), %error, "upstream failed");
-                servfail
-            }
-            Err(_) => {
-                tracing::debug!(name = %question.name(), "upstream timed out");
-                servfail
-            }
-        }
+            .and_then(|p| p.append_domain(&zone))
+            .map_err(|e| Error::Build(NetError::from(e)))?;
+        Ok(Route { zone, resolver, upstreams, probe, looped: AtomicBool::new(false) })
     }
 }
 

@@ -164,14 +164,19 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         .with_nsid(config.nsid.as_bytes())
         .with_transfer(dns::transfer::TransferAcl::new(config.transfer_to.clone()))
         .with_round_robin(config.round_robin)
-        .with_autopath(config.autopath);
-    let forwarder = match &config.upstream {
-        Some(upstreams) => {
-            let forwarder = Arc::new(forward::Forwarder::new(upstreams, metrics.forward.clone())?);
-            tracing::info!(upstreams = ?forwarder.upstreams(), "forwarding names outside the served zones");
-            Some(forwarder)
+        .with_autopath(config.autopath)
+        .with_reverse_fallthrough(config.reverse_fallthrough);
+    let forwarder = if config.upstream.is_some() || !config.stubs.is_empty() {
+        let forwarder = forward::Forwarder::new(config.upstream.as_deref(), &config.stubs, metrics.forward.clone())?;
+        for (zone, upstreams) in forwarder.stubs() {
+            tracing::info!(%zone, ?upstreams, "forwarding a stub domain");
         }
-        None => None,
+        if config.upstream.is_some() {
+            tracing::info!(upstreams = ?forwarder.upstreams(), "forwarding names outside the served zones");
+        }
+        Some(Arc::new(forwarder))
+    } else {
+        None
     };
     let shared = Shared {
         responder,

@@ -47,6 +47,8 @@ fn help_explains_every_flag() {
         "--notify-delay",
         "--ixfr-journal-size",
         "--upstream",
+        "--forward",
+        "--no-reverse-fallthrough",
         "--log-format",
         "--log-level",
     ] {

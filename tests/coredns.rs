@@ -9,9 +9,13 @@ use std::path::Path;
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::RecordType;
 use serde_json::{Value, json};
-use support::dns::{addresses, ask, query_message, rcode, tcp, zone_lines};
+use std::time::{Duration, Instant};
+
+use hickory_proto::rr::RData;
+use support::dns::{addresses, ask, query_message, rcode, require_tool, tcp, zone_lines};
+use support::knot::{Knot, free_port};
 use support::objects::{Ep, mk_external_name_service, mk_headless_service, mk_namespace, mk_service, mk_slice};
-use support::server::{BinaryServer, eventually, replace_file};
+use support::server::{BinaryServer, eventually, replace_file, wait_until};
 
 /// Writes `objects` as one `kind: List` (what `kubectl get -o yaml` writes).
 fn write_cluster(path: &Path, objects: &[Value]) {
@@ -19,16 +23,25 @@ fn write_cluster(path: &Path, objects: &[Value]) {
     replace_file(path, &serde_json::to_string_pretty(&list).unwrap());
 }
 
-/// `serve` on the objects in `dir/cluster.json`, polling them quickly, with `extra` flags.
+/// `serve` on the objects in `dir/cluster.json`, polling them quickly, with `extra` flags, once
+/// it serves them.
 fn serve(dir: &Path, extra: &[&str]) -> BinaryServer {
-    let source = format!("file:{}", dir.join("cluster.json").display());
-    let mut args = vec!["serve", "--source", &source, "--listen", "127.0.0.1:0", "--http", "none"];
-    args.extend(["--file-poll-interval", "20ms", "--file-settle", "50ms"]);
-    args.extend_from_slice(extra);
-    let server = BinaryServer::start(&args);
-    let ready = server.wait_for_log("initial state published", std::time::Duration::from_secs(10));
+    let server = start(dir, extra);
+    let ready = server.wait_for_log("initial state published", Duration::from_secs(10));
     assert!(ready.is_some(), "the server did not publish its initial state");
     server
+}
+
+/// [`serve`] without waiting for the objects to be served.
+fn start(dir: &Path, extra: &[&str]) -> BinaryServer {
+    let source = format!("file:{}", dir.join("cluster.json").display());
+    let mut args = vec!["serve", "--source", &source, "--http", "none"];
+    args.extend(["--file-poll-interval", "20ms", "--file-settle", "50ms"]);
+    if !extra.contains(&"--listen") {
+        args.extend(["--listen", "127.0.0.1:0"]);
+    }
+    args.extend_from_slice(extra);
+    BinaryServer::start(&args)
 }
 
 fn svc(name: &str) -> String {
@@ -114,7 +127,131 @@ fn external_names_inside_the_zones_are_followed_to_their_records() {
     let addrs = |resp: Message| addresses(&resp);
     assert_eq!(addrs(ask(dns, &svc("ext-2"), RecordType::A)), ["10.0.0.1", "10.0.0.2"]);
     write_cluster(&dir.path().join("cluster.json"), &chain_objects(&["10.0.0.3"]));
-    eventually("the headless target's new address", std::time::Duration::from_secs(10), || {
+    eventually("the headless target's new address", Duration::from_secs(10), || {
         addrs(ask(dns, &svc("ext-2"), RecordType::A)) == ["10.0.0.3"]
     });
+}
+
+/// The PTR targets in the answer section.
+fn ptrs(resp: &Message) -> Vec<String> {
+    resp.answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::PTR(p) => Some(p.0.to_ascii()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The owner of the SOA in the authority section: whose negative answer it is.
+fn soa_owner(resp: &Message) -> Option<String> {
+    resp.authorities.iter().find(|r| r.record_type() == RecordType::SOA).map(|r| r.name.to_ascii())
+}
+
+/// A cluster with one ClusterIP Service at 10.96.0.10, in `dir`.
+fn small_cluster(dir: &Path) {
+    write_cluster(&dir.join("cluster.json"), &chain_objects(&["10.0.0.1"]));
+}
+
+#[test]
+fn reverse_names_the_cluster_does_not_know_fall_through_to_the_upstream() {
+    if !require_tool("knotd") {
+        return;
+    }
+    let knot = Knot::authoritative(&[("2.0.192.in-addr.arpa", "10 IN PTR www.example.test.\n")]);
+    let dir = tempfile::tempdir().unwrap();
+    small_cluster(dir.path());
+    let upstream = knot.addr.to_string();
+    let server = serve(dir.path(), &["--upstream", &upstream]);
+
+    // An address outside the cluster: the upstream's name, not authoritative.
+    let resp = ask(server.addr, "10.2.0.192.in-addr.arpa.", RecordType::PTR);
+    assert_eq!(ptrs(&resp), ["www.example.test."]);
+    assert!(resp.metadata.recursion_available && !resp.metadata.authoritative);
+    // Unknown upstream too: its NXDOMAIN, with its SOA.
+    let resp = ask(server.addr, "99.2.0.192.in-addr.arpa.", RecordType::PTR);
+    assert_eq!((rcode(&resp), soa_owner(&resp).as_deref()), (ResponseCode::NXDomain, Some("2.0.192.in-addr.arpa.")));
+    // The cluster's own addresses are still ours.
+    let resp = ask(server.addr, "10.0.96.10.in-addr.arpa.", RecordType::PTR);
+    assert_eq!(ptrs(&resp), ["svc-0.ns-0.svc.cluster.local."]);
+    assert!(resp.metadata.authoritative);
+
+    // The old behaviour on request, and without upstreams: our NXDOMAIN.
+    for flags in [&["--upstream", &upstream, "--no-reverse-fallthrough"][..], &["--upstream", "none"]] {
+        let server = serve(dir.path(), flags);
+        let resp = ask(server.addr, "10.2.0.192.in-addr.arpa.", RecordType::PTR);
+        assert_eq!((rcode(&resp), soa_owner(&resp).as_deref()), (ResponseCode::NXDomain, Some("in-addr.arpa.")));
+        assert!(resp.metadata.authoritative, "{flags:?}");
+    }
+}
+
+#[test]
+fn stub_domains_take_their_zone_and_the_longest_zone_wins() {
+    if !require_tool("knotd") {
+        return;
+    }
+    let mut outer = Knot::authoritative(&[("example.test", "www IN A 192.0.2.10\n")]);
+    let mut inner = Knot::authoritative(&[
+        ("sub.example.test", "www IN A 192.0.2.77\n"),
+        ("10.in-addr.arpa", "99.0.0 IN PTR legacy.example.test.\n"),
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    small_cluster(dir.path());
+    let (outer_zone, inner_zone) = (format!("example.test={}", outer.addr), format!("sub.example.test={}", inner.addr));
+    let reverse_zone = format!("10.in-addr.arpa=127.0.0.1:1,{}", inner.addr);
+    let server = serve(dir.path(), &["--forward", &inner_zone, "--forward", &outer_zone, "--forward", &reverse_zone]);
+    let dns = server.addr;
+
+    assert_eq!(addresses(&ask(dns, "www.example.test.", RecordType::A)), ["192.0.2.10"]);
+    // The longer zone's upstream, though the shorter zone holds the name too.
+    assert_eq!(addresses(&ask(dns, "www.sub.example.test.", RecordType::A)), ["192.0.2.77"]);
+    // A reverse stub zone gets the addresses the cluster does not know, even with a dead first
+    // upstream; the cluster's own stay ours.
+    assert_eq!(ptrs(&ask(dns, "99.0.0.10.in-addr.arpa.", RecordType::PTR)), ["legacy.example.test."]);
+    assert_eq!(ptrs(&ask(dns, "10.0.96.10.in-addr.arpa.", RecordType::PTR)), ["svc-0.ns-0.svc.cluster.local."]);
+    // No default upstream (`--upstream none`, the harness's default): others are refused.
+    assert_eq!(rcode(&ask(dns, "www.example.org.", RecordType::A)), ResponseCode::Refused);
+
+    // The same cache as the default upstream: with both upstreams gone, what was asked still
+    // answers, and what was not fails fast.
+    for knot in [&mut outer, &mut inner] {
+        let _ = knot.child.kill();
+        let _ = knot.child.wait();
+    }
+    assert_eq!(addresses(&ask(dns, "www.sub.example.test.", RecordType::A)), ["192.0.2.77"]);
+    let started = Instant::now();
+    assert_eq!(rcode(&ask(dns, "new.sub.example.test.", RecordType::A)), ResponseCode::ServFail);
+    assert!(started.elapsed() < Duration::from_secs(4), "{:?}", started.elapsed());
+}
+
+#[test]
+fn a_stub_domain_that_loops_back_is_switched_off_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    small_cluster(dir.path());
+    let listen = format!("127.0.0.1:{}", free_port());
+    let stub = format!("loop.test={listen}");
+    let server = start(dir.path(), &["--listen", &listen, "--forward", &stub]);
+    let line = server.wait_for_log("forwarding loop detected", Duration::from_secs(10));
+    assert!(line.as_deref().is_some_and(|l| l.contains("loop.test")), "{line:?}");
+    let started = Instant::now();
+    assert_eq!(rcode(&ask(server.addr, "www.loop.test.", RecordType::A)), ResponseCode::ServFail);
+    assert!(started.elapsed() < Duration::from_secs(1));
+    wait_until(|| addresses(&ask(server.addr, &svc("svc-0"), RecordType::A)) == ["10.96.0.10"]);
+}
+
+#[test]
+fn bad_stub_domains_are_refused_at_start_naming_the_flag() {
+    for (value, reason) in [
+        ("example.test", "expected ZONE=ADDR"),
+        ("example.test=nowhere", "\"nowhere\" is not IP or IP:PORT"),
+        ("ns-0.svc.cluster.local=10.0.0.1", "inside the served zone cluster.local."),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_headless-dns"))
+            .args(["serve", "--source", "file:/dev/null", "--forward", value])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(stderr.contains(&format!("--forward {value:?}")) && stderr.contains(reason), "{stderr}");
+    }
 }

@@ -33,6 +33,8 @@ pub struct Responder {
     round_robin: bool,
     /// Server-side search for queries from known Pods.
     autopath: bool,
+    /// Forward reverse names of addresses the cluster does not know (when the caller forwards).
+    reverse_fallthrough: bool,
 }
 
 /// What the caller of [`Responder::handle`] can do beyond answering from the index.
@@ -79,6 +81,7 @@ impl Responder {
             transfer: Default::default(),
             round_robin: false,
             autopath: false,
+            reverse_fallthrough: false,
         }
     }
 
@@ -184,6 +187,14 @@ impl Responder {
     /// Turns on server-side search for queries from known Pods (needs `--pods verified`).
     pub fn with_autopath(mut self, on: bool) -> Responder {
         self.autopath = on;
+        self
+    }
+
+    /// Forwards reverse names (`in-addr.arpa`, `ip6.arpa`) the index does not hold, when the
+    /// caller forwards, instead of answering NXDOMAIN (CoreDNS `fallthrough in-addr.arpa
+    /// ip6.arpa`): addresses outside the cluster keep their names.
+    pub fn with_reverse_fallthrough(mut self, on: bool) -> Responder {
+        self.reverse_fallthrough = on;
         self
     }
 
@@ -310,6 +321,9 @@ impl Responder {
                 }
                 Synth::NoData => {
                     soa = Some(Soa { zone, ttl: index.negative_ttl, answer: false });
+                }
+                Synth::None if caps.forward && self.reverse_fallthrough && index.is_reverse(zone) => {
+                    return Outcome::Forward;
                 }
                 Synth::None => {
                     rcode = rcode::NXDOMAIN;

@@ -63,11 +63,11 @@ pub async fn answer(
     if found.is_none()
         && let Some(forwarder) = forwarder
         && let Ok(name) = HName::from_ascii(format!("{base_text}."))
+        && let Some(resolved) = forwarder.resolve(&Query::query(name.clone(), question.query_type())).await
+        && resolved.rcode == ResponseCode::NoError
+        && !resolved.answers.is_empty()
     {
-        let resolved = forwarder.resolve(&Query::query(name.clone(), question.query_type())).await;
-        if resolved.rcode == ResponseCode::NoError && !resolved.answers.is_empty() {
-            found = Some((name, resolved.answers, false));
-        }
+        found = Some((name, resolved.answers, false));
     }
     let (target, records, authoritative) = found?;
 

@@ -57,7 +57,11 @@ async fn forward(
 ) -> Option<usize> {
     let query = Message::from_vec(packet).ok()?;
     let question = query.queries.first()?;
-    let resolved = forwarder.resolve(question).await;
+    let Some(resolved) = forwarder.resolve(question).await else {
+        // No upstream for it (`--upstream none`, no stub domain holds it): as without forwarding,
+        // REFUSED outside the zones, NXDOMAIN for a reverse name the cluster does not know.
+        return responder.respond(packet, transport, out);
+    };
     let finish = responder.policy().finish(Head::of(&query), transport, out.len());
     let body = Sections { flags: flags::RA, rcode: resolved.rcode.into(), ..Sections::default() };
     finish.records(out, question, [&resolved.answers, &resolved.authorities, &[]], body)

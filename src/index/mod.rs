@@ -135,6 +135,11 @@ impl Index {
             .map(|(i, _)| i as u8)
     }
 
+    /// Whether zone `id` is `in-addr.arpa` or `ip6.arpa` (the last two, after the cluster zones).
+    pub fn is_reverse(&self, id: u8) -> bool {
+        id as usize + 2 >= self.zones.len()
+    }
+
     /// A zone by index.
     pub fn zone(&self, id: u8) -> &Zone {
         &self.zones[id as usize]

@@ -54,29 +54,37 @@ impl Knot {
 
     /// Knot authoritative for `example.test.`, once it answers.
     pub fn start() -> Knot {
+        // `big` holds 100 A records (1,600 bytes of answer): more than 512 or 1232 bytes.
+        let big: String = (1..=BIG_RECORDS).map(|i| format!("big IN A 198.51.100.{i}\n")).collect();
+        let records = "www IN A 192.0.2.10\nwww IN AAAA 2001:db8::10\nalias IN CNAME www\n".to_string() + &big;
+        Knot::authoritative(&[("example.test", &records)])
+    }
+
+    /// Knot authoritative for each `(zone, records)` (zone-file lines relative to the zone, TTL
+    /// 300; the SOA, with a negative TTL of 60, and NS are added), once it answers the first
+    /// zone's SOA.
+    pub fn authoritative(zones: &[(&str, &str)]) -> Knot {
         let knot = Knot::spawn(free_port(), |dir| {
-            // `big` holds 100 A records (1,600 bytes of answer): more than 512 or 1232 bytes.
-            let big: String = (1..=BIG_RECORDS).map(|i| format!("big IN A 198.51.100.{i}\n")).collect();
-            std::fs::write(
-                dir.join("example.test.zone"),
-                "$ORIGIN example.test.\n$TTL 300\n\
-                 @ IN SOA ns.example.test. hostmaster.example.test. 1 3600 600 86400 60\n\
-                 @ IN NS ns\nns IN A 127.0.0.1\nwww IN A 192.0.2.10\nwww IN AAAA 2001:db8::10\nalias IN CNAME www\n"
-                    .to_string()
-                    + &big,
-            )
-            .unwrap();
             let d = dir.display();
-            format!(
-                "template:\n  - id: default\n    storage: {d}\n    semantic-checks: off\n\
-                 zone:\n  - domain: example.test\n    file: {d}/example.test.zone\n"
-            )
+            let mut config = format!("template:\n  - id: default\n    storage: {d}\n    semantic-checks: off\nzone:\n");
+            for (zone, records) in zones {
+                std::fs::write(
+                    dir.join(format!("{zone}.zone")),
+                    format!(
+                        "$ORIGIN {zone}.\n$TTL 300\n@ IN SOA ns.{zone}. hostmaster.{zone}. 1 3600 600 86400 60\n\
+                         @ IN NS ns\nns IN A 127.0.0.1\n{records}"
+                    ),
+                )
+                .unwrap();
+                config += &format!("  - domain: {zone}\n    file: {d}/{zone}.zone\n");
+            }
+            config
         });
-        let addr = knot.addr;
+        let (addr, first) = (knot.addr, format!("{}.", zones[0].0));
         wait_until(|| {
             super::dns::udp_raw(
                 addr,
-                &query_message("www.example.test.", RecordType::A, None).to_vec().unwrap(),
+                &query_message(&first, RecordType::SOA, None).to_vec().unwrap(),
                 Duration::from_millis(200),
             )
             .is_some()
