@@ -230,6 +230,21 @@ pub struct ServeArgs {
     #[arg(long)]
     pub no_reverse_fallthrough: bool,
 
+    /// Answer the names of this file in the /etc/hosts format (CoreDNS `hosts`, k3s's NodeHosts):
+    /// A and AAAA for its names, PTR for its addresses, before any upstream. Names in the served
+    /// zones stay the cluster's. Re-read when it changes (a ConfigMap update too); a bad line is
+    /// skipped with a warning naming it.
+    #[arg(long, value_name = "FILE")]
+    pub hosts: Option<PathBuf>,
+
+    /// TTL of the answers from --hosts (CoreDNS `hosts { ttl }`).
+    #[arg(long, value_name = "SECONDS", default_value_t = 3600)]
+    pub hosts_ttl: u32,
+
+    /// How often --hosts is checked for changes (CoreDNS `hosts { reload }`).
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub hosts_reload: Duration,
+
     /// Allow zone transfers (AXFR over TCP) to clients in this network (repeatable, CIDR such as
     /// `10.0.0.0/8` or a single address) [default: nobody].
     #[arg(long = "transfer-to", value_name = "CIDR")]
@@ -312,6 +327,17 @@ pub enum SourceConfig {
     },
 }
 
+/// `--hosts` and its options.
+#[derive(Clone, Debug)]
+pub struct HostsConfig {
+    /// The file.
+    pub path: PathBuf,
+    /// TTL of its answers.
+    pub ttl: u32,
+    /// How often to check it for changes.
+    pub reload: Duration,
+}
+
 /// Everything the server needs, validated.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -341,6 +367,8 @@ pub struct Config {
     pub stubs: Vec<crate::forward::Stub>,
     /// Forward reverse names of addresses the cluster does not know (when forwarding is on).
     pub reverse_fallthrough: bool,
+    /// `--hosts`: a hosts file to answer from.
+    pub hosts: Option<HostsConfig>,
     /// Networks allowed to transfer zones.
     pub transfer_to: Vec<ipnet::IpNet>,
     /// Secondaries to NOTIFY of changes.
@@ -372,6 +400,7 @@ impl Config {
             upstream: None,
             stubs: Vec::new(),
             reverse_fallthrough: true,
+            hosts: None,
             transfer_to: Vec::new(),
             notify: Vec::new(),
             notify_delay: crate::notify::DEFAULT_DELAY,
@@ -507,6 +536,11 @@ impl ServeArgs {
             upstream: self.upstream()?,
             stubs,
             reverse_fallthrough: !self.no_reverse_fallthrough,
+            hosts: self.hosts.clone().map(|path| HostsConfig {
+                path,
+                ttl: self.hosts_ttl,
+                reload: self.hosts_reload.max(Duration::from_millis(10)),
+            }),
             round_robin: self.loadbalance == LoadBalance::RoundRobin,
             autopath: self.autopath,
             notify: self

@@ -73,6 +73,12 @@ pub struct Forwarder {
     /// Longest zone first; the default upstreams (the root zone) last.
     routes: Vec<Route>,
     in_flight: Semaphore,
+    /// `--hosts`: asked before any upstream.
+    hosts: Option<Arc<crate::hosts::Hosts>>,
+    /// Whether reverse names reach the upstreams (`--no-reverse-fallthrough` clears it).
+    reverse_fallthrough: bool,
+    /// `in-addr.arpa.` and `ip6.arpa.`.
+    reverse_zones: [Name; 2],
 }
 
 /// One set of upstreams, with its own resolver (and so its own cache) and loop probe.
@@ -101,7 +107,28 @@ impl Forwarder {
             routes.push(Route::new(Name::root(), upstreams, &metrics)?);
         }
         routes.sort_by_key(|r| std::cmp::Reverse(r.zone.num_labels()));
-        Ok(Forwarder { routes, in_flight: Semaphore::new(MAX_CONCURRENT) })
+        let reverse_zones =
+            crate::index::records::reverse_zones().map(|z| Name::from_ascii(z.to_dotted()).unwrap_or_default());
+        Ok(Forwarder {
+            routes,
+            in_flight: Semaphore::new(MAX_CONCURRENT),
+            hosts: None,
+            reverse_fallthrough: true,
+            reverse_zones,
+        })
+    }
+
+    /// Answers the names of a hosts file before asking any upstream.
+    pub fn with_hosts(mut self, hosts: Option<Arc<crate::hosts::Hosts>>) -> Forwarder {
+        self.hosts = hosts;
+        self
+    }
+
+    /// Whether reverse names (of addresses the cluster does not know) go upstream; if not, only
+    /// the hosts file answers them.
+    pub fn with_reverse_fallthrough(mut self, on: bool) -> Forwarder {
+        self.reverse_fallthrough = on;
+        self
     }
 
     /// The default upstreams, if any.
@@ -122,10 +149,19 @@ impl Forwarder {
         futures::future::join_all(probes).await;
     }
 
-    /// Resolves `question` through the upstreams of the longest zone that holds it; `None` when
-    /// no upstream is for it. Failures (a timeout, an unreachable upstream, too many queries in
-    /// flight, a detected loop) are SERVFAIL within the upstream timeout, never a hang.
+    /// Answers `question` from the hosts file, else through the upstreams of the longest zone
+    /// that holds it; `None` when nothing is for it. Failures (a timeout, an unreachable
+    /// upstream, too many queries in flight, a detected loop) are SERVFAIL within the upstream
+    /// timeout, never a hang.
     pub async fn resolve(&self, question: &Query) -> Option<Resolved> {
+        if let Some(hosts) = &self.hosts
+            && let Some(answers) = hosts.table().answer(question.name(), question.query_type(), hosts.ttl)
+        {
+            return Some(Resolved { answers, ..Resolved::no_error() });
+        }
+        if !self.reverse_fallthrough && self.reverse_zones.iter().any(|z| z.zone_of(question.name())) {
+            return None;
+        }
         let route = self.routes.iter().find(|r| r.zone.zone_of(question.name()))?;
         let servfail = Resolved { rcode: ResponseCode::ServFail, answers: Vec::new(), authorities: Vec::new() };
         if question.name().eq_case(&route.probe) || question.name() == &route.probe {

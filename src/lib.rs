@@ -28,6 +28,7 @@ pub mod config;
 pub mod dns;
 pub mod explain;
 pub mod forward;
+pub mod hosts;
 pub mod http;
 pub mod index;
 pub mod metrics;
@@ -64,6 +65,9 @@ pub enum Error {
     /// Forwarding could not be set up.
     #[error("forwarding: {0}")]
     Forward(#[from] forward::Error),
+    /// The hosts file could not be read.
+    #[error("{0}")]
+    Hosts(#[from] hosts::Error),
     /// A listen address could not be bound.
     #[error("{0}")]
     Bind(#[source] std::io::Error),
@@ -165,9 +169,16 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         .with_transfer(dns::transfer::TransferAcl::new(config.transfer_to.clone()))
         .with_round_robin(config.round_robin)
         .with_autopath(config.autopath)
-        .with_reverse_fallthrough(config.reverse_fallthrough);
-    let forwarder = if config.upstream.is_some() || !config.stubs.is_empty() {
-        let forwarder = forward::Forwarder::new(config.upstream.as_deref(), &config.stubs, metrics.forward.clone())?;
+        // Unknown reverse names go to the slow lane for the hosts file even without fallthrough.
+        .with_reverse_fallthrough(config.reverse_fallthrough || config.hosts.is_some());
+    let hosts = match &config.hosts {
+        Some(h) => Some(Arc::new(hosts::Hosts::load(&h.path, h.ttl)?)),
+        None => None,
+    };
+    let forwarder = if config.upstream.is_some() || !config.stubs.is_empty() || hosts.is_some() {
+        let forwarder = forward::Forwarder::new(config.upstream.as_deref(), &config.stubs, metrics.forward.clone())?
+            .with_hosts(hosts.clone())
+            .with_reverse_fallthrough(config.reverse_fallthrough);
         for (zone, upstreams) in forwarder.stubs() {
             tracing::info!(%zone, ?upstreams, "forwarding a stub domain");
         }
@@ -209,6 +220,9 @@ pub async fn start(config: Config) -> Result<Running, Error> {
             move || apply_events(rx, pipeline, runtime, cancel)
         })
         .map_err(Error::Bind)?;
+    if let (Some(hosts), Some(h)) = (hosts, &config.hosts) {
+        tasks.push(tokio::spawn(hosts.watch(h.reload, cancel.clone())));
+    }
     if let Some(forwarder) = forwarder {
         // After the sockets serve, so a probe that comes back to us is seen.
         tasks.push(tokio::spawn(forwarder.probe_for_loops()));

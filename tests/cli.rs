@@ -49,6 +49,9 @@ fn help_explains_every_flag() {
         "--upstream",
         "--forward",
         "--no-reverse-fallthrough",
+        "--hosts",
+        "--hosts-ttl",
+        "--hosts-reload",
         "--log-format",
         "--log-level",
     ] {

@@ -255,3 +255,58 @@ fn bad_stub_domains_are_refused_at_start_naming_the_flag() {
         assert!(stderr.contains(&format!("--forward {value:?}")) && stderr.contains(reason), "{stderr}");
     }
 }
+
+/// Writes `text` as `dir/NodeHosts` the way the kubelet updates a ConfigMap volume: the file is a
+/// symlink through `..data`, and an update makes a new directory and swaps `..data` to it.
+fn configmap_write(dir: &Path, version: usize, text: &str) {
+    let data = dir.join(format!("..2026_{version}"));
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(data.join("NodeHosts"), text).unwrap();
+    let tmp = dir.join("..data_tmp");
+    std::os::unix::fs::symlink(data.file_name().unwrap(), &tmp).unwrap();
+    std::fs::rename(&tmp, dir.join("..data")).unwrap();
+    if version == 0 {
+        std::os::unix::fs::symlink("..data/NodeHosts", dir.join("NodeHosts")).unwrap();
+    }
+}
+
+#[test]
+fn a_hosts_file_is_answered_and_followed_through_configmap_updates() {
+    let dir = tempfile::tempdir().unwrap();
+    small_cluster(dir.path());
+    let volume = dir.path().join("coredns");
+    std::fs::create_dir(&volume).unwrap();
+    configmap_write(
+        &volume,
+        0,
+        "# k3s NodeHosts\n192.168.1.10 node-0\nfd00::10 node-0\n192.168.1.11 node-1 node-1.lan\n\
+         192.168.1.30 svc-0.ns-0.svc.cluster.local\n",
+    );
+    let hosts = volume.join("NodeHosts").display().to_string();
+    let server = serve(dir.path(), &["--hosts", &hosts, "--hosts-reload", "50ms", "--hosts-ttl", "60"]);
+    let dns = server.addr;
+
+    let resp = ask(dns, "node-0.", RecordType::A);
+    assert_eq!(zone_lines(&resp.answers), ["node-0. 60 IN A 192.168.1.10"]);
+    assert_eq!(addresses(&ask(dns, "node-0.", RecordType::AAAA)), ["fd00::10"]);
+    assert_eq!(ptrs(&ask(dns, "11.1.168.192.in-addr.arpa.", RecordType::PTR)), ["node-1.", "node-1.lan."]);
+    // A name of the file without the asked type: NODATA. Not in the file, no upstream: REFUSED.
+    let resp = ask(dns, "node-1.lan.", RecordType::AAAA);
+    assert_eq!((rcode(&resp), resp.answers.len()), (ResponseCode::NoError, 0));
+    assert_eq!(rcode(&ask(dns, "node-9.", RecordType::A)), ResponseCode::Refused);
+    // The cluster's names stay the cluster's; its reverse names too.
+    assert_eq!(addresses(&ask(dns, &svc("svc-0"), RecordType::A)), ["10.96.0.10"]);
+    assert_eq!(ptrs(&ask(dns, "10.0.96.10.in-addr.arpa.", RecordType::PTR)), ["svc-0.ns-0.svc.cluster.local."]);
+    // Unknown reverse names without upstreams: NXDOMAIN, as before.
+    assert_eq!(rcode(&ask(dns, "99.1.168.192.in-addr.arpa.", RecordType::PTR)), ResponseCode::NXDomain);
+
+    // The ConfigMap changes: a node moves, one leaves, and a bad line is skipped and named.
+    configmap_write(&volume, 1, "192.168.1.20 node-0\n192.168.1.300 node-2\n");
+    let warning = server.wait_for_log("line skipped", Duration::from_secs(10));
+    assert!(warning.as_deref().is_some_and(|l| l.contains("line=2") && l.contains("192.168.1.300")), "{warning:?}");
+    eventually("node-0's new address", Duration::from_secs(10), || {
+        addresses(&ask(dns, "node-0.", RecordType::A)) == ["192.168.1.20"]
+    });
+    assert_eq!(rcode(&ask(dns, "node-1.", RecordType::A)), ResponseCode::Refused);
+    assert_eq!(rcode(&ask(dns, "11.1.168.192.in-addr.arpa.", RecordType::PTR)), ResponseCode::NXDomain);
+}
