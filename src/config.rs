@@ -189,6 +189,22 @@ pub struct ServeArgs {
     #[arg(long, value_enum, default_value_t = PtrMode::All)]
     pub ptr: PtrMode,
 
+    /// Name an endpoint without a hostname by its Pod's name (`<pod>.<svc>.<ns>.svc.<zone>`,
+    /// also its PTR target) instead of its dashed IP (CoreDNS `endpoint_pod_names`).
+    #[arg(long)]
+    pub endpoint_pod_names: bool,
+
+    /// Serve no endpoint records (CoreDNS `noendpoints`): headless Service names and endpoint
+    /// names are NXDOMAIN, and endpoints get no PTR; ClusterIP and ExternalName Services answer
+    /// as usual.
+    #[arg(long)]
+    pub no_endpoints: bool,
+
+    /// A ClusterIP Service without a ready endpoint is NXDOMAIN (its SRV records too), so that a
+    /// client's search list goes on to the next domain (CoreDNS `ignore empty_service`).
+    #[arg(long)]
+    pub ignore_empty_service: bool,
+
     /// UDP worker threads (one SO_REUSEPORT socket each) per listen address [default: one per CPU].
     #[arg(long, value_name = "N")]
     pub udp_workers: Option<usize>,
@@ -522,6 +538,9 @@ impl ServeArgs {
                 negative_ttl: self.negative_ttl,
                 pods: self.pods,
                 ptr: self.ptr,
+                endpoint_pod_names: self.endpoint_pod_names,
+                no_endpoints: self.no_endpoints,
+                ignore_empty_service: self.ignore_empty_service,
             },
             udp_workers: self.udp_workers.unwrap_or(cpus).max(1),
             udp_batch: self.udp_batch as usize,

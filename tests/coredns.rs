@@ -310,3 +310,77 @@ fn a_hosts_file_is_answered_and_followed_through_configmap_updates() {
     assert_eq!(rcode(&ask(dns, "node-1.", RecordType::A)), ResponseCode::Refused);
     assert_eq!(rcode(&ask(dns, "11.1.168.192.in-addr.arpa.", RecordType::PTR)), ResponseCode::NXDomain);
 }
+
+fn kubernetes_objects(svc_2_ready: bool) -> Vec<Value> {
+    let http = [("http", 80, "TCP")];
+    let mut svc_2_eps = Vec::new();
+    if svc_2_ready {
+        svc_2_eps.push(Ep::new("10.0.0.20"));
+    }
+    vec![
+        mk_namespace("ns-0"),
+        mk_service("ns-0", "svc-0", "10.96.0.10", &http),
+        mk_slice(
+            "ns-0",
+            "svc-0-a",
+            "svc-0",
+            "IPv4",
+            &http,
+            &[Ep::new("10.0.0.5").target_pod("pod-5"), Ep::new("10.0.0.6").hostname("web-0").target_pod("web-0")],
+        ),
+        mk_headless_service("ns-0", "svc-1", &http),
+        mk_slice("ns-0", "svc-1-a", "svc-1", "IPv4", &http, &[Ep::new("10.0.0.1").target_pod("pod-a")]),
+        mk_service("ns-0", "svc-2", "10.96.0.20", &http),
+        mk_slice("ns-0", "svc-2-a", "svc-2", "IPv4", &http, &svc_2_eps),
+        mk_service("ns-0", "svc-3", "10.96.0.30", &http),
+        mk_slice("ns-0", "svc-3-a", "svc-3", "IPv4", &http, &[Ep::new("10.0.0.30").not_ready()]),
+    ]
+}
+
+#[test]
+fn kubernetes_plugin_options_have_coredns_meanings() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = dir.path().join("cluster.json");
+    write_cluster(&cluster, &kubernetes_objects(false));
+    let a = |dns, name: &str| {
+        let resp = ask(dns, name, RecordType::A);
+        if rcode(&resp) == ResponseCode::NXDomain { vec!["NXDOMAIN".to_string()] } else { addresses(&resp) }
+    };
+    let ptr = |dns, name: &str| ptrs(&ask(dns, name, RecordType::PTR));
+
+    // Defaults: dashed-IP endpoint names; every ClusterIP Service answers.
+    let server = serve(dir.path(), &[]);
+    assert_eq!(a(server.addr, &svc("10-0-0-5.svc-0")), ["10.0.0.5"]);
+    assert_eq!(a(server.addr, &svc("pod-5.svc-0")), ["NXDOMAIN"]);
+    assert_eq!(a(server.addr, &svc("svc-2")), ["10.96.0.20"]);
+    drop(server);
+
+    // endpoint_pod_names: the Pod's name unless there is a hostname; PTR follows.
+    let server = serve(dir.path(), &["--endpoint-pod-names"]);
+    assert_eq!(a(server.addr, &svc("pod-5.svc-0")), ["10.0.0.5"]);
+    assert_eq!(a(server.addr, &svc("10-0-0-5.svc-0")), ["NXDOMAIN"]);
+    assert_eq!(a(server.addr, &svc("web-0.svc-0")), ["10.0.0.6"]);
+    assert_eq!(a(server.addr, &svc("pod-a.svc-1")), ["10.0.0.1"]);
+    assert_eq!(ptr(server.addr, "5.0.0.10.in-addr.arpa."), ["pod-5.svc-0.ns-0.svc.cluster.local."]);
+    drop(server);
+
+    // noendpoints: headless Services and endpoint names are NXDOMAIN, cluster IPs answer.
+    let server = serve(dir.path(), &["--no-endpoints"]);
+    assert_eq!(a(server.addr, &svc("svc-1")), ["NXDOMAIN"]);
+    assert_eq!(a(server.addr, &svc("web-0.svc-0")), ["NXDOMAIN"]);
+    assert_eq!(a(server.addr, &svc("svc-0")), ["10.96.0.10"]);
+    assert_eq!(ptr(server.addr, "5.0.0.10.in-addr.arpa."), Vec::<String>::new());
+    assert_eq!(ptr(server.addr, "10.0.96.10.in-addr.arpa."), ["svc-0.ns-0.svc.cluster.local."]);
+    drop(server);
+
+    // ignore empty_service: no ready endpoint, NXDOMAIN (SRV too), until one is ready.
+    let server = serve(dir.path(), &["--ignore-empty-service"]);
+    assert_eq!(a(server.addr, &svc("svc-2")), ["NXDOMAIN"]);
+    assert_eq!(a(server.addr, &svc("svc-3")), ["NXDOMAIN"]);
+    assert_eq!(rcode(&ask(server.addr, &svc("_http._tcp.svc-2"), RecordType::SRV)), ResponseCode::NXDomain);
+    assert_eq!(a(server.addr, &svc("svc-0")), ["10.96.0.10"]);
+    write_cluster(&cluster, &kubernetes_objects(true));
+    eventually("svc-2 answering once an endpoint is ready", Duration::from_secs(10), || {
+        a(server.addr, &svc("svc-2")) == ["10.96.0.20"]
+    });
+}

@@ -59,6 +59,15 @@ pub struct RecordConfig {
     pub pods: PodMode,
     /// Reverse records for endpoints.
     pub ptr: PtrMode,
+    /// Name an endpoint without a hostname by its Pod's name rather than its dashed IP (CoreDNS
+    /// `endpoint_pod_names`).
+    pub endpoint_pod_names: bool,
+    /// No endpoint records: headless Services and endpoint names are NXDOMAIN, endpoints get no
+    /// PTR (CoreDNS `noendpoints`).
+    pub no_endpoints: bool,
+    /// A ClusterIP Service without a ready endpoint is NXDOMAIN, so a client's search goes on
+    /// (CoreDNS `ignore empty_service`).
+    pub ignore_empty_service: bool,
 }
 
 impl RecordConfig {
@@ -72,6 +81,9 @@ impl RecordConfig {
             negative_ttl: 1,
             pods: PodMode::Disabled,
             ptr: PtrMode::All,
+            endpoint_pod_names: false,
+            no_endpoints: false,
+            ignore_empty_service: false,
         }
     }
 }
@@ -240,11 +252,16 @@ pub fn reverse_zones() -> [Name; 2] {
     ]
 }
 
-/// The name of an endpoint under its Service: its hostname, else its dashed IP.
-fn endpoint_label(ep: &Endpoint, ip: IpAddr) -> std::borrow::Cow<'_, str> {
+/// The name of an endpoint under its Service: its hostname, else (with `pod_names`) its Pod's
+/// name, else its dashed IP. A Pod name is a DNS subdomain: one with dots is not a label, and the
+/// dashed IP is used (as a hostname must be a label).
+fn endpoint_label(ep: &Endpoint, ip: IpAddr, pod_names: bool) -> std::borrow::Cow<'_, str> {
     match ep.hostname() {
         Some(h) => std::borrow::Cow::Borrowed(h),
-        None => std::borrow::Cow::Owned(dashed_ip(ip)),
+        None => match ep.pod_name().filter(|p| pod_names && !p.contains('.')) {
+            Some(pod) => std::borrow::Cow::Borrowed(pod),
+            None => std::borrow::Cow::Owned(dashed_ip(ip)),
+        },
     }
 }
 
@@ -257,7 +274,14 @@ fn service_records(b: &mut Builder, key: &ObjKey, model: &Model, cfg: &RecordCon
     let Some(svc) = model.service(key) else {
         return;
     };
-    let slices: Vec<&Slice> = model.slices_of(key).collect();
+    // `noendpoints`: as if no Service had endpoints (CoreDNS stops watching them).
+    let slices: Vec<&Slice> = if cfg.no_endpoints { Vec::new() } else { model.slices_of(key).collect() };
+    if cfg.ignore_empty_service
+        && matches!(svc.kind, ServiceKind::ClusterIp(_))
+        && !slices.iter().any(|s| s.endpoints.iter().any(|e| e.ready && !e.addresses.is_empty()))
+    {
+        return;
+    }
     let (headless, ttl) = match &svc.kind {
         ServiceKind::Headless => (true, cfg.ttl_headless),
         ServiceKind::ClusterIp(_) => (false, cfg.ttl_clusterip),
@@ -310,7 +334,7 @@ fn service_records(b: &mut Builder, key: &ObjKey, model: &Model, cfg: &RecordCon
             };
             for ep in slice.endpoints.iter().filter(|e| e.ready) {
                 for &ip in &ep.addresses {
-                    let label = endpoint_label(ep, ip);
+                    let label = endpoint_label(ep, ip, cfg.endpoint_pod_names);
                     let Ok(ep_name) = base.child(&label) else {
                         continue;
                     };
