@@ -36,6 +36,14 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// `--namespace-labels` is not a label selector.
+    #[error("--namespace-labels {value:?}: {reason}")]
+    NamespaceLabels {
+        /// The flag's value.
+        value: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// `--autopath` without `--pods verified`.
     #[error("--autopath needs --pods verified (it must know which Pod a client IP is)")]
     Autopath,
@@ -146,6 +154,13 @@ pub struct ServeArgs {
     /// (`app=web`, `tier in (a,b)`, `!canary`).
     #[arg(long, value_name = "SELECTOR")]
     pub label_selector: Option<String>,
+
+    /// Serve only the Services of Namespaces whose labels match this selector (`team=a`,
+    /// `env in (prod,stage)`, `!legacy`), following label changes (CoreDNS `namespace_labels`).
+    /// With `--source kube` the API server filters the Namespace watch; with files, Namespace
+    /// documents are checked as they are read. A Service whose Namespace is absent is not served.
+    #[arg(long, value_name = "SELECTOR")]
+    pub namespace_labels: Option<String>,
 
     /// Address for HTTP: `/healthz` (the process serves), `/readyz` (the first full state of the
     /// cluster is served), `/metrics` (Prometheus). `none` disables it.
@@ -474,12 +489,20 @@ impl ServeArgs {
 
     /// Validates the flags.
     pub fn to_config(&self) -> Result<Config, Error> {
+        let namespace_labels = match &self.namespace_labels {
+            Some(text) => Some(
+                crate::cluster::namespace::NamespaceLabels::parse(text)
+                    .map_err(|reason| Error::NamespaceLabels { value: text.clone(), reason })?,
+            ),
+            None => None,
+        };
         let source = match self.source.split_once(':') {
             None if self.source == "kube" => SourceConfig::Kube(KubeOptions {
                 kubeconfig: self.kubeconfig.clone(),
                 namespaces: self.namespaces.clone(),
                 label_selector: self.label_selector.clone(),
                 pods: self.pods == PodMode::Verified,
+                namespace_labels: namespace_labels.as_ref().map(|s| s.text.clone()),
             }),
             Some(("file", path)) if !path.is_empty() => {
                 for (flag, set) in [
@@ -493,7 +516,11 @@ impl ServeArgs {
                 }
                 SourceConfig::File {
                     path: PathBuf::from(path),
-                    opts: FileOptions { poll_interval: self.file_poll_interval, settle: self.file_settle },
+                    opts: FileOptions {
+                        poll_interval: self.file_poll_interval,
+                        settle: self.file_settle,
+                        namespace_labels: namespace_labels.clone(),
+                    },
                 }
             }
             _ => return Err(Error::Source(self.source.clone())),
@@ -541,6 +568,7 @@ impl ServeArgs {
                 endpoint_pod_names: self.endpoint_pod_names,
                 no_endpoints: self.no_endpoints,
                 ignore_empty_service: self.ignore_empty_service,
+                namespace_gates_services: namespace_labels.is_some(),
             },
             udp_workers: self.udp_workers.unwrap_or(cpus).max(1),
             udp_batch: self.udp_batch as usize,

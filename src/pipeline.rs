@@ -53,7 +53,7 @@ impl Pipeline {
     pub fn new(cfg: RecordConfig) -> Pipeline {
         let index = Arc::new(Index::new(&cfg));
         Pipeline {
-            model: Arc::new(RwLock::new(Model::new())),
+            model: Arc::new(RwLock::new(Model::new().with_namespaces_gating_services(cfg.namespace_gates_services))),
             writer: Writer::new(index, cfg),
             metrics: Arc::new(Metrics::new()),
             touched: HashSet::new(),

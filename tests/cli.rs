@@ -23,6 +23,7 @@ fn help_explains_every_flag() {
         "--kubeconfig",
         "--namespace",
         "--label-selector",
+        "--namespace-labels",
         "--http",
         "--listen",
         "--zone",

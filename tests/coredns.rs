@@ -13,8 +13,11 @@ use std::time::{Duration, Instant};
 
 use hickory_proto::rr::RData;
 use support::dns::{addresses, ask, query_message, rcode, require_tool, tcp, zone_lines};
+use support::fake_api::FakeApiServer;
 use support::knot::{Knot, free_port};
-use support::objects::{Ep, mk_external_name_service, mk_headless_service, mk_namespace, mk_service, mk_slice};
+use support::objects::{
+    Ep, mk_external_name_service, mk_headless_service, mk_namespace, mk_service, mk_slice, with_labels,
+};
 use support::server::{BinaryServer, eventually, replace_file, wait_until};
 
 /// Writes `objects` as one `kind: List` (what `kubectl get -o yaml` writes).
@@ -382,5 +385,66 @@ fn kubernetes_plugin_options_have_coredns_meanings() {
     write_cluster(&cluster, &kubernetes_objects(true));
     eventually("svc-2 answering once an endpoint is ready", Duration::from_secs(10), || {
         a(server.addr, &svc("svc-2")) == ["10.96.0.20"]
+    });
+}
+
+/// Two namespaces labelled `team=<team of ns-0>` and `team=<team of ns-1>`, a Service in each.
+fn team_objects(teams: [&str; 2]) -> Vec<Value> {
+    let mut objects = Vec::new();
+    for (i, team) in teams.into_iter().enumerate() {
+        let ns = format!("ns-{i}");
+        objects.push(with_labels(mk_namespace(&ns), &[("team", team)]));
+        objects.push(mk_service(&ns, &format!("svc-{i}"), &format!("10.96.0.{}", 10 + i), &[("http", 80, "TCP")]));
+    }
+    objects
+}
+
+/// What `svc-0.ns-0` and `svc-1.ns-1` answer: an address or NXDOMAIN.
+fn team_answers(dns: std::net::SocketAddr) -> [String; 2] {
+    ["svc-0.ns-0.svc.cluster.local.", "svc-1.ns-1.svc.cluster.local."].map(|name| {
+        let resp = ask(dns, name, RecordType::A);
+        if rcode(&resp) == ResponseCode::NXDomain { "NXDOMAIN".into() } else { addresses(&resp).join(",") }
+    })
+}
+
+#[test]
+fn namespace_labels_select_namespaces_and_follow_relabelling_in_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = dir.path().join("cluster.json");
+    write_cluster(&cluster, &team_objects(["a", "b"]));
+    let server = serve(dir.path(), &["--namespace-labels", "team in (a,c)"]);
+    assert_eq!(team_answers(server.addr), ["10.96.0.10", "NXDOMAIN"]);
+    assert_eq!(ptrs(&ask(server.addr, "11.0.96.10.in-addr.arpa.", RecordType::PTR)), Vec::<String>::new());
+
+    write_cluster(&cluster, &team_objects(["b", "c"]));
+    eventually("the relabelled namespaces", Duration::from_secs(10), || {
+        team_answers(server.addr) == ["NXDOMAIN", "10.96.0.11"]
+    });
+    assert_eq!(ptrs(&ask(server.addr, "11.0.96.10.in-addr.arpa.", RecordType::PTR)), ["svc-1.ns-1.svc.cluster.local."]);
+
+    // A selector that does not parse stops the start, naming the flag.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_headless-dns"))
+        .args(["serve", "--source", "file:/dev/null", "--namespace-labels", "team in (a"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("--namespace-labels \"team in (a\""), "{stderr}");
+}
+
+#[test]
+fn namespace_labels_follow_relabelling_through_the_kubernetes_api() {
+    let api = FakeApiServer::start();
+    api.apply_many(team_objects(["a", "b"]));
+    let home = tempfile::tempdir().unwrap();
+    let kubeconfig = home.path().join("kubeconfig");
+    api.write_kubeconfig(&kubeconfig).unwrap();
+    let server = BinaryServer::kube(&kubeconfig, &["--namespace-labels", "team=a"]);
+    eventually("the selected namespace served", Duration::from_secs(10), || {
+        team_answers(server.addr) == ["10.96.0.10", "NXDOMAIN"]
+    });
+    api.apply(with_labels(mk_namespace("ns-1"), &[("team", "a")]));
+    api.apply(with_labels(mk_namespace("ns-0"), &[("team", "b")]));
+    eventually("the relabelled namespaces", Duration::from_secs(10), || {
+        team_answers(server.addr) == ["NXDOMAIN", "10.96.0.11"]
     });
 }

@@ -14,6 +14,7 @@
 
 pub mod api;
 mod model;
+pub mod namespace;
 pub mod object;
 
 pub use model::{Model, Owner, Scope};

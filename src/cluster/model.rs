@@ -62,6 +62,9 @@ pub struct Model {
     generation: u64,
     /// Open relists: scope → generation at which it started.
     relists: HashMap<Scope, u64>,
+    /// `--namespace-labels`: a Service is served only while its Namespace is, so a Namespace
+    /// that comes or goes touches its Services.
+    namespaces_gate_services: bool,
 }
 
 // === impl Model ===
@@ -70,6 +73,20 @@ impl Model {
     /// Creates an empty model.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Makes a Namespace that comes or goes touch its Services (`--namespace-labels`, where a
+    /// Service is served only while its Namespace is selected).
+    pub fn with_namespaces_gating_services(mut self, on: bool) -> Self {
+        self.namespaces_gate_services = on;
+        self
+    }
+
+    /// With gating, the Services of namespace `ns` (a scan: Namespaces come and go rarely).
+    fn gated_services(&self, ns: &str, touched: &mut Touched) {
+        if self.namespaces_gate_services {
+            touched.extend(self.services.keys().filter(|k| &*k.ns == ns).cloned().map(Owner::Service));
+        }
     }
 
     /// Inserts or replaces an object. Returns the owners whose records may have changed; empty
@@ -109,9 +126,13 @@ impl Model {
                 }
             }
             Object::Namespace(ns) => {
-                let owner = Owner::Namespace(ns.name.clone());
-                if upsert(&mut self.namespaces, ns.name.clone(), ns, seen) {
+                let (owner, name) = (Owner::Namespace(ns.name.clone()), ns.name.clone());
+                let new = !self.namespaces.contains_key(&name);
+                if upsert(&mut self.namespaces, name.clone(), ns, seen) {
                     touched.push(owner);
+                    if new {
+                        self.gated_services(&name, &mut touched);
+                    }
                 }
             }
         }
@@ -143,6 +164,7 @@ impl Model {
             Kind::Namespace => {
                 if self.namespaces.remove(&what.key.name).is_some() {
                     touched.push(Owner::Namespace(what.key.name.clone()));
+                    self.gated_services(&what.key.name, &mut touched);
                 }
             }
         }

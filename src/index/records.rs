@@ -68,6 +68,9 @@ pub struct RecordConfig {
     /// A ClusterIP Service without a ready endpoint is NXDOMAIN, so a client's search goes on
     /// (CoreDNS `ignore empty_service`).
     pub ignore_empty_service: bool,
+    /// A Service is served only while its Namespace object is (`--namespace-labels`: the sources
+    /// drop Namespaces whose labels do not match).
+    pub namespace_gates_services: bool,
 }
 
 impl RecordConfig {
@@ -84,6 +87,7 @@ impl RecordConfig {
             endpoint_pod_names: false,
             no_endpoints: false,
             ignore_empty_service: false,
+            namespace_gates_services: false,
         }
     }
 }
@@ -274,6 +278,9 @@ fn service_records(b: &mut Builder, key: &ObjKey, model: &Model, cfg: &RecordCon
     let Some(svc) = model.service(key) else {
         return;
     };
+    if cfg.namespace_gates_services && !model.has_namespace(&key.ns) {
+        return;
+    }
     // `noendpoints`: as if no Service had endpoints (CoreDNS stops watching them).
     let slices: Vec<&Slice> = if cfg.no_endpoints { Vec::new() } else { model.slices_of(key).collect() };
     if cfg.ignore_empty_service

@@ -30,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Event, Scope, Sender, send};
 use crate::cluster::api::{self, Field, Shape, Wrong, drain_seq};
+use crate::cluster::namespace::NamespaceLabels;
 use crate::cluster::object::{self, Kind, Object, ObjectRef};
 
 /// Why manifests could not be read.
@@ -70,11 +71,17 @@ pub struct FileOptions {
     pub poll_interval: Duration,
     /// How long a changed file must stay unchanged before it is read.
     pub settle: Duration,
+    /// `--namespace-labels`: Namespaces whose labels do not match are left out.
+    pub namespace_labels: Option<NamespaceLabels>,
 }
 
 impl Default for FileOptions {
     fn default() -> Self {
-        FileOptions { poll_interval: Duration::from_millis(250), settle: Duration::from_millis(300) }
+        FileOptions {
+            poll_interval: Duration::from_millis(250),
+            settle: Duration::from_millis(300),
+            namespace_labels: None,
+        }
     }
 }
 
@@ -283,7 +290,7 @@ impl FileSource {
             return Err(Error::Empty(path.into()));
         }
         for file in files {
-            let (fingerprint, objects) = read_file(&file, source.pods)?;
+            let (fingerprint, objects) = read_file(&file, source.pods, &source.opts)?;
             source.files.insert(file, FileState::new(fingerprint, &objects));
             source.initial.extend(objects);
         }
@@ -375,7 +382,7 @@ impl FileSource {
             if self.files.get(&path).is_some_and(|s| s.fingerprint == fp) {
                 continue;
             }
-            match read_file(&path, self.pods) {
+            match read_file(&path, self.pods, &self.opts) {
                 Ok((fingerprint, objects)) => {
                     tracing::info!(path = %path.display(), objects = objects.len(), "manifest file re-read");
                     let state = FileState::new(fingerprint, &objects);
@@ -403,7 +410,7 @@ impl FileSource {
             match self.files.iter().find(|(_, s)| s.defines.contains(&what)) {
                 None => events.push(Event::Delete(what)),
                 Some((path, _)) => {
-                    if let Ok((_, objects)) = read_file(path, self.pods) {
+                    if let Ok((_, objects)) = read_file(path, self.pods, &self.opts) {
                         events.extend(objects.into_iter().filter(|o| o.object_ref() == what).map(Event::Apply));
                     }
                 }
@@ -413,11 +420,14 @@ impl FileSource {
     }
 }
 
-fn read_file(path: &Path, pods: bool) -> Result<(Fingerprint, Vec<Object>)> {
+fn read_file(path: &Path, pods: bool, opts: &FileOptions) -> Result<(Fingerprint, Vec<Object>)> {
     let read_err = |source| Error::Read { path: path.into(), source };
     let fingerprint = fingerprint(path).map_err(read_err)?;
     let text = std::fs::read_to_string(path).map_err(read_err)?;
     let mut objects = parse_manifests(&text, path)?;
+    if let Some(selector) = &opts.namespace_labels {
+        selector.retain_selected(&mut objects, &text);
+    }
     if !pods {
         objects.retain(|o| !matches!(o, Object::Pod(_)));
     }

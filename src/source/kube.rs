@@ -81,6 +81,8 @@ pub struct KubeOptions {
     pub label_selector: Option<String>,
     /// Whether Pods are watched (`--pods verified`).
     pub pods: bool,
+    /// `--namespace-labels`: only Namespaces matching it (the API server filters the watch).
+    pub namespace_labels: Option<String>,
 }
 
 /// Where the API server is and how to authenticate: each watcher builds its own client from it,
@@ -177,6 +179,10 @@ pub async fn run(conn: Connection, opts: KubeOptions, tx: Sender, metrics: Arc<M
         let cfg = match ns {
             Some(ns) => watcher::Config::default().fields(&format!("metadata.name={ns}")),
             None => watcher::Config::default(),
+        };
+        let cfg = match &opts.namespace_labels {
+            Some(selector) => cfg.labels(selector),
+            None => cfg,
         };
         let (w, client) = watch(Kind::Namespace, ns)?;
         tasks.push(Box::pin(w.run(Api::all(client), cfg, |n| object::project_namespace(n).map(Object::Namespace))));
