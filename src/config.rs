@@ -276,6 +276,18 @@ pub struct ServeArgs {
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration)]
     pub hosts_reload: Duration,
 
+    /// When every upstream fails, answer a forwarded name from its last answer if that expired
+    /// less than this long ago, with TTL 30 (RFC 8767; CoreDNS `cache { serve_stale }`, which
+    /// defaults to 1h when given). 0 (the default) turns it off.
+    #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = humantime::parse_duration)]
+    pub serve_stale: Duration,
+
+    /// A forwarded name asked this many times within its TTL is looked up again as it expires,
+    /// so clients keep finding it cached (CoreDNS `cache { prefetch }`). 0 (the default) turns
+    /// it off.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub prefetch: u32,
+
     /// Allow zone transfers (AXFR over TCP) to clients in this network (repeatable, CIDR such as
     /// `10.0.0.0/8` or a single address) [default: nobody].
     #[arg(long = "transfer-to", value_name = "CIDR")]
@@ -400,6 +412,8 @@ pub struct Config {
     pub reverse_fallthrough: bool,
     /// `--hosts`: a hosts file to answer from.
     pub hosts: Option<HostsConfig>,
+    /// `--serve-stale`, `--prefetch`.
+    pub stale: crate::stale::StaleOptions,
     /// Networks allowed to transfer zones.
     pub transfer_to: Vec<ipnet::IpNet>,
     /// Secondaries to NOTIFY of changes.
@@ -432,6 +446,7 @@ impl Config {
             stubs: Vec::new(),
             reverse_fallthrough: true,
             hosts: None,
+            stale: crate::stale::StaleOptions::default(),
             transfer_to: Vec::new(),
             notify: Vec::new(),
             notify_delay: crate::notify::DEFAULT_DELAY,
@@ -583,6 +598,7 @@ impl ServeArgs {
             upstream: self.upstream()?,
             stubs,
             reverse_fallthrough: !self.no_reverse_fallthrough,
+            stale: crate::stale::StaleOptions { serve_stale: self.serve_stale, prefetch: self.prefetch },
             hosts: self.hosts.clone().map(|path| HostsConfig {
                 path,
                 ttl: self.hosts_ttl,

@@ -79,6 +79,8 @@ pub struct Forwarder {
     reverse_fallthrough: bool,
     /// `in-addr.arpa.` and `ip6.arpa.`.
     reverse_zones: [Name; 2],
+    /// `--serve-stale`, `--prefetch`: answers remembered beyond the resolver's cache.
+    memory: Option<Arc<crate::stale::Memory>>,
 }
 
 /// One set of upstreams, with its own resolver (and so its own cache) and loop probe.
@@ -115,7 +117,15 @@ impl Forwarder {
             hosts: None,
             reverse_fallthrough: true,
             reverse_zones,
+            memory: None,
         })
+    }
+
+    /// Serves stale answers when the upstreams fail, and refreshes popular names as they expire
+    /// (both off by default, as in CoreDNS).
+    pub fn with_stale(mut self, opts: crate::stale::StaleOptions) -> Forwarder {
+        self.memory = opts.any().then(|| Arc::new(crate::stale::Memory::new(opts)));
+        self
     }
 
     /// Answers the names of a hosts file before asking any upstream.
@@ -186,7 +196,20 @@ impl Forwarder {
         )
         .await;
         Some(match result {
-            Ok(Ok(lookup)) => Resolved { answers: lookup.answers().to_vec(), ..Resolved::no_error() },
+            Ok(Ok(lookup)) => {
+                let answers = lookup.answers().to_vec();
+                if let Some(memory) = &self.memory
+                    && let Some(due) = memory.remember(question, &answers, true)
+                {
+                    let resolver = route.resolver.clone();
+                    crate::stale::schedule_refresh(memory.clone(), question.clone(), due, move |q| async move {
+                        let lookup = resolver.lookup(q.name().clone(), q.query_type());
+                        let lookup = tokio::time::timeout(UPSTREAM_TIMEOUT * 2, lookup).await;
+                        lookup.ok()?.ok().map(|l| l.answers().to_vec())
+                    });
+                }
+                Resolved { answers, ..Resolved::no_error() }
+            }
             Ok(Err(NetError::Dns(DnsError::NoRecordsFound(none)))) => Resolved {
                 rcode: none.response_code,
                 answers: Vec::new(),
@@ -194,13 +217,21 @@ impl Forwarder {
             },
             Ok(Err(error)) => {
                 tracing::debug!(name = %question.name(), %error, "upstream failed");
-                servfail
+                self.stale_or(servfail, question)
             }
             Err(_) => {
                 tracing::debug!(name = %question.name(), "upstream timed out");
-                servfail
+                self.stale_or(servfail, question)
             }
         })
+    }
+
+    /// A remembered answer expired less than `--serve-stale` ago (RFC 8767), else `failed`.
+    fn stale_or(&self, failed: Resolved, question: &Query) -> Resolved {
+        match self.memory.as_ref().and_then(|m| m.recall(question)) {
+            Some(answers) => Resolved { answers, ..Resolved::no_error() },
+            None => failed,
+        }
     }
 }
 

@@ -35,6 +35,7 @@ pub mod metrics;
 pub mod notify;
 pub mod pipeline;
 pub mod source;
+pub mod stale;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -178,6 +179,7 @@ pub async fn start(config: Config) -> Result<Running, Error> {
     let forwarder = if config.upstream.is_some() || !config.stubs.is_empty() || hosts.is_some() {
         let forwarder = forward::Forwarder::new(config.upstream.as_deref(), &config.stubs, metrics.forward.clone())?
             .with_hosts(hosts.clone())
+            .with_stale(config.stale)
             .with_reverse_fallthrough(config.reverse_fallthrough);
         for (zone, upstreams) in forwarder.stubs() {
             tracing::info!(%zone, ?upstreams, "forwarding a stub domain");

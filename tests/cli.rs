@@ -56,6 +56,8 @@ fn help_explains_every_flag() {
         "--hosts",
         "--hosts-ttl",
         "--hosts-reload",
+        "--serve-stale",
+        "--prefetch",
         "--log-format",
         "--log-level",
     ] {

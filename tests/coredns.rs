@@ -38,10 +38,12 @@ fn serve(dir: &Path, extra: &[&str]) -> BinaryServer {
 /// [`serve`] without waiting for the objects to be served.
 fn start(dir: &Path, extra: &[&str]) -> BinaryServer {
     let source = format!("file:{}", dir.join("cluster.json").display());
-    let mut args = vec!["serve", "--source", &source, "--http", "none"];
+    let mut args = vec!["serve", "--source", &source];
     args.extend(["--file-poll-interval", "20ms", "--file-settle", "50ms"]);
-    if !extra.contains(&"--listen") {
-        args.extend(["--listen", "127.0.0.1:0"]);
+    for (flag, default) in [("--listen", "127.0.0.1:0"), ("--http", "none")] {
+        if !extra.contains(&flag) {
+            args.extend([flag, default]);
+        }
     }
     args.extend_from_slice(extra);
     BinaryServer::start(&args)
@@ -447,4 +449,73 @@ fn namespace_labels_follow_relabelling_through_the_kubernetes_api() {
     eventually("the relabelled namespaces", Duration::from_secs(10), || {
         team_answers(server.addr) == ["NXDOMAIN", "10.96.0.11"]
     });
+}
+
+/// Knot with `short.example.test. 2 IN A 192.0.2.20`.
+fn knot_with_short_ttl() -> Knot {
+    Knot::authoritative(&[("example.test", "short 2 IN A 192.0.2.20\nother IN A 192.0.2.21\n")])
+}
+
+#[test]
+fn serve_stale_answers_expired_names_when_the_upstream_stops_for_a_bounded_time() {
+    if !require_tool("knotd") {
+        return;
+    }
+    let mut knot = knot_with_short_ttl();
+    let dir = tempfile::tempdir().unwrap();
+    small_cluster(dir.path());
+    let upstream = knot.addr.to_string();
+    let stale = serve(dir.path(), &["--upstream", &upstream, "--serve-stale", "1h"]);
+    let brief = serve(dir.path(), &["--upstream", &upstream, "--serve-stale", "100ms"]);
+    let plain = serve(dir.path(), &["--upstream", &upstream]);
+    for server in [&stale, &brief, &plain] {
+        let resp = ask(server.addr, "short.example.test.", RecordType::A);
+        assert_eq!(zone_lines(&resp.answers), ["short.example.test. 2 IN A 192.0.2.20"]);
+    }
+    let _ = knot.child.kill();
+    let _ = knot.child.wait();
+    std::thread::sleep(Duration::from_millis(2500));
+
+    // Expired, upstream gone: the last answer with TTL 30 (RFC 8767), within the window only.
+    let resp = ask(stale.addr, "short.example.test.", RecordType::A);
+    assert_eq!(zone_lines(&resp.answers), ["short.example.test. 30 IN A 192.0.2.20"]);
+    assert_eq!(rcode(&ask(stale.addr, "other.example.test.", RecordType::A)), ResponseCode::ServFail);
+    assert_eq!(rcode(&ask(brief.addr, "short.example.test.", RecordType::A)), ResponseCode::ServFail);
+    assert_eq!(rcode(&ask(plain.addr, "short.example.test.", RecordType::A)), ResponseCode::ServFail);
+}
+
+/// The value of one series in a `/metrics` scrape (0 when absent).
+fn metric(http: std::net::SocketAddr, name: &str) -> f64 {
+    let text = support::server::http_get(http, "/metrics").1;
+    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok()).unwrap_or(0.0)
+}
+
+#[test]
+fn prefetch_refreshes_a_popular_name_as_it_expires() {
+    if !require_tool("knotd") {
+        return;
+    }
+    let knot = knot_with_short_ttl();
+    let dir = tempfile::tempdir().unwrap();
+    small_cluster(dir.path());
+    let upstream = knot.addr.to_string();
+    let server = start(dir.path(), &["--upstream", &upstream, "--prefetch", "2", "--http", "127.0.0.1:0"]);
+    let http = server.http_addr();
+    let requests = || metric(http, "headless_dns_forward_requests_total{proto=\"udp\"}");
+    let hits = || metric(http, "headless_dns_cache_hits_total");
+    // The loop probe goes first.
+    wait_until(|| metric(http, "headless_dns_forward_responses_total{rcode=\"REFUSED\"}") >= 1.0);
+    let before = requests();
+
+    // Asked twice within its 2-s TTL: popular. Once it expires, it is fetched again unasked ...
+    for _ in 0..2 {
+        assert_eq!(addresses(&ask(server.addr, "short.example.test.", RecordType::A)), ["192.0.2.20"]);
+    }
+    assert_eq!(requests() - before, 1.0);
+    eventually("the refresh as the name expires", Duration::from_secs(5), || requests() - before == 2.0);
+    // ... so the next client finds it in the cache, after its first TTL.
+    let hits_before = hits();
+    let resp = ask(server.addr, "short.example.test.", RecordType::A);
+    assert_eq!(addresses(&resp), ["192.0.2.20"]);
+    assert_eq!((hits() - hits_before, requests() - before), (1.0, 2.0));
 }
