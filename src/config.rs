@@ -288,6 +288,13 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub prefetch: u32,
 
+    /// Also expose the counters under CoreDNS's metric names and labels (`coredns_dns_requests_total`,
+    /// `coredns_dns_responses_total`, `coredns_dns_request_duration_seconds`, `coredns_cache_*`,
+    /// `coredns_forward_*`, `coredns_kubernetes_dns_programming_duration_seconds`), so that
+    /// CoreDNS dashboards and alerts keep working.
+    #[arg(long)]
+    pub coredns_metrics: bool,
+
     /// Allow zone transfers (AXFR over TCP) to clients in this network (repeatable, CIDR such as
     /// `10.0.0.0/8` or a single address) [default: nobody].
     #[arg(long = "transfer-to", value_name = "CIDR")]
@@ -414,6 +421,8 @@ pub struct Config {
     pub hosts: Option<HostsConfig>,
     /// `--serve-stale`, `--prefetch`.
     pub stale: crate::stale::StaleOptions,
+    /// `--coredns-metrics`: also the CoreDNS metric names.
+    pub coredns_metrics: bool,
     /// Networks allowed to transfer zones.
     pub transfer_to: Vec<ipnet::IpNet>,
     /// Secondaries to NOTIFY of changes.
@@ -447,6 +456,7 @@ impl Config {
             reverse_fallthrough: true,
             hosts: None,
             stale: crate::stale::StaleOptions::default(),
+            coredns_metrics: false,
             transfer_to: Vec::new(),
             notify: Vec::new(),
             notify_delay: crate::notify::DEFAULT_DELAY,
@@ -599,6 +609,7 @@ impl ServeArgs {
             stubs,
             reverse_fallthrough: !self.no_reverse_fallthrough,
             stale: crate::stale::StaleOptions { serve_stale: self.serve_stale, prefetch: self.prefetch },
+            coredns_metrics: self.coredns_metrics,
             hosts: self.hosts.clone().map(|path| HostsConfig {
                 path,
                 ttl: self.hosts_ttl,

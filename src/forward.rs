@@ -36,6 +36,9 @@ use hickory_resolver::net::{DnsError, NetError};
 use hickory_resolver::{ConnectionProvider, PoolContext, Resolver};
 use tokio::sync::Semaphore;
 
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+
 use crate::metrics::{ForwardMetrics, ProtoLabel, RcodeLabel};
 
 /// How long one forwarded query may take before it is answered SERVFAIL.
@@ -81,6 +84,8 @@ pub struct Forwarder {
     reverse_zones: [Name; 2],
     /// `--serve-stale`, `--prefetch`: answers remembered beyond the resolver's cache.
     memory: Option<Arc<crate::stale::Memory>>,
+    /// `--coredns-metrics`: responses to forwarded queries by rcode.
+    answered: Option<Family<RcodeLabel, Counter>>,
 }
 
 /// One set of upstreams, with its own resolver (and so its own cache) and loop probe.
@@ -118,7 +123,14 @@ impl Forwarder {
             reverse_fallthrough: true,
             reverse_zones,
             memory: None,
+            answered: None,
         })
+    }
+
+    /// Counts the rcode of every forwarded answer into `answered` (`coredns_dns_responses_total`).
+    pub fn with_answer_counter(mut self, answered: Option<Family<RcodeLabel, Counter>>) -> Forwarder {
+        self.answered = answered;
+        self
     }
 
     /// Serves stale answers when the upstreams fail, and refreshes popular names as they expire
@@ -164,6 +176,14 @@ impl Forwarder {
     /// upstream, too many queries in flight, a detected loop) are SERVFAIL within the upstream
     /// timeout, never a hang.
     pub async fn resolve(&self, question: &Query) -> Option<Resolved> {
+        let resolved = self.resolve_uncounted(question).await?;
+        if let Some(answered) = &self.answered {
+            answered.get_or_create(&RcodeLabel { rcode: rcode_name(resolved.rcode) }).inc();
+        }
+        Some(resolved)
+    }
+
+    async fn resolve_uncounted(&self, question: &Query) -> Option<Resolved> {
         if let Some(hosts) = &self.hosts
             && let Some(answers) = hosts.table().answer(question.name(), question.query_type(), hosts.ttl)
         {

@@ -25,6 +25,7 @@
 
 pub mod cluster;
 pub mod config;
+pub mod coredns_metrics;
 pub mod dns;
 pub mod explain;
 pub mod forward;
@@ -172,6 +173,8 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         .with_autopath(config.autopath)
         // Unknown reverse names go to the slow lane for the hosts file even without fallthrough.
         .with_reverse_fallthrough(config.reverse_fallthrough || config.hosts.is_some());
+    // `--coredns-metrics`: the forwarder counts its answers' rcodes for the CoreDNS view.
+    let forwarded_rcodes = config.coredns_metrics.then(prometheus_client::metrics::family::Family::default);
     let hosts = match &config.hosts {
         Some(h) => Some(Arc::new(hosts::Hosts::load(&h.path, h.ttl)?)),
         None => None,
@@ -180,6 +183,7 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         let forwarder = forward::Forwarder::new(config.upstream.as_deref(), &config.stubs, metrics.forward.clone())?
             .with_hosts(hosts.clone())
             .with_stale(config.stale)
+            .with_answer_counter(forwarded_rcodes.clone())
             .with_reverse_fallthrough(config.reverse_fallthrough);
         for (zone, upstreams) in forwarder.stubs() {
             tracing::info!(%zone, ?upstreams, "forwarding a stub domain");
@@ -191,6 +195,12 @@ pub async fn start(config: Config) -> Result<Running, Error> {
     } else {
         None
     };
+    if config.coredns_metrics {
+        let upstreams = forwarder.as_ref().map_or(&[][..], |f| f.upstreams());
+        let forwarded = forwarded_rcodes.unwrap_or_default();
+        let collector = coredns_metrics::CorednsCollector::new(&metrics, &dns_addrs, upstreams, forwarded);
+        metrics.expose_coredns(collector.into_registry());
+    }
     let shared = Shared {
         responder,
         forwarder: forwarder.clone(),

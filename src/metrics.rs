@@ -90,6 +90,8 @@ pub struct Metrics {
     pub queries: Arc<QueryStats>,
     /// Forwarding: cache hits and misses, upstream requests and responses.
     pub forward: ForwardMetrics,
+    /// `--coredns-metrics`: the CoreDNS names (`crate::coredns_metrics`), without our prefix.
+    coredns: std::sync::OnceLock<Registry>,
 }
 
 impl Metrics {
@@ -196,7 +198,13 @@ impl Metrics {
             pods,
             queries,
             forward,
+            coredns: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Also renders `registry` (the CoreDNS names), after ours.
+    pub fn expose_coredns(&self, registry: Registry) {
+        let _ = self.coredns.set(registry);
     }
 
     /// The Prometheus text exposition of every metric.
@@ -204,6 +212,11 @@ impl Metrics {
         let mut out = String::new();
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        if let Some(coredns) = self.coredns.get() {
+            // One exposition: the first registry's `# EOF` goes, the second's ends it.
+            out.truncate(out.strip_suffix("# EOF\n").map_or(out.len(), str::len));
+            let _ = prometheus_client::encoding::text::encode(&mut out, coredns);
+        }
         out
     }
 }

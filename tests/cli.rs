@@ -58,6 +58,7 @@ fn help_explains_every_flag() {
         "--hosts-reload",
         "--serve-stale",
         "--prefetch",
+        "--coredns-metrics",
         "--log-format",
         "--log-level",
     ] {

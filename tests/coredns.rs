@@ -490,21 +490,29 @@ fn metric(http: std::net::SocketAddr, name: &str) -> f64 {
     text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok()).unwrap_or(0.0)
 }
 
+/// [`knot_with_short_ttl`] as the upstream of a server with `/metrics` and `extra` flags, once
+/// its loop probe is answered: (Knot, cluster directory, server, HTTP address).
+fn forwarding_with_metrics(extra: &[&str]) -> (Knot, tempfile::TempDir, BinaryServer, std::net::SocketAddr) {
+    let knot = knot_with_short_ttl();
+    let dir = tempfile::tempdir().unwrap();
+    small_cluster(dir.path());
+    let upstream = knot.addr.to_string();
+    let mut args = vec!["--upstream", &upstream, "--http", "127.0.0.1:0"];
+    args.extend_from_slice(extra);
+    let server = start(dir.path(), &args);
+    let http = server.http_addr();
+    wait_until(|| metric(http, "headless_dns_forward_responses_total{rcode=\"REFUSED\"}") >= 1.0);
+    (knot, dir, server, http)
+}
+
 #[test]
 fn prefetch_refreshes_a_popular_name_as_it_expires() {
     if !require_tool("knotd") {
         return;
     }
-    let knot = knot_with_short_ttl();
-    let dir = tempfile::tempdir().unwrap();
-    small_cluster(dir.path());
-    let upstream = knot.addr.to_string();
-    let server = start(dir.path(), &["--upstream", &upstream, "--prefetch", "2", "--http", "127.0.0.1:0"]);
-    let http = server.http_addr();
+    let (_knot, _dir, server, http) = forwarding_with_metrics(&["--prefetch", "2"]);
     let requests = || metric(http, "headless_dns_forward_requests_total{proto=\"udp\"}");
     let hits = || metric(http, "headless_dns_cache_hits_total");
-    // The loop probe goes first.
-    wait_until(|| metric(http, "headless_dns_forward_responses_total{rcode=\"REFUSED\"}") >= 1.0);
     let before = requests();
 
     // Asked twice within its 2-s TTL: popular. Once it expires, it is fetched again unasked ...
@@ -518,4 +526,52 @@ fn prefetch_refreshes_a_popular_name_as_it_expires() {
     let resp = ask(server.addr, "short.example.test.", RecordType::A);
     assert_eq!(addresses(&resp), ["192.0.2.20"]);
     assert_eq!((hits() - hits_before, requests() - before), (1.0, 2.0));
+}
+
+#[test]
+fn coredns_metric_names_count_real_queries() {
+    if !require_tool("knotd") {
+        return;
+    }
+    let (knot, dir, server, http) = forwarding_with_metrics(&["--coredns-metrics"]);
+    let upstream = knot.addr.to_string();
+    wait_until(|| addresses(&ask(server.addr, &svc("svc-0"), RecordType::A)) == ["10.96.0.10"]);
+    let at = format!("server=\"dns://:{}\",zone=\".\",view=\"\"", server.addr.port());
+    let to = format!("to=\"{upstream}\"");
+    let series = [
+        format!("coredns_dns_requests_total{{{at},proto=\"udp\",family=\"1\",type=\"A\"}}"),
+        format!("coredns_dns_responses_total{{{at},rcode=\"NOERROR\",plugin=\"kubernetes\"}}"),
+        format!("coredns_dns_responses_total{{{at},rcode=\"NXDOMAIN\",plugin=\"kubernetes\"}}"),
+        format!("coredns_dns_responses_total{{{at},plugin=\"forward\",rcode=\"NOERROR\"}}"),
+        format!("coredns_dns_request_duration_seconds_count{{{at},type=\"\"}}"),
+        format!("coredns_cache_misses_total{{server=\"dns://:{}\",zones=\".\",view=\"\"}}", server.addr.port()),
+        format!("coredns_cache_hits_total{{server=\"dns://:{}\",type=\"\",zones=\".\",view=\"\"}}", server.addr.port()),
+        format!("coredns_forward_requests_total{{{to}}}"),
+        format!("coredns_forward_responses_total{{{to},rcode=\"NOERROR\"}}"),
+        format!("coredns_forward_request_duration_seconds_count{{{to}}}"),
+    ];
+    let scrape = || series.iter().map(|s| metric(http, s)).collect::<Vec<f64>>();
+    // The queries above are published once the workers idle (100 ms): let them.
+    std::thread::sleep(Duration::from_millis(500));
+    let before = scrape();
+
+    for _ in 0..3 {
+        assert_eq!(addresses(&ask(server.addr, &svc("svc-0"), RecordType::A)), ["10.96.0.10"]);
+    }
+    assert_eq!(rcode(&ask(server.addr, &svc("nope"), RecordType::A)), ResponseCode::NXDomain);
+    for _ in 0..2 {
+        assert_eq!(addresses(&ask(server.addr, "other.example.test.", RecordType::A)), ["192.0.2.21"]);
+    }
+    // 6 A queries; 3 NOERROR and 1 NXDOMAIN from the cluster, timed; 2 forwarded, 1 sent upstream.
+    // (Workers publish their counts when idle.)
+    let expected = [6.0, 3.0, 1.0, 2.0, 4.0, 1.0, 1.0, 1.0, 1.0, 1.0];
+    let moved = || scrape().iter().zip(&before).map(|(a, b)| a - b).collect::<Vec<f64>>();
+    eventually("the counts of the queries", Duration::from_secs(5), || moved() == expected);
+    let text = support::server::http_get(http, "/metrics").1;
+    assert!(text.contains("# TYPE coredns_kubernetes_dns_programming_duration_seconds histogram"), "{text}");
+    assert_eq!(text.matches("# EOF").count(), 1);
+
+    // Off by default.
+    let plain = start(dir.path(), &["--http", "127.0.0.1:0"]);
+    assert!(!support::server::http_get(plain.http_addr(), "/metrics").1.contains("coredns_"));
 }

@@ -187,6 +187,34 @@ impl Default for QueryStats {
     }
 }
 
+// === impl QueryStats ===
+
+impl QueryStats {
+    /// Queries received so far: (transport, query type, count), for other views of the same
+    /// counts (`crate::coredns_metrics`).
+    pub fn requests(&self) -> impl Iterator<Item = (&'static str, &'static str, u64)> + '_ {
+        PROTOS.iter().enumerate().flat_map(move |(p, proto)| {
+            TYPES
+                .iter()
+                .enumerate()
+                .map(move |(t, (_, name))| (*proto, *name, self.requests[p][t].load(Ordering::Relaxed)))
+        })
+    }
+
+    /// Responses from our zones so far: (rcode, count).
+    pub fn responses(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        RCODES.iter().zip(&self.responses).map(|(rcode, n)| (*rcode, n.load(Ordering::Relaxed)))
+    }
+
+    /// The local-answer latency histogram: (upper bound in seconds, count) per bucket, and the
+    /// sum in seconds.
+    pub fn latency(&self) -> (Vec<(f64, u64)>, f64) {
+        let bounds = LATENCY_NS.iter().map(|&ns| ns as f64 / 1e9).chain([f64::INFINITY]);
+        let buckets = bounds.zip(self.latency.iter().map(|n| n.load(Ordering::Relaxed))).collect();
+        (buckets, self.latency_sum_ns.load(Ordering::Relaxed) as f64 / 1e9)
+    }
+}
+
 /// The query counters as a prometheus-client collector, read from the shared atomics at each
 /// scrape: counting stays a plain integer add per query on the hot path (see [`LocalStats`]),
 /// and `/metrics` has one registry and one encoder.
