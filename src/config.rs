@@ -92,6 +92,16 @@ pub enum Command {
     /// Ask a running server why a name answers what it answers: the answer, the Service, each
     /// EndpointSlice endpoint with its conditions and Pod, and what was left out and why.
     Explain(ExplainArgs),
+    /// Print the `serve --config` file equivalent to a CoreDNS Corefile (kubeadm's, the Helm
+    /// chart's, k3s's, OpenShift's), or fail naming the first line headless-dns cannot honour.
+    FromCorefile(FromCorefileArgs),
+}
+
+/// Arguments of `from-corefile`.
+#[derive(Debug, Args)]
+pub struct FromCorefileArgs {
+    /// The Corefile (`kubectl -n kube-system get configmap coredns -o jsonpath='{.data.Corefile}'`).
+    pub file: PathBuf,
 }
 
 /// Arguments of `explain`.
@@ -254,6 +264,21 @@ pub struct ServeArgs {
     /// zone (`10.in-addr.arpa`) gets the reverse names the cluster does not know.
     #[arg(long = "forward", value_name = "ZONE=ADDR[,ADDR…]")]
     pub forward: Vec<String>,
+
+    /// Which of several upstreams is asked first: `fastest` (by the answers so far), `sequential`
+    /// (in the order given), `round-robin` (each in turn); CoreDNS `forward { policy }`.
+    #[arg(long, value_enum, default_value_t = crate::forward::Policy::Fastest)]
+    pub forward_policy: crate::forward::Policy,
+
+    /// Keep forwarded positive answers cached at most this many seconds, capping their TTLs
+    /// (CoreDNS `cache SECONDS`) [default: as the upstream says, up to a day].
+    #[arg(long, value_name = "SECONDS")]
+    pub cache_max_ttl: Option<u64>,
+
+    /// The same for negative answers (CoreDNS `cache { denial CAPACITY SECONDS }`)
+    /// [default: as the upstream says, up to a day].
+    #[arg(long, value_name = "SECONDS")]
+    pub cache_max_negative_ttl: Option<u64>,
 
     /// Answer reverse names (`in-addr.arpa`, `ip6.arpa`) of addresses the cluster does not know
     /// NXDOMAIN, instead of forwarding them upstream (CoreDNS without `fallthrough in-addr.arpa
@@ -423,6 +448,8 @@ pub struct Config {
     pub stale: crate::stale::StaleOptions,
     /// `--coredns-metrics`: also the CoreDNS metric names.
     pub coredns_metrics: bool,
+    /// `--forward-policy`, `--cache-max-ttl`, `--cache-max-negative-ttl`.
+    pub forward: crate::forward::ForwardOptions,
     /// Networks allowed to transfer zones.
     pub transfer_to: Vec<ipnet::IpNet>,
     /// Secondaries to NOTIFY of changes.
@@ -457,6 +484,7 @@ impl Config {
             hosts: None,
             stale: crate::stale::StaleOptions::default(),
             coredns_metrics: false,
+            forward: crate::forward::ForwardOptions::default(),
             transfer_to: Vec::new(),
             notify: Vec::new(),
             notify_delay: crate::notify::DEFAULT_DELAY,
@@ -610,6 +638,11 @@ impl ServeArgs {
             reverse_fallthrough: !self.no_reverse_fallthrough,
             stale: crate::stale::StaleOptions { serve_stale: self.serve_stale, prefetch: self.prefetch },
             coredns_metrics: self.coredns_metrics,
+            forward: crate::forward::ForwardOptions {
+                policy: self.forward_policy,
+                max_ttl: self.cache_max_ttl.map(Duration::from_secs),
+                max_negative_ttl: self.cache_max_negative_ttl.map(Duration::from_secs),
+            },
             hosts: self.hosts.clone().map(|path| HostsConfig {
                 path,
                 ttl: self.hosts_ttl,

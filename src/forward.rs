@@ -29,7 +29,9 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use hickory_proto::op::{DnsRequest, DnsResponse, Query, ResponseCode};
 use hickory_proto::rr::{Name, Record, RecordType};
-use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ProtocolConfig, ResolveHosts, ResolverConfig};
+use hickory_resolver::config::{
+    ConnectionConfig, NameServerConfig, ProtocolConfig, ResolveHosts, ResolverConfig, ServerOrderingStrategy,
+};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::xfer::{DnsExchange, DnsHandle};
 use hickory_resolver::net::{DnsError, NetError};
@@ -70,6 +72,29 @@ pub struct Stub {
     pub upstreams: Vec<SocketAddr>,
 }
 
+/// `--forward-policy`: which upstream of a set is asked first (CoreDNS `forward { policy }`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Policy {
+    /// The one answering fastest so far (hickory-resolver's query statistics).
+    #[default]
+    Fastest,
+    /// In the order given (CoreDNS `sequential`).
+    Sequential,
+    /// Each in turn (CoreDNS `round_robin`).
+    RoundRobin,
+}
+
+/// How every set of upstreams is asked and cached.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ForwardOptions {
+    /// Which upstream first.
+    pub policy: Policy,
+    /// `--cache-max-ttl`: cache positive answers (and cap their TTLs) at most this long.
+    pub max_ttl: Option<Duration>,
+    /// `--cache-max-negative-ttl`: the same for negative answers.
+    pub max_negative_ttl: Option<Duration>,
+}
+
 /// Forwards queries to upstream resolvers: the stub domain whose zone is the longest match of
 /// the name, else the default upstreams (if any).
 pub struct Forwarder {
@@ -100,18 +125,23 @@ struct Route {
 impl Forwarder {
     /// A forwarder to `upstreams` (the name servers of `/etc/resolv.conf` when empty; none at all
     /// when `None`) and to the stub domains, counting into `metrics`.
-    pub fn new(upstreams: Option<&[SocketAddr]>, stubs: &[Stub], metrics: ForwardMetrics) -> Result<Forwarder, Error> {
+    pub fn new(
+        upstreams: Option<&[SocketAddr]>,
+        stubs: &[Stub],
+        opts: ForwardOptions,
+        metrics: ForwardMetrics,
+    ) -> Result<Forwarder, Error> {
         let mut routes = Vec::new();
         for stub in stubs {
             let zone = Name::from_ascii(stub.zone.to_dotted()).map_err(|e| Error::Build(NetError::from(e)))?;
-            routes.push(Route::new(zone, stub.upstreams.clone(), &metrics)?);
+            routes.push(Route::new(zone, stub.upstreams.clone(), opts, &metrics)?);
         }
         if let Some(upstreams) = upstreams {
             let upstreams = if upstreams.is_empty() { system_upstreams()? } else { upstreams.to_vec() };
             if upstreams.is_empty() {
                 return Err(Error::NoUpstream);
             }
-            routes.push(Route::new(Name::root(), upstreams, &metrics)?);
+            routes.push(Route::new(Name::root(), upstreams, opts, &metrics)?);
         }
         routes.sort_by_key(|r| std::cmp::Reverse(r.zone.num_labels()));
         let reverse_zones =
@@ -259,7 +289,12 @@ impl Forwarder {
 
 impl Route {
     /// A resolver for the names in `zone`, asking `upstreams`.
-    fn new(zone: Name, upstreams: Vec<SocketAddr>, metrics: &ForwardMetrics) -> Result<Route, Error> {
+    fn new(
+        zone: Name,
+        upstreams: Vec<SocketAddr>,
+        fwd: ForwardOptions,
+        metrics: &ForwardMetrics,
+    ) -> Result<Route, Error> {
         let mut config = ResolverConfig::from_parts(None, vec![], vec![]);
         for addr in &upstreams {
             let mut ns = NameServerConfig::udp_and_tcp(addr.ip());
@@ -278,6 +313,13 @@ impl Route {
         opts.attempts = 1;
         opts.cache_size = 10_000;
         opts.preserve_intermediates = true;
+        opts.server_ordering_strategy = match fwd.policy {
+            Policy::Fastest => ServerOrderingStrategy::QueryStatistics,
+            Policy::Sequential => ServerOrderingStrategy::UserProvidedOrder,
+            Policy::RoundRobin => ServerOrderingStrategy::RoundRobin,
+        };
+        opts.positive_max_ttl = fwd.max_ttl;
+        opts.negative_max_ttl = fwd.max_negative_ttl;
         // opts.edns_payload_len: hickory's default, 1232 (DNS Flag Day 2020), is ours too.
         // The resolver registers its cache counters while it is built: bind them to ours.
         let resolver =

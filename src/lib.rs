@@ -26,6 +26,7 @@
 pub mod cluster;
 pub mod config;
 pub mod coredns_metrics;
+pub mod corefile;
 pub mod dns;
 pub mod explain;
 pub mod forward;
@@ -180,11 +181,16 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         None => None,
     };
     let forwarder = if config.upstream.is_some() || !config.stubs.is_empty() || hosts.is_some() {
-        let forwarder = forward::Forwarder::new(config.upstream.as_deref(), &config.stubs, metrics.forward.clone())?
-            .with_hosts(hosts.clone())
-            .with_stale(config.stale)
-            .with_answer_counter(forwarded_rcodes.clone())
-            .with_reverse_fallthrough(config.reverse_fallthrough);
+        let forwarder = forward::Forwarder::new(
+            config.upstream.as_deref(),
+            &config.stubs,
+            config.forward,
+            metrics.forward.clone(),
+        )?
+        .with_hosts(hosts.clone())
+        .with_stale(config.stale)
+        .with_answer_counter(forwarded_rcodes.clone())
+        .with_reverse_fallthrough(config.reverse_fallthrough);
         for (zone, upstreams) in forwarder.stubs() {
             tracing::info!(%zone, ?upstreams, "forwarding a stub domain");
         }

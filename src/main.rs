@@ -44,6 +44,7 @@ async fn main() -> anyhow::Result<()> {
             let text = explain(&args.server, &args.name, &args.rtype)?;
             print!("{text}");
         }
+        Command::FromCorefile(args) => print!("{}", headless_dns::corefile::convert_file(&args.file)?),
         Command::Serve(args) => {
             init_logging(args.log_format, &args.log_level)?;
             let config = args.to_config()?;

@@ -59,6 +59,9 @@ fn help_explains_every_flag() {
         "--serve-stale",
         "--prefetch",
         "--coredns-metrics",
+        "--forward-policy",
+        "--cache-max-ttl",
+        "--cache-max-negative-ttl",
         "--log-format",
         "--log-level",
     ] {

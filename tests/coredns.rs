@@ -575,3 +575,82 @@ fn coredns_metric_names_count_real_queries() {
     let plain = start(dir.path(), &["--http", "127.0.0.1:0"]);
     assert!(!support::server::http_get(plain.http_addr(), "/metrics").1.contains("coredns_"));
 }
+
+/// `headless-dns from-corefile FILE`: (success, stdout, stderr).
+fn from_corefile(file: &Path) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_headless-dns")).arg("from-corefile").arg(file).output();
+    let out = out.unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+#[test]
+fn from_corefile_converts_the_common_corefiles_into_configs_that_serve() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/corefile");
+    let dir = tempfile::tempdir().unwrap();
+    small_cluster(dir.path());
+    std::fs::write(dir.path().join("NodeHosts"), "192.168.1.10 node-0\n").unwrap();
+    let hosts = dir.path().join("NodeHosts").display().to_string();
+    // (fixture, TTL of answers and of negative answers, what else the config must say)
+    for (name, ttl, says) in [
+        ("kubeadm", 30, &["loadbalance: round-robin", "cache-max-ttl: 30", "lameduck: 5s"][..]),
+        ("helm", 30, &["coredns-metrics: true", "pods: insecure"]),
+        ("k3s", 5, &["hosts: \"/etc/coredns/NodeHosts\"", "hosts-ttl: 60", "hosts-reload: 15s"]),
+        (
+            "openshift",
+            5,
+            &["forward-policy: sequential", "forward: [\"example.test=127.0.0.1:9\"]", "max-udp-size: 1232"],
+        ),
+    ] {
+        let (ok, config, err) = from_corefile(&fixtures.join(format!("{name}.Corefile")));
+        assert!(ok, "{name}: {err}");
+        for line in says {
+            assert!(config.lines().any(|l| l.starts_with(line)), "{name}: no {line:?} in\n{config}");
+        }
+        let file = dir.path().join(format!("{name}.yaml"));
+        std::fs::write(&file, &config).unwrap();
+        let file = file.display().to_string();
+        // Started as produced, but on loopback, from files, without the machine's resolvers and
+        // (k3s) with a NodeHosts of the test's.
+        let server = serve(dir.path(), &["--config", &file, "--hosts", &hosts]);
+        let resp = ask(server.addr, &svc("svc-0"), RecordType::A);
+        assert_eq!(zone_lines(&resp.answers), [format!("svc-0.ns-0.svc.cluster.local. {ttl} IN A 10.96.0.10")]);
+        let resp = ask(server.addr, &svc("nope"), RecordType::A);
+        assert_eq!(resp.authorities.first().map(|r| r.ttl), Some(ttl), "{name}: negative TTL");
+        if name == "k3s" {
+            assert_eq!(
+                zone_lines(&ask(server.addr, "node-0.", RecordType::A).answers),
+                ["node-0. 60 IN A 192.168.1.10"]
+            );
+        }
+    }
+}
+
+#[test]
+fn from_corefile_refuses_what_it_cannot_honour_naming_the_line() {
+    let kubeadm =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/corefile/kubeadm.Corefile"))
+            .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("Corefile");
+    for (change, line, says) in [
+        (
+            ("    errors\n", "    errors\n    rewrite name foo.example bar.example\n"),
+            3,
+            "`rewrite name foo.example bar.example`",
+        ),
+        (
+            ("    errors\n", "    errors\n    template IN A example.test {\n      answer x\n    }\n"),
+            3,
+            "`template IN A example.test`",
+        ),
+        (("       fallthrough in-addr.arpa ip6.arpa\n", "       fallthrough\n"), 9, "only reverse names fall through"),
+        (("       max_concurrent 1000\n", "       force_tcp\n"), 14, "`force_tcp`"),
+        (("    loop\n", "    log\n"), 20, "queries are not logged"),
+    ] {
+        assert!(kubeadm.contains(change.0));
+        std::fs::write(&file, kubeadm.replacen(change.0, change.1, 1)).unwrap();
+        let (ok, out, err) = from_corefile(&file);
+        assert!(!ok && out.is_empty(), "{change:?} was accepted:\n{out}");
+        assert!(err.contains(&format!("{}:{line}: ", file.display())) && err.contains(says), "{change:?}: {err}");
+    }
+}
