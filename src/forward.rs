@@ -111,6 +111,9 @@ pub struct Forwarder {
     memory: Option<Arc<crate::stale::Memory>>,
     /// `--coredns-metrics`: responses to forwarded queries by rcode.
     answered: Option<Family<RcodeLabel, Counter>>,
+    /// `--cache-max-negative-ttl`: also the cap of a negative answer's SOA TTL (hickory caps how
+    /// long it keeps the answer; CoreDNS's cache caps the TTLs it answers with too).
+    max_negative_ttl: Option<u32>,
 }
 
 /// One set of upstreams, with its own resolver (and so its own cache) and loop probe.
@@ -154,6 +157,7 @@ impl Forwarder {
             reverse_zones,
             memory: None,
             answered: None,
+            max_negative_ttl: opts.max_negative_ttl.map(|d| d.as_secs().min(u64::from(u32::MAX)) as u32),
         })
     }
 
@@ -263,7 +267,15 @@ impl Forwarder {
             Ok(Err(NetError::Dns(DnsError::NoRecordsFound(none)))) => Resolved {
                 rcode: none.response_code,
                 answers: Vec::new(),
-                authorities: none.soa.map(|soa| soa.into_record_of_rdata()).into_iter().collect(),
+                authorities: none
+                    .soa
+                    .map(|soa| soa.into_record_of_rdata())
+                    .map(|mut soa| {
+                        soa.ttl = soa.ttl.min(self.max_negative_ttl.unwrap_or(u32::MAX));
+                        soa
+                    })
+                    .into_iter()
+                    .collect(),
             },
             Ok(Err(error)) => {
                 tracing::debug!(name = %question.name(), %error, "upstream failed");

@@ -654,3 +654,25 @@ fn from_corefile_refuses_what_it_cannot_honour_naming_the_line() {
         assert!(err.contains(&format!("{}:{line}: ", file.display())) && err.contains(says), "{change:?}: {err}");
     }
 }
+
+#[test]
+fn cache_max_ttl_caps_forwarded_ttls_as_coredns_cache_does() {
+    if !require_tool("knotd") {
+        return;
+    }
+    let knot = knot_with_short_ttl();
+    let dir = tempfile::tempdir().unwrap();
+    small_cluster(dir.path());
+    let upstream = knot.addr.to_string();
+    let capped =
+        serve(dir.path(), &["--upstream", &upstream, "--cache-max-ttl", "30", "--cache-max-negative-ttl", "7"]);
+    let plain = serve(dir.path(), &["--upstream", &upstream]);
+    // Knot says 300 for the address and 60 for the negative answer's SOA.
+    let ttls = |dns| {
+        let positive = ask(dns, "other.example.test.", RecordType::A).answers.first().map(|r| r.ttl);
+        let negative = ask(dns, "nope.example.test.", RecordType::A).authorities.first().map(|r| r.ttl);
+        (positive, negative)
+    };
+    assert_eq!(ttls(plain.addr), (Some(300), Some(60)));
+    assert_eq!(ttls(capped.addr), (Some(30), Some(7)));
+}
