@@ -6,6 +6,10 @@
 //!  TCP connection ─────────await──────────────────────────────────┘   (response cache)
 //! ```
 //!
+//! Each set of upstreams is a route with its own resolver: the stub domains (`--forward ZONE=…`,
+//! longest zone first) and the default upstreams (the root zone). The hosts file (`--hosts`) is
+//! asked before any of them; reverse names reach them only with fallthrough.
+//!
 //! hickory-resolver does the upstream work (UDP with TCP fallback, retries across servers, a
 //! positive and negative response cache honouring TTLs); we only turn its result into a response
 //! to the client's question. Failures become SERVFAIL within the upstream timeout, never a hang.

@@ -15,8 +15,11 @@
 //!   ready-to-send answers name by name ([`index::Writer`] → [`index::Index`]).
 //! - [`dns`] parses queries, splices stored answers behind the client's question, and serves
 //!   UDP and TCP.
-//! - [`forward`] answers names outside the zones through upstreams; [`dns::transfer`] and [`notify`]
-//!   keep secondaries in step (AXFR, NOTIFY).
+//! - [`forward`] answers names outside the zones through upstreams (stub domains included), after
+//!   [`hosts`] (`--hosts`); [`stale`] adds serve-stale and prefetch to its cache.
+//! - [`dns::transfer`] and [`notify`] keep secondaries in step (AXFR, NOTIFY).
+//! - [`coredns_metrics`] exposes the counters under CoreDNS's names; [`corefile`] converts a
+//!   Corefile into a configuration file (`from-corefile`).
 
 // `deny`, not `forbid`: dns::mmsg (recvmmsg/sendmmsg, measured faster) is the library's one
 // exception; the binary's is jemalloc's configuration (src/main.rs).
