@@ -265,8 +265,9 @@ pub struct ServeArgs {
     #[arg(long = "forward", value_name = "ZONE=ADDR[,ADDR…]")]
     pub forward: Vec<String>,
 
-    /// Which of several upstreams is asked first: `fastest` (by the answers so far), `sequential`
-    /// (in the order given), `round-robin` (each in turn); CoreDNS `forward { policy }`.
+    /// Which of several upstreams is asked: `fastest` (by the answers so far; two at once, the
+    /// first answer wins), `sequential` (in the order given, the next only on failure),
+    /// `round-robin` (each in turn, one at a time); CoreDNS `forward { policy }`.
     #[arg(long, value_enum, default_value_t = crate::forward::Policy::Fastest)]
     pub forward_policy: crate::forward::Policy,
 

@@ -79,7 +79,8 @@ pub struct Stub {
 /// `--forward-policy`: which upstream of a set is asked first (CoreDNS `forward { policy }`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum Policy {
-    /// The one answering fastest so far (hickory-resolver's query statistics).
+    /// The one answering fastest so far (hickory-resolver's query statistics), two asked at once
+    /// and the first answer taken.
     #[default]
     Fastest,
     /// In the order given (CoreDNS `sequential`).
@@ -334,6 +335,11 @@ impl Route {
             Policy::Sequential => ServerOrderingStrategy::UserProvidedOrder,
             Policy::RoundRobin => ServerOrderingStrategy::RoundRobin,
         };
+        if fwd.policy != Policy::Fastest {
+            // One upstream at a time, the next only on failure (hickory asks two at once by
+            // default and takes the first answer, which would make any order moot).
+            opts.num_concurrent_reqs = 1;
+        }
         opts.positive_max_ttl = fwd.max_ttl;
         opts.negative_max_ttl = fwd.max_negative_ttl;
         // opts.edns_payload_len: hickory's default, 1232 (DNS Flag Day 2020), is ours too.

@@ -676,3 +676,27 @@ fn cache_max_ttl_caps_forwarded_ttls_as_coredns_cache_does() {
     assert_eq!(ttls(plain.addr), (Some(300), Some(60)));
     assert_eq!(ttls(capped.addr), (Some(30), Some(7)));
 }
+
+#[test]
+fn forward_policy_sequential_asks_the_first_upstream_first() {
+    if !require_tool("knotd") {
+        return;
+    }
+    // Two upstreams that answer every name under example.test, each with its own address.
+    let first = Knot::authoritative(&[("example.test", "* IN A 192.0.2.1\n")]);
+    let second = Knot::authoritative(&[("example.test", "* IN A 192.0.2.2\n")]);
+    let dir = tempfile::tempdir().unwrap();
+    small_cluster(dir.path());
+    let (a, b) = (first.addr.to_string(), second.addr.to_string());
+    let answers = |policy: &str| {
+        let server = serve(dir.path(), &["--upstream", &a, "--upstream", &b, "--forward-policy", policy]);
+        let mut seen: Vec<String> = (0..12)
+            .flat_map(|i| addresses(&ask(server.addr, &format!("name-{i}.example.test."), RecordType::A)))
+            .collect();
+        seen.sort();
+        seen.dedup();
+        seen
+    };
+    assert_eq!(answers("sequential"), ["192.0.2.1"]);
+    assert_eq!(answers("round-robin"), ["192.0.2.1", "192.0.2.2"]);
+}
