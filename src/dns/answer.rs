@@ -213,6 +213,7 @@ impl Responder {
     /// Writes the response to a well-formed question (or, with `forward`, leaves a name outside
     /// the served zones to the caller). A CNAME into the served zones (an ExternalName Service
     /// naming another Service) is followed by its target's records (`dns/slow.rs`, `chase`).
+    #[inline]
     pub fn answer(&self, q: &Question<'_>, transport: Transport, out: &mut [u8], caps: Caps) -> Outcome {
         self.answer_inner(q, transport, out, caps, true)
     }
