@@ -3,7 +3,8 @@
 //! Reads what `kubectl get svc,endpointslices,pods,namespaces -A -o yaml` writes, or hand-written
 //! manifests: multi-document YAML (or JSON), `kind: List`, a single file or a directory of
 //! `*.yaml`/`*.yml`/`*.json` files (not recursive, hidden files skipped, as `kubectl apply -f DIR`).
-//! Namespace, Service, EndpointSlice (`discovery.k8s.io/v1`) and Pod are read; other kinds are
+//! Namespace, Service, EndpointSlice (`discovery.k8s.io/v1`) and Pod are read (and ServiceImports,
+//! by `cluster::mcs`, which also takes the EndpointSlices labelled for a cluster set); other kinds are
 //! ignored, and so are Pods unless `--pods verified` needs them (as the Kubernetes source watches
 //! them only then: a `kubectl get pods -A` dump of a large cluster would otherwise be held for
 //! nothing).
@@ -115,6 +116,8 @@ fn manifest_files(path: &Path) -> Result<Vec<PathBuf>> {
 /// Parses every document of a manifest file. A YAML error fails the whole file; an object that
 /// cannot be used is skipped with a warning naming it.
 pub fn parse_manifests(text: &str, path: &Path) -> Result<Vec<Object>> {
+    // ServiceImports and cluster-set EndpointSlices (`--multicluster-zone`) are read by their own.
+    let (cluster_set, claimed) = crate::cluster::mcs::read_manifests(text, path);
     let mut objects = Vec::new();
     for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
         let document = i + 1;
@@ -125,9 +128,11 @@ pub fn parse_manifests(text: &str, path: &Path) -> Result<Vec<Object>> {
             source,
         })?;
         if let Field::Present(manifest) = manifest {
-            collect(manifest, path, document, &mut objects);
+            collect(manifest, path, document, &mut objects, &claimed);
         }
     }
+    objects.retain(|o| !claimed.contains(&o.object_ref()));
+    objects.extend(cluster_set);
     Ok(objects)
 }
 
@@ -194,7 +199,7 @@ fn display_name(kind: &str, meta: &api::Meta) -> String {
     }
 }
 
-fn collect(doc: Manifest, path: &Path, document: usize, out: &mut Vec<Object>) {
+fn collect(doc: Manifest, path: &Path, document: usize, out: &mut Vec<Object>, claimed: &[ObjectRef]) {
     let Manifest { api_version, kind, metadata, spec, status, address_type, endpoints, ports, items } = doc;
     let kind = kind.as_str().unwrap_or_default();
     let api_version = api_version.as_str().unwrap_or_default();
@@ -203,7 +208,7 @@ fn collect(doc: Manifest, path: &Path, document: usize, out: &mut Vec<Object>) {
         match items {
             Field::Present(items) => {
                 for item in items {
-                    collect(item, path, document, out);
+                    collect(item, path, document, out, claimed);
                 }
             }
             Field::Wrong(wrong) => tracing::warn!(
@@ -242,6 +247,8 @@ fn collect(doc: Manifest, path: &Path, document: usize, out: &mut Vec<Object>) {
     };
     match projected {
         Ok(obj) => out.push(obj),
+        // A cluster-set EndpointSlice, not the cluster zone's.
+        Err((_, metadata)) if kind == "EndpointSlice" && crate::cluster::mcs::claims(claimed, &metadata.object) => {}
         Err((error, metadata)) => {
             tracing::warn!(object = %display_name(kind, &metadata), at = %where_(), reason = %error.reason, "skipping object")
         }
