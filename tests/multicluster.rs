@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType::{self, *};
-use support::dns::{addresses, ask, rcode, zone_lines};
+use support::dns::{addresses, ask, rcode, require_tool, zone_lines};
 use support::fake_api::FakeApiServer;
+use support::knot::{Knot, free_port};
 use support::objects::*;
 use support::server::{BinaryServer, eventually};
 use support::watchdog::Watchdog;
@@ -231,6 +232,45 @@ fn the_specifications_examples() {
     let logs = server.startup_logs.join("\n");
     for skipped in ["ServiceImport test/bad", "spec.ips: invalid type", "EndpointSlice test/orphan", SOURCE_CLUSTER] {
         assert!(logs.contains(skipped), "a warning naming {skipped:?}:\n{logs}");
+    }
+}
+
+/// The zone is a served zone like the cluster's: a real Knot secondary transfers it (AXFR) and
+/// answers what the primary answers.
+#[test]
+fn a_knot_secondary_serves_the_transferred_cluster_set_zone() {
+    if !require_tool("knotd") {
+        return;
+    }
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/clusterset.yaml");
+    let flags = ["--multicluster-zone", "clusterset.local", "--transfer-to", "127.0.0.0/8"];
+    let primary = BinaryServer::file(&fixture, &flags);
+    primary.wait_for_log("initial state published", Duration::from_secs(10)).expect("served");
+    let knot = Knot::secondary_of("clusterset.local", free_port(), primary.addr);
+    let probe = "myservice.test.svc.clusterset.local.";
+    eventually("the secondary has the zone", Duration::from_secs(15), || {
+        support::dns::udp_raw(
+            knot.addr,
+            &support::dns::query_message(probe, A, None).to_vec().unwrap(),
+            Duration::from_millis(300),
+        )
+        .and_then(|r| hickory_proto::op::Message::from_vec(&r).ok())
+        .is_some_and(|m| !m.answers.is_empty())
+    });
+    for (name, rtype) in [
+        (probe, AAAA),
+        ("headless.test.svc.clusterset.local.", A),
+        ("my-pet-2.clusterB.headless.test.svc.clusterset.local.", A),
+        ("_https._tcp.headless.test.svc.clusterset.local.", SRV),
+        ("dns-version.clusterset.local.", TXT),
+        ("clusterA.headless.test.svc.clusterset.local.", A),
+        ("my-pet-4.clusterB.headless.test.svc.clusterset.local.", A),
+    ] {
+        let (ours, theirs) = (ask(primary.addr, name, rtype), ask(knot.addr, name, rtype));
+        let (mut a, mut b) = (zone_lines(&ours.answers), zone_lines(&theirs.answers));
+        a.sort();
+        b.sort();
+        assert_eq!((rcode(&ours), a), (rcode(&theirs), b), "{name} {rtype}");
     }
 }
 
