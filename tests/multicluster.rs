@@ -10,6 +10,7 @@ use std::time::Duration;
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType::{self, *};
 use support::dns::{addresses, ask, rcode, require_tool, zone_lines};
+use support::envtest::{ControlPlane, apply_value, wait_for};
 use support::fake_api::FakeApiServer;
 use support::knot::{Knot, free_port};
 use support::objects::*;
@@ -418,4 +419,69 @@ fn without_the_flag_nothing_is_watched() {
     assert_eq!(api.list_requests("ServiceImport"), 0);
     let logs = server.drain_logs().join("\n");
     assert!(!logs.contains("db-cluster-a"), "the cluster-set slice is not the cluster zone's: {logs}");
+}
+
+/// The ServiceImport CRD as mcs-api installs it before v1beta1: v1alpha1 only (the schema is not
+/// what this test is about: the server must find the version that is served).
+const CRD_V1ALPHA1: &str = r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: serviceimports.multicluster.x-k8s.io}
+spec:
+  group: multicluster.x-k8s.io
+  scope: Namespaced
+  names: {kind: ServiceImport, listKind: ServiceImportList, plural: serviceimports, singular: serviceimport}
+  versions:
+  - name: v1alpha1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}
+"#;
+
+/// Against a real kube-apiserver (`$KUBEBUILDER_ASSETS`): with only the v1alpha1 CRD the server
+/// falls back to it and serves the imports; with `deploy/rbac.yaml`'s ServiceAccount, which may not
+/// read ServiceImports, it warns once and serves the cluster zone.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_real_api_server_with_the_v1alpha1_crd_and_without_the_rbac() {
+    let Some(plane) = ControlPlane::start("mcs").await else { return };
+    plane.apply_yaml(CRD_V1ALPHA1, false).await.expect("the CRD applies");
+    let rbac =
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/rbac.yaml")).unwrap();
+    plane.apply_yaml(&rbac, false).await.expect("rbac.yaml applies");
+    let client = plane.client().await;
+    let import = mk_service_import("v1alpha1", "default", "db", "Headless", &[], DB);
+    wait_for("the CRD to be served", Duration::from_secs(20), || {
+        let (client, import) = (client.clone(), import.clone());
+        async move { apply_value(&client, import, false).await.ok() }
+    })
+    .await;
+    let slice = mk_cluster_slice(
+        "default",
+        "db-cluster-a",
+        "db",
+        "cluster-a",
+        "IPv4",
+        DB,
+        &[Ep::new("10.1.0.1").hostname("db-0")],
+    );
+    apply_value(&client, slice, false).await.expect("the cluster-set slice applies");
+    apply_value(&client, mk_service("default", "api", "10.96.0.50", &[("http", 80, "TCP")]), false)
+        .await
+        .expect("the Service applies");
+
+    let admin = BinaryServer::kube(plane.kubeconfig(), &["--multicluster-zone", "clusterset.local"]);
+    let watching = admin.wait_for_log("watching ServiceImports", Duration::from_secs(20)).expect("a watch");
+    assert!(watching.contains("v1alpha1"), "{watching}");
+    expect(admin.addr, "db-0.cluster-a.db.default.svc.clusterset.local.", &["10.1.0.1"]);
+    expect(admin.addr, "db.default.svc.clusterset.local.", &["10.1.0.1"]);
+
+    let kubeconfig = plane.service_account_kubeconfig("kube-system", "headless-dns").await;
+    let limited = BinaryServer::kube(&kubeconfig, &["--multicluster-zone", "clusterset.local"]);
+    let warning = limited.wait_for_log("cannot watch ServiceImports", Duration::from_secs(20)).expect("a warning");
+    assert!(warning.contains("not allowed to list them"), "{warning}");
+    assert!(warning.contains("serviceimports.multicluster.x-k8s.io"), "{warning}");
+    expect(limited.addr, "api.default.svc.cluster.local.", &["10.96.0.50"]);
+    // Without its ServiceImport, a cluster-set EndpointSlice makes no name.
+    expect(limited.addr, "db-0.cluster-a.db.default.svc.clusterset.local.", &[]);
 }

@@ -329,9 +329,7 @@ impl Watch {
         loop {
             let wait = match import_resource(&client, namespace.as_deref()).await {
                 Ok(Ok(resource)) => {
-                    if missing {
-                        tracing::info!(version = %resource.version, "ServiceImport CRD found; watching ServiceImports");
-                    }
+                    tracing::info!(version = %resource.version, watch = %self.name, "watching ServiceImports");
                     let api = dynamic(client, namespace.as_deref(), &resource);
                     let project = |o: &mut DynamicObject| mcs::project_import(&o.metadata, &o.data).map(Object::Import);
                     return self.run(api, watcher::Config::default(), project).await;
