@@ -323,7 +323,7 @@ fn churn_through_the_api_server_never_flaps_unchanged_names() {
     ]);
     let dir = tempfile::tempdir().unwrap();
     let server = kube_server(&api, &dir);
-    let dns = server.addr;
+    let (dns, http) = (server.addr, server.http_addr());
     let service = format!("db.{NS_0}.svc.clusterset.local.");
     expect(dns, &service, &["10.1.0.1", "10.1.0.2", "10.2.0.1", "10.2.0.2"]);
     let api_name = format!("api.{NS_0}.svc.clusterset.local.");
@@ -345,6 +345,18 @@ fn churn_through_the_api_server_never_flaps_unchanged_names() {
     expect(dns, &pet(0, "cluster-a"), &[]);
     let srv = ask(dns, &format!("_db._tcp.{service}"), SRV);
     assert_eq!(srv.answers.len(), 2, "SRV for cluster-b's two ready endpoints: {srv:?}");
+    // `explain` says why, from the cluster asked about only.
+    let (status, why) = support::server::http_get(http, &format!("/explain?name={}&type=A", pet(0, "cluster-a")));
+    assert_eq!(status, 200, "{why}");
+    for line in [
+        "answer: Non-Existent Domain",
+        "ServiceImport ns-0/db: Headless",
+        "EndpointSlice ns-0/db-cluster-a from cluster cluster-a (2 endpoints)",
+        "10.1.0.1 name=db-0 pod=- ready=false serving=false terminating=false → left out: not ready",
+    ] {
+        assert!(why.contains(line), "{line:?} in:\n{why}");
+    }
+    assert!(!why.contains("cluster-b"), "{why}");
     // …and come back.
     api.apply(db_slice("cluster-a", &a_pets));
     expect(dns, &pet(0, "cluster-a"), &["10.1.0.1"]);
