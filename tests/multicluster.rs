@@ -71,7 +71,9 @@ fn the_specifications_examples() {
     let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/clusterset.yaml");
     let flags = ["--multicluster-zone", "clusterset.local", "--ttl", "4", "--pods", "insecure"];
     let server = BinaryServer::file(&fixture, &flags);
-    server.wait_for_log("initial state published", Duration::from_secs(10)).expect("served");
+    let published = server.wait_for_log("initial state published", Duration::from_secs(10)).expect("served");
+    // Every object but the two broken ones.
+    assert!(published.contains("imports=5 cluster_set_slices=5"), "{published}");
     const MY_PETS: &[&str] = &[
         "_https._tcp.headless.test.svc.clusterset.local. 4 IN SRV 0 16 443 my-pet-1.clustera.headless.test.svc.clusterset.local.",
         "_https._tcp.headless.test.svc.clusterset.local. 4 IN SRV 0 16 443 my-pet-1.clusterb.headless.test.svc.clusterset.local.",
