@@ -232,6 +232,13 @@ fn the_specifications_examples() {
             ("stray.headless.test.svc.clusterset.local.", A, NxDomain),
         ],
     );
+    // The apex SOA is the zone's own, as in negative answers above.
+    let soa = zone_lines(&ask(server.addr, "clusterset.local.", SOA).answers);
+    assert!(
+        soa.len() == 1
+            && soa[0].starts_with("clusterset.local. 4 IN SOA ns.dns.clusterset.local. hostmaster.clusterset.local. "),
+        "{soa:?}"
+    );
     let logs = server.startup_logs.join("\n");
     for skipped in ["ServiceImport test/bad", "spec.ips: invalid type", "EndpointSlice test/orphan", SOURCE_CLUSTER] {
         assert!(logs.contains(skipped), "a warning naming {skipped:?}:\n{logs}");

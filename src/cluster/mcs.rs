@@ -230,7 +230,13 @@ pub fn project_cluster_slice(meta: &ObjectMeta, body: &Value) -> Result<ClusterS
         if addresses.is_empty() {
             continue;
         }
-        let hostname = ep.hostname.map(|h| h.to_ascii_lowercase()).filter(|h| dns_label(h));
+        let hostname = ep.hostname.map(|h| h.to_ascii_lowercase()).filter(|h| {
+            dns_label(h) || {
+                tracing::warn!(slice = %key, endpoint = i, hostname = %h,
+                    "endpoint hostname is not a DNS label; using its dashed-IP name");
+                false
+            }
+        });
         let c = ep.conditions.unwrap_or_default();
         let ready = c.ready.unwrap_or(true);
         let conditions =
