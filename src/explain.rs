@@ -271,19 +271,24 @@ fn verdict(ep: &Endpoint, this: bool, asked_for_endpoint: bool) -> &'static str 
 fn explain_ip(out: &mut String, model: &Model, ip: IpAddr) {
     let _ = writeln!(out, "  reverse name of {ip}");
     let mut found = false;
-    for (svc, slice, ep) in model.endpoints_with(ip) {
+    for (owner, cluster, slice, ep) in model.endpoints_with(ip) {
         found = true;
+        let owner = match cluster {
+            None => format!("Service {owner}"),
+            Some(cluster) => format!("ServiceImport {owner} from cluster {cluster}"),
+        };
         let _ = writeln!(
             out,
-            "    endpoint of Service {svc} in EndpointSlice {} (ready={}, hostname={:?})",
+            "    endpoint of {owner} in EndpointSlice {} (ready={}, hostname={:?})",
             slice.key,
             ep.ready,
             ep.hostname()
         );
     }
-    for svc in model.services_with_cluster_ip(ip) {
+    for (owner, import) in model.services_with_cluster_ip(ip) {
         found = true;
-        let _ = writeln!(out, "    cluster IP of Service {svc}");
+        let what = if import { "clusterset IP of ServiceImport" } else { "cluster IP of Service" };
+        let _ = writeln!(out, "    {what} {owner}");
     }
     if !found {
         let _ = writeln!(out, "    no Service or endpoint has this address: NXDOMAIN");

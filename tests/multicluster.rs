@@ -366,6 +366,18 @@ fn churn_through_the_api_server_never_flaps_unchanged_names() {
         assert!(why.contains(line), "{line:?} in:\n{why}");
     }
     assert!(!why.contains("cluster-b"), "{why}");
+    // …and who owns an address.
+    for (reverse, owner) in [
+        (
+            "1.0.2.10.in-addr.arpa.",
+            "endpoint of ServiceImport ns-0/db from cluster cluster-b in EndpointSlice ns-0/db-cluster-b",
+        ),
+        ("1.0.1.10.in-addr.arpa.", "endpoint of Service ns-0/db in EndpointSlice ns-0/db-local"),
+        ("1.0.42.10.in-addr.arpa.", "clusterset IP of ServiceImport ns-0/api"),
+    ] {
+        let (_, why) = support::server::http_get(http, &format!("/explain?name={reverse}&type=PTR"));
+        assert!(why.contains(owner), "{owner:?} in:\n{why}");
+    }
     // …and come back.
     api.apply(db_slice("cluster-a", &a_pets));
     expect(dns, &pet(0, "cluster-a"), &["10.1.0.1"]);

@@ -206,26 +206,35 @@ impl Model {
         self.pods.get(key).map(|s| &s.obj)
     }
 
-    /// Every endpoint with address `ip`: (Service key, slice, endpoint). A scan, for `explain`.
+    /// Every endpoint with address `ip`: (Service or ServiceImport key, the cluster of a
+    /// cluster-set slice, slice, endpoint). A scan, for `explain`.
     pub fn endpoints_with(
         &self,
         ip: std::net::IpAddr,
-    ) -> impl Iterator<Item = (ObjKey, &Slice, &super::object::Endpoint)> {
-        self.slices.by_key.values().flat_map(move |s| {
-            s.obj
+    ) -> impl Iterator<Item = (ObjKey, Option<&str>, &Slice, &super::object::Endpoint)> {
+        let local = self.slices.by_key.values().map(|s| (&s.obj, None));
+        let cluster_set = self.cluster_slices.by_key.values().map(|s| (&s.obj.slice, Some(&*s.obj.cluster)));
+        local.chain(cluster_set).flat_map(move |(slice, cluster)| {
+            slice
                 .endpoints
                 .iter()
                 .filter(move |e| e.addresses.contains(&ip))
-                .map(move |e| (ObjKey::new(s.obj.key.ns.clone(), s.obj.service.clone()), &s.obj, e))
+                .map(move |e| (ObjKey::new(slice.key.ns.clone(), slice.service.clone()), cluster, slice, e))
         })
     }
 
-    /// Services with cluster IP `ip`. A scan, for `explain`.
-    pub fn services_with_cluster_ip(&self, ip: std::net::IpAddr) -> impl Iterator<Item = &ObjKey> {
-        self.services.iter().filter_map(move |(k, s)| match &s.obj.kind {
-            super::object::ServiceKind::ClusterIp(ips) if ips.contains(&ip) => Some(k),
+    /// Services with cluster IP `ip`, and ServiceImports with clusterset IP `ip` (`true`). A scan,
+    /// for `explain`.
+    pub fn services_with_cluster_ip(&self, ip: std::net::IpAddr) -> impl Iterator<Item = (&ObjKey, bool)> {
+        let services = self.services.iter().filter_map(move |(k, s)| match &s.obj.kind {
+            super::object::ServiceKind::ClusterIp(ips) if ips.contains(&ip) => Some((k, false)),
             _ => None,
-        })
+        });
+        let imports = self.imports.iter().filter_map(move |(k, s)| match &s.obj.kind {
+            super::mcs::ImportKind::ClusterSetIp(ips) if ips.contains(&ip) => Some((k, true)),
+            _ => None,
+        });
+        services.chain(imports)
     }
 
     /// Whether a Namespace object exists.
