@@ -321,12 +321,16 @@ fn churn_through_the_api_server_never_flaps_unchanged_names() {
     let api = FakeApiServer::start();
     let a_pets = [Ep::new("10.1.0.1").hostname("db-0"), Ep::new("10.1.0.2").hostname("db-1")];
     let b_pets = [Ep::new("10.2.0.1").hostname("db-0"), Ep::new("10.2.0.2").hostname("db-1")];
+    // Wrongly typed (the fake API server does not validate): skipped, naming it.
+    let mut bad = mk_service_import("v1beta1", NS_0, "bad", "ClusterSetIP", &["10.42.0.9"], &[("http", 80, "TCP")]);
+    bad["spec"]["ports"][0]["port"] = serde_json::json!("eighty");
     api.apply_many([
         mk_namespace(NS_0),
         mk_headless_service(NS_0, "db", DB),
         mk_slice(NS_0, "db-local", "db", "IPv4", DB, &a_pets),
         mk_service_import("v1beta1", NS_0, "db", "Headless", &[], DB),
         mk_service_import("v1beta1", NS_0, "api", "ClusterSetIP", &["10.42.0.1"], &[("http", 80, "TCP")]),
+        bad,
         db_slice("cluster-a", &a_pets),
         db_slice("cluster-b", &b_pets),
     ]);
@@ -338,6 +342,9 @@ fn churn_through_the_api_server_never_flaps_unchanged_names() {
     let api_name = format!("api.{NS_0}.svc.clusterset.local.");
     expect(dns, &api_name, &["10.42.0.1"]);
     assert_eq!(api.list_requests("ServiceImport"), 2, "one probe for the version, one list");
+    let skipped = server.wait_for_log("ServiceImport ns-0/bad", Duration::from_secs(5)).expect("a warning");
+    assert!(skipped.contains("spec.ports[0].port: invalid type"), "{skipped}");
+    expect(dns, &format!("bad.{NS_0}.svc.clusterset.local."), &[]);
 
     let stable = vec![
         pet(0, "cluster-b"),
