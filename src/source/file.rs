@@ -450,6 +450,32 @@ apiVersion: v1
         assert_eq!(names, ["Service ns-0/a"], "fields in any order; the malformed objects skipped");
     }
 
+    /// Plain scalars are read as YAML 1.2 (and serde_yaml, and Kubernetes' own JSON) read them:
+    /// the YAML 1.1 booleans are names, not `false`, and a number where a string belongs is a
+    /// wrong type, named by its path.
+    #[test]
+    fn yaml_1_1_booleans_are_strings_and_numbers_are_not() {
+        let text = r#"
+apiVersion: v1
+kind: List
+items:
+- {apiVersion: v1, kind: Namespace, metadata: {name: n}}
+- {apiVersion: v1, kind: Service, metadata: {name: no, namespace: y}, spec: {clusterIP: None, ports: [{name: on, port: 80}]}}
+- {apiVersion: v1, kind: Service, metadata: {name: off, namespace: y}, spec: {clusterIP: None, ports: [{name: 80, port: 80}]}}
+"#;
+        let objects = parse_manifests(text, Path::new("x.yaml")).unwrap();
+        let names: Vec<String> = objects.iter().map(|o| o.object_ref().to_string()).collect();
+        assert_eq!(names, ["Namespace n", "Service y/no"]);
+        let Object::Service(svc) = &objects[1] else { panic!("{objects:?}") };
+        assert_eq!(svc.ports[0].name.as_deref(), Some("on"));
+        let mut bad = Decoded::<crate::cluster::api::Service>::from_value(
+            &serde_saphyr::from_str_with_options("metadata: {name: off}\nspec: {ports: [{name: 80}]}", yaml_options())
+                .unwrap(),
+        );
+        let err = object::project(Kind::Service, &mut bad, |s| object::project_service(s)).unwrap_err();
+        assert_eq!(err.reason, "spec.ports[0].name: invalid type: integer `80`, expected a string");
+    }
+
     /// Documents and list items that are not objects, and fields of kinds that are not read, are
     /// ignored whatever their shape.
     #[test]
