@@ -11,26 +11,24 @@
 //!
 //! The cluster-set EndpointSlices carry `multicluster.kubernetes.io/service-name`, not
 //! `kubernetes.io/service-name` (which would make kube-proxy treat them as the local Service's),
-//! so the cluster zone never sees them. Both sources hand these objects over as a JSON value (the
-//! Kubernetes source as kube's `DynamicObject`, the file source per YAML document): a field of
-//! the wrong type skips that one object with a warning naming it and the field, and everything
-//! else keeps serving.
+//! so the cluster zone never sees them. Both sources decode these objects as kube's
+//! `DynamicObject`, each in a [`Decoded`](super::api::Decoded) of its own (its metadata typed, the
+//! rest a JSON value decoded here): a field of the wrong type skips that one object with a warning
+//! naming it and the field, and everything else keeps serving.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::path::Path;
 use std::sync::Arc;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::DynamicObject;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use smallvec::SmallVec;
 
-use super::api::parse_ip;
-use super::object::{
-    Conditions, Endpoint, Kind, ObjKey, Object, ObjectRef, Port, ProjectError, Slice, dns_label, project_port,
-};
+use super::api::{parse_ip, path_reason};
+use super::object::{Conditions, Endpoint, Kind, ObjKey, Object, Port, ProjectError, Slice, dns_label, project_port};
 
 /// The API group of ServiceImport.
 pub const GROUP: &str = "multicluster.x-k8s.io";
@@ -134,10 +132,7 @@ struct TargetRefDoc {
 
 /// Decodes `body`, naming the field that has the wrong type (`spec.ips[1]: invalid type: …`).
 fn decode<T: DeserializeOwned>(body: &Value) -> Result<T, String> {
-    serde_path_to_error::deserialize(body).map_err(|e| {
-        let path = e.path().to_string();
-        if path == "." { e.inner().to_string() } else { format!("{path}: {}", e.inner()) }
-    })
+    serde_path_to_error::deserialize(body).map_err(|e| path_reason(e.path(), e.inner()))
 }
 
 fn key_of(kind: Kind, meta: &ObjectMeta) -> Result<ObjKey, ProjectError> {
@@ -249,88 +244,29 @@ pub fn project_cluster_slice(meta: &ObjectMeta, body: &Value) -> Result<ClusterS
     Ok(ClusterSetSlice { cluster: Arc::from(cluster), slice })
 }
 
-/// Projects a multi-cluster object of a manifest or a watch: `None` when `api_version`/`kind` is
-/// not one (an EndpointSlice without [`IMPORT_NAME_LABEL`] is the cluster zone's).
-pub fn project(api_version: &str, kind: &str, meta: &ObjectMeta, body: &Value) -> Option<Result<Object, ProjectError>> {
+/// Which multi-cluster kind a manifest document (or `List` item) is: a ServiceImport of a version
+/// in [`VERSIONS`], or a `discovery.k8s.io/v1` EndpointSlice labelled [`IMPORT_NAME_LABEL`].
+/// `None` for anything else, which the cluster zone's reading takes (an EndpointSlice without the
+/// label is the cluster zone's). A cluster-set EndpointSlice belongs to the cluster-set zone only,
+/// as the Kubernetes source leaves it out of the cluster zone's watch.
+pub fn manifest_kind(api_version: &str, kind: &str, doc: &Value) -> Option<Kind> {
     match (api_version.split_once('/'), kind) {
-        (Some((GROUP, version)), "ServiceImport") if VERSIONS.contains(&version) => {
-            Some(project_import(meta, body).map(Object::Import))
-        }
+        (Some((GROUP, version)), "ServiceImport") if VERSIONS.contains(&version) => Some(Kind::ServiceImport),
         (Some(("discovery.k8s.io", "v1")), "EndpointSlice")
-            if meta.labels.as_ref().is_some_and(|l| l.contains_key(IMPORT_NAME_LABEL)) =>
+            if doc.pointer("/metadata/labels").and_then(|l| l.get(IMPORT_NAME_LABEL)).is_some() =>
         {
-            Some(project_cluster_slice(meta, body).map(Object::ClusterSetSlice))
+            Some(Kind::ClusterSetSlice)
         }
         _ => None,
     }
 }
 
-/// The multi-cluster objects of a manifest file, and each cluster-set EndpointSlice in it as an
-/// EndpointSlice: those belong to the cluster-set zone only (as the Kubernetes source leaves them
-/// out of the cluster zone's watch), so the cluster zone's reading drops them, without a warning
-/// ([`claims`]). A document that is not valid YAML ends the scan: the cluster zone's reading
-/// reports it.
-pub fn read_manifests(text: &str, path: &Path) -> (Vec<Object>, Vec<ObjectRef>) {
-    let (mut objects, mut claimed) = (Vec::new(), Vec::new());
-    // Most manifests have none: skip the second parse.
-    if !text.contains("multicluster.") {
-        return (objects, claimed);
-    }
-    for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
-        let Ok(value) = Value::deserialize(doc) else { break };
-        collect(value, path, i + 1, &mut objects, &mut claimed);
-    }
-    (objects, claimed)
-}
-
-/// Whether the EndpointSlice `meta` names is among the cluster-set EndpointSlices `claimed`.
-pub fn claims(claimed: &[ObjectRef], meta: &ObjectMeta) -> bool {
-    !claimed.is_empty() && claimed.contains(&slice_ref(meta))
-}
-
-fn slice_ref(meta: &ObjectMeta) -> ObjectRef {
-    let (ns, name) = (meta.namespace.as_deref().unwrap_or("default"), meta.name.as_deref().unwrap_or_default());
-    ObjectRef { kind: Kind::EndpointSlice, key: ObjKey::new(ns, name) }
-}
-
-fn collect(mut doc: Value, path: &Path, document: usize, objects: &mut Vec<Object>, claimed: &mut Vec<ObjectRef>) {
-    let text = |v: &Value, field: &str| v.get(field).and_then(Value::as_str).unwrap_or_default().to_string();
-    let (api_version, kind) = (text(&doc, "apiVersion"), text(&doc, "kind"));
-    if kind.ends_with("List")
-        && let Some(Value::Array(items)) = doc.get_mut("items").map(Value::take)
-    {
-        for item in items {
-            collect(item, path, document, objects, claimed);
-        }
-        return;
-    }
-    let labelled = doc.pointer("/metadata/labels").and_then(|l| l.get(IMPORT_NAME_LABEL)).is_some();
-    if kind != "ServiceImport" && !(kind == "EndpointSlice" && labelled) {
-        return;
-    }
-    let at = || format!("{}: document {document}", path.display());
-    let meta = match doc.get_mut("metadata").map(Value::take).map(serde_json::from_value::<ObjectMeta>) {
-        Some(Ok(meta)) => meta,
-        None => ObjectMeta::default(),
-        Some(Err(error)) => {
-            tracing::warn!(object = %kind, at = %at(), reason = %format!("metadata: {error}"), "skipping object");
-            return;
-        }
-    };
-    let Some(projected) = project(&api_version, &kind, &meta, &doc) else {
-        // (An EndpointSlice of another version is reported by the cluster zone's reading.)
-        if kind == "ServiceImport" {
-            tracing::warn!(object = %kind, %api_version, at = %at(),
-                "skipping object of an unsupported apiVersion (multicluster.x-k8s.io/v1beta1 or v1alpha1)");
-        }
-        return;
-    };
-    if kind == "EndpointSlice" {
-        claimed.push(slice_ref(&meta));
-    }
-    match projected {
-        Ok(obj) => objects.push(obj),
-        Err(error) => tracing::warn!(object = %error.what, at = %at(), reason = %error.reason, "skipping object"),
+/// Projects a ServiceImport or a cluster-set EndpointSlice (`kind`), as both sources decode them:
+/// kube's `DynamicObject`, its metadata typed and the rest a JSON value.
+pub fn project(kind: Kind, object: &mut DynamicObject) -> Result<Object, ProjectError> {
+    match kind {
+        Kind::ClusterSetSlice => project_cluster_slice(&object.metadata, &object.data).map(Object::ClusterSetSlice),
+        _ => project_import(&object.metadata, &object.data).map(Object::Import),
     }
 }
 
@@ -339,7 +275,7 @@ mod tests {
     use super::*;
 
     fn objects(yaml: &str) -> Vec<Object> {
-        read_manifests(yaml, Path::new("set.yaml")).0
+        crate::source::file::parse_manifests(yaml, std::path::Path::new("set.yaml")).unwrap()
     }
 
     #[test]
@@ -374,8 +310,8 @@ items:
     }
 
     #[test]
-    fn cluster_set_slices_carry_their_cluster_and_are_claimed() {
-        let (objs, claimed) = read_manifests(
+    fn cluster_set_slices_carry_their_cluster_and_are_the_cluster_set_zones() {
+        let objs = objects(
             r#"
 apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
@@ -394,14 +330,14 @@ kind: EndpointSlice
 metadata: {name: local, namespace: ns-0, labels: {kubernetes.io/service-name: web}}
 addressType: IPv4
 "#,
-            Path::new("set.yaml"),
         );
-        let [Object::ClusterSetSlice(s)] = &objs[..] else { panic!("{objs:?}") };
+        // The labelled slice is the cluster-set zone's alone; the other is the cluster zone's.
+        let [Object::ClusterSetSlice(s), Object::Slice(local)] = &objs[..] else { panic!("{objs:?}") };
+        assert_eq!(local.key, ObjKey::new("ns-0", "local"));
         assert_eq!(&*s.cluster, "cluster-a");
         assert_eq!(&*s.slice.service, "web");
         assert_eq!(s.slice.endpoints.len(), 1, "the IPv6 address of an IPv4 slice is skipped");
         assert!(!s.slice.endpoints[0].ready);
-        assert_eq!(claimed, [ObjectRef { kind: Kind::EndpointSlice, key: ObjKey::new("ns-0", "web-a") }]);
     }
 
     /// A wrongly typed object is skipped with the field named; the others are kept.

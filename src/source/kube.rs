@@ -45,7 +45,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::reconnect::{Answered, Outage, Retry};
 use super::{Event, Scope, Sender, send};
-use crate::cluster::api;
+use crate::cluster::api::{self, Decoded};
 use crate::cluster::mcs;
 use crate::cluster::object::{self, Kind, ObjKey, Object, ObjectRef, ProjectError};
 use crate::metrics::{KindLabel, Metrics};
@@ -223,8 +223,9 @@ where
     }
 }
 
-/// A custom resource's (or any kind's, as JSON) objects in one namespace, or in all.
-fn dynamic(client: Client, namespace: Option<&str>, resource: &ApiResource) -> Api<DynamicObject> {
+/// A custom resource's (or any kind's, as JSON) objects in one namespace, or in all; each object
+/// decoded on its own, as the other kinds' are.
+fn dynamic(client: Client, namespace: Option<&str>, resource: &ApiResource) -> Api<Decoded<DynamicObject>> {
     match namespace {
         Some(ns) => Api::namespaced_with(client, ns, resource),
         None => Api::all_with(client, resource),
@@ -303,6 +304,49 @@ resource!(api::EndpointSlice, discovery::EndpointSlice);
 resource!(api::Pod, core::Pod);
 resource!(api::Namespace, core::Namespace);
 
+/// What kube's watcher lists and watches: each object decoded on its own (see
+/// [`api::Decoded`]), so one that does not decode fails only itself, not its list or watch. Of a
+/// slim type, or of a `DynamicObject` (ServiceImports and cluster-set EndpointSlices, whose
+/// resource is known at run time).
+impl<K: Resource> Resource for Decoded<K> {
+    type DynamicType = K::DynamicType;
+    type Scope = K::Scope;
+
+    fn kind(dt: &K::DynamicType) -> Cow<'_, str> {
+        K::kind(dt)
+    }
+
+    fn group(dt: &K::DynamicType) -> Cow<'_, str> {
+        K::group(dt)
+    }
+
+    fn version(dt: &K::DynamicType) -> Cow<'_, str> {
+        K::version(dt)
+    }
+
+    fn api_version(dt: &K::DynamicType) -> Cow<'_, str> {
+        K::api_version(dt)
+    }
+
+    fn plural(dt: &K::DynamicType) -> Cow<'_, str> {
+        K::plural(dt)
+    }
+
+    fn meta(&self) -> &ObjectMeta {
+        match self {
+            Decoded::Ok(object) => object.meta(),
+            Decoded::Invalid(invalid) => &invalid.meta,
+        }
+    }
+
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        match self {
+            Decoded::Ok(object) => object.meta_mut(),
+            Decoded::Invalid(invalid) => &mut invalid.meta,
+        }
+    }
+}
+
 /// One watcher's context.
 struct Watch {
     kind: Kind,
@@ -360,7 +404,7 @@ impl Watch {
         }
     }
 
-    async fn run<K, P>(mut self, api: Api<K>, cfg: watcher::Config, project: P)
+    async fn run<K, P>(mut self, api: Api<Decoded<K>>, cfg: watcher::Config, project: P)
     where
         K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
         P: Fn(&mut K) -> Result<Object, ProjectError>,
@@ -457,11 +501,11 @@ impl Watch {
     /// version is deleted (as a relist would drop it).
     fn project<K: Resource>(
         &self,
-        obj: &mut K,
+        obj: &mut Decoded<K>,
         project: &impl Fn(&mut K) -> Result<Object, ProjectError>,
         update: bool,
     ) -> Option<Event> {
-        match project(obj) {
+        match object::project(self.kind, obj, project) {
             Ok(o) => Some(Event::Apply(o)),
             Err(error) => {
                 tracing::warn!(object = %self.object_ref(obj), %error, "skipping object");
