@@ -273,6 +273,8 @@ pub fn project(kind: Kind, object: &mut DynamicObject) -> Result<Object, Project
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cluster::api::Decoded;
+    use crate::cluster::object;
 
     fn objects(yaml: &str) -> Vec<Object> {
         crate::source::file::parse_manifests(yaml, std::path::Path::new("set.yaml")).unwrap()
@@ -338,6 +340,23 @@ addressType: IPv4
         assert_eq!(&*s.slice.service, "web");
         assert_eq!(s.slice.endpoints.len(), 1, "the IPv6 address of an IPv4 slice is skipped");
         assert!(!s.slice.endpoints[0].ready);
+    }
+
+    /// A list as kube-client decodes it: an item whose metadata does not decode fails only
+    /// itself, named as far as it can be (through `Decoded`, as the cluster zone's objects are).
+    #[test]
+    fn wrongly_typed_metadata_fails_only_its_object() {
+        let text = r#"{"apiVersion":"multicluster.x-k8s.io/v1beta1","kind":"ServiceImportList","metadata":{},"items":[
+            {"metadata":{"name":"a","namespace":"ns-0","labels":{"x":5}},"spec":{"type":"Headless"}},
+            {"metadata":{"name":"b","namespace":"ns-0"},"spec":{"type":"Headless"}}]}"#;
+        let list: kube::core::ObjectList<Decoded<DynamicObject>> = serde_json::from_str(text).unwrap();
+        let results: Vec<_> = (list.items.into_iter())
+            .map(|mut item| object::project(Kind::ServiceImport, &mut item, |o| project(Kind::ServiceImport, o)))
+            .collect();
+        let err = results[0].as_ref().unwrap_err();
+        assert_eq!(err.what, "ServiceImport ns-0/a");
+        assert_eq!(err.reason, "metadata.labels.x: invalid type: integer `5`, expected a string");
+        assert!(matches!(&results[1], Ok(Object::Import(i)) if i.kind == ImportKind::Headless), "{:?}", results[1]);
     }
 
     /// A wrongly typed object is skipped with the field named; the others are kept.
