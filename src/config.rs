@@ -65,6 +65,14 @@ pub enum Error {
         #[source]
         source: crate::dns::name::NameError,
     },
+    /// `--multicluster-zone` is not a name, or is also a `--zone`.
+    #[error("--multicluster-zone {zone:?}: {reason}")]
+    MulticlusterZone {
+        /// The flag's value.
+        zone: String,
+        /// Why it cannot be served.
+        reason: String,
+    },
     /// A TTL is out of range.
     #[error("{flag} {value}: must be at most 3600 seconds")]
     Ttl {
@@ -185,6 +193,15 @@ pub struct ServeArgs {
     /// for the addresses the cluster knows.
     #[arg(long = "zone", value_name = "NAME", default_value = "cluster.local")]
     pub zones: Vec<String>,
+
+    /// Also serve the Multi-Cluster Services zone (KEP-1645; `clusterset.local` is the name the
+    /// MCS API fixes) from ServiceImports (multicluster.x-k8s.io v1beta1 or v1alpha1) and the
+    /// EndpointSlices labelled multicluster.kubernetes.io/service-name and
+    /// multicluster.kubernetes.io/source-cluster, as CoreDNS's `multicluster` option. With
+    /// `--source kube` they are watched only when this is set; a cluster without the ServiceImport
+    /// CRD logs one warning and the cluster zones keep serving [default: not served].
+    #[arg(long, value_name = "NAME")]
+    pub multicluster_zone: Option<String>,
 
     /// TTL in seconds of positive answers.
     #[arg(long, value_name = "SECONDS", default_value_t = 5)]
@@ -557,6 +574,7 @@ impl ServeArgs {
                 label_selector: self.label_selector.clone(),
                 pods: self.pods == PodMode::Verified,
                 namespace_labels: namespace_labels.as_ref().map(|s| s.text.clone()),
+                clusterset: self.multicluster_zone.is_some(),
             }),
             Some(("file", path)) if !path.is_empty() => {
                 for (flag, set) in [
@@ -593,6 +611,17 @@ impl ServeArgs {
                 zones.push(name);
             }
         }
+        let clusterset = match &self.multicluster_zone {
+            None => None,
+            Some(text) => {
+                let err = |reason: String| Error::MulticlusterZone { zone: text.clone(), reason };
+                let name = Name::parse(text).map_err(|e| err(e.to_string()))?;
+                if zones.contains(&name) {
+                    return Err(err("it is also a --zone; the cluster-set zone must be a zone of its own".into()));
+                }
+                Some(name)
+            }
+        };
         let ttl_headless = self.ttl_headless.unwrap_or(self.ttl);
         let ttl_clusterip = self.ttl_clusterip.unwrap_or(self.ttl);
         for (flag, value) in [
@@ -623,6 +652,7 @@ impl ServeArgs {
                 no_endpoints: self.no_endpoints,
                 ignore_empty_service: self.ignore_empty_service,
                 namespace_gates_services: namespace_labels.is_some(),
+                clusterset,
             },
             udp_workers: self.udp_workers.unwrap_or(cpus).max(1),
             udp_batch: self.udp_batch as usize,
@@ -746,7 +776,8 @@ pub fn expand_config_file(args: Vec<std::ffi::OsString>) -> Result<Vec<std::ffi:
         let json = serde_json::to_value(table).map_err(|e| parse_err(e.to_string()))?;
         json.as_object().map(|m| m.clone().into_iter().collect()).unwrap_or_default()
     } else {
-        let value: serde_json::Value = serde_yaml::from_str(&text).map_err(|e| parse_err(e.to_string()))?;
+        let value: serde_json::Value = serde_saphyr::from_str_with_options(&text, crate::source::file::yaml_options())
+            .map_err(|e| parse_err(e.to_string()))?;
         match value {
             serde_json::Value::Object(map) => map.into_iter().collect(),
             serde_json::Value::Null => Vec::new(),

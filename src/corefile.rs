@@ -287,10 +287,19 @@ fn listen_addr(a: &str) -> String {
 
 fn kubernetes(out: &mut Out, p: &Directive) -> Result<(), Fail> {
     let (mut zones, mut ttl, mut fallthrough) = (Vec::new(), 5u64, false);
+    // `multicluster ZONE`: CoreDNS lists the zone among the plugin's zones too; here it is
+    // `--multicluster-zone` alone.
+    let multicluster = p.block.iter().find(|o| o.name == "multicluster");
+    let clusterset = match multicluster.map(|o| &o.args[..]) {
+        None => None,
+        Some([zone]) => Some(zone.trim_end_matches('.').to_ascii_lowercase()),
+        Some(_) => return Err(refuse(multicluster.expect("matched"), "expected one zone")),
+    };
     for zone in &p.args {
         let zone = zone.trim_end_matches('.').to_ascii_lowercase();
         match zone.as_str() {
             "in-addr.arpa" | "ip6.arpa" => {}
+            z if clusterset.as_deref() == Some(z) => {}
             z if z.ends_with(".arpa") || z.contains('/') => {
                 return Err(refuse(p, &format!("{zone}: only the whole in-addr.arpa and ip6.arpa are served")));
             }
@@ -332,6 +341,7 @@ fn kubernetes(out: &mut Out, p: &Directive) -> Result<(), Fail> {
             "kubeconfig" if o.args.len() == 1 => {
                 out.set("kubeconfig", &format!("{:?}", o.args[0]), o.line, "kubeconfig")
             }
+            "multicluster" => out.set("multicluster-zone", &format!("{:?}", o.args[0]), o.line, "multicluster"),
             "startup_timeout" => out.note(o.line, "startup_timeout: none needed (SERVFAIL and not ready until synced)"),
             _ => return Err(refuse(o, "not a kubernetes option headless-dns has")),
         }
@@ -544,8 +554,14 @@ mod tests {
         let out = convert(text, "Corefile").unwrap();
         assert!(out.contains("lameduck: 5s  # line 2"), "{out}");
         assert!(out.contains("pods: insecure  # line 4"), "{out}");
-        let bad = text.replace("    pods insecure\n", "    pods insecure\n        multicluster x\n");
+        let bad = text.replace("    pods insecure\n", "    pods insecure\n        apiserver_qps 5\n");
         let err = convert(&bad, "Corefile").unwrap_err();
-        assert_eq!((err.line, err.reason.contains("multicluster")), (5, true), "{err}");
+        assert_eq!((err.line, err.reason.contains("apiserver_qps")), (5, true), "{err}");
+        let mcs = text
+            .replace("cluster.local in-addr", "cluster.local clusterset.local in-addr")
+            .replace("    pods insecure\n", "    pods insecure\n        multicluster clusterset.local\n");
+        let out = convert(&mcs, "Corefile").unwrap();
+        assert!(out.contains("zone: [\"cluster.local\"]"), "{out}");
+        assert!(out.contains("multicluster-zone: \"clusterset.local\"  # line 5"), "{out}");
     }
 }

@@ -135,8 +135,18 @@ impl Pipeline {
             self.metrics.ready.set(1);
             applied.became_ready = true;
             let (services, slices, pods, namespaces) = model.counts();
+            let (imports, cluster_set_slices) = model.cluster_set_counts();
             let names = self.index().len();
-            tracing::info!(services, slices, pods, namespaces, names, "initial state published; serving");
+            tracing::info!(
+                services,
+                slices,
+                pods,
+                namespaces,
+                imports,
+                cluster_set_slices,
+                names,
+                "initial state published; serving"
+            );
         }
         applied
     }

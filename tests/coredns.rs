@@ -570,6 +570,11 @@ fn coredns_metric_names_count_real_queries() {
     let text = support::server::http_get(http, "/metrics").1;
     assert!(text.contains("# TYPE coredns_kubernetes_dns_programming_duration_seconds histogram"), "{text}");
     assert_eq!(text.matches("# EOF").count(), 1);
+    // Both registries make one OpenMetrics exposition, as a scraper in OpenMetrics mode reads it.
+    let families = support::openmetrics::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    for (name, kind) in [("coredns_dns_requests", "counter"), ("headless_dns_requests", "counter")] {
+        assert_eq!(families.get(name).map(|f| f.kind.as_str()), Some(kind), "{name}\n{text}");
+    }
 
     // Off by default.
     let plain = start(dir.path(), &["--http", "127.0.0.1:0"]);

@@ -13,15 +13,15 @@
 //!
 //! The selector is the Kubernetes label-selector syntax (`team=a`, `env in (prod,stage)`,
 //! `!legacy`), parsed here at start so that a bad one is an error naming the flag rather than a
-//! watch the API server keeps refusing. Namespace labels are read with a plain serde type of
-//! this module: the rest of the object model keeps no labels.
+//! watch the API server keeps refusing. A manifest's Namespace labels are read here from its
+//! documents as JSON values (with the file source's YAML options): the object model keeps no
+//! labels.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
-use kube::core::{Expression, Selector, SelectorExt};
-use serde::Deserialize;
-
 use super::object::Object;
+use crate::source::file::yaml_options;
+use kube::core::{Expression, Selector, SelectorExt};
 
 /// A parsed label selector, with its text (which the API server is given).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -51,45 +51,43 @@ impl NamespaceLabels {
     }
 
     /// Drops the Namespaces of `objects` whose labels in the manifest `text` do not match (the
-    /// file source's projections keep no labels, so their documents are read again here).
+    /// file source's projections keep no labels, so their documents are read again here, with
+    /// the file source's YAML options).
     pub fn retain_selected(&self, objects: &mut Vec<Object>, text: &str) {
         let mut unselected = HashSet::new();
-        for doc in serde_yaml::Deserializer::from_str(text) {
-            if let Ok(doc) = Doc::deserialize(doc) {
-                self.collect_unselected(doc, &mut unselected);
-            }
+        let mut bytes = text.as_bytes();
+        let docs = serde_saphyr::read_with_options::<_, serde_json::Value>(&mut bytes, yaml_options());
+        for doc in docs.map_while(Result::ok) {
+            self.collect_unselected(&doc, &mut unselected);
         }
         if !unselected.is_empty() {
             objects.retain(|o| !matches!(o, Object::Namespace(ns) if unselected.contains(&*ns.name)));
         }
     }
 
-    fn collect_unselected(&self, doc: Doc, out: &mut HashSet<String>) {
-        for item in doc.items {
-            self.collect_unselected(item, out);
+    /// Walks a document (and a list's items) as a JSON value: an item of any shape is ignored
+    /// rather than hiding its list's Namespaces.
+    fn collect_unselected(&self, doc: &serde_json::Value, out: &mut HashSet<String>) {
+        if let Some(serde_json::Value::Array(items)) = doc.get("items") {
+            for item in items {
+                self.collect_unselected(item, out);
+            }
         }
-        if doc.kind == "Namespace" && !self.matches(&doc.metadata.labels) {
-            tracing::debug!(namespace = %doc.metadata.name, selector = %self.text, "namespace not selected");
-            out.insert(doc.metadata.name);
+        if doc.get("kind").and_then(serde_json::Value::as_str) != Some("Namespace") {
+            return;
+        }
+        let Some(meta) = doc.get("metadata") else { return };
+        let Some(name) = meta.get("name").and_then(serde_json::Value::as_str) else { return };
+        let labels: BTreeMap<String, String> = meta
+            .get("labels")
+            .and_then(serde_json::Value::as_object)
+            .map(|m| m.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string()))).collect())
+            .unwrap_or_default();
+        if !self.matches(&labels) {
+            tracing::debug!(namespace = %name, selector = %self.text, "namespace not selected");
+            out.insert(name.to_string());
         }
     }
-}
-
-/// What is read of a manifest document to select Namespaces.
-#[derive(Default, Deserialize)]
-#[serde(default)]
-struct Doc {
-    kind: String,
-    metadata: Meta,
-    /// A `kind: List`'s items.
-    items: Vec<Doc>,
-}
-
-#[derive(Default, Deserialize)]
-#[serde(default)]
-struct Meta {
-    name: String,
-    labels: BTreeMap<String, String>,
 }
 
 /// Splits at the commas outside parentheses.
@@ -172,5 +170,19 @@ mod tests {
         for bad in ["", "team in (a", "te am=a", "env in prod"] {
             assert!(NamespaceLabels::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    /// Labels are read as the file source reads the rest (YAML 1.2: `on` is a string), and a
+    /// list item of another shape does not hide its list's Namespaces.
+    #[test]
+    fn manifest_namespaces_are_dropped_by_their_labels() {
+        let text = "kind: List\nitems:\n- 5\n- {apiVersion: v1, kind: Namespace, metadata: {name: a, labels: {team: on}}}\n\
+                    - {apiVersion: v1, kind: Namespace, metadata: {name: b, labels: {team: off}}}\n---\n\
+                    apiVersion: v1\nkind: Namespace\nmetadata: {name: c}\n";
+        let path = std::path::Path::new("x.yaml");
+        let mut objects = crate::source::file::parse_manifests(text, path).unwrap();
+        NamespaceLabels::parse("team=on").unwrap().retain_selected(&mut objects, text);
+        let names: Vec<String> = objects.iter().map(|o| o.object_ref().to_string()).collect();
+        assert_eq!(names, ["Namespace a"]);
     }
 }
