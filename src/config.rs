@@ -19,9 +19,12 @@ pub const DEFAULT_UDP_BATCH: u16 = 32;
 /// Why the flags do not make a configuration.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// `--source` is neither `file:PATH` nor `kube`.
-    #[error("--source {0:?}: expected file:PATH or kube")]
+    /// `--source` is neither `file:PATH`, `kube` nor `primary:ADDR`.
+    #[error("--source {0:?}: expected file:PATH, kube, or primary:IP[:PORT] (repeatable)")]
     Source(String),
+    /// Several `--source` flags that are not all primaries.
+    #[error("--source is given {0} times: only primary:IP[:PORT] is repeatable (failover)")]
+    Sources(usize),
     /// A flag only applies to `--source kube`.
     #[error("{0} only applies to --source kube")]
     KubeOnly(&'static str),
@@ -115,9 +118,12 @@ pub struct ServeArgs {
     /// Where Services, EndpointSlices, Pods and Namespaces come from: `kube` watches the
     /// Kubernetes API; `file:PATH` reads Kubernetes YAML (a file, or a directory of
     /// *.yaml/*.yml/*.json; multi-document and `kind: List`, as `kubectl get -o yaml` writes) and
-    /// re-reads it when it changes.
-    #[arg(long, value_name = "SOURCE")]
-    pub source: String,
+    /// re-reads it when it changes; `primary:IP[:PORT]` makes this server a secondary that copies
+    /// the zones from a headless-dns primary by AXFR, then IXFR on each NOTIFY from it (and at the
+    /// SOA refresh interval). Repeat `primary:` for failover: the first that answers is used.
+    /// The secondary needs the primary's --zone, --ttl and --negative-ttl (its SOA is its own).
+    #[arg(long, value_name = "SOURCE", required = true)]
+    pub source: Vec<String>,
 
     /// A configuration file (YAML, JSON, or TOML when it ends in .toml) whose keys are these
     /// flags without the dashes (`source: kube`, `zone: [cluster.local]`, `ttl: 5`). Flags given
@@ -282,6 +288,8 @@ pub enum SourceConfig {
     External,
     /// The Kubernetes API.
     Kube(KubeOptions),
+    /// Zone transfers from primaries (a secondary).
+    Primary(crate::source::primary::PrimaryOptions),
     /// Kubernetes YAML files.
     File {
         /// A file or a directory.
@@ -360,7 +368,7 @@ impl Config {
     pub fn file_options_mut(&mut self) -> Option<&mut FileOptions> {
         match &mut self.source {
             SourceConfig::File { opts, .. } => Some(opts),
-            SourceConfig::Kube(_) | SourceConfig::External => None,
+            SourceConfig::Kube(_) | SourceConfig::External | SourceConfig::Primary(_) => None,
         }
     }
 }
@@ -374,31 +382,58 @@ impl ServeArgs {
         Ok(Some(addrs.collect::<Result<_, _>>()?))
     }
 
+    /// Fails if a flag of `--source kube` is set.
+    fn no_kube_flags(&self) -> Result<(), Error> {
+        for (flag, set) in [
+            ("--kubeconfig", self.kubeconfig.is_some()),
+            ("--namespace", !self.namespaces.is_empty()),
+            ("--label-selector", self.label_selector.is_some()),
+        ] {
+            if set {
+                return Err(Error::KubeOnly(flag));
+            }
+        }
+        Ok(())
+    }
+
+    /// `--source primary:IP[:PORT]`, repeated: the primaries' addresses (None if these are other
+    /// sources).
+    fn primaries(&self) -> Result<Option<Vec<SocketAddr>>, Error> {
+        let mut primaries = Vec::new();
+        for text in &self.source {
+            let Some(addr) = text.strip_prefix("primary:") else { return Ok(None) };
+            primaries.push(dns_peer(addr).ok_or_else(|| Error::Source(text.clone()))?);
+        }
+        Ok(Some(primaries))
+    }
+
     /// Validates the flags.
     pub fn to_config(&self) -> Result<Config, Error> {
-        let source = match self.source.split_once(':') {
-            None if self.source == "kube" => SourceConfig::Kube(KubeOptions {
+        let primaries = self.primaries()?;
+        let single = match (&self.source[..], &primaries) {
+            (_, Some(_)) => "",
+            ([one], None) => one.as_str(),
+            (many, None) => return Err(Error::Sources(many.len())),
+        };
+        let source = match (single.split_once(':'), primaries) {
+            (_, Some(primaries)) => {
+                self.no_kube_flags()?;
+                SourceConfig::Primary(crate::source::primary::PrimaryOptions { primaries })
+            }
+            (None, None) if single == "kube" => SourceConfig::Kube(KubeOptions {
                 kubeconfig: self.kubeconfig.clone(),
                 namespaces: self.namespaces.clone(),
                 label_selector: self.label_selector.clone(),
                 pods: self.pods == PodMode::Verified,
             }),
-            Some(("file", path)) if !path.is_empty() => {
-                for (flag, set) in [
-                    ("--kubeconfig", self.kubeconfig.is_some()),
-                    ("--namespace", !self.namespaces.is_empty()),
-                    ("--label-selector", self.label_selector.is_some()),
-                ] {
-                    if set {
-                        return Err(Error::KubeOnly(flag));
-                    }
-                }
+            (Some(("file", path)), None) if !path.is_empty() => {
+                self.no_kube_flags()?;
                 SourceConfig::File {
                     path: PathBuf::from(path),
                     opts: FileOptions { poll_interval: self.file_poll_interval, settle: self.file_settle },
                 }
             }
-            _ => return Err(Error::Source(self.source.clone())),
+            _ => return Err(Error::Source(single.to_string())),
         };
         if self.autopath && self.pods != PodMode::Verified {
             return Err(Error::Autopath);

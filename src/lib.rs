@@ -131,6 +131,7 @@ enum Started {
     External,
     File(source::file::FileSource),
     Kube(source::kube::Connection, source::kube::KubeOptions),
+    Primary(source::primary::PrimaryOptions, Arc<notify::Inbox>),
 }
 
 /// Starts the source, the writer, the DNS workers and the HTTP endpoints. Returns once the
@@ -138,9 +139,16 @@ enum Started {
 /// state is published).
 pub async fn start(config: Config) -> Result<Running, Error> {
     let metrics = Arc::new(Metrics::new());
-    let pipeline = Pipeline::new(config.records.clone()).with_metrics(metrics.clone());
+    let secondary = matches!(config.source, SourceConfig::Primary(_));
+    let pipeline = match secondary {
+        true => Pipeline::secondary(config.records.clone()),
+        false => Pipeline::new(config.records.clone()),
+    };
+    let pipeline = pipeline.with_metrics(metrics.clone());
     let (index, model) = (pipeline.index().clone(), pipeline.model().clone());
-    index.journal().set_limit(config.ixfr_journal_size);
+    // A secondary's zones may sit at different serials for a moment (each is transferred on
+    // its own), so it keeps no journal: its own secondaries get full transfers.
+    index.journal().set_limit(if secondary { 0 } else { config.ixfr_journal_size });
     let cancel = CancellationToken::new();
     let (tx, rx) = mpsc::channel(EVENT_QUEUE);
 
@@ -153,7 +161,15 @@ pub async fn start(config: Config) -> Result<Running, Error> {
             Started::File(file)
         }
         SourceConfig::Kube(opts) => Started::Kube(source::kube::connect(opts).await?, opts.clone()),
+        SourceConfig::Primary(opts) => {
+            let inbox = notify::Inbox::new(opts.primaries.iter().map(|p| p.ip()).collect());
+            Started::Primary(opts.clone(), Arc::new(inbox))
+        }
         SourceConfig::External => Started::External,
+    };
+    let inbox = match &source {
+        Started::Primary(_, inbox) => Some(inbox.clone()),
+        _ => None,
     };
 
     // Serve (SERVFAIL for our zones until the initial state is published) before applying it,
@@ -164,7 +180,8 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         .with_nsid(config.nsid.as_bytes())
         .with_transfer(dns::transfer::TransferAcl::new(config.transfer_to.clone()))
         .with_round_robin(config.round_robin)
-        .with_autopath(config.autopath);
+        .with_autopath(config.autopath)
+        .with_inbox(inbox);
     let forwarder = match &config.upstream {
         Some(upstreams) => {
             let forwarder = Arc::new(forward::Forwarder::new(upstreams, metrics.forward.clone())?);
@@ -223,6 +240,11 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         Started::File(file) => tasks.push(tokio::spawn(file.run(tx, cancel.clone()))),
         Started::Kube(conn, opts) => {
             tasks.push(tokio::spawn(source::kube::run(conn, opts, tx, metrics.clone(), cancel.clone())))
+        }
+        Started::Primary(opts, inbox) => {
+            tracing::info!(primaries = ?opts.primaries, "secondary: copying the zones from the primaries");
+            let zones = index.zones().iter().map(|z| z.name.clone()).collect();
+            tasks.push(tokio::spawn(source::primary::run(opts, zones, inbox, tx, metrics.clone(), cancel.clone())))
         }
     }
     let lameduck = config.lameduck;

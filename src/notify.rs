@@ -28,6 +28,7 @@ use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
 use crate::dns::proto::MIN_UDP;
+use crate::dns::transfer::unmapped;
 use crate::index::Index;
 
 /// The default `--notify-delay`: from a change to its NOTIFY, and between two rounds to a peer.
@@ -160,4 +161,74 @@ async fn notify(index: &Index, peer: SocketAddr, zone: &Name, serial: u32) -> Ou
         }
     }
     Outcome::Silent
+}
+
+/// Where a secondary (`--source primary:ADDR`) receives NOTIFY (RFC 1996 §4): accepted from the
+/// listed primaries only, each one waking the transfer task; anyone else is refused and logged.
+pub struct Inbox {
+    primaries: Vec<IpAddr>,
+    wake: tokio::sync::Notify,
+    /// When the newest accepted NOTIFY arrived.
+    latest: parking_lot::Mutex<Option<std::time::Instant>>,
+    /// When a refused NOTIFY was last logged (at most one line per [`REFUSED_LOG_EVERY`]).
+    refused_logged: parking_lot::Mutex<Option<std::time::Instant>>,
+}
+
+/// How often a stranger's NOTIFY is logged at most: each is refused, a flood is not logged whole.
+const REFUSED_LOG_EVERY: Duration = Duration::from_secs(10);
+
+impl Inbox {
+    /// An inbox accepting NOTIFY from `primaries`.
+    pub fn new(primaries: Vec<IpAddr>) -> Inbox {
+        Inbox {
+            primaries: primaries.into_iter().map(unmapped).collect(),
+            wake: tokio::sync::Notify::new(),
+            latest: parking_lot::Mutex::new(None),
+            refused_logged: parking_lot::Mutex::new(None),
+        }
+    }
+
+    /// Whether `peer` is a listed primary.
+    pub fn accepts(&self, peer: IpAddr) -> bool {
+        self.primaries.contains(&unmapped(peer))
+    }
+
+    /// A listed primary announced a change of `zone` (wire), perhaps to `serial`.
+    pub fn notified(&self, zone: &[u8], serial: Option<u32>, peer: IpAddr) {
+        tracing::debug!(%peer, zone = %display_wire(zone), ?serial, "NOTIFY received");
+        *self.latest.lock() = Some(std::time::Instant::now());
+        // Stores a permit when the task is busy transferring: it refreshes once more after.
+        self.wake.notify_one();
+    }
+
+    /// A NOTIFY from someone who is not a listed primary was refused.
+    pub fn refused(&self, peer: Option<IpAddr>, zone: &[u8]) {
+        let mut logged = self.refused_logged.lock();
+        if logged.is_none_or(|at| at.elapsed() >= REFUSED_LOG_EVERY) {
+            *logged = Some(std::time::Instant::now());
+            tracing::warn!(
+                peer = ?peer,
+                zone = %display_wire(zone),
+                primaries = ?self.primaries,
+                "NOTIFY refused: the sender is not a listed primary (--source primary:ADDR)"
+            );
+        }
+    }
+
+    /// Waits for the next NOTIFY (or returns at once if one came since the last wait).
+    pub async fn wait(&self) {
+        self.wake.notified().await;
+    }
+
+    /// When the newest accepted NOTIFY arrived.
+    pub fn latest(&self) -> Option<std::time::Instant> {
+        *self.latest.lock()
+    }
+}
+
+fn display_wire(wire: &[u8]) -> String {
+    if crate::dns::name::wire_len(wire) != Some(wire.len()) {
+        return String::from("?");
+    }
+    crate::dns::name::Name::from_wire_unchecked(wire).to_dotted()
 }

@@ -59,7 +59,13 @@ fn help_explains_every_flag() {
 fn bad_flags_are_clear_errors() {
     let (ok, _, err) = run(&["serve", "--source", "bogus"]);
     assert!(!ok);
-    assert!(err.contains("--source \"bogus\": expected file:PATH or kube"), "{err}");
+    assert!(err.contains("--source \"bogus\": expected file:PATH, kube, or primary:IP[:PORT]"), "{err}");
+    let (ok, _, err) = run(&["serve", "--source", "primary:10.0.0.1", "--source", "kube"]);
+    assert!(!ok);
+    assert!(err.contains("--source is given 2 times: only primary:IP[:PORT] is repeatable"), "{err}");
+    let (ok, _, err) = run(&["serve", "--source", "primary:not-an-address"]);
+    assert!(!ok);
+    assert!(err.contains("--source \"primary:not-an-address\""), "{err}");
     let (ok, _, err) = run(&["serve", "--source", "file:/nonexistent/cluster.yaml", "--listen", "127.0.0.1:0"]);
     assert!(!ok);
     assert!(err.contains("/nonexistent/cluster.yaml"), "{err}");

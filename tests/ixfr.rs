@@ -14,9 +14,9 @@ use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::rdata::SOA;
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use support::bind::Bind;
-use support::dns::{ask, query_message, rcode, require_tool, udp, zone_lines};
+use support::dns::{addresses, ask, query_message, rcode, require_tool, udp, zone_lines};
 use support::knot::{Knot, free_port};
-use support::server::{BinaryServer, http_get, replace_file, wait_until};
+use support::server::{BinaryServer, eventually, http_get, replace_file, wait_until};
 
 /// A cluster: a headless Service `web` with one endpoint per Pod (hostname `web-<i>`, the IP
 /// given), and the ClusterIP Service `api` with two endpoints, if present.
@@ -232,12 +232,13 @@ fn ixfr_answers_current_incremental_and_full_and_bad_requests_get_formerr() {
 /// Starts a primary on a small cluster with `--notify` to `notify_port`, then a secondary on it
 /// (`start`, given the primary's address), and walks the cluster through Pod recreations, scaling
 /// and Service deletions. After each step, the secondary follows and its AXFR equals the
-/// primary's, and the primary sent every change as an IXFR difference (its log says so). Returns
-/// the secondary and how many steps there were.
+/// primary's, `check(secondary, primary, step)` passes, and the primary sent every change as an
+/// IXFR difference (its log says so). Returns the secondary and how many steps there were.
 fn follow_the_primary<S>(
     notify_port: u16,
     start: impl FnOnce(SocketAddr) -> S,
     addr: impl Fn(&S) -> SocketAddr,
+    check: impl Fn(SocketAddr, SocketAddr, &str),
 ) -> (S, usize) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("cluster.yaml");
@@ -255,6 +256,7 @@ fn follow_the_primary<S>(
     let at = addr(&secondary);
     wait_until(|| serial(at).is_some() && serial(at) == serial(server.addr));
     assert_eq!(axfr_lines(at), axfr_lines(server.addr), "after the initial AXFR");
+    check(at, server.addr, "the initial transfer");
 
     let mut steps: Vec<(&str, Vec<String>, bool)> = Vec::new();
     web[1] = ip();
@@ -277,6 +279,7 @@ fn follow_the_primary<S>(
         wait_until(|| serial(at) == serial(server.addr));
         eprintln!("{step}: the secondary followed in {:?}", started.elapsed());
         assert_eq!(axfr_lines(at), axfr_lines(server.addr), "after: {step}");
+        check(at, server.addr, step);
     }
     let log = server.drain_logs();
     let incremental = log.iter().filter(|l| l.contains("incremental zone transfer")).count();
@@ -291,7 +294,7 @@ fn knot_follows_the_primary_by_ixfr_through_recreations_scaling_and_deletions() 
         return;
     }
     let port = free_port();
-    let (knot, steps) = follow_the_primary(port, |primary| Knot::secondary_on(port, primary), |k| k.addr);
+    let (knot, steps) = follow_the_primary(port, |primary| Knot::secondary_on(port, primary), |k| k.addr, |_, _, _| {});
     // Every step came by IXFR: one AXFR (the first), no fallback to AXFR.
     let log = knot.log();
     eprintln!("{log}");
@@ -311,7 +314,7 @@ fn bind_follows_the_primary_by_ixfr_through_recreations_scaling_and_deletions() 
         return;
     }
     let port = free_port();
-    let (bind, steps) = follow_the_primary(port, |primary| Bind::secondary_on(port, primary), |b| b.addr);
+    let (bind, steps) = follow_the_primary(port, |primary| Bind::secondary_on(port, primary), |b| b.addr, |_, _, _| {});
     // BIND does not log at info level whether a transfer was incremental; the primary's log did
     // (above). Here: one transfer per step after the first, each a success.
     let log = bind.log();
@@ -319,4 +322,169 @@ fn bind_follows_the_primary_by_ixfr_through_recreations_scaling_and_deletions() 
     let completed = log.lines().filter(|l| l.contains("Transfer completed")).count();
     assert!(completed > steps, "{completed} transfers for {steps} steps:\n{log}");
     assert!(!log.lines().any(|l| l.contains("failed") || l.contains("error")), "{log}");
+}
+
+/// A headless-dns secondary (`--source primary:ADDR`) on `port`, copying from `primary`.
+fn secondary_on(port: u16, primary: SocketAddr, extra: &[&str]) -> BinaryServer {
+    let source = format!("primary:{primary}");
+    let listen = format!("127.0.0.1:{port}");
+    let mut args = vec!["serve", "--source", &source, "--listen", &listen, "--transfer-to", "127.0.0.1"];
+    args.extend_from_slice(extra);
+    if !extra.contains(&"--http") {
+        args.extend(["--http", "none"]);
+    }
+    BinaryServer::start(&args)
+}
+
+/// The questions whose answers a secondary must give exactly as its primary does: the core
+/// records of the specification, negative answers (NXDOMAIN vs NODATA, with the SOA) and SRV glue.
+const CONFORMANCE: &[(&str, RecordType)] = &[
+    ("cluster.local.", RecordType::SOA),
+    ("cluster.local.", RecordType::NS),
+    ("dns-version.cluster.local.", RecordType::TXT),
+    ("web.default.svc.cluster.local.", RecordType::A),
+    ("web.default.svc.cluster.local.", RecordType::AAAA),
+    ("web.default.svc.cluster.local.", RecordType::SRV),
+    ("web-0.web.default.svc.cluster.local.", RecordType::A),
+    ("web-1.web.default.svc.cluster.local.", RecordType::A),
+    ("web-5.web.default.svc.cluster.local.", RecordType::A),
+    ("_http._tcp.web.default.svc.cluster.local.", RecordType::SRV),
+    ("_tcp.web.default.svc.cluster.local.", RecordType::A),
+    ("api.default.svc.cluster.local.", RecordType::A),
+    ("_http._tcp.api.default.svc.cluster.local.", RecordType::SRV),
+    ("nothing.default.svc.cluster.local.", RecordType::A),
+    ("svc.cluster.local.", RecordType::A),
+    ("pod.cluster.local.", RecordType::A),
+    ("20.0.96.10.in-addr.arpa.", RecordType::PTR),
+    ("1.9.244.10.in-addr.arpa.", RecordType::PTR),
+    ("9.9.9.10.in-addr.arpa.", RecordType::PTR),
+];
+
+/// A response as lines to compare: rcode, AA, and every section.
+fn answer_lines(server: SocketAddr, name: &str, rtype: RecordType) -> Vec<String> {
+    let m = ask(server, name, rtype);
+    let mut lines = vec![format!(
+        "rcode {} aa {} tc {}",
+        m.metadata.response_code, m.metadata.authoritative, m.metadata.truncation
+    )];
+    for (section, records) in [("an", &m.answers), ("ns", &m.authorities), ("ar", &m.additionals)] {
+        lines.extend(zone_lines(records).into_iter().map(|l| format!("{section} {l}")));
+    }
+    lines
+}
+
+fn assert_same_answers(secondary: SocketAddr, primary: SocketAddr, step: &str) {
+    for (name, rtype) in CONFORMANCE {
+        assert_eq!(
+            answer_lines(secondary, name, *rtype),
+            answer_lines(primary, name, *rtype),
+            "{name} {rtype} after {step}"
+        );
+    }
+}
+
+#[test]
+fn a_headless_dns_secondary_follows_by_ixfr_and_answers_as_the_primary() {
+    let port = free_port();
+    let (secondary, steps) =
+        follow_the_primary(port, |primary| secondary_on(port, primary, &[]), |s| s.addr, assert_same_answers);
+    let log = secondary.drain_logs();
+    assert!(log.iter().any(|l| l.contains("first zone transfers applied; serving")), "{log:#?}");
+    assert!(!log.iter().any(|l| l.contains("WARN") || l.contains("ERROR")), "{log:#?}");
+    eprintln!("{steps} steps followed");
+}
+
+/// A primary on `path` listening on `port`, notifying `notify`.
+fn primary_on(path: &Path, port: u16, notify: u16) -> BinaryServer {
+    let (listen, notify) = (format!("127.0.0.1:{port}"), format!("127.0.0.1:{notify}"));
+    primary(path, &["--listen", &listen, "--notify", &notify])
+}
+
+fn signal(server: &BinaryServer, signal: &str) {
+    let pid = server.child.id().to_string();
+    assert!(std::process::Command::new("kill").args([signal, &pid]).status().unwrap().success());
+}
+
+/// Sends a NOTIFY for cluster.local to `to` from `from` (an address on loopback); returns the
+/// answer's rcode.
+fn send_notify(from: &str, to: SocketAddr) -> Option<ResponseCode> {
+    let mut notify = query_message("cluster.local.", RecordType::SOA, None);
+    notify.metadata.op_code = hickory_proto::op::OpCode::Notify;
+    notify.metadata.authoritative = true;
+    notify.metadata.recursion_desired = false;
+    let socket = std::net::UdpSocket::bind((from, 0)).unwrap();
+    socket.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    socket.send_to(&notify.to_vec().unwrap(), to).unwrap();
+    let mut buf = [0u8; 512];
+    let n = socket.recv(&mut buf).ok()?;
+    let answer = Message::from_vec(&buf[..n]).ok()?;
+    assert_eq!(answer.metadata.op_code, hickory_proto::op::OpCode::Notify);
+    assert_eq!(answer.metadata.id, notify.metadata.id);
+    Some(answer.metadata.response_code)
+}
+
+#[test]
+fn a_secondary_is_servfail_until_its_first_transfer_and_keeps_serving_without_its_primary() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cluster.yaml");
+    let web = |ips: &[&str]| ips.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    replace_file(&path, &manifest(&web(&["10.244.0.10", "10.244.0.11"]), true));
+    let (primary_port, secondary_port) = (free_port(), free_port());
+    let primary_addr: SocketAddr = ([127, 0, 0, 1], primary_port).into();
+    let secondary = secondary_on(secondary_port, primary_addr, &["--http", "127.0.0.1:0"]);
+    let http = secondary.http_addr();
+    let web_1 = "web-1.web.default.svc.cluster.local.";
+
+    // No primary yet: SERVFAIL and not ready, for as long as it takes.
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(rcode(&ask(secondary.addr, web_1, RecordType::A)), ResponseCode::ServFail);
+    assert_eq!(http_get(http, "/readyz").0, 503);
+    assert!(secondary.wait_for_log("no primary reachable", Duration::from_secs(5)).is_some());
+
+    // The primary comes up: the secondary copies it and is ready.
+    let server = primary_on(&path, primary_port, secondary_port);
+    eventually("the first transfer", Duration::from_secs(10), || {
+        addresses(&ask(secondary.addr, web_1, RecordType::A)) == ["10.244.0.11"]
+    });
+    assert_eq!(http_get(http, "/readyz").0, 200);
+    assert!(secondary.wait_for_log("primary reachable again", Duration::from_secs(5)).is_some());
+
+    // The primary stops (SIGSTOP) while web-1 is recreated: the copy keeps serving; when the
+    // primary resumes with the same history, the change comes by IXFR.
+    signal(&server, "-STOP");
+    replace_file(&path, &manifest(&web(&["10.244.0.10", "10.244.0.12"]), true));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(addresses(&ask(secondary.addr, web_1, RecordType::A)), ["10.244.0.11"]);
+    server.drain_logs();
+    signal(&server, "-CONT");
+    eventually("the change after the pause", Duration::from_secs(10), || {
+        addresses(&ask(secondary.addr, web_1, RecordType::A)) == ["10.244.0.12"]
+    });
+    assert!(server.wait_for_log("incremental zone transfer", Duration::from_secs(5)).is_some());
+
+    // The primary goes away: the copy keeps serving, one warning says so.
+    drop(server);
+    assert_eq!(send_notify("127.0.0.1", secondary.addr), Some(ResponseCode::NoError));
+    assert!(secondary.wait_for_log("no primary reachable", Duration::from_secs(10)).is_some());
+    for _ in 0..5 {
+        assert_eq!(addresses(&ask(secondary.addr, web_1, RecordType::A)), ["10.244.0.12"]);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(http_get(http, "/readyz").0, 200);
+    let (_, metrics) = http_get(http, "/metrics");
+    assert!(metrics.contains("headless_dns_secondary_transfers_total{kind=\"ixfr\",result=\"error\"}"), "{metrics}");
+
+    // A new primary process: a new serial history (which may even repeat the old serials), so
+    // after an outage the copy is replaced by a full transfer.
+    replace_file(&path, &manifest(&web(&["10.244.0.10", "10.244.0.13"]), false));
+    let server = primary_on(&path, primary_port, secondary_port);
+    eventually("the new primary's zone", Duration::from_secs(10), || {
+        addresses(&ask(secondary.addr, web_1, RecordType::A)) == ["10.244.0.13"]
+    });
+    assert_eq!(rcode(&ask(secondary.addr, "api.default.svc.cluster.local.", RecordType::A)), ResponseCode::NXDomain);
+    assert!(
+        server.wait_for_log("zone transferred peer=127.0.0.1 zone=cluster.local.", Duration::from_secs(5)).is_some()
+    );
+    assert_eq!(serial(secondary.addr), serial(server.addr));
+    assert_eq!(axfr_lines(secondary.addr), axfr_lines(server.addr));
 }

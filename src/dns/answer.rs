@@ -33,6 +33,8 @@ pub struct Responder {
     round_robin: bool,
     /// Server-side search for queries from known Pods.
     autopath: bool,
+    /// On a secondary: where NOTIFY from its primaries goes.
+    inbox: Option<Arc<crate::notify::Inbox>>,
 }
 
 /// What the caller of [`Responder::handle`] can do beyond answering from the index.
@@ -79,7 +81,15 @@ impl Responder {
             transfer: Default::default(),
             round_robin: false,
             autopath: false,
+            inbox: None,
         }
+    }
+
+    /// Accepts NOTIFY (RFC 1996) from the primaries `inbox` lists and hands it over; without
+    /// one, NOTIFY is NOTIMP.
+    pub fn with_inbox(mut self, inbox: Option<Arc<crate::notify::Inbox>>) -> Responder {
+        self.inbox = inbox;
+        self
     }
 
     /// Answers NSID requests (`dig +nsid`) with `id`, so a client can tell which replica answered
@@ -163,6 +173,9 @@ impl Responder {
                     None => (decoded, Some(rcode::REFUSED)),
                 }
             }
+            General::Notify(decoded, serial) => {
+                return Outcome::Reply(self.notify(&decoded, serial, transport, out, caps));
+            }
             General::Chaos(decoded) => (decoded, None),
             General::Error(decoded, rcode) => (decoded, Some(rcode)),
         };
@@ -174,6 +187,38 @@ impl Responder {
                 .unwrap_or_else(|| general::error(&q, rcode::REFUSED, &finish, out)),
         };
         Outcome::Reply(n)
+    }
+
+    /// Answers a NOTIFY (RFC 1996 §4.7: the question echoed, opcode NOTIFY, AA when accepted):
+    /// NOERROR from a listed primary for a served zone, which wakes the secondary; REFUSED from
+    /// anyone else; NOTAUTH for another zone; NOTIMP when this server is no secondary.
+    fn notify(
+        &self,
+        decoded: &general::Decoded,
+        serial: Option<u32>,
+        transport: Transport,
+        out: &mut [u8],
+        caps: Caps,
+    ) -> usize {
+        let q = decoded.question();
+        let finish = self.policy.finish(q.head(), transport, out.len());
+        let served = self.index.zone_of(q.lower).is_some_and(|z| self.index.zone(z).name.as_wire() == q.lower);
+        let rcode = match (&self.inbox, caps.client) {
+            (None, _) => rcode::NOTIMP,
+            (Some(_), _) if !served => rcode::NOTAUTH,
+            (Some(inbox), Some(peer)) if inbox.accepts(peer) => {
+                inbox.notified(q.lower, serial, peer);
+                rcode::NOERROR
+            }
+            (Some(inbox), peer) => {
+                inbox.refused(peer, q.lower);
+                rcode::REFUSED
+            }
+        };
+        let at = HEADER_LEN + q.asked.len();
+        out[HEADER_LEN..at].copy_from_slice(q.asked);
+        let aa = if rcode == rcode::NOERROR { flags::AA } else { 0 };
+        finish.write(out, at, Sections { flags: flags::OPCODE_NOTIFY | aa, rcode, ..Sections::default() })
     }
 
     /// Whether server-side search (autopath) is on.

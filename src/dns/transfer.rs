@@ -21,9 +21,10 @@ use hickory_proto::rr::{DNSClass, Name as HName, RData, Record, RecordType};
 
 use super::finish::{Finish, Head, Policy, Sections, Transport};
 use super::name::is_within;
-use super::proto::{HEADER_LEN, MAX_MESSAGE, flags, rtype, soa};
+use super::proto::{MAX_MESSAGE, flags, rtype, soa};
 use crate::index::Index;
 use crate::index::journal::{Version, ZoneDiff};
+use crate::index::wire::entry_records;
 
 /// Networks allowed to transfer zones.
 #[derive(Clone, Debug, Default)]
@@ -39,11 +40,17 @@ impl TransferAcl {
 
     /// Whether `peer` may transfer.
     pub fn allows(&self, peer: IpAddr) -> bool {
-        let peer = match peer {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(peer),
-            v4 => v4,
-        };
+        let peer = unmapped(peer);
         self.nets.iter().any(|n| n.contains(&peer))
+    }
+}
+
+/// An IPv4-mapped IPv6 address (a dual-stack socket's view of an IPv4 peer) as the IPv4
+/// address it is.
+pub fn unmapped(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
     }
 }
 
@@ -258,34 +265,4 @@ fn wire_of(name: &HName) -> Vec<u8> {
     }
     wire.push(0);
     wire
-}
-
-/// The records of a stored entry (its answers, not their glue), as a transfer sends them.
-pub fn entry_records(name: &[u8], entry: &crate::index::NameEntry) -> Vec<Record> {
-    entry.sets().flat_map(|(t, answer)| decode(name, t, answer)).collect()
-}
-
-/// The answer records of a stored answer, decoded by framing it as the response it is spliced into.
-pub(crate) fn decode(name: &[u8], t: u16, answer: crate::index::wire::AnswerRef<'_>) -> Vec<Record> {
-    decode_records(name, t, answer.ancount, answer.records() as u16 - answer.ancount, &answer.to_vec())
-}
-
-/// Stored records (`ancount` answer records, then `arcount` additional ones), decoded after a
-/// question for `name` and `t`, as in the response they are spliced into.
-pub(crate) fn decode_records(name: &[u8], t: u16, ancount: u16, arcount: u16, bytes: &[u8]) -> Vec<Record> {
-    let mut message = Vec::with_capacity(HEADER_LEN + name.len() + 4 + bytes.len());
-    for v in [0u16, 0x8400, 1, ancount, 0, arcount] {
-        message.extend_from_slice(&v.to_be_bytes());
-    }
-    message.extend_from_slice(name);
-    message.extend_from_slice(&t.to_be_bytes());
-    message.extend_from_slice(&1u16.to_be_bytes());
-    message.extend_from_slice(bytes);
-    match Message::from_vec(&message) {
-        Ok(m) => m.answers.into_iter().filter(|r| r.dns_class == DNSClass::IN).collect(),
-        Err(error) => {
-            tracing::error!(%error, "BUG: a stored answer does not decode; left out of the transfer");
-            Vec::new()
-        }
-    }
 }

@@ -20,6 +20,7 @@
 //! single A or PTR record inline (see [`NameEntry`]). A name the writer has taken in but not yet
 //! published maps to no entry, and readers do not see it.
 
+pub mod copy;
 pub mod journal;
 pub mod records;
 pub mod wire;
@@ -236,12 +237,15 @@ impl Index {
         self.names.len()
     }
 
-    /// Ends a recompute: moves the serial forward if anything `changed` (or the journal saw a
-    /// record change), and commits the journal's version for it. Call with the gate held.
-    fn commit(&self, changed: bool) {
+    /// Ends a recompute: moves the serial to `serial` if given (a secondary's: its primary's),
+    /// else forward if anything `changed` (or the journal saw a record change), and commits the
+    /// journal's version for it. Call with the gate held.
+    fn commit(&self, changed: bool, serial: Option<u32>) {
         let from = self.serial();
-        if changed || self.journal.has_pending() {
-            self.bump_serial();
+        match serial {
+            Some(serial) => self.serial.store(serial, Ordering::Relaxed),
+            None if changed || self.journal.has_pending() => self.bump_serial(),
+            None => {}
         }
         self.journal.commit(from, self.serial(), self.is_ready());
     }
