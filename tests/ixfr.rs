@@ -86,17 +86,7 @@ fn serial(server: SocketAddr) -> Option<u32> {
 fn ixfr_request(serial: u32) -> Message {
     let mut request = query_message("cluster.local.", RecordType::IXFR, None);
     request.metadata.recursion_desired = false;
-    let apex = Name::from_ascii("cluster.local.").unwrap();
-    let soa = SOA::new(
-        Name::from_ascii("ns.dns.cluster.local.").unwrap(),
-        Name::from_ascii("hostmaster.cluster.local.").unwrap(),
-        serial,
-        7200,
-        1800,
-        86400,
-        5,
-    );
-    request.add_authority(Record::from_rdata(apex, 5, RData::SOA(soa)));
+    request.add_authority(soa_at("cluster.local.", serial));
     request
 }
 
@@ -439,7 +429,7 @@ fn a_secondary_is_servfail_until_its_first_transfer_and_keeps_serving_without_it
     std::thread::sleep(Duration::from_millis(600));
     assert_eq!(rcode(&ask(secondary.addr, web_1, RecordType::A)), ResponseCode::ServFail);
     assert_eq!(http_get(http, "/readyz").0, 503);
-    assert!(secondary.wait_for_log("no primary reachable", Duration::from_secs(5)).is_some());
+    assert!(secondary.wait_for_log("cannot bring the copy up to date", Duration::from_secs(5)).is_some());
 
     // The primary comes up: the secondary copies it and is ready.
     let server = primary_on(&path, primary_port, secondary_port);
@@ -447,7 +437,7 @@ fn a_secondary_is_servfail_until_its_first_transfer_and_keeps_serving_without_it
         addresses(&ask(secondary.addr, web_1, RecordType::A)) == ["10.244.0.11"]
     });
     assert_eq!(http_get(http, "/readyz").0, 200);
-    assert!(secondary.wait_for_log("primary reachable again", Duration::from_secs(5)).is_some());
+    assert!(secondary.wait_for_log("copy up to date again", Duration::from_secs(5)).is_some());
 
     // The primary stops (SIGSTOP) while web-1 is recreated: the copy keeps serving; when the
     // primary resumes with the same history, the change comes by IXFR.
@@ -465,7 +455,7 @@ fn a_secondary_is_servfail_until_its_first_transfer_and_keeps_serving_without_it
     // The primary goes away: the copy keeps serving, one warning says so.
     drop(server);
     assert_eq!(send_notify("127.0.0.1", secondary.addr), Some(ResponseCode::NoError));
-    assert!(secondary.wait_for_log("no primary reachable", Duration::from_secs(10)).is_some());
+    assert!(secondary.wait_for_log("cannot bring the copy up to date", Duration::from_secs(10)).is_some());
     for _ in 0..5 {
         assert_eq!(addresses(&ask(secondary.addr, web_1, RecordType::A)), ["10.244.0.12"]);
         std::thread::sleep(Duration::from_millis(100));
@@ -487,4 +477,145 @@ fn a_secondary_is_servfail_until_its_first_transfer_and_keeps_serving_without_it
     );
     assert_eq!(serial(secondary.addr), serial(server.addr));
     assert_eq!(axfr_lines(secondary.addr), axfr_lines(server.addr));
+}
+
+/// What the scripted primary sends for cluster.local (the reverse zones are always empty, at
+/// serial 1).
+#[derive(Clone, Copy, Debug)]
+enum Script {
+    /// The zone at this serial: web-0 at this address.
+    Zone(u32, [u8; 4]),
+    /// Bytes that are no DNS message.
+    Garbage,
+    /// The opening SOA and a record, then the connection closes.
+    Truncated(u32),
+    /// To IXFR, a difference that deletes a record nobody has; to AXFR, this zone.
+    BadDifference(u32, [u8; 4]),
+}
+
+fn soa_at(zone: &str, serial: u32) -> Record {
+    let soa = SOA::new(
+        Name::from_ascii("ns.dns.cluster.local.").unwrap(),
+        Name::from_ascii("hostmaster.cluster.local.").unwrap(),
+        serial,
+        7200,
+        1800,
+        86400,
+        1,
+    );
+    Record::from_rdata(Name::from_ascii(zone).unwrap(), 5, RData::SOA(soa))
+}
+
+fn web_0(ip: [u8; 4]) -> Record {
+    let name = Name::from_ascii("web-0.web.default.svc.cluster.local.").unwrap();
+    Record::from_rdata(name, 5, RData::A(hickory_proto::rr::rdata::A(ip.into())))
+}
+
+/// A zone-transfer server on loopback that answers each request as `script` says.
+fn scripted_primary(script: std::sync::Arc<std::sync::Mutex<Script>>) -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut len = [0u8; 2];
+            if stream.read_exact(&mut len).is_err() {
+                continue;
+            }
+            let mut buf = vec![0u8; u16::from_be_bytes(len) as usize];
+            if stream.read_exact(&mut buf).is_err() {
+                continue;
+            }
+            let request = Message::from_vec(&buf).unwrap();
+            let question = request.queries[0].clone();
+            let zone = question.name().to_ascii();
+            let held = request.authorities.iter().find_map(soa_serial);
+            let full = |serial: u32, records: Vec<Record>| {
+                let mut all = vec![soa_at(&zone, serial)];
+                all.extend(records);
+                all.push(soa_at(&zone, serial));
+                all
+            };
+            let records: Vec<Record> = match (*script.lock().unwrap(), zone.as_str()) {
+                (_, "in-addr.arpa." | "ip6.arpa.") if held == Some(1) => vec![soa_at(&zone, 1)],
+                (_, "in-addr.arpa." | "ip6.arpa.") => full(1, Vec::new()),
+                (Script::Garbage, _) => {
+                    let _ = stream.write_all(&[0, 6, 0xde, 0xad, 0xbe, 0xef, 0, 1]);
+                    continue;
+                }
+                (Script::Truncated(serial), _) => vec![soa_at(&zone, serial), web_0([10, 9, 9, 9])],
+                (Script::Zone(serial, _) | Script::BadDifference(serial, _), _) if held == Some(serial) => {
+                    vec![soa_at(&zone, serial)]
+                }
+                (Script::BadDifference(serial, ip), _) if held.is_some() => vec![
+                    soa_at(&zone, serial),
+                    soa_at(&zone, held.unwrap()),
+                    web_0([10, 9, 9, 9]),
+                    soa_at(&zone, serial),
+                    web_0(ip),
+                    soa_at(&zone, serial),
+                ],
+                (Script::Zone(serial, ip) | Script::BadDifference(serial, ip), _) => full(serial, vec![web_0(ip)]),
+            };
+            let mut response = request.clone();
+            response.metadata.message_type = hickory_proto::op::MessageType::Response;
+            response.metadata.authoritative = true;
+            response.authorities.clear();
+            response.answers = records;
+            let bytes = response.to_vec().unwrap();
+            let mut framed = (bytes.len() as u16).to_be_bytes().to_vec();
+            framed.extend_from_slice(&bytes);
+            let _ = stream.write_all(&framed);
+        }
+    });
+    addr
+}
+
+#[test]
+fn bad_transfers_and_strangers_notify_lose_nothing() {
+    let script = std::sync::Arc::new(std::sync::Mutex::new(Script::Zone(100, [10, 0, 0, 1])));
+    let primary = scripted_primary(script.clone());
+    let secondary = secondary_on(free_port(), primary, &[]);
+    let web_0 = "web-0.web.default.svc.cluster.local.";
+    let answers = || addresses(&ask(secondary.addr, web_0, RecordType::A));
+    eventually("the first transfer", Duration::from_secs(10), || answers() == ["10.0.0.1"]);
+    let set = |next: Script| {
+        *script.lock().unwrap() = next;
+        assert_eq!(send_notify("127.0.0.1", secondary.addr), Some(ResponseCode::NoError));
+    };
+
+    // Garbage, then a transfer cut before its final SOA: each logged with the peer; the copy
+    // keeps serving.
+    set(Script::Garbage);
+    let line = secondary.wait_for_log("zone transfer failed", Duration::from_secs(5)).expect("logged");
+    assert!(line.contains(&format!("peer={primary}")) && line.contains("malformed transfer"), "{line}");
+    assert_eq!(answers(), ["10.0.0.1"]);
+    set(Script::Truncated(101));
+    let line = secondary.wait_for_log("zone transfer failed", Duration::from_secs(5)).expect("logged");
+    assert!(line.contains("before the final SOA"), "{line}");
+    assert_eq!(answers(), ["10.0.0.1"]);
+    assert_eq!(serial(secondary.addr), Some(100));
+
+    // A difference that deletes a record the copy does not hold: nothing of it is applied, and
+    // a full transfer follows.
+    set(Script::BadDifference(101, [10, 0, 0, 2]));
+    let line = secondary.wait_for_log("does not apply to the copy", Duration::from_secs(5)).expect("logged");
+    assert!(line.contains("10.9.9.9"), "{line}");
+    eventually("the full transfer after it", Duration::from_secs(5), || answers() == ["10.0.0.2"]);
+    assert_eq!(serial(secondary.addr), Some(101));
+
+    // The primary's serial goes backwards: logged, and its zone is taken whole.
+    set(Script::Zone(50, [10, 0, 0, 3]));
+    let line = secondary.wait_for_log("went backwards", Duration::from_secs(5)).expect("logged");
+    assert!(line.contains("serial=50 held=101"), "{line}");
+    eventually("the zone after the serial went back", Duration::from_secs(5), || answers() == ["10.0.0.3"]);
+    assert_eq!(serial(secondary.addr), Some(50));
+
+    // NOTIFY from anyone but the primary is refused and logged; nothing is transferred.
+    *script.lock().unwrap() = Script::Zone(51, [10, 0, 0, 4]);
+    assert_eq!(send_notify("127.0.0.2", secondary.addr), Some(ResponseCode::Refused));
+    let line = secondary.wait_for_log("NOTIFY refused", Duration::from_secs(5)).expect("logged");
+    assert!(line.contains("127.0.0.2"), "{line}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(answers(), ["10.0.0.3"]);
 }

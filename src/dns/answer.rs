@@ -356,15 +356,15 @@ impl Responder {
 
     /// Writes the zone's SOA (answer or authority) into `out` (as long as the room for
     /// records); returns the record count (0 if it did not fit).
-    fn soa(&self, q: &Question<'_>, zone: u8, ttl: u32, out: &mut [u8], at: &mut usize) -> u16 {
-        let zone = self.index.zone(zone);
+    fn soa(&self, q: &Question<'_>, zone_id: u8, ttl: u32, out: &mut [u8], at: &mut usize) -> u16 {
+        let zone = self.index.zone(zone_id);
         // The zone's name ends the question name: point at it.
         let owner = (HEADER_LEN + q.lower.len() - zone.name.as_wire().len()) as u16;
         let record = proto::Soa {
             owner,
             ttl,
             names: &zone.soa_names,
-            serial: self.index.serial(),
+            serial: self.index.zone_serial(zone_id),
             minimum: self.index.negative_ttl,
         };
         proto::write_soa(out, at, record) as u16

@@ -74,7 +74,7 @@ pub fn respond(index: &Index, query: &[u8], peer: IpAddr, acl: &TransferAcl, pol
     let authoritative = Sections { flags: flags::AA, ..Sections::default() };
     // The serial and the names (or the journal) as one state: the writer waits meanwhile.
     let gate = index.journal().reading();
-    let serial = index.serial();
+    let serial = index.zone_serial(zone_id);
     if let Some(client) = client {
         if !serial_lt(client, serial) {
             drop(gate);
@@ -121,7 +121,7 @@ pub fn ixfr_over_udp(
     match check(index, &request, &question, peer, acl) {
         Err(code) => finish.records(out, &question, [&[], &[], &[]], rcode_only(code)),
         Ok((zone_id, client)) => {
-            let serial = index.serial();
+            let serial = index.zone_serial(zone_id);
             let behind = client.is_none_or(|client| serial_lt(client, serial));
             let body = Sections { flags: flags::AA | if behind { flags::TC } else { 0 }, ..Sections::default() };
             finish.records(out, &question, [&[soa_record(index, zone_id, serial)], &[], &[]], body)

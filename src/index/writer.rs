@@ -169,7 +169,7 @@ impl Writer {
         // SRV answers whose targets' addresses changed: the addresses are their glue.
         self.dirty.extend(changed.glue);
         let owners = changed.sets.into_iter().map(|(name, t)| Owner::Copied(name, t));
-        Ok(self.recompute_to(&Model::new(), owners, Some(transfer.serial)))
+        Ok(self.recompute_to(&Model::new(), owners, Some((zone, transfer.serial))))
     }
 
     /// The serial of a secondary's copy of zone `zone`, if it holds one.
@@ -182,9 +182,14 @@ impl Writer {
         self.copy.as_ref().map_or(0, Copy::len)
     }
 
-    /// [`Writer::recompute`], ending at `serial` if given (a secondary's: its primary's),
-    /// else moving the serial forward if anything changed.
-    fn recompute_to(&mut self, model: &Model, owners: impl IntoIterator<Item = Owner>, serial: Option<u32>) -> bool {
+    /// [`Writer::recompute`], ending with a zone at `serial` if given (a secondary's: its
+    /// primary's), else moving the serial forward if anything changed.
+    fn recompute_to(
+        &mut self,
+        model: &Model,
+        owners: impl IntoIterator<Item = Owner>,
+        serial: Option<(u8, u32)>,
+    ) -> bool {
         // Transfers wait until the names and the serial (and the journal) agree again.
         let index = Arc::clone(&self.index);
         let _publishing = index.journal().publishing();

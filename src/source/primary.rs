@@ -140,7 +140,7 @@ pub async fn run(
         let wait = match secondary.round().await {
             Ok(()) => {
                 if let Some(since) = outage.take() {
-                    tracing::info!(down_for = ?since.elapsed(), "primary reachable again; copy up to date");
+                    tracing::info!(failing_for = ?since.elapsed(), "copy up to date again");
                 }
                 if !secondary.synced {
                     secondary.synced = true;
@@ -158,7 +158,7 @@ pub async fn run(
                         primaries = ?secondary.primaries,
                         %error,
                         serving = if secondary.synced { "the last copy" } else { "SERVFAIL until a first transfer" },
-                        "no primary reachable; retrying with backoff"
+                        "cannot bring the copy up to date from any primary; retrying with backoff"
                     );
                 } else {
                     tracing::debug!(%error, "primaries still unreachable");
