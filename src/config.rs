@@ -37,9 +37,12 @@ pub enum Error {
     /// `--notify` is not an address.
     #[error("--notify {0:?}: expected IP or IP:PORT ([IPv6]:PORT)")]
     Notify(String),
-    /// `--transfer-to` is not a network.
-    #[error("--transfer-to {0:?}: expected a CIDR (10.0.0.0/8) or an address")]
-    TransferTo(String),
+    /// `--transfer-to` or `--allow-notify` is not a network.
+    #[error("{0} {1:?}: expected a CIDR (10.0.0.0/8) or an address")]
+    Network(&'static str, String),
+    /// `--allow-notify` without `--source primary:`.
+    #[error("--allow-notify only applies to --source primary:IP[:PORT] (a secondary)")]
+    AllowNotify,
     /// `--http` is not an address.
     #[error("--http {0:?}: expected ADDR:PORT or none")]
     Http(String),
@@ -222,10 +225,23 @@ pub struct ServeArgs {
 
     /// Send NOTIFY (RFC 1996) for every served zone to this secondary whenever the zone changes,
     /// so it transfers the change at once instead of at its next SOA refresh (repeatable; `IP` or
-    /// `IP:PORT`, port 53 by default). At most one per zone per second; unanswered ones are sent
-    /// again 4 times, backing off. The secondary still needs `--transfer-to` to pull the zone.
+    /// `IP:PORT`, port 53 by default). Bursts are coalesced (`--notify-delay`); unanswered ones are
+    /// sent again 4 times, backing off. The secondary still needs `--transfer-to` to pull the zone.
     #[arg(long = "notify", value_name = "ADDR")]
     pub notify: Vec<String>,
+
+    /// Also send NOTIFY, at this port, to every address that transferred a zone from this server
+    /// in the last 24 hours: node-local secondaries whose addresses are not known in advance (see
+    /// deploy/node-local). Off by default.
+    #[arg(long, value_name = "PORT")]
+    pub notify_secondaries: Option<u16>,
+
+    /// On a secondary (`--source primary:`): also accept NOTIFY from this network (repeatable,
+    /// CIDR or address), e.g. the Pod network when the primaries sit behind a Service address.
+    /// A NOTIFY only makes the secondary ask its own primaries sooner [default: the primaries'
+    /// addresses only].
+    #[arg(long = "allow-notify", value_name = "CIDR")]
+    pub allow_notify: Vec<String>,
 
     /// Wait this long after a change before sending NOTIFY, and at least this long between two
     /// NOTIFY rounds, so a burst of changes becomes one NOTIFY (and one IXFR).
@@ -330,6 +346,10 @@ pub struct Config {
     pub notify: Vec<SocketAddr>,
     /// Delay before a NOTIFY and between two NOTIFY rounds.
     pub notify_delay: Duration,
+    /// NOTIFY recent transfer clients at this port.
+    pub notify_secondaries: Option<u16>,
+    /// A secondary's extra NOTIFY sources.
+    pub allow_notify: Vec<ipnet::IpNet>,
     /// Bound of the IXFR journal in bytes (0: none).
     pub ixfr_journal_size: usize,
     /// Rotate multi-address answers.
@@ -356,6 +376,8 @@ impl Config {
             transfer_to: Vec::new(),
             notify: Vec::new(),
             notify_delay: crate::notify::DEFAULT_DELAY,
+            notify_secondaries: None,
+            allow_notify: Vec::new(),
             ixfr_journal_size: crate::index::journal::DEFAULT_LIMIT,
             round_robin: false,
             autopath: false,
@@ -410,6 +432,9 @@ impl ServeArgs {
     /// Validates the flags.
     pub fn to_config(&self) -> Result<Config, Error> {
         let primaries = self.primaries()?;
+        if primaries.is_none() && !self.allow_notify.is_empty() {
+            return Err(Error::AllowNotify);
+        }
         let single = match (&self.source[..], &primaries) {
             (_, Some(_)) => "",
             ([one], None) => one.as_str(),
@@ -494,18 +519,24 @@ impl ServeArgs {
                 .map(|text| dns_peer(text).ok_or_else(|| Error::Notify(text.clone())))
                 .collect::<Result<_, _>>()?,
             notify_delay: self.notify_delay,
+            notify_secondaries: self.notify_secondaries,
+            allow_notify: networks("--allow-notify", &self.allow_notify)?,
             ixfr_journal_size: self.ixfr_journal_size,
-            transfer_to: self
-                .transfer_to
-                .iter()
-                .map(|t| {
-                    t.parse::<ipnet::IpNet>()
-                        .or_else(|_| t.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-                        .map_err(|_| Error::TransferTo(t.clone()))
-                })
-                .collect::<Result<_, _>>()?,
+            transfer_to: networks("--transfer-to", &self.transfer_to)?,
         })
     }
+}
+
+/// Networks given as CIDRs or single addresses, for `flag`.
+fn networks(flag: &'static str, texts: &[String]) -> Result<Vec<ipnet::IpNet>, Error> {
+    texts
+        .iter()
+        .map(|t| {
+            t.parse::<ipnet::IpNet>()
+                .or_else(|_| t.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| Error::Network(flag, t.clone()))
+        })
+        .collect()
 }
 
 /// A size in bytes: a number, optionally followed by `KiB`, `MiB` or `GiB` (`K`, `M`, `G`).

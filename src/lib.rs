@@ -162,7 +162,8 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         }
         SourceConfig::Kube(opts) => Started::Kube(source::kube::connect(opts).await?, opts.clone()),
         SourceConfig::Primary(opts) => {
-            let inbox = notify::Inbox::new(opts.primaries.iter().map(|p| p.ip()).collect());
+            let primaries = opts.primaries.iter().map(|p| p.ip()).collect();
+            let inbox = notify::Inbox::new(primaries, config.allow_notify.clone());
             Started::Primary(opts.clone(), Arc::new(inbox))
         }
         SourceConfig::External => Started::External,
@@ -176,9 +177,10 @@ pub async fn start(config: Config) -> Result<Running, Error> {
     // so "listening" always precedes "serving" in the log.
     let sockets = Sockets::bind(&config.listen, config.udp_workers).map_err(Error::Bind)?;
     let dns_addrs = sockets.local_addrs();
+    let clients = config.notify_secondaries.map(|_| Arc::new(dns::transfer::Clients::default()));
     let responder = Responder::new(index.clone(), config.max_udp_size)
         .with_nsid(config.nsid.as_bytes())
-        .with_transfer(dns::transfer::TransferAcl::new(config.transfer_to.clone()))
+        .with_transfer(dns::transfer::TransferAcl::new(config.transfer_to.clone()).with_clients(clients.clone()))
         .with_round_robin(config.round_robin)
         .with_autopath(config.autopath)
         .with_inbox(inbox);
@@ -225,11 +227,13 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         // After the sockets serve, so a probe that comes back to us is seen.
         tasks.push(tokio::spawn(forwarder.probe_for_loops()));
     }
-    if !config.notify.is_empty() {
-        tracing::info!(peers = ?config.notify, "sending NOTIFY to secondaries on every change");
+    if !config.notify.is_empty() || config.notify_secondaries.is_some() {
+        tracing::info!(peers = ?config.notify, learned_at_port = ?config.notify_secondaries, "sending NOTIFY to secondaries on every change");
+        let learned = config.notify_secondaries.zip(clients).map(|(port, clients)| notify::Learned { clients, port });
         tasks.push(tokio::spawn(notify::run(
             index.clone(),
             config.notify.clone(),
+            learned,
             config.notify_delay,
             cancel.clone(),
         )));

@@ -50,14 +50,60 @@ enum Outcome {
     Superseded,
 }
 
-/// Notifies `peers` of every serial change of `index` until `cancel`.
-pub async fn run(index: Arc<Index>, peers: Vec<SocketAddr>, delay: Duration, cancel: CancellationToken) {
+/// How long a learned secondary (`--notify-secondaries`) is notified after its last transfer: far
+/// longer than its SOA refresh (7200 s), so one that is current and idle is not forgotten.
+pub const LEARNED_FOR: Duration = Duration::from_secs(24 * 3600);
+
+/// Secondaries learned from their transfers, and the port they take NOTIFY on.
+pub struct Learned {
+    /// Who transferred recently.
+    pub clients: Arc<crate::dns::transfer::Clients>,
+    /// Where they listen for NOTIFY.
+    pub port: u16,
+}
+
+/// Notifies `peers`, and the secondaries `learned` finds, of every serial change of `index`
+/// until `cancel`.
+pub async fn run(
+    index: Arc<Index>,
+    peers: Vec<SocketAddr>,
+    learned: Option<Learned>,
+    delay: Duration,
+    cancel: CancellationToken,
+) {
     let zones: Vec<Name> = index.zones().iter().filter_map(|z| Name::from_ascii(z.name.to_dotted()).ok()).collect();
     let zones = Arc::new(zones);
-    let tasks: Vec<_> =
-        peers.into_iter().map(|peer| tokio::spawn(notify_peer(index.clone(), zones.clone(), peer, delay))).collect();
-    cancel.cancelled().await;
-    for task in tasks {
+    let spawn = |peer| tokio::spawn(notify_peer(index.clone(), zones.clone(), peer, delay));
+    let mut tasks: std::collections::HashMap<SocketAddr, tokio::task::JoinHandle<()>> =
+        peers.iter().map(|&peer| (peer, spawn(peer))).collect();
+    if let Some(learned) = learned {
+        let mut check = tokio::time::interval(Duration::from_millis(200));
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = check.tick() => {}
+            }
+            let recent: HashSet<SocketAddr> =
+                learned.clients.recent(LEARNED_FOR).into_iter().map(|ip| SocketAddr::new(ip, learned.port)).collect();
+            for &peer in &recent {
+                tasks.entry(peer).or_insert_with(|| {
+                    tracing::info!(%peer, "secondary learned from its transfer; notifying it of changes");
+                    spawn(peer)
+                });
+            }
+            tasks.retain(|peer, task| {
+                let keep = peers.contains(peer) || recent.contains(peer);
+                if !keep {
+                    tracing::info!(%peer, "secondary has not transferred for a day; no longer notified");
+                    task.abort();
+                }
+                keep
+            });
+        }
+    } else {
+        cancel.cancelled().await;
+    }
+    for task in tasks.into_values() {
         task.abort();
     }
 }
@@ -167,6 +213,8 @@ async fn notify(index: &Index, peer: SocketAddr, zone: &Name, serial: u32) -> Ou
 /// listed primaries only, each one waking the transfer task; anyone else is refused and logged.
 pub struct Inbox {
     primaries: Vec<IpAddr>,
+    /// `--allow-notify`: further networks NOTIFY is accepted from.
+    allowed: Vec<ipnet::IpNet>,
     wake: tokio::sync::Notify,
     /// When the newest accepted NOTIFY arrived.
     latest: parking_lot::Mutex<Option<std::time::Instant>>,
@@ -178,19 +226,21 @@ pub struct Inbox {
 const REFUSED_LOG_EVERY: Duration = Duration::from_secs(10);
 
 impl Inbox {
-    /// An inbox accepting NOTIFY from `primaries`.
-    pub fn new(primaries: Vec<IpAddr>) -> Inbox {
+    /// An inbox accepting NOTIFY from `primaries` and the `allowed` networks.
+    pub fn new(primaries: Vec<IpAddr>, allowed: Vec<ipnet::IpNet>) -> Inbox {
         Inbox {
             primaries: primaries.into_iter().map(unmapped).collect(),
+            allowed,
             wake: tokio::sync::Notify::new(),
             latest: parking_lot::Mutex::new(None),
             refused_logged: parking_lot::Mutex::new(None),
         }
     }
 
-    /// Whether `peer` is a listed primary.
+    /// Whether `peer` is a listed primary or in an allowed network.
     pub fn accepts(&self, peer: IpAddr) -> bool {
-        self.primaries.contains(&unmapped(peer))
+        let peer = unmapped(peer);
+        self.primaries.contains(&peer) || self.allowed.iter().any(|net| net.contains(&peer))
     }
 
     /// A listed primary announced a change of `zone` (wire), perhaps to `serial`.
@@ -210,7 +260,7 @@ impl Inbox {
                 peer = ?peer,
                 zone = %display_wire(zone),
                 primaries = ?self.primaries,
-                "NOTIFY refused: the sender is not a listed primary (--source primary:ADDR)"
+                "NOTIFY refused: the sender is not a listed primary (--source primary:ADDR, --allow-notify)"
             );
         }
     }

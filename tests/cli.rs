@@ -45,6 +45,8 @@ fn help_explains_every_flag() {
         "--transfer-to",
         "--notify",
         "--notify-delay",
+        "--notify-secondaries",
+        "--allow-notify",
         "--ixfr-journal-size",
         "--upstream",
         "--log-format",
@@ -63,6 +65,9 @@ fn bad_flags_are_clear_errors() {
     let (ok, _, err) = run(&["serve", "--source", "primary:10.0.0.1", "--source", "kube"]);
     assert!(!ok);
     assert!(err.contains("--source is given 2 times: only primary:IP[:PORT] is repeatable"), "{err}");
+    let (ok, _, err) = run(&["serve", "--source", "kube", "--allow-notify", "10.0.0.0/8"]);
+    assert!(!ok);
+    assert!(err.contains("--allow-notify only applies to --source primary:"), "{err}");
     let (ok, _, err) = run(&["serve", "--source", "primary:not-an-address"]);
     assert!(!ok);
     assert!(err.contains("--source \"primary:not-an-address\""), "{err}");

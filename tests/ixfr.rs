@@ -619,3 +619,26 @@ fn bad_transfers_and_strangers_notify_lose_nothing() {
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(answers(), ["10.0.0.3"]);
 }
+
+#[test]
+fn a_primary_notifies_the_secondaries_it_learned_from_their_transfers() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cluster.yaml");
+    let web = |ips: &[&str]| ips.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    replace_file(&path, &manifest(&web(&["10.244.0.10"]), true));
+    // No --notify: the primary learns its secondaries from their transfers, and notifies
+    // them at the port every node-local secondary listens on.
+    let port = free_port();
+    let server = primary(&path, &["--notify-secondaries", &port.to_string()]);
+    let secondary = secondary_on(port, server.addr, &[]);
+    let web_0 = "web-0.web.default.svc.cluster.local.";
+    eventually("the first transfer", Duration::from_secs(10), || {
+        addresses(&ask(secondary.addr, web_0, RecordType::A)) == ["10.244.0.10"]
+    });
+    assert!(server.wait_for_log("secondary learned from its transfer", Duration::from_secs(5)).is_some());
+    // The SOA refresh is two hours: only a NOTIFY brings the change within seconds.
+    replace_file(&path, &manifest(&web(&["10.244.0.20"]), true));
+    eventually("the change, pushed by NOTIFY", Duration::from_secs(5), || {
+        addresses(&ask(secondary.addr, web_0, RecordType::A)) == ["10.244.0.20"]
+    });
+}

@@ -30,18 +30,64 @@ use crate::index::wire::entry_records;
 #[derive(Clone, Debug, Default)]
 pub struct TransferAcl {
     nets: Vec<ipnet::IpNet>,
+    /// With `--notify-secondaries`: who transferred, for NOTIFY.
+    clients: Option<Arc<Clients>>,
 }
 
 impl TransferAcl {
     /// An ACL of these networks (empty: nobody).
     pub fn new(nets: Vec<ipnet::IpNet>) -> Self {
-        TransferAcl { nets }
+        TransferAcl { nets, clients: None }
+    }
+
+    /// Records in `clients` every peer that transfers (or asks whether it is current).
+    pub fn with_clients(mut self, clients: Option<Arc<Clients>>) -> Self {
+        self.clients = clients;
+        self
+    }
+
+    fn saw(&self, peer: IpAddr) {
+        if let Some(clients) = &self.clients {
+            clients.saw(peer);
+        }
     }
 
     /// Whether `peer` may transfer.
     pub fn allows(&self, peer: IpAddr) -> bool {
         let peer = unmapped(peer);
         self.nets.iter().any(|n| n.contains(&peer))
+    }
+}
+
+/// The secondaries that transferred a zone recently (`--notify-secondaries`): node-local
+/// secondaries are not known in advance, so the NOTIFY task learns them from their transfers.
+/// Bounded: at most [`Clients::MAX`] addresses, the least recently seen dropped first.
+#[derive(Debug, Default)]
+pub struct Clients {
+    seen: parking_lot::Mutex<std::collections::HashMap<IpAddr, std::time::Instant>>,
+}
+
+impl Clients {
+    /// Addresses held at most (a 5,000-node cluster needs 5,000).
+    pub const MAX: usize = 65_536;
+
+    /// `peer` transferred a zone (or asked whether its copy is current) just now.
+    pub fn saw(&self, peer: IpAddr) {
+        let mut seen = self.seen.lock();
+        if seen.len() >= Self::MAX
+            && !seen.contains_key(&peer)
+            && let Some(oldest) = seen.iter().min_by_key(|(_, at)| **at).map(|(ip, _)| *ip)
+        {
+            seen.remove(&oldest);
+        }
+        seen.insert(unmapped(peer), std::time::Instant::now());
+    }
+
+    /// The addresses seen within `window`; older ones are forgotten.
+    pub fn recent(&self, window: std::time::Duration) -> Vec<IpAddr> {
+        let mut seen = self.seen.lock();
+        seen.retain(|_, at| at.elapsed() < window);
+        seen.keys().copied().collect()
     }
 }
 
@@ -70,6 +116,7 @@ pub fn respond(index: &Index, query: &[u8], peer: IpAddr, acl: &TransferAcl, pol
         Ok(checked) => checked,
         Err(code) => return pack(&finish, &question, Vec::new(), rcode_only(code)),
     };
+    acl.saw(peer);
     let zone = index.zone(zone_id);
     let authoritative = Sections { flags: flags::AA, ..Sections::default() };
     // The serial and the names (or the journal) as one state: the writer waits meanwhile.
@@ -121,6 +168,7 @@ pub fn ixfr_over_udp(
     match check(index, &request, &question, peer, acl) {
         Err(code) => finish.records(out, &question, [&[], &[], &[]], rcode_only(code)),
         Ok((zone_id, client)) => {
+            acl.saw(peer);
             let serial = index.zone_serial(zone_id);
             let behind = client.is_none_or(|client| serial_lt(client, serial));
             let body = Sections { flags: flags::AA | if behind { flags::TC } else { 0 }, ..Sections::default() };
