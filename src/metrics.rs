@@ -82,6 +82,8 @@ pub struct SecondaryMetrics {
     pub notify_lag: Gauge<f64, std::sync::atomic::AtomicU64>,
     /// Zone transfers by kind and result.
     pub transfers: Family<TransferLabel, Counter>,
+    /// Bytes of the transfer messages received.
+    pub transfer_bytes: Counter,
 }
 
 /// Every metric the server exports.
@@ -218,6 +220,11 @@ impl Metrics {
             secondary.notify_lag.clone(),
         );
         registry.register("secondary_transfers", "Zone transfers a secondary made", secondary.transfers.clone());
+        registry.register(
+            "secondary_transfer_bytes",
+            "Bytes of zone transfer messages a secondary received",
+            secondary.transfer_bytes.clone(),
+        );
         let queries = Arc::new(QueryStats::default());
         registry.register_collector(Box::new(QueryCollector(queries.clone())));
         Metrics {

@@ -275,7 +275,7 @@ impl Secondary {
         let mut held = self.held[zone].filter(|(from, _)| *from == primary).map(|(_, serial)| serial);
         loop {
             let kind = if held.is_some() { "ixfr" } else { "axfr" };
-            let fetched = match fetch(peer, &name, held).await {
+            let fetched = match fetch(peer, &name, held, &self.metrics).await {
                 Ok(fetched) => fetched,
                 Err(error) => {
                     self.count(kind, "error");
@@ -360,7 +360,12 @@ fn interval(seconds: i32, default: u32) -> Duration {
 }
 
 /// Asks `peer` for `zone`: IXFR from `held`, or AXFR without a copy.
-async fn fetch(peer: SocketAddr, zone: &Name, held: Option<u32>) -> Result<Fetched, FetchError> {
+async fn fetch(
+    peer: SocketAddr,
+    zone: &Name,
+    held: Option<u32>,
+    metrics: &SecondaryMetrics,
+) -> Result<Fetched, FetchError> {
     let apex = HName::from_ascii(zone.to_dotted()).map_err(|e| FetchError::Malformed(e.to_string()))?;
     let id = crate::forward::rand_u64() as u16;
     let mut request = Message::new(id, MessageType::Query, OpCode::Query);
@@ -386,6 +391,7 @@ async fn fetch(peer: SocketAddr, zone: &Name, held: Option<u32>) -> Result<Fetch
         read_exact(&mut stream, &mut len).await?;
         let len = usize::from(u16::from_be_bytes(len));
         total += len;
+        metrics.transfer_bytes.inc_by(len as u64 + 2);
         if total > MAX_TRANSFER_BYTES {
             return Err(FetchError::TooLarge);
         }
