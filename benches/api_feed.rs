@@ -28,7 +28,6 @@ use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use serde::Deserialize;
 use serde_json::Value;
 
 /// jemalloc, as the server uses: with glibc's malloc a fifth of this process's CPU went to page
@@ -56,11 +55,8 @@ fn run() -> Result<(), String> {
     let text = std::fs::read_to_string(&yaml).map_err(|e| format!("{}: {e}", yaml.display()))?;
     let mut objects = Vec::new();
     let mut slices: HashMap<(String, String), Value> = HashMap::new();
-    for (i, doc) in serde_yaml::Deserializer::from_str(&text).enumerate() {
-        let value = Value::deserialize(doc).map_err(|e| format!("{}: document {}: {e}", yaml.display(), i + 1))?;
-        if value.is_null() {
-            continue;
-        }
+    for (i, doc) in serde_saphyr::read::<_, Value>(&mut text.as_bytes()).enumerate() {
+        let value = doc.map_err(|e| format!("{}: document {}: {e}", yaml.display(), i + 1))?;
         if value["kind"] == "EndpointSlice" {
             let key = (str_at(&value, "namespace"), str_at(&value, "name"));
             slices.insert(key, value.clone());

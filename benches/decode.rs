@@ -4,7 +4,8 @@
 //!   `{"type":"MODIFIED","object":{…}}` with 10 endpoints (conditions, hostname, targetRef,
 //!   nodeName, zone), a named port, the EndpointSlice controller's labels, the trigger-time
 //!   annotation, an owner reference and the controller's `managedFields` entry. Decoded as
-//!   kube-client decodes a watch line (`serde_json::from_str::<WatchEvent<K>>`), then projected.
+//!   kube-client decodes a watch line (`serde_json::from_str::<WatchEvent<K>>`, with `K` the
+//!   watcher's `Decoded<api::EndpointSlice>` on the slim path), then projected.
 //! - `yaml/<path>`: a manifest of one headless Service and its EndpointSlice (10 endpoints), in
 //!   the shape `benches/load/run.py` writes, through `parse_manifests`.
 //!
@@ -31,7 +32,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use k8s_openapi::api::discovery::v1 as discovery;
 use kube::api::WatchEvent;
 
-use headless_dns::cluster::api;
+use headless_dns::cluster::api::{self, Decoded};
 use headless_dns::cluster::object::{self, Object};
 use headless_dns::source::file::parse_manifests;
 
@@ -109,8 +110,8 @@ fn event_openapi(line: &str) -> Object {
 }
 
 fn event_slim(line: &str) -> Object {
-    match serde_json::from_str::<WatchEvent<api::EndpointSlice>>(line) {
-        Ok(WatchEvent::Modified(mut slice)) => Object::Slice(object::project_slice(&mut slice).unwrap()),
+    match serde_json::from_str::<WatchEvent<Decoded<api::EndpointSlice>>>(line) {
+        Ok(WatchEvent::Modified(Decoded::Ok(mut slice))) => Object::Slice(object::project_slice(&mut slice).unwrap()),
         other => panic!("not a MODIFIED event: {:?}", other.map_err(|e| e.to_string())),
     }
 }

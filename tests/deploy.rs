@@ -18,8 +18,8 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::{Metadata, NamespaceResourceScope, Resource};
+use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
 /// The files `kubectl apply -f deploy/` applies, and nothing else may be.
@@ -76,12 +76,10 @@ impl Manifests {
         for path in files {
             let file = path.file_name().unwrap().to_string_lossy().into_owned();
             let text = std::fs::read_to_string(&path).unwrap();
-            for (i, document) in serde_yaml::Deserializer::from_str(&text).enumerate() {
+            // Empty documents (a trailing `---`) are skipped, as kubectl skips them.
+            for (i, document) in serde_saphyr::read::<_, serde_json::Value>(&mut text.as_bytes()).enumerate() {
                 let at = format!("deploy/{file}, document {}", i + 1);
-                let value = serde_yaml::Value::deserialize(document).unwrap_or_else(|e| panic!("{at}: not YAML: {e}"));
-                if value.is_null() {
-                    continue; // an empty document (a trailing `---`), as kubectl skips it
-                }
+                let value = document.unwrap_or_else(|e| panic!("{at}: not YAML: {e}"));
                 let kind =
                     value.get("kind").and_then(|k| k.as_str()).unwrap_or_else(|| panic!("{at}: no `kind`")).to_owned();
                 match kind.as_str() {
@@ -119,7 +117,7 @@ impl Manifests {
 }
 
 /// Deserializes one document as `T`, checks the round trip, and records where it was.
-fn typed<T>(all: &mut Vec<Placed>, at: &str, value: &serde_yaml::Value) -> T
+fn typed<T>(all: &mut Vec<Placed>, at: &str, value: &Json) -> T
 where
     T: Resource + Metadata<Ty = ObjectMeta> + DeserializeOwned + Serialize + 'static,
 {
@@ -136,12 +134,11 @@ where
 
 /// Deserializes `value` into `T` (which checks `apiVersion` and `kind` too), serializes it back
 /// and compares: every field of the document must come back unchanged, and nothing may be added.
-fn round_trip<T: DeserializeOwned + Serialize>(value: &serde_yaml::Value) -> Result<T, Vec<String>> {
-    let object: T = serde_yaml::from_value(value.clone()).map_err(|e| vec![e.to_string()])?;
-    let original = serde_json::to_value(value).map_err(|e| vec![e.to_string()])?;
+fn round_trip<T: DeserializeOwned + Serialize>(original: &Json) -> Result<T, Vec<String>> {
+    let object = T::deserialize(original).map_err(|e| vec![e.to_string()])?;
     let back = serde_json::to_value(&object).expect("k8s-openapi objects serialize");
     let mut problems = Vec::new();
-    diff("", &original, &back, &mut problems);
+    diff("", original, &back, &mut problems);
     if problems.is_empty() {
         Ok(object)
     } else {
@@ -234,19 +231,19 @@ fn every_document_is_a_known_kind_that_survives_a_round_trip() {
 
 #[test]
 fn the_round_trip_catches_a_misspelled_field() {
-    let typo: serde_yaml::Value = serde_yaml::from_str(
+    let typo: serde_json::Value = serde_saphyr::from_str(
         "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\n\
          spec:\n  replica: 2\n  selector: {}\n  template: {}\n",
     )
     .unwrap();
     let problems = round_trip::<Deployment>(&typo).expect_err("`replica` is not a field");
     assert!(problems.iter().any(|p| p.starts_with(".spec.replica: dropped")), "{problems:?}");
-    let port_as_string: serde_yaml::Value =
-        serde_yaml::from_str("apiVersion: v1\nkind: Service\nmetadata: {name: x}\nspec: {ports: [{port: \"53\"}]}\n")
+    let port_as_string: serde_json::Value =
+        serde_saphyr::from_str("apiVersion: v1\nkind: Service\nmetadata: {name: x}\nspec: {ports: [{port: \"53\"}]}\n")
             .unwrap();
     assert!(round_trip::<Service>(&port_as_string).is_err(), "a port is a number");
-    let wrong_version: serde_yaml::Value =
-        serde_yaml::from_str("apiVersion: policy/v1beta1\nkind: PodDisruptionBudget\nmetadata: {name: x}\n").unwrap();
+    let wrong_version: serde_json::Value =
+        serde_saphyr::from_str("apiVersion: policy/v1beta1\nkind: PodDisruptionBudget\nmetadata: {name: x}\n").unwrap();
     assert!(round_trip::<PodDisruptionBudget>(&wrong_version).is_err());
 }
 

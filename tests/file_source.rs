@@ -159,7 +159,7 @@ fn malformed_objects_are_skipped_with_a_warning_naming_them() {
     for (what, why) in [
         (
             "EndpointSlice ns-0/bad-addresses",
-            r#"document 3 reason=endpoints[0].addresses: expected a list, found string "10.0.0.7""#,
+            r#"document 3 reason=endpoints[0].addresses: invalid type: string "10.0.0.7", expected a sequence"#,
         ),
         ("EndpointSlice ns-0/no-type", "document 4 reason=addressType is missing"),
     ] {
@@ -297,6 +297,7 @@ async fn a_broken_file_at_start_is_a_clear_error() {
     let config = headless_dns::config::Config::for_file(&path, "127.0.0.1:0".parse().unwrap());
     let err = headless_dns::start(config).await.err().expect("start fails").to_string();
     assert!(err.contains("cluster.yaml: document 2:"), "{err}");
+    assert!(err.contains("line 5") && !err.contains('\n'), "one line, naming where: {err}");
     let config =
         headless_dns::config::Config::for_file(dir.path().join("missing.yaml"), "127.0.0.1:0".parse().unwrap());
     let err = headless_dns::start(config).await.err().expect("start fails").to_string();

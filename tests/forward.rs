@@ -9,6 +9,7 @@ use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::RecordType;
 use support::dns::{TIMEOUT, addresses, ask, query_message, rcode, require_tool, tcp, udp_raw, zone_lines};
 use support::knot::{BIG_RECORDS, Knot, free_port};
+use support::openmetrics;
 use support::server::{BinaryServer, http_get, wait_until};
 
 fn serve_with_upstream(upstream: &str) -> BinaryServer {
@@ -62,14 +63,20 @@ fn series(text: &str, name: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-#[test]
-fn metrics_count_cache_misses_then_hits_and_upstream_answers() {
+/// Knot as the upstream of a server with `/metrics`; `None` (SKIPPED) without `knotd`.
+fn scraped_server_with_knot_upstream() -> Option<(Knot, BinaryServer, std::net::SocketAddr)> {
     if !require_tool("knotd") {
-        return;
+        return None;
     }
     let knot = Knot::start();
     let server = BinaryServer::example(&["--upstream", &knot.addr.to_string(), "--http", "127.0.0.1:0"]);
     let http = server.http_addr();
+    Some((knot, server, http))
+}
+
+#[test]
+fn metrics_count_cache_misses_then_hits_and_upstream_answers() {
+    let Some((_knot, server, http)) = scraped_server_with_knot_upstream() else { return };
     let scrape = || http_get(http, "/metrics").1;
     // The loop probe at start is the first lookup (a miss that Knot refuses); let it finish.
     wait_until(|| series(&scrape(), "headless_dns_forward_responses_total{rcode=\"REFUSED\"}") >= 1.0);
@@ -92,6 +99,49 @@ fn metrics_count_cache_misses_then_hits_and_upstream_answers() {
     assert_eq!(series(&second, hits) - series(&first, hits), 1.0, "{second}");
     assert_eq!(series(&second, misses), series(&first, misses), "{second}");
     assert_eq!(series(&second, requests), series(&first, requests), "{second}");
+}
+
+/// `/metrics` is one OpenMetrics exposition whichever mechanism counts: the registry's own
+/// metrics, the DNS workers' collector and hickory-resolver's cache counters (bridged from the
+/// `metrics` facade) are each a declared family, each once, and a single `# EOF` ends it.
+#[test]
+fn metrics_are_one_valid_openmetrics_exposition() {
+    let Some((_knot, server, http)) = scraped_server_with_knot_upstream() else { return };
+    wait_until(|| http_get(http, "/readyz").0 == 200);
+    for _ in 0..2 {
+        assert_eq!(addresses(&ask(server.addr, "www.example.test.", RecordType::A)), ["192.0.2.10"]);
+    }
+    assert_eq!(addresses(&ask(server.addr, "web-0.nginx.default.svc.cluster.local.", RecordType::A)).len(), 1);
+    let mut text = String::new();
+    wait_until(|| {
+        text = http_get(http, "/metrics").1;
+        series(&text, "headless_dns_request_duration_seconds_count") >= 1.0
+            && series(&text, "headless_dns_cache_hits_total") >= 1.0
+    });
+    assert_eq!(text.matches("# EOF").count(), 1, "{text}");
+    let families = openmetrics::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    for (name, kind) in [
+        ("headless_dns_requests", "counter"),
+        ("headless_dns_request_duration_seconds", "histogram"),
+        ("headless_dns_cache_hits", "counter"),
+        ("headless_dns_cache_misses", "counter"),
+        ("headless_dns_forward_request_duration_seconds", "histogram"),
+        ("headless_dns_event_to_answer_seconds", "histogram"),
+        ("headless_dns_index_names", "gauge"),
+        ("headless_dns_ready", "gauge"),
+    ] {
+        assert_eq!(families.get(name).map(|f| f.kind.as_str()), Some(kind), "{name}\n{text}");
+    }
+    let value = |family: &str, sample: &str| {
+        families[family].samples.iter().find(|(name, ..)| name == sample).map(|(.., value)| *value)
+    };
+    assert_eq!(value("headless_dns_ready", "headless_dns_ready"), Some(1.0));
+    assert!(value("headless_dns_cache_misses", "headless_dns_cache_misses_total") >= Some(2.0), "{text}");
+    assert!(families.keys().all(|name| name.starts_with("headless_dns_")), "{:?}", families.keys());
+    // What the checker refuses: text spliced after `# EOF`, or a family written twice.
+    assert!(openmetrics::parse(&format!("{text}# EOF\n")).is_err());
+    let again = "# TYPE headless_dns_requests counter\nheadless_dns_requests_total 1\n# EOF\n";
+    assert!(openmetrics::parse(&text.replace("# EOF\n", again)).is_err());
 }
 
 #[test]

@@ -335,7 +335,10 @@ fn malformed_objects_are_skipped_with_a_warning_naming_them() {
     h.wait_ready();
     h.expect(&web(0), &["10.0.0.1"]);
     let mut want = vec![
-        ("EndpointSlice ns-0/bad-addresses", r#"endpoints[0].addresses: expected a list, found string "10.0.0.7""#),
+        (
+            "EndpointSlice ns-0/bad-addresses",
+            r#"endpoints[0].addresses: invalid type: string "10.0.0.7", expected a sequence"#,
+        ),
         ("EndpointSlice ns-0/no-type", "addressType is missing"),
     ];
     while !want.is_empty() {
@@ -352,7 +355,8 @@ fn malformed_objects_are_skipped_with_a_warning_naming_them() {
     port_text["ports"][0]["port"] = serde_json::json!("80");
     h.api.apply(port_text);
     let line = h.server.wait_for_log("skipping object", Duration::from_secs(5)).expect("a warning");
-    assert!(line.contains("EndpointSlice ns-0/nginx-abc") && line.contains("ports[0].port"), "{line}");
+    let why = r#"ports[0].port: invalid type: string "80", expected i32"#;
+    assert!(line.contains("EndpointSlice ns-0/nginx-abc") && line.contains(why), "{line}");
     h.expect(&web(0), &[]);
     h.api.apply(mk_slice(NS, "nginx-abc", "nginx", "IPv4", WEB, &[Ep::new("10.0.0.2").hostname("web-0")]));
     h.expect(&web(0), &["10.0.0.2"]);

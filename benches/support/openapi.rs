@@ -14,7 +14,6 @@ use headless_dns::cluster::object::{
 use headless_dns::dns::name::Name;
 use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::api::discovery::v1 as discovery;
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use smallvec::SmallVec;
 
@@ -221,16 +220,15 @@ fn parse_rfc3339_ms(text: &str) -> Option<i64> {
 /// cannot be used is skipped with a warning naming it.
 pub fn parse_manifests(text: &str, path: &Path) -> Result<Vec<Object>, String> {
     let mut objects = Vec::new();
-    for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
+    for (i, doc) in serde_saphyr::read::<_, serde_json::Value>(&mut text.as_bytes()).enumerate() {
         let document = i + 1;
-        let value = serde_yaml::Value::deserialize(doc)
-            .map_err(|source| format!("{}: document {document}: {source}", path.display()))?;
+        let value = doc.map_err(|source| format!("{}: document {document}: {source}", path.display()))?;
         collect(value, path, document, &mut objects);
     }
     Ok(objects)
 }
 
-fn collect(value: serde_yaml::Value, path: &Path, document: usize, out: &mut Vec<Object>) {
+fn collect(value: serde_json::Value, path: &Path, document: usize, out: &mut Vec<Object>) {
     if value.is_null() {
         return;
     }
@@ -248,7 +246,7 @@ fn collect(value: serde_yaml::Value, path: &Path, document: usize, out: &mut Vec
     let where_ = format!("{}: document {document}", path.display());
     let projected: std::result::Result<Object, String> = match (api_version.as_str(), kind.as_str()) {
         (_, k) if k == "List" || (k.ends_with("List") && value.get("items").is_some()) => {
-            if let Some(serde_yaml::Value::Sequence(items)) = value.get("items").cloned() {
+            if let Some(serde_json::Value::Array(items)) = value.get("items").cloned() {
                 for item in items {
                     collect(item, path, document, out);
                 }
@@ -280,8 +278,8 @@ fn collect(value: serde_yaml::Value, path: &Path, document: usize, out: &mut Vec
     }
 }
 
-fn typed<T: DeserializeOwned>(value: &serde_yaml::Value) -> std::result::Result<T, String> {
-    serde_yaml::from_value(value.clone()).map_err(|e| e.to_string())
+fn typed<T: DeserializeOwned>(value: &serde_json::Value) -> std::result::Result<T, String> {
+    T::deserialize(value).map_err(|e| e.to_string())
 }
 
 fn proj<T>(r: std::result::Result<T, ProjectError>) -> std::result::Result<T, String> {

@@ -1,5 +1,5 @@
-//! The Kubernetes objects as headless-dns reads them: only the fields the projections in
-//! object module uses.
+//! The Kubernetes objects as headless-dns reads them: plain `#[derive(Deserialize)]` structs with
+//! only the fields the projections in the object module use.
 //!
 //! Both sources decode straight into these types. The full k8s-openapi types spent most of a
 //! watch event's decoding on fields DNS never reads: `metadata.managedFields` (on an
@@ -7,24 +7,26 @@
 //! `nodeName`, `zone` and `hints`. serde skips the fields a struct does not declare, so those
 //! bytes are scanned and never built.
 //!
-//! Every declared field is a [`Field`]: absent, present, or [`Wrong`] (a value of another type
-//! than the API's schema says). A wrong type is recorded instead of failing the decode, because
-//! serde cannot resume a stream after an error: one bad object would fail a whole list, or be
-//! skipped without a name. A struct or list holding a wrong value is itself wrong, so the
-//! top-level [`CheckTypes::wrong`] finds any, and the projections reject the object as the
-//! k8s-openapi types did, with a warning naming it, while every other object keeps being served.
+//! One wrongly typed object must not cost the others: serde cannot resume after an error, so a
+//! list (or a watch event, or a manifest) holds each object as a [`Decoded`], which decodes its
+//! object on its own and, when that fails, keeps the error with the path of the bad field
+//! (`spec.ports[0].port: invalid type: string "80", expected i32`) and as much of the metadata
+//! as can be read. The object is then skipped with a warning naming it; every other object keeps
+//! being served.
 //!
-//! Keep these structs to what is read: each field added here is decoded for every object of its
-//! kind on every watch event and on every read of a manifest file.
+//! Every field is an `Option`: the API omits empty fields and writes `null` for some (an
+//! EndpointSlice without endpoints has `"endpoints": null`). Keep these structs to what is read:
+//! each field added here is decoded for every object of its kind on every watch event and on
+//! every read of a manifest file. A new kind is a struct deriving `Deserialize` with a `metadata:
+//! Meta` field, decoded as `Decoded<NewKind>` where a source dispatches on the kind.
 
 use std::fmt;
-use std::marker::PhantomData;
 use std::net::IpAddr;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Deserialize;
-use serde::de::value::MapAccessDeserializer;
-use serde::de::{Deserializer, EnumAccess, IgnoredAny, MapAccess, SeqAccess, Unexpected, VariantAccess, Visitor};
+use serde::de::{DeserializeOwned, Deserializer, SeqAccess, Visitor};
+use serde_json::value::RawValue;
 use smallvec::SmallVec;
 
 /// The label that ties an EndpointSlice to its Service.
@@ -38,409 +40,99 @@ pub(crate) fn parse_ip(text: &str) -> Option<IpAddr> {
     text.trim().parse().ok()
 }
 
-// === Field ===
+// === Decoded ===
 
-/// One field of an object as the API (or a manifest) carries it.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub enum Field<T> {
-    /// Not there, or `null`.
-    #[default]
-    Absent,
-    /// A value of the expected type.
-    Present(T),
-    /// A value of another type.
-    Wrong(Wrong),
+/// One object of a list, a watch event or a manifest: the object, or why it is not one.
+#[derive(Clone, Debug)]
+pub enum Decoded<T> {
+    /// Every declared field has the API's type.
+    Ok(T),
+    /// A field has another type (or the object is not a map). Boxed: rare, and large.
+    Invalid(Box<Invalid>),
 }
 
-impl<T> Field<T> {
-    /// The value, if present and of the expected type.
-    pub fn get(&self) -> Option<&T> {
-        match self {
-            Field::Present(value) => Some(value),
-            Field::Absent | Field::Wrong(_) => None,
+/// An object that did not decode: what of its metadata could be read, and the first bad field.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Invalid {
+    /// `name`, `namespace` and `resourceVersion`, each if it is a string; the watcher resumes
+    /// from the resourceVersion whatever the object holds.
+    pub meta: ObjectMeta,
+    /// `spec.ports[0].port: invalid type: string "80", expected i32`.
+    pub reason: String,
+}
+
+impl<T: DeserializeOwned> Decoded<T> {
+    /// Decodes one object from its JSON text.
+    pub fn from_json(text: &str) -> Decoded<T> {
+        // The common case pays nothing for the path: it is tracked only on a second pass over an
+        // object that failed.
+        match serde_json::from_str(text) {
+            Ok(object) => Decoded::Ok(object),
+            Err(_) => {
+                let error = serde_path_to_error::deserialize::<_, T>(&mut serde_json::Deserializer::from_str(text))
+                    .err()
+                    .map_or_else(|| "does not decode".to_string(), |e| json_reason(&e));
+                let meta = serde_json::from_str::<serde_json::Value>(text).map(|v| readable_meta(&v));
+                Decoded::Invalid(Box::new(Invalid { meta: meta.unwrap_or_default(), reason: error }))
+            }
         }
     }
 
-    /// The value, if present and of the expected type.
-    pub fn get_mut(&mut self) -> Option<&mut T> {
-        match self {
-            Field::Present(value) => Some(value),
-            Field::Absent | Field::Wrong(_) => None,
-        }
-    }
-
-    /// Takes the value out, if present and of the expected type, leaving the field absent.
-    pub fn take(&mut self) -> Option<T> {
-        match self {
-            Field::Present(_) => std::mem::take(self).into_option(),
-            Field::Absent | Field::Wrong(_) => None,
-        }
-    }
-
-    /// The value, if present and of the expected type.
-    pub fn into_option(self) -> Option<T> {
-        match self {
-            Field::Present(value) => Some(value),
-            Field::Absent | Field::Wrong(_) => None,
-        }
-    }
-
-    /// Whether the field is missing (or `null`).
-    pub fn is_absent(&self) -> bool {
-        matches!(self, Field::Absent)
-    }
-
-    /// What is wrong with this field, which its parent calls `name`.
-    pub fn wrong_at(&self, name: &str) -> Option<Wrong> {
-        match self {
-            Field::Wrong(wrong) => Some(wrong.under(name)),
-            Field::Absent | Field::Present(_) => None,
+    /// Decodes one object from a value (a YAML document or a `List` item).
+    pub fn from_value(value: &serde_json::Value) -> Decoded<T> {
+        match serde_path_to_error::deserialize::<_, T>(value) {
+            Ok(object) => Decoded::Ok(object),
+            Err(e) => Decoded::Invalid(Box::new(Invalid {
+                meta: readable_meta(value),
+                reason: path_reason(e.path(), e.inner()),
+            })),
         }
     }
 }
 
-impl Field<String> {
-    /// The text, if present and a string.
-    pub fn as_str(&self) -> Option<&str> {
-        self.get().map(String::as_str)
+/// The path and the message, without serde_json's position (a column inside one object of a
+/// list says less than the path does).
+fn json_reason(e: &serde_path_to_error::Error<serde_json::Error>) -> String {
+    let inner = e.inner();
+    let text = inner.to_string();
+    let position = format!(" at line {} column {}", inner.line(), inner.column());
+    path_reason(e.path(), text.strip_suffix(&position).unwrap_or(&text))
+}
+
+fn path_reason(path: &serde_path_to_error::Path, message: impl fmt::Display) -> String {
+    match path.to_string().as_str() {
+        "." => format!("{message}"),
+        path => format!("{path}: {message}"),
     }
 }
 
-/// A value of another type than the schema's, and where it is. Boxed: it is rare, and a
-/// [`Field`] is moved as often as the object it is part of.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Wrong(Box<WrongAt>);
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct WrongAt {
-    /// Where, below the field that holds it: `[2].conditions.ready`; empty for the field itself.
-    path: String,
-    /// `expected a boolean, found string "yes"`.
-    message: String,
-}
-
-impl Wrong {
-    fn new(expected: &str, found: Unexpected<'_>) -> Wrong {
-        let message = match found {
-            Unexpected::Unit => format!("expected {expected}, found null"),
-            found => format!("expected {expected}, found {found}"),
-        };
-        Wrong(Box::new(WrongAt { path: String::new(), message }))
-    }
-
-    /// The same, one level up, below the field `name`.
-    pub fn under(&self, name: &str) -> Wrong {
-        Wrong(Box::new(WrongAt { path: join(name, &self.0.path), message: self.0.message.clone() }))
-    }
-
-    /// The same, one level up, at element `index` of a list.
-    fn at_index(mut self, index: usize) -> Wrong {
-        self.0.path = join(&format!("[{index}]"), &self.0.path);
-        self
+/// The metadata fields of an undecodable object that are strings.
+fn readable_meta(object: &serde_json::Value) -> ObjectMeta {
+    let text = |field: &str| object.get("metadata")?.get(field)?.as_str().map(String::from);
+    ObjectMeta {
+        name: text("name"),
+        namespace: text("namespace"),
+        resource_version: text("resourceVersion"),
+        ..ObjectMeta::default()
     }
 }
 
-fn join(parent: &str, path: &str) -> String {
-    match path.chars().next() {
-        None => parent.to_string(),
-        Some('[') => format!("{parent}{path}"),
-        Some(_) => format!("{parent}.{path}"),
-    }
-}
-
-impl fmt::Display for Wrong {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let WrongAt { path, message } = &*self.0;
-        if path.is_empty() { f.write_str(message) } else { write!(f, "{path}: {message}") }
-    }
-}
-
-/// The shapes of JSON or YAML a field type accepts. A [`Field`] of it records every other shape
-/// as [`Wrong`], after reading past it.
-pub trait Shape: Sized {
-    /// What the schema expects, for the message: `a string`.
-    const EXPECTED: &'static str;
-
-    /// From `true` or `false`.
-    fn from_bool(_: bool) -> Option<Self> {
-        None
-    }
-
-    /// From an integer.
-    fn from_int(_: i64) -> Option<Self> {
-        None
-    }
-
-    /// From a string.
-    fn from_text(_: &str) -> Option<Self> {
-        None
-    }
-
-    /// From an owned string; gives it back when it is not accepted.
-    fn from_owned_text(text: String) -> Result<Self, String> {
-        Self::from_text(&text).ok_or(text)
-    }
-
-    /// From `null` as an element of a list (a `null` field is [`Field::Absent`]).
-    fn from_null() -> Option<Self> {
-        None
-    }
-
-    /// From a list. Must read all of it.
-    fn from_seq<'de, A: SeqAccess<'de>>(seq: A) -> Result<Result<Self, Wrong>, A::Error> {
-        drain_seq(seq)?;
-        Ok(Err(Wrong::new(Self::EXPECTED, Unexpected::Seq)))
-    }
-
-    /// From a map. Must read all of it.
-    fn from_map<'de, A: MapAccess<'de>>(map: A) -> Result<Result<Self, Wrong>, A::Error> {
-        drain_map(map)?;
-        Ok(Err(Wrong::new(Self::EXPECTED, Unexpected::Map)))
-    }
-}
-
-/// Reads the rest of a list, unbuilt.
-pub fn drain_seq<'de, A: SeqAccess<'de>>(mut seq: A) -> Result<(), A::Error> {
-    while seq.next_element::<IgnoredAny>()?.is_some() {}
-    Ok(())
-}
-
-/// Reads the rest of a map, unbuilt.
-pub fn drain_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<(), A::Error> {
-    while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-    Ok(())
-}
-
-impl<'de, T: Shape> Deserialize<'de> for Field<T> {
+/// Decodes the item on its own from the text the deserializer holds, so that a wrong type
+/// fails this item alone. kube-client decodes lists and watch lines from a buffer
+/// (`serde_json::from_str`), which the borrowed [`RawValue`] points into: the item's text is
+/// found by one scan and never copied.
+impl<'de, T: DeserializeOwned> Deserialize<'de> for Decoded<T> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(FieldVisitor(PhantomData))
+        let raw = <&'de RawValue>::deserialize(deserializer)?;
+        Ok(Decoded::from_json(raw.get()))
     }
-}
-
-struct FieldVisitor<T>(PhantomData<T>);
-
-impl<T: Shape> FieldVisitor<T> {
-    fn shaped(value: Option<T>, found: Unexpected<'_>) -> Field<T> {
-        match value {
-            Some(value) => Field::Present(value),
-            None => Field::Wrong(Wrong::new(T::EXPECTED, found)),
-        }
-    }
-}
-
-impl<T> From<Result<T, Wrong>> for Field<T> {
-    fn from(result: Result<T, Wrong>) -> Field<T> {
-        match result {
-            Ok(value) => Field::Present(value),
-            Err(wrong) => Field::Wrong(wrong),
-        }
-    }
-}
-
-impl<'de, T: Shape> Visitor<'de> for FieldVisitor<T> {
-    type Value = Field<T>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(T::EXPECTED)
-    }
-
-    fn visit_unit<E>(self) -> Result<Field<T>, E> {
-        Ok(Field::Absent)
-    }
-
-    fn visit_none<E>(self) -> Result<Field<T>, E> {
-        Ok(Field::Absent)
-    }
-
-    fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Field<T>, D::Error> {
-        Field::deserialize(deserializer)
-    }
-
-    fn visit_bool<E>(self, v: bool) -> Result<Field<T>, E> {
-        Ok(Self::shaped(T::from_bool(v), Unexpected::Bool(v)))
-    }
-
-    fn visit_i64<E>(self, v: i64) -> Result<Field<T>, E> {
-        Ok(Self::shaped(T::from_int(v), Unexpected::Signed(v)))
-    }
-
-    fn visit_u64<E>(self, v: u64) -> Result<Field<T>, E> {
-        Ok(Self::shaped(i64::try_from(v).ok().and_then(T::from_int), Unexpected::Unsigned(v)))
-    }
-
-    fn visit_i128<E>(self, _: i128) -> Result<Field<T>, E> {
-        Ok(Field::Wrong(Wrong::new(T::EXPECTED, Unexpected::Other("a 128-bit integer"))))
-    }
-
-    fn visit_u128<E>(self, _: u128) -> Result<Field<T>, E> {
-        Ok(Field::Wrong(Wrong::new(T::EXPECTED, Unexpected::Other("a 128-bit integer"))))
-    }
-
-    fn visit_f64<E>(self, v: f64) -> Result<Field<T>, E> {
-        Ok(Field::Wrong(Wrong::new(T::EXPECTED, Unexpected::Float(v))))
-    }
-
-    fn visit_str<E>(self, v: &str) -> Result<Field<T>, E> {
-        Ok(Self::shaped(T::from_text(v), Unexpected::Str(v)))
-    }
-
-    fn visit_string<E>(self, v: String) -> Result<Field<T>, E> {
-        Ok(match T::from_owned_text(v) {
-            Ok(value) => Field::Present(value),
-            Err(v) => Field::Wrong(Wrong::new(T::EXPECTED, Unexpected::Str(&v))),
-        })
-    }
-
-    fn visit_bytes<E>(self, v: &[u8]) -> Result<Field<T>, E> {
-        Ok(Field::Wrong(Wrong::new(T::EXPECTED, Unexpected::Bytes(v))))
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Field<T>, A::Error> {
-        T::from_seq(seq).map(Field::from)
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Field<T>, A::Error> {
-        T::from_map(map).map(Field::from)
-    }
-
-    /// A YAML value with a tag of its own (`!thing value`).
-    fn visit_enum<A: EnumAccess<'de>>(self, data: A) -> Result<Field<T>, A::Error> {
-        let (IgnoredAny, variant) = data.variant::<IgnoredAny>()?;
-        variant.newtype_variant::<IgnoredAny>()?;
-        Ok(Field::Wrong(Wrong::new(T::EXPECTED, Unexpected::Other("a tagged value"))))
-    }
-}
-
-impl Shape for String {
-    const EXPECTED: &'static str = "a string";
-
-    fn from_text(text: &str) -> Option<Self> {
-        Some(text.to_string())
-    }
-
-    fn from_owned_text(text: String) -> Result<Self, String> {
-        Ok(text)
-    }
-}
-
-impl Shape for bool {
-    const EXPECTED: &'static str = "a boolean";
-
-    fn from_bool(v: bool) -> Option<Self> {
-        Some(v)
-    }
-}
-
-/// Ports are `int32` in the API.
-impl Shape for i32 {
-    const EXPECTED: &'static str = "a 32-bit integer";
-
-    fn from_int(v: i64) -> Option<Self> {
-        i32::try_from(v).ok()
-    }
-}
-
-/// A list is wrong if any element is.
-impl<T: Shape> Shape for Vec<T> {
-    const EXPECTED: &'static str = "a list";
-
-    fn from_seq<'de, A: SeqAccess<'de>>(seq: A) -> Result<Result<Self, Wrong>, A::Error> {
-        // As serde's own `Vec` impl: trust the size hint only so far.
-        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
-        Ok(read_seq(seq, |item| items.push(item))?.map_or(Ok(items), Err))
-    }
-}
-
-/// A list that is usually short (an endpoint's addresses: one, or two when dual-stack).
-impl<A: smallvec::Array<Item: Shape>> Shape for SmallVec<A> {
-    const EXPECTED: &'static str = "a list";
-
-    fn from_seq<'de, S: SeqAccess<'de>>(seq: S) -> Result<Result<Self, Wrong>, S::Error> {
-        let mut items = SmallVec::new();
-        Ok(read_seq(seq, |item| items.push(item))?.map_or(Ok(items), Err))
-    }
-}
-
-/// Reads a list into `push`, up to its first wrong element, and past the rest.
-fn read_seq<'de, T: Shape, A: SeqAccess<'de>>(mut seq: A, mut push: impl FnMut(T)) -> Result<Option<Wrong>, A::Error> {
-    let mut index = 0;
-    while let Some(item) = seq.next_element::<Field<T>>()? {
-        let item = match item {
-            Field::Absent => T::from_null().ok_or_else(|| Wrong::new(T::EXPECTED, Unexpected::Unit)),
-            Field::Present(value) => Ok(value),
-            Field::Wrong(wrong) => Err(wrong),
-        };
-        match item {
-            Ok(value) => push(value),
-            Err(wrong) => {
-                drain_seq(seq)?;
-                return Ok(Some(wrong.at_index(index)));
-            }
-        }
-        index += 1;
-    }
-    Ok(None)
-}
-
-/// The first wrongly typed field of a struct, if any.
-pub trait CheckTypes {
-    /// The first field (in declaration order) holding a value of the wrong type.
-    fn wrong(&self) -> Option<Wrong>;
-}
-
-/// Declares an API struct: each field a [`Field`] named as the API names it, and
-/// [`CheckTypes`] over all of them in order. A struct with `metadata` is an object (its
-/// metadata checked first); one without is part of one, a map that is wrong if any field is.
-macro_rules! api_struct {
-    ($(#[$attr:meta])* pub struct $name:ident { metadata, $($field:ident: $ty:ty = $json:literal,)* }) => {
-        api_struct!(@struct $(#[$attr])* $name { $($field: $ty = $json,)* } {
-            /// `metadata`.
-            pub metadata: Meta,
-        });
-
-        impl CheckTypes for $name {
-            fn wrong(&self) -> Option<Wrong> {
-                self.metadata.wrong() $(.or_else(|| self.$field.wrong_at($json)))*
-            }
-        }
-    };
-    ($(#[$attr:meta])* pub struct $name:ident { $($field:ident: $ty:ty = $json:literal,)* }) => {
-        api_struct!(@struct $(#[$attr])* $name { $($field: $ty = $json,)* } {});
-
-        impl CheckTypes for $name {
-            fn wrong(&self) -> Option<Wrong> {
-                None $(.or_else(|| self.$field.wrong_at($json)))*
-            }
-        }
-
-        impl Shape for $name {
-            const EXPECTED: &'static str = "a map";
-
-            fn from_map<'de, A: MapAccess<'de>>(map: A) -> Result<Result<Self, Wrong>, A::Error> {
-                let value = $name::deserialize(MapAccessDeserializer::new(map))?;
-                Ok(value.wrong().map_or(Ok(value), Err))
-            }
-        }
-    };
-    (@struct $(#[$attr:meta])* $name:ident { $($field:ident: $ty:ty = $json:literal,)* } { $($meta:tt)* }) => {
-        $(#[$attr])*
-        #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
-        #[serde(default)]
-        pub struct $name {
-            $($meta)*
-            $(
-                #[doc = concat!("`", $json, "`.")]
-                #[serde(rename = $json)]
-                pub $field: Field<$ty>,
-            )*
-        }
-    };
 }
 
 // === Meta ===
 
 /// `metadata`: what the projections and kube's watcher read.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(from = "MetaFields")]
 pub struct Meta {
     /// `name`, `namespace` and `resourceVersion` (all that is kept of it), as
     /// `kube::Resource::meta` hands them to the watcher, which resumes from the resourceVersion.
@@ -449,166 +141,133 @@ pub struct Meta {
     pub service_name: Option<String>,
     /// The annotation [`TRIGGER_TIME_ANNOTATION`]; other annotations are skipped unread.
     pub trigger_time: Option<String>,
-    wrong: Option<Wrong>,
 }
 
-impl Meta {
-    /// The first wrongly typed field, as `metadata.name: …`.
-    pub fn wrong(&self) -> Option<Wrong> {
-        self.wrong.clone()
-    }
-}
-
-#[derive(Default, Deserialize)]
-#[serde(default, rename_all = "camelCase")]
+/// Named as the API names the type, for messages (`expected struct ObjectMeta`).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", expecting = "struct ObjectMeta")]
 struct MetaFields {
-    name: Field<String>,
-    namespace: Field<String>,
-    resource_version: Field<String>,
-    labels: Field<OneEntry<ServiceNameLabel>>,
-    annotations: Field<OneEntry<TriggerTimeAnnotation>>,
+    name: Option<String>,
+    namespace: Option<String>,
+    resource_version: Option<String>,
+    labels: Option<Labels>,
+    annotations: Option<Annotations>,
 }
 
-/// Never wrong as a whole: a wrongly typed field is reported, but the name is still used.
-impl Shape for MetaFields {
-    const EXPECTED: &'static str = "a map";
-
-    fn from_map<'de, A: MapAccess<'de>>(map: A) -> Result<Result<Self, Wrong>, A::Error> {
-        MetaFields::deserialize(MapAccessDeserializer::new(map)).map(Ok)
-    }
+/// `metadata.labels`: the one that is read.
+#[derive(Deserialize)]
+struct Labels {
+    #[serde(rename = "kubernetes.io/service-name")]
+    service_name: Option<String>,
 }
 
-impl<'de> Deserialize<'de> for Meta {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let fields = match Field::<MetaFields>::deserialize(deserializer)? {
-            Field::Absent => return Ok(Meta::default()),
-            Field::Wrong(wrong) => return Ok(Meta { wrong: Some(wrong.under("metadata")), ..Meta::default() }),
-            Field::Present(fields) => fields,
-        };
-        let wrong = (fields.name.wrong_at("name"))
-            .or_else(|| fields.namespace.wrong_at("namespace"))
-            .or_else(|| fields.resource_version.wrong_at("resourceVersion"))
-            .or_else(|| fields.labels.wrong_at("labels"))
-            .or_else(|| fields.annotations.wrong_at("annotations"))
-            .map(|w| w.under("metadata"));
-        Ok(Meta {
+/// `metadata.annotations`: the one that is read.
+#[derive(Deserialize)]
+struct Annotations {
+    #[serde(rename = "endpoints.kubernetes.io/last-change-trigger-time")]
+    trigger_time: Option<String>,
+}
+
+impl From<MetaFields> for Meta {
+    fn from(fields: MetaFields) -> Meta {
+        Meta {
             object: ObjectMeta {
-                name: fields.name.into_option(),
-                namespace: fields.namespace.into_option(),
-                resource_version: fields.resource_version.into_option(),
+                name: fields.name,
+                namespace: fields.namespace,
+                resource_version: fields.resource_version,
                 ..ObjectMeta::default()
             },
-            service_name: fields.labels.into_option().and_then(|e| e.value),
-            trigger_time: fields.annotations.into_option().and_then(|e| e.value),
-            wrong,
-        })
-    }
-}
-
-/// Names the one entry of a string map that is read.
-pub trait MapKey {
-    /// The key.
-    const KEY: &'static str;
-}
-
-/// The label `kubernetes.io/service-name`.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ServiceNameLabel;
-
-impl MapKey for ServiceNameLabel {
-    const KEY: &'static str = SERVICE_NAME_LABEL;
-}
-
-/// The annotation `endpoints.kubernetes.io/last-change-trigger-time`.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct TriggerTimeAnnotation;
-
-impl MapKey for TriggerTimeAnnotation {
-    const KEY: &'static str = TRIGGER_TIME_ANNOTATION;
-}
-
-/// One entry of a map of strings (labels, annotations); the others are read past, unbuilt.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-struct OneEntry<K> {
-    value: Option<String>,
-    key: PhantomData<K>,
-}
-
-/// Whether a map key is `K::KEY`, compared without building it.
-struct IsKey<K>(bool, PhantomData<K>);
-
-impl<K: MapKey> Shape for IsKey<K> {
-    const EXPECTED: &'static str = "a string";
-
-    fn from_text(text: &str) -> Option<Self> {
-        Some(IsKey(text == K::KEY, PhantomData))
-    }
-}
-
-impl<K: MapKey> Shape for OneEntry<K> {
-    const EXPECTED: &'static str = "a map of strings";
-
-    fn from_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<Result<Self, Wrong>, A::Error> {
-        let mut value = Field::Absent;
-        while let Some(key) = map.next_key::<Field<IsKey<K>>>()? {
-            if matches!(key, Field::Present(IsKey(true, _))) {
-                value = map.next_value::<Field<String>>()?;
-            } else {
-                map.next_value::<IgnoredAny>()?;
-            }
-        }
-        match value {
-            Field::Wrong(wrong) => Ok(Err(wrong.under(&format!("[{:?}]", K::KEY)))),
-            value => Ok(Ok(OneEntry { value: value.into_option(), key: PhantomData })),
+            service_name: fields.labels.and_then(|l| l.service_name),
+            trigger_time: fields.annotations.and_then(|a| a.trigger_time),
         }
     }
 }
 
 // === EndpointSlice ===
 
-api_struct! {
-    /// `discovery.k8s.io/v1` EndpointSlice.
-    pub struct EndpointSlice {
-        metadata,
-        address_type: String = "addressType",
-        endpoints: Vec<Endpoint> = "endpoints",
-        ports: Vec<Port> = "ports",
-    }
+/// `discovery.k8s.io/v1` EndpointSlice.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EndpointSlice {
+    /// `metadata`.
+    #[serde(default)]
+    pub metadata: Meta,
+    /// `addressType`.
+    pub address_type: Option<String>,
+    /// `endpoints`.
+    pub endpoints: Option<Vec<Endpoint>>,
+    /// `ports`.
+    pub ports: Option<Vec<Port>>,
 }
 
-api_struct! {
-    /// One entry of an EndpointSlice's `endpoints`.
-    pub struct Endpoint {
-        addresses: SmallVec<[Address; 1]> = "addresses",
-        hostname: String = "hostname",
-        conditions: Conditions = "conditions",
-        target_ref: TargetRef = "targetRef",
-    }
+/// One entry of an EndpointSlice's `endpoints`.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Endpoint {
+    /// `addresses`.
+    pub addresses: Option<Addresses>,
+    /// `hostname`.
+    pub hostname: Option<String>,
+    /// `conditions`.
+    pub conditions: Option<Conditions>,
+    /// `targetRef`.
+    pub target_ref: Option<TargetRef>,
 }
 
-api_struct! {
-    /// `conditions` of an endpoint.
-    pub struct Conditions {
-        ready: bool = "ready",
-        serving: bool = "serving",
-        terminating: bool = "terminating",
-    }
+/// `conditions` of an endpoint.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+pub struct Conditions {
+    /// `ready`.
+    pub ready: Option<bool>,
+    /// `serving`.
+    pub serving: Option<bool>,
+    /// `terminating`.
+    pub terminating: Option<bool>,
 }
 
-api_struct! {
-    /// `targetRef` of an endpoint.
-    pub struct TargetRef {
-        kind: TargetKind = "kind",
-        name: String = "name",
-    }
+/// `targetRef` of an endpoint.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+pub struct TargetRef {
+    /// `kind`.
+    pub kind: Option<TargetKind>,
+    /// `name`.
+    pub name: Option<String>,
 }
 
-api_struct! {
-    /// A port of an EndpointSlice or a Service.
-    pub struct Port {
-        name: String = "name",
-        protocol: String = "protocol",
-        port: i32 = "port",
+/// A port of an EndpointSlice or a Service.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+pub struct Port {
+    /// `name`.
+    pub name: Option<String>,
+    /// `protocol`.
+    pub protocol: Option<String>,
+    /// `port`: `int32` in the API.
+    pub port: Option<i32>,
+}
+
+/// An endpoint's `addresses`: one, or two when dual-stack, so kept inline.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Addresses(pub SmallVec<[Address; 1]>);
+
+impl<'de> Deserialize<'de> for Addresses {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct AddressesVisitor;
+        impl<'de> Visitor<'de> for AddressesVisitor {
+            type Value = Addresses;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a sequence")
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Addresses, A::Error> {
+                let mut addresses = SmallVec::new();
+                while let Some(address) = seq.next_element()? {
+                    addresses.push(address);
+                }
+                Ok(Addresses(addresses))
+            }
+        }
+        deserializer.deserialize_seq(AddressesVisitor)
     }
 }
 
@@ -621,11 +280,21 @@ pub enum Address {
     Text(Box<str>),
 }
 
-impl Shape for Address {
-    const EXPECTED: &'static str = "a string";
+impl<'de> Deserialize<'de> for Address {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct AddressVisitor;
+        impl Visitor<'_> for AddressVisitor {
+            type Value = Address;
 
-    fn from_text(text: &str) -> Option<Self> {
-        Some(parse_ip(text).map_or_else(|| Address::Text(text.into()), Address::Ip))
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+
+            fn visit_str<E>(self, text: &str) -> Result<Address, E> {
+                Ok(parse_ip(text).map_or_else(|| Address::Text(text.into()), Address::Ip))
+            }
+        }
+        deserializer.deserialize_str(AddressVisitor)
     }
 }
 
@@ -639,74 +308,85 @@ impl fmt::Display for Address {
 }
 
 /// `targetRef.kind`: only whether it is a Pod is read.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 pub enum TargetKind {
     /// `Pod`.
     Pod,
     /// Anything else.
+    #[serde(other)]
     Other,
-}
-
-impl Shape for TargetKind {
-    const EXPECTED: &'static str = "a string";
-
-    fn from_text(text: &str) -> Option<Self> {
-        Some(if text == "Pod" { TargetKind::Pod } else { TargetKind::Other })
-    }
 }
 
 // === Service ===
 
-api_struct! {
-    /// `v1` Service.
-    pub struct Service {
-        metadata,
-        spec: ServiceSpec = "spec",
-    }
+/// `v1` Service.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+pub struct Service {
+    /// `metadata`.
+    #[serde(default)]
+    pub metadata: Meta,
+    /// `spec`.
+    pub spec: Option<ServiceSpec>,
 }
 
-api_struct! {
-    /// `spec` of a Service.
-    pub struct ServiceSpec {
-        type_: String = "type",
-        external_name: String = "externalName",
-        cluster_ip: String = "clusterIP",
-        cluster_ips: Vec<String> = "clusterIPs",
-        ports: Vec<Port> = "ports",
-    }
+/// `spec` of a Service.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceSpec {
+    /// `type`.
+    #[serde(rename = "type")]
+    pub type_: Option<String>,
+    /// `externalName`.
+    pub external_name: Option<String>,
+    /// `clusterIP`.
+    #[serde(rename = "clusterIP")]
+    pub cluster_ip: Option<String>,
+    /// `clusterIPs`.
+    #[serde(rename = "clusterIPs")]
+    pub cluster_ips: Option<Vec<String>>,
+    /// `ports`.
+    pub ports: Option<Vec<Port>>,
 }
 
 // === Pod ===
 
-api_struct! {
-    /// `v1` Pod.
-    pub struct Pod {
-        metadata,
-        status: PodStatus = "status",
-    }
+/// `v1` Pod.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+pub struct Pod {
+    /// `metadata`.
+    #[serde(default)]
+    pub metadata: Meta,
+    /// `status`.
+    pub status: Option<PodStatus>,
 }
 
-api_struct! {
-    /// `status` of a Pod.
-    pub struct PodStatus {
-        phase: String = "phase",
-        pod_ip: String = "podIP",
-        pod_ips: Vec<PodIp> = "podIPs",
-    }
+/// `status` of a Pod.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodStatus {
+    /// `phase`.
+    pub phase: Option<String>,
+    /// `podIP`.
+    #[serde(rename = "podIP")]
+    pub pod_ip: Option<String>,
+    /// `podIPs`.
+    #[serde(rename = "podIPs")]
+    pub pod_ips: Option<Vec<PodIp>>,
 }
 
-api_struct! {
-    /// One entry of a Pod's `status.podIPs`.
-    pub struct PodIp {
-        ip: String = "ip",
-    }
+/// One entry of a Pod's `status.podIPs`.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+pub struct PodIp {
+    /// `ip`.
+    pub ip: Option<String>,
 }
 
 // === Namespace ===
 
-api_struct! {
-    /// `v1` Namespace.
-    pub struct Namespace {
-        metadata,
-    }
+/// `v1` Namespace.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+pub struct Namespace {
+    /// `metadata`.
+    #[serde(default)]
+    pub metadata: Meta,
 }

@@ -13,7 +13,9 @@ use std::sync::Arc;
 
 use smallvec::SmallVec;
 
-use super::api::{self, CheckTypes, parse_ip};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+use super::api::{self, Decoded, Invalid, parse_ip};
 pub use super::api::{SERVICE_NAME_LABEL, TRIGGER_TIME_ANNOTATION};
 use crate::dns::name::Name;
 
@@ -358,25 +360,37 @@ pub struct ProjectError {
     pub reason: String,
 }
 
-fn meta_key(kind: Kind, meta: &api::Meta) -> Result<ObjKey, ProjectError> {
-    let name = meta.object.name.as_deref().unwrap_or_default();
-    let ns = meta.object.namespace.as_deref().unwrap_or("default");
+fn meta_key(kind: Kind, meta: &ObjectMeta) -> Result<ObjKey, ProjectError> {
+    let name = meta.name.as_deref().unwrap_or_default();
+    let ns = meta.namespace.as_deref().unwrap_or("default");
     if name.is_empty() {
         return Err(ProjectError {
             what: format!("{kind} in namespace {ns}"),
-            reason: meta.wrong().map_or_else(|| "metadata.name is missing".into(), |w| w.to_string()),
+            reason: "metadata.name is missing".into(),
         });
     }
     Ok(ObjKey::new(ns, name))
 }
 
-/// The object's key, once every field it was decoded with has the API's type: an object that
-/// the k8s-openapi types would not have decoded is rejected, naming it.
-fn checked_key(kind: Kind, meta: &api::Meta, obj: &impl CheckTypes) -> Result<ObjKey, ProjectError> {
-    let key = meta_key(kind, meta)?;
-    match obj.wrong() {
-        Some(wrong) => Err(ProjectError { what: format!("{kind} {key}"), reason: wrong.to_string() }),
-        None => Ok(key),
+/// Projects a decoded object with `project`, or names an undecodable one (as far as its
+/// metadata can be read) and its bad field.
+pub fn project<T, O>(
+    kind: Kind,
+    decoded: &mut Decoded<T>,
+    project: impl FnOnce(&mut T) -> Result<O, ProjectError>,
+) -> Result<O, ProjectError> {
+    match decoded {
+        Decoded::Ok(object) => project(object),
+        Decoded::Invalid(invalid) => {
+            let Invalid { meta, reason } = &**invalid;
+            let what = match meta_key(kind, meta) {
+                Ok(key) if kind == Kind::Namespace => format!("{kind} {}", key.name),
+                Ok(key) => format!("{kind} {key}"),
+                Err(_) if kind == Kind::Namespace => kind.to_string(),
+                Err(e) => e.what,
+            };
+            Err(ProjectError { what, reason: reason.clone() })
+        }
     }
 }
 
@@ -402,13 +416,13 @@ fn project_port(name: Option<&str>, protocol: Option<&str>, port: Option<i32>) -
 /// Projects a Service. A Service whose cluster IPs do not parse is rejected as a whole (serving a
 /// Service with part of its addresses would be a silent lie); one with a bad port loses that port.
 pub fn project_service(svc: &api::Service) -> Result<Service, ProjectError> {
-    let key = checked_key(Kind::Service, &svc.metadata, svc)?;
+    let key = meta_key(Kind::Service, &svc.metadata.object)?;
     let err = |reason: String| ProjectError { what: format!("Service {key}"), reason };
     let no_spec = api::ServiceSpec::default();
-    let spec = svc.spec.get().unwrap_or(&no_spec);
-    let kind = match spec.type_.as_str() {
+    let spec = svc.spec.as_ref().unwrap_or(&no_spec);
+    let kind = match spec.type_.as_deref() {
         Some("ExternalName") => {
-            let ext = spec.external_name.as_str().unwrap_or_default();
+            let ext = spec.external_name.as_deref().unwrap_or_default();
             if ext.parse::<IpAddr>().is_ok() {
                 return Err(err(format!("externalName {ext:?} is an IP address; only hostnames get a CNAME")));
             }
@@ -419,7 +433,7 @@ pub fn project_service(svc: &api::Service) -> Result<Service, ProjectError> {
             ServiceKind::ExternalName(target)
         }
         _ => {
-            let texts: Vec<&str> = match (spec.cluster_ips.get(), spec.cluster_ip.as_str()) {
+            let texts: Vec<&str> = match (&spec.cluster_ips, spec.cluster_ip.as_deref()) {
                 (Some(ips), _) if !ips.is_empty() => ips.iter().map(String::as_str).collect(),
                 (_, Some(ip)) => vec![ip],
                 _ => vec![],
@@ -437,10 +451,10 @@ pub fn project_service(svc: &api::Service) -> Result<Service, ProjectError> {
         }
     };
     let mut ports = Vec::new();
-    for p in spec.ports.get().into_iter().flatten() {
+    for p in spec.ports.iter().flatten() {
         // `port` is required in a Service; k8s-openapi read a missing one as 0.
-        let number = p.port.get().copied().unwrap_or(0);
-        match project_port(p.name.as_str(), p.protocol.as_str(), Some(number)) {
+        let number = p.port.unwrap_or(0);
+        match project_port(p.name.as_deref(), p.protocol.as_deref(), Some(number)) {
             Ok(Some(port)) => ports.push(port),
             Ok(None) => {}
             Err(reason) => tracing::warn!(service = %key, %reason, "skipping Service port"),
@@ -455,12 +469,12 @@ pub fn project_service(svc: &api::Service) -> Result<Service, ProjectError> {
 /// Endpoint hostnames and Pod names are moved out of `slice` rather than copied: this is the
 /// churn path, and they are two allocations per endpoint. Its metadata is left as it was.
 pub fn project_slice(slice: &mut api::EndpointSlice) -> Result<Slice, ProjectError> {
-    let key = checked_key(Kind::EndpointSlice, &slice.metadata, slice)?;
+    let key = meta_key(Kind::EndpointSlice, &slice.metadata.object)?;
     let err = |reason: String| ProjectError { what: format!("EndpointSlice {key}"), reason };
     let service = (slice.metadata.service_name.as_deref())
         .filter(|s| !s.is_empty())
         .ok_or_else(|| err(format!("label {SERVICE_NAME_LABEL} is missing")))?;
-    let address_type = slice.address_type.as_str().unwrap_or_default();
+    let address_type = slice.address_type.as_deref().unwrap_or_default();
     let family = match address_type {
         "IPv4" => Some(false),
         "IPv6" => Some(true),
@@ -469,19 +483,19 @@ pub fn project_slice(slice: &mut api::EndpointSlice) -> Result<Slice, ProjectErr
         other => return Err(err(format!("unknown addressType {other:?}"))),
     };
     let mut ports = Vec::new();
-    for p in slice.ports.get().into_iter().flatten() {
-        match project_port(p.name.as_str(), p.protocol.as_str(), p.port.get().copied()) {
+    for p in slice.ports.iter().flatten() {
+        match project_port(p.name.as_deref(), p.protocol.as_deref(), p.port) {
             Ok(Some(port)) => ports.push(port),
             Ok(None) => {}
             Err(reason) => tracing::warn!(slice = %key, %reason, "skipping EndpointSlice port"),
         }
     }
-    let listed = slice.endpoints.get_mut().map_or(&mut [][..], Vec::as_mut_slice);
+    let listed = slice.endpoints.as_mut().map_or(&mut [][..], Vec::as_mut_slice);
     let mut endpoints = Vec::with_capacity(listed.len());
     for (i, ep) in listed.iter_mut().enumerate() {
         let Some(want_v6) = family else { break };
         let mut addresses: SmallVec<[IpAddr; 1]> = SmallVec::new();
-        for address in ep.addresses.get().into_iter().flatten() {
+        for address in ep.addresses.iter().flat_map(|a| &a.0) {
             match address {
                 api::Address::Ip(ip) if ip.is_ipv6() == want_v6 => addresses.push(*ip),
                 _ => tracing::warn!(
@@ -505,21 +519,18 @@ pub fn project_slice(slice: &mut api::EndpointSlice) -> Result<Slice, ProjectErr
             }
             None => None,
         };
-        let conditions = ep.conditions.get();
-        let condition =
-            |pick: fn(&api::Conditions) -> &api::Field<bool>| conditions.and_then(|c| pick(c).get().copied());
-        let ready = condition(|c| &c.ready).unwrap_or(true);
-        let pod = (ep.target_ref.get_mut())
-            .filter(|r| r.kind.get() == Some(&api::TargetKind::Pod))
-            .and_then(|r| r.name.take());
+        let conditions = ep.conditions.as_ref();
+        let condition = |pick: fn(&api::Conditions) -> Option<bool>| conditions.and_then(pick);
+        let ready = condition(|c| c.ready).unwrap_or(true);
+        let pod = (ep.target_ref.as_mut()).filter(|r| r.kind == Some(api::TargetKind::Pod)).and_then(|r| r.name.take());
         endpoints.push(Endpoint::new(
             addresses.into(),
             hostname,
             pod.as_deref(),
             Conditions {
                 ready,
-                serving: condition(|c| &c.serving).unwrap_or(ready),
-                terminating: condition(|c| &c.terminating).unwrap_or(false),
+                serving: condition(|c| c.serving).unwrap_or(ready),
+                terminating: condition(|c| c.terminating).unwrap_or(false),
             },
         ));
     }
@@ -530,13 +541,13 @@ pub fn project_slice(slice: &mut api::EndpointSlice) -> Result<Slice, ProjectErr
 /// Projects a Pod. Pods that have finished (`Succeeded`, `Failed`) project with no addresses:
 /// their IPs may already belong to another Pod.
 pub fn project_pod(pod: &api::Pod) -> Result<Pod, ProjectError> {
-    let key = checked_key(Kind::Pod, &pod.metadata, pod)?;
+    let key = meta_key(Kind::Pod, &pod.metadata.object)?;
     let no_status = api::PodStatus::default();
-    let status = pod.status.get().unwrap_or(&no_status);
-    let texts: Vec<&str> = match (status.pod_ips.get(), status.pod_ip.as_str()) {
-        _ if matches!(status.phase.as_str(), Some("Succeeded" | "Failed")) => vec![],
+    let status = pod.status.as_ref().unwrap_or(&no_status);
+    let texts: Vec<&str> = match (&status.pod_ips, status.pod_ip.as_deref()) {
+        _ if matches!(status.phase.as_deref(), Some("Succeeded" | "Failed")) => vec![],
         // `ip` is required in `podIPs`; k8s-openapi read a missing one as "".
-        (Some(list), _) if !list.is_empty() => list.iter().map(|p| p.ip.as_str().unwrap_or_default()).collect(),
+        (Some(list), _) if !list.is_empty() => list.iter().map(|p| p.ip.as_deref().unwrap_or_default()).collect(),
         (_, Some(ip)) => vec![ip],
         _ => vec![],
     };
@@ -570,11 +581,7 @@ pub fn pod_ips<'a>(
 pub fn project_namespace(ns: &api::Namespace) -> Result<Namespace, ProjectError> {
     let name = ns.metadata.object.name.as_deref().unwrap_or_default();
     if name.is_empty() {
-        let reason = ns.metadata.wrong().map_or_else(|| "metadata.name is missing".into(), |w| w.to_string());
-        return Err(ProjectError { what: "Namespace".into(), reason });
-    }
-    if let Some(wrong) = ns.wrong() {
-        return Err(ProjectError { what: format!("Namespace {name}"), reason: wrong.to_string() });
+        return Err(ProjectError { what: "Namespace".into(), reason: "metadata.name is missing".into() });
     }
     Ok(Namespace { name: Arc::from(name) })
 }
@@ -590,8 +597,20 @@ fn parse_rfc3339_ms(text: &str) -> Option<i64> {
 mod tests {
     use super::*;
 
+    /// Decodes one object as the file source does: YAML to a value, then the type.
+    fn decoded<T: serde::de::DeserializeOwned>(yaml: &str) -> Decoded<T> {
+        Decoded::from_value(&serde_saphyr::from_str_with_options(yaml, crate::source::file::yaml_options()).unwrap())
+    }
+
+    fn decode<T: serde::de::DeserializeOwned>(yaml: &str) -> Result<T, Box<Invalid>> {
+        match decoded(yaml) {
+            Decoded::Ok(object) => Ok(object),
+            Decoded::Invalid(invalid) => Err(invalid),
+        }
+    }
+
     fn service(yaml: &str) -> Result<Service, ProjectError> {
-        project_service(&serde_yaml::from_str(yaml).unwrap())
+        project(Kind::Service, &mut decoded(yaml), |s| project_service(s))
     }
 
     #[test]
@@ -628,7 +647,7 @@ mod tests {
 
     #[test]
     fn slice_conditions_and_addresses() {
-        let mut slice: api::EndpointSlice = serde_yaml::from_str(
+        let mut slice: api::EndpointSlice = decode(
             r#"
 metadata:
   name: nginx-abc
@@ -665,13 +684,13 @@ endpoints:
     #[test]
     fn slice_without_service_label_is_rejected() {
         let mut slice: api::EndpointSlice =
-            serde_yaml::from_str("metadata: {name: s, namespace: a}\naddressType: IPv4\nendpoints: []").unwrap();
+            decode("metadata: {name: s, namespace: a}\naddressType: IPv4\nendpoints: []").unwrap();
         let err = project_slice(&mut slice).unwrap_err();
         assert_eq!(err.what, "EndpointSlice a/s");
     }
 
     fn slice(yaml: &str) -> Result<Slice, ProjectError> {
-        project_slice(&mut serde_yaml::from_str(yaml).unwrap())
+        project(Kind::EndpointSlice, &mut decoded(yaml), project_slice)
     }
 
     const SLICE_META: &str = "metadata: {name: s, namespace: a, labels: {kubernetes.io/service-name: svc}}\n";
@@ -689,69 +708,96 @@ endpoints:
         for (body, reason) in [
             (
                 "endpoints: [{addresses: 10.0.0.1}]",
-                r#"endpoints[0].addresses: expected a list, found string "10.0.0.1""#,
+                r#"endpoints[0].addresses: invalid type: string "10.0.0.1", expected a sequence"#,
             ),
             (
                 "endpoints: [{addresses: [10.0.0.1]}, {addresses: [10.0.0.2, 5]}]",
-                "endpoints[1].addresses[1]: expected a string, found integer `5`",
+                "endpoints[1].addresses[1]: invalid type: integer `5`, expected a string",
             ),
             (
                 "endpoints: [{addresses: [10.0.0.1], conditions: {ready: 'yes'}}]",
-                r#"endpoints[0].conditions.ready: expected a boolean, found string "yes""#,
+                r#"endpoints[0].conditions.ready: invalid type: string "yes", expected a boolean"#,
             ),
             (
                 "endpoints: [{addresses: [10.0.0.1], targetRef: Pod}]",
-                r#"endpoints[0].targetRef: expected a map, found string "Pod""#,
+                r#"endpoints[0].targetRef: invalid type: string "Pod", expected struct TargetRef"#,
             ),
-            ("endpoints: {}", "endpoints: expected a list, found map"),
-            ("ports: [{name: web, port: '80'}]", r#"ports[0].port: expected a 32-bit integer, found string "80""#),
+            ("endpoints: {}", "endpoints: invalid type: map, expected a sequence"),
+            ("ports: [{name: web, port: '80'}]", r#"ports[0].port: invalid type: string "80", expected i32"#),
             (
                 "ports: [{name: web, port: 3000000000}]",
-                "ports[0].port: expected a 32-bit integer, found integer `3000000000`",
+                "ports[0].port: invalid value: integer `3000000000`, expected i32",
             ),
-            (
-                "ports: [{name: web, port: 80.5}]",
-                "ports[0].port: expected a 32-bit integer, found floating point `80.5`",
-            ),
-            ("ports: [null]", "ports[0]: expected a map, found null"),
+            ("ports: [{name: web, port: 80.5}]", "ports[0].port: invalid type: floating point `80.5`, expected i32"),
+            ("ports: [null]", "ports[0]: invalid type: null, expected struct Port"),
         ] {
             let err = slice(&format!("{SLICE_META}addressType: IPv4\n{body}")).unwrap_err();
             assert_eq!((err.what.as_str(), err.reason.as_str()), ("EndpointSlice a/s", reason), "{body}");
         }
         let err = slice(&format!("{SLICE_META}addressType: [IPv4]")).unwrap_err();
-        assert_eq!(err.reason, "addressType: expected a string, found sequence");
+        assert_eq!(err.reason, "addressType: invalid type: sequence, expected a string");
     }
 
     #[test]
     fn wrongly_typed_metadata_is_named_as_far_as_it_can_be() {
         let err = slice("metadata: {name: s, namespace: a, resourceVersion: 5}\naddressType: IPv4").unwrap_err();
         assert_eq!(err.what, "EndpointSlice a/s");
-        assert_eq!(err.reason, "metadata.resourceVersion: expected a string, found integer `5`");
+        assert_eq!(err.reason, "metadata.resourceVersion: invalid type: integer `5`, expected a string");
         let err = slice("metadata: {name: [s], namespace: a}\naddressType: IPv4").unwrap_err();
         assert_eq!(err.what, "EndpointSlice in namespace a");
-        assert_eq!(err.reason, "metadata.name: expected a string, found sequence");
+        assert_eq!(err.reason, "metadata.name: invalid type: sequence, expected a string");
         let err =
             slice("metadata: {name: s, namespace: a, labels: {kubernetes.io/service-name: 5}}\naddressType: IPv4")
                 .unwrap_err();
         assert_eq!(
             err.reason,
-            r#"metadata.labels["kubernetes.io/service-name"]: expected a string, found integer `5`"#
+            "metadata.labels.kubernetes.io/service-name: invalid type: integer `5`, expected a string"
         );
         let err = slice("metadata: s\naddressType: IPv4").unwrap_err();
-        assert_eq!(err.reason, r#"metadata: expected a map, found string "s""#);
+        assert_eq!(err.reason, r#"metadata: invalid type: string "s", expected struct ObjectMeta"#);
 
         let err = service("metadata: {name: x, namespace: a}\nspec: {clusterIPs: 10.0.0.1}").unwrap_err();
         assert_eq!(err.what, "Service a/x");
-        assert_eq!(err.reason, r#"spec.clusterIPs: expected a list, found string "10.0.0.1""#);
-        let pod: api::Pod =
-            serde_yaml::from_str("metadata: {name: p, namespace: a}\nstatus: {podIPs: [{ip: 5}]}").unwrap();
-        assert_eq!(project_pod(&pod).unwrap_err().reason, "status.podIPs[0].ip: expected a string, found integer `5`");
-        let ns: api::Namespace = serde_yaml::from_str("metadata: {name: n, resourceVersion: [1]}").unwrap();
-        let err = project_namespace(&ns).unwrap_err();
+        assert_eq!(err.reason, r#"spec.clusterIPs: invalid type: string "10.0.0.1", expected a sequence"#);
+        let err =
+            project(Kind::Pod, &mut decoded("metadata: {name: p, namespace: a}\nstatus: {podIPs: [{ip: 5}]}"), |p| {
+                project_pod(p)
+            })
+            .unwrap_err();
+        assert_eq!(err.reason, "status.podIPs[0].ip: invalid type: integer `5`, expected a string");
+        let mut ns = decoded("metadata: {name: n, resourceVersion: [1]}");
+        let err = project(Kind::Namespace, &mut ns, |n| project_namespace(n)).unwrap_err();
         assert_eq!(
             (err.what.as_str(), err.reason.as_str()),
-            ("Namespace n", "metadata.resourceVersion: expected a string, found sequence")
+            ("Namespace n", "metadata.resourceVersion: invalid type: sequence, expected a string")
         );
+    }
+
+    /// A list as kube-client decodes it: a wrongly typed item fails only itself, named with the
+    /// path of its bad field, and keeps its resourceVersion for the watcher.
+    #[test]
+    fn one_bad_item_of_a_list_fails_only_itself() {
+        let text = r#"{"apiVersion":"v1","kind":"ServiceList","metadata":{"resourceVersion":"9"},"items":[
+            {"metadata":{"name":"a","namespace":"ns-0"},"spec":{"clusterIP":"10.0.0.1"}},
+            {"metadata":{"name":"b","namespace":"ns-0","resourceVersion":"7"},"spec":{"ports":[{"port":"80"}]}},
+            "not an object",
+            {"metadata":{"name":"c","namespace":"ns-0"},"spec":{"clusterIP":"None"}}]}"#;
+        let list: kube::core::ObjectList<Decoded<api::Service>> = serde_json::from_str(text).unwrap();
+        let results: Vec<_> = (list.items.into_iter())
+            .map(|mut item| {
+                let version = kube::Resource::meta(&item).resource_version.clone();
+                (project(Kind::Service, &mut item, |s| project_service(s)), version)
+            })
+            .collect();
+        assert_eq!(results[0].0.as_ref().unwrap().key, ObjKey::new("ns-0", "a"));
+        let bad = results[1].0.as_ref().unwrap_err();
+        assert_eq!(bad.what, "Service ns-0/b");
+        assert_eq!(bad.reason, r#"spec.ports[0].port: invalid type: string "80", expected i32"#);
+        assert_eq!(results[1].1.as_deref(), Some("7"));
+        let not_an_object = results[2].0.as_ref().unwrap_err();
+        assert_eq!(not_an_object.what, "Service in namespace default");
+        assert_eq!(not_an_object.reason, r#"invalid type: string "not an object", expected struct Service"#);
+        assert_eq!(results[3].0.as_ref().unwrap().kind, ServiceKind::Headless);
     }
 
     /// A watch event as the API server sends it: what is not read (managedFields, other labels
@@ -770,8 +816,8 @@ endpoints:
               "hostname":"Web-0","targetRef":{"kind":"Pod","namespace":"ns-0","name":"web-0","uid":"u-2"},
               "nodeName":"node-1","zone":"a","hints":{"forZones":[{"name":"a"}]}}],
             "ports":[{"name":"web","protocol":"TCP","port":80,"appProtocol":"http"}]}}"#;
-        let event: kube::api::WatchEvent<api::EndpointSlice> = serde_json::from_str(line).unwrap();
-        let kube::api::WatchEvent::Modified(mut obj) = event else { panic!("not MODIFIED") };
+        let event: kube::api::WatchEvent<Decoded<api::EndpointSlice>> = serde_json::from_str(line).unwrap();
+        let kube::api::WatchEvent::Modified(Decoded::Ok(mut obj)) = event else { panic!("not a decoded MODIFIED") };
         assert_eq!(obj.metadata.object.resource_version.as_deref(), Some("42"));
         assert_eq!(obj.metadata.object.managed_fields, None);
         let s = project_slice(&mut obj).unwrap();
@@ -813,14 +859,13 @@ endpoints:
 
     #[test]
     fn finished_pods_have_no_addresses() {
-        let pod: api::Pod = serde_yaml::from_str(
+        let pod: api::Pod = decode(
             "metadata: {name: p, namespace: a}\nstatus: {phase: Running, podIP: 10.1.1.1, podIPs: [{ip: 10.1.1.1}, {ip: 'fd00::5'}]}",
         )
         .unwrap();
         assert_eq!(project_pod(&pod).unwrap().ips.len(), 2);
         let done: api::Pod =
-            serde_yaml::from_str("metadata: {name: p, namespace: a}\nstatus: {phase: Succeeded, podIP: 10.1.1.1}")
-                .unwrap();
+            decode("metadata: {name: p, namespace: a}\nstatus: {phase: Succeeded, podIP: 10.1.1.1}").unwrap();
         assert!(project_pod(&done).unwrap().ips.is_empty());
     }
 }

@@ -23,13 +23,11 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use serde::Deserialize;
-use serde::de::value::MapAccessDeserializer;
-use serde::de::{MapAccess, SeqAccess};
+use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
 use super::{Event, Scope, Sender, send};
-use crate::cluster::api::{self, Field, Shape, Wrong, drain_seq};
+use crate::cluster::api::Decoded;
 use crate::cluster::object::{self, Kind, Object, ObjectRef};
 
 /// Why manifests could not be read.
@@ -49,11 +47,11 @@ pub enum Error {
     Yaml {
         /// The file.
         path: PathBuf,
-        /// 1-based document number within the file.
+        /// 1-based number of the (non-empty) document within the file.
         document: usize,
         /// The parser's error, with line and column.
         #[source]
-        source: serde_yaml::Error,
+        source: Box<serde_saphyr::Error>,
     },
     /// A directory holds no manifest files.
     #[error("{0}: no *.yaml, *.yml or *.json files")]
@@ -114,138 +112,105 @@ fn manifest_files(path: &Path) -> Result<Vec<PathBuf>> {
 
 /// Parses every document of a manifest file. A YAML error fails the whole file; an object that
 /// cannot be used is skipped with a warning naming it.
+///
+/// Each document is read as a JSON value first, since `kind` may come last: the kind picks the
+/// type the value is decoded into, and a `List`'s items are decoded one by one, so one bad item
+/// costs only itself. Files are read at start and when they change, never per query.
 pub fn parse_manifests(text: &str, path: &Path) -> Result<Vec<Object>> {
     let mut objects = Vec::new();
-    for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
+    let mut bytes = text.as_bytes();
+    // Empty documents (a trailing `---`) are skipped, as kubectl skips them.
+    for (i, doc) in serde_saphyr::read_with_options::<_, serde_json::Value>(&mut bytes, yaml_options()).enumerate() {
         let document = i + 1;
-        // Every field of a manifest is a `Field`, so only malformed YAML fails here.
-        let manifest = Field::<Manifest>::deserialize(doc).map_err(|source| Error::Yaml {
-            path: path.into(),
-            document,
-            source,
-        })?;
-        if let Field::Present(manifest) = manifest {
-            collect(manifest, path, document, &mut objects);
-        }
+        let doc = doc.map_err(|source| Error::Yaml { path: path.into(), document, source: Box::new(source) })?;
+        collect(&doc, path, document, &mut objects);
     }
     Ok(objects)
 }
 
-/// One document of a manifest file, or one item of a `List`: the fields of every kind that is
-/// read, decoded in one pass straight from the YAML, since `kind` may come last. A field that
-/// only another kind has is never looked at, so its type does not matter.
-#[derive(Default, Deserialize)]
-#[serde(default, rename_all = "camelCase")]
-struct Manifest {
-    api_version: Field<String>,
-    kind: Field<String>,
-    metadata: api::Meta,
-    /// A Service's.
-    spec: Field<api::ServiceSpec>,
-    /// A Pod's.
-    status: Field<api::PodStatus>,
-    /// An EndpointSlice's.
-    address_type: Field<String>,
-    /// An EndpointSlice's.
-    endpoints: Field<Vec<api::Endpoint>>,
-    /// An EndpointSlice's.
-    ports: Field<Vec<api::Port>>,
-    /// A `List`'s.
-    items: Field<Vec<Manifest>>,
-}
-
-/// Any document or list item is a manifest: one that is not a map has no kind, and is ignored
-/// as kinds that are not read are.
-impl Shape for Manifest {
-    const EXPECTED: &'static str = "a map";
-
-    fn from_bool(_: bool) -> Option<Self> {
-        Some(Manifest::default())
-    }
-
-    fn from_int(_: i64) -> Option<Self> {
-        Some(Manifest::default())
-    }
-
-    fn from_text(_: &str) -> Option<Self> {
-        Some(Manifest::default())
-    }
-
-    fn from_null() -> Option<Self> {
-        Some(Manifest::default())
-    }
-
-    fn from_seq<'de, A: SeqAccess<'de>>(seq: A) -> std::result::Result<std::result::Result<Self, Wrong>, A::Error> {
-        drain_seq(seq)?;
-        Ok(Ok(Manifest::default()))
-    }
-
-    fn from_map<'de, A: MapAccess<'de>>(map: A) -> std::result::Result<std::result::Result<Self, Wrong>, A::Error> {
-        Manifest::deserialize(MapAccessDeserializer::new(map)).map(Ok)
+/// How YAML is read (manifests and the config file): scalars as YAML 1.2 and serde_yaml read
+/// them, so `yes`, `no`, `on`, `off`, `y` and `n` are strings (a namespace `n` is not `false`)
+/// and `0755` or `1_000` are not numbers; and no limits on size, since a dump of a large cluster
+/// has millions of nodes in thousands of documents and the file is the operator's own, already
+/// in memory. Aliases stay limited: they expand beyond the file's size.
+pub(crate) fn yaml_options() -> serde_saphyr::Options {
+    serde_saphyr::options! {
+        strict_booleans: true,
+        leading_zero_numbers_as_strings: true,
+        underscored_numbers_as_strings: true,
+        // One line, for the log: `… at line 5, column 7`, not a rendered snippet.
+        with_snippet: false,
+        budget: serde_saphyr::budget! {
+            max_reader_input_bytes: None,
+            max_events: usize::MAX,
+            max_nodes: usize::MAX,
+            max_documents: usize::MAX,
+            max_total_scalar_bytes: usize::MAX,
+        },
     }
 }
 
 /// `Kind namespace/name` as the manifest spells it, for warnings.
-fn display_name(kind: &str, meta: &api::Meta) -> String {
-    let name = meta.object.name.as_deref().unwrap_or("<unnamed>");
-    match &meta.object.namespace {
+fn display_name(kind: &str, doc: &serde_json::Value) -> String {
+    let meta = |field: &str| doc.get("metadata")?.get(field)?.as_str();
+    let name = meta("name").unwrap_or("<unnamed>");
+    match meta("namespace") {
         Some(ns) => format!("{kind} {ns}/{name}"),
         None => format!("{kind} {name}"),
     }
 }
 
-fn collect(doc: Manifest, path: &Path, document: usize, out: &mut Vec<Object>) {
-    let Manifest { api_version, kind, metadata, spec, status, address_type, endpoints, ports, items } = doc;
-    let kind = kind.as_str().unwrap_or_default();
-    let api_version = api_version.as_str().unwrap_or_default();
+/// Decodes one document (or `List` item) by its kind and projects it. A document that is not
+/// a map has no kind, and is ignored as kinds that are not read are.
+fn collect(doc: &serde_json::Value, path: &Path, document: usize, out: &mut Vec<Object>) {
+    let text = |field: &str| doc.get(field).and_then(serde_json::Value::as_str).unwrap_or_default();
+    let (api_version, kind) = (text("apiVersion"), text("kind"));
     let where_ = || format!("{}: document {document}", path.display());
-    if kind == "List" || (kind.ends_with("List") && !items.is_absent()) {
-        match items {
-            Field::Present(items) => {
+    if kind == "List" || (kind.ends_with("List") && doc.get("items").is_some_and(|i| !i.is_null())) {
+        match doc.get("items") {
+            Some(serde_json::Value::Array(items)) => {
                 for item in items {
                     collect(item, path, document, out);
                 }
             }
-            Field::Wrong(wrong) => tracing::warn!(
-                object = %display_name(kind, &metadata), at = %where_(), reason = %wrong.under("items"), "skipping list"
+            None | Some(serde_json::Value::Null) => {}
+            Some(_) => tracing::warn!(
+                object = %display_name(kind, doc), at = %where_(), reason = "items: not a sequence", "skipping list"
             ),
-            Field::Absent => {}
         }
         return;
     }
+    // One line a kind: the type it decodes into and its projection.
     let projected = match (api_version, kind) {
-        ("v1", "Service") => {
-            let svc = api::Service { metadata, spec };
-            object::project_service(&svc).map(Object::Service).map_err(|e| (e, svc.metadata))
-        }
+        ("v1", "Service") => decode(Kind::Service, doc, |s| object::project_service(s).map(Object::Service)),
         ("discovery.k8s.io/v1", "EndpointSlice") => {
-            let mut slice = api::EndpointSlice { metadata, address_type, endpoints, ports };
-            object::project_slice(&mut slice).map(Object::Slice).map_err(|e| (e, slice.metadata))
+            decode(Kind::EndpointSlice, doc, |s| object::project_slice(s).map(Object::Slice))
         }
-        ("v1", "Pod") => {
-            let pod = api::Pod { metadata, status };
-            object::project_pod(&pod).map(Object::Pod).map_err(|e| (e, pod.metadata))
-        }
-        ("v1", "Namespace") => {
-            let ns = api::Namespace { metadata };
-            object::project_namespace(&ns).map(Object::Namespace).map_err(|e| (e, ns.metadata))
-        }
+        ("v1", "Pod") => decode(Kind::Pod, doc, |p| object::project_pod(p).map(Object::Pod)),
+        ("v1", "Namespace") => decode(Kind::Namespace, doc, |n| object::project_namespace(n).map(Object::Namespace)),
         (_, "Service" | "EndpointSlice" | "Pod" | "Namespace") => {
-            tracing::warn!(object = %display_name(kind, &metadata), %api_version, at = %where_(),
+            tracing::warn!(object = %display_name(kind, doc), %api_version, at = %where_(),
                 "skipping object of an unsupported apiVersion");
             return;
         }
         _ => {
-            tracing::debug!(object = %display_name(kind, &metadata), at = %where_(), "ignoring kind");
+            tracing::debug!(object = %display_name(kind, doc), at = %where_(), "ignoring kind");
             return;
         }
     };
     match projected {
         Ok(obj) => out.push(obj),
-        Err((error, metadata)) => {
-            tracing::warn!(object = %display_name(kind, &metadata), at = %where_(), reason = %error.reason, "skipping object")
-        }
+        Err(error) => tracing::warn!(object = %error.what, at = %where_(), reason = %error.reason, "skipping object"),
     }
+}
+
+/// Decodes a document as `T` and projects it.
+fn decode<T: DeserializeOwned>(
+    kind: Kind,
+    doc: &serde_json::Value,
+    project: impl FnOnce(&mut T) -> std::result::Result<Object, object::ProjectError>,
+) -> std::result::Result<Object, object::ProjectError> {
+    object::project(kind, &mut Decoded::from_value(doc), project)
 }
 
 /// What was last read from each file.
@@ -483,6 +448,32 @@ apiVersion: v1
         let objects = parse_manifests(text, Path::new("x.yaml")).unwrap();
         let names: Vec<String> = objects.iter().map(|o| o.object_ref().to_string()).collect();
         assert_eq!(names, ["Service ns-0/a"], "fields in any order; the malformed objects skipped");
+    }
+
+    /// Plain scalars are read as YAML 1.2 (and serde_yaml, and Kubernetes' own JSON) read them:
+    /// the YAML 1.1 booleans are names, not `false`, and a number where a string belongs is a
+    /// wrong type, named by its path.
+    #[test]
+    fn yaml_1_1_booleans_are_strings_and_numbers_are_not() {
+        let text = r#"
+apiVersion: v1
+kind: List
+items:
+- {apiVersion: v1, kind: Namespace, metadata: {name: n}}
+- {apiVersion: v1, kind: Service, metadata: {name: no, namespace: y}, spec: {clusterIP: None, ports: [{name: on, port: 80}]}}
+- {apiVersion: v1, kind: Service, metadata: {name: off, namespace: y}, spec: {clusterIP: None, ports: [{name: 80, port: 80}]}}
+"#;
+        let objects = parse_manifests(text, Path::new("x.yaml")).unwrap();
+        let names: Vec<String> = objects.iter().map(|o| o.object_ref().to_string()).collect();
+        assert_eq!(names, ["Namespace n", "Service y/no"]);
+        let Object::Service(svc) = &objects[1] else { panic!("{objects:?}") };
+        assert_eq!(svc.ports[0].name.as_deref(), Some("on"));
+        let mut bad = Decoded::<crate::cluster::api::Service>::from_value(
+            &serde_saphyr::from_str_with_options("metadata: {name: off}\nspec: {ports: [{name: 80}]}", yaml_options())
+                .unwrap(),
+        );
+        let err = object::project(Kind::Service, &mut bad, |s| object::project_service(s)).unwrap_err();
+        assert_eq!(err.reason, "spec.ports[0].name: invalid type: integer `80`, expected a string");
     }
 
     /// Documents and list items that are not objects, and fields of kinds that are not read, are

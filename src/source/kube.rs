@@ -45,7 +45,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::reconnect::{Answered, Outage, Retry};
 use super::{Event, Scope, Sender, send};
-use crate::cluster::api;
+use crate::cluster::api::{self, Decoded};
 use crate::cluster::object::{self, Kind, ObjKey, Object, ObjectRef, ProjectError};
 use crate::metrics::{KindLabel, Metrics};
 
@@ -250,6 +250,47 @@ resource!(api::EndpointSlice, discovery::EndpointSlice);
 resource!(api::Pod, core::Pod);
 resource!(api::Namespace, core::Namespace);
 
+/// What kube's watcher lists and watches: each object decoded on its own (see
+/// [`api::Decoded`]), so one that does not decode fails only itself, not its list or watch.
+impl<K: Resource<DynamicType = ()>> Resource for Decoded<K> {
+    type DynamicType = ();
+    type Scope = K::Scope;
+
+    fn kind(dt: &()) -> Cow<'_, str> {
+        K::kind(dt)
+    }
+
+    fn group(dt: &()) -> Cow<'_, str> {
+        K::group(dt)
+    }
+
+    fn version(dt: &()) -> Cow<'_, str> {
+        K::version(dt)
+    }
+
+    fn api_version(dt: &()) -> Cow<'_, str> {
+        K::api_version(dt)
+    }
+
+    fn plural(dt: &()) -> Cow<'_, str> {
+        K::plural(dt)
+    }
+
+    fn meta(&self) -> &ObjectMeta {
+        match self {
+            Decoded::Ok(object) => object.meta(),
+            Decoded::Invalid(invalid) => &invalid.meta,
+        }
+    }
+
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        match self {
+            Decoded::Ok(object) => object.meta_mut(),
+            Decoded::Invalid(invalid) => &mut invalid.meta,
+        }
+    }
+}
+
 /// One watcher's context.
 struct Watch {
     kind: Kind,
@@ -267,9 +308,9 @@ struct Watch {
 }
 
 impl Watch {
-    async fn run<K, P>(mut self, api: Api<K>, cfg: watcher::Config, project: P)
+    async fn run<K, P>(mut self, api: Api<Decoded<K>>, cfg: watcher::Config, project: P)
     where
-        K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
+        K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
         P: Fn(&mut K) -> Result<Object, ProjectError>,
     {
         let label = KindLabel { kind: self.kind.as_str() };
@@ -362,13 +403,13 @@ impl Watch {
     /// Projects an object (which may move fields out of it, but leaves its metadata). One that
     /// cannot be used is skipped with a warning naming it; if it replaced a usable version, that
     /// version is deleted (as a relist would drop it).
-    fn project<K: Resource>(
+    fn project<K: Resource<DynamicType = ()>>(
         &self,
-        obj: &mut K,
+        obj: &mut Decoded<K>,
         project: &impl Fn(&mut K) -> Result<Object, ProjectError>,
         update: bool,
     ) -> Option<Event> {
-        match project(obj) {
+        match object::project(self.kind, obj, project) {
             Ok(o) => Some(Event::Apply(o)),
             Err(error) => {
                 tracing::warn!(object = %self.object_ref(obj), %error, "skipping object");

@@ -29,7 +29,6 @@ use k8s_openapi::api::core::v1::{Node, Pod, ServiceAccount};
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::core::GroupVersionKind;
 use kube::discovery::Scope;
-use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// How long a component may take to become ready on a busy machine.
@@ -293,11 +292,8 @@ impl ControlPlane {
     pub async fn apply_yaml(&self, yaml: &str, dry_run: bool) -> Result<Vec<DynamicObject>, kube::Error> {
         let client = self.client().await;
         let mut applied = Vec::new();
-        for doc in serde_yaml::Deserializer::from_str(yaml) {
-            let value = serde_json::Value::deserialize(doc).expect("a YAML document");
-            if value.is_null() {
-                continue;
-            }
+        for doc in serde_saphyr::read::<_, serde_json::Value>(&mut yaml.as_bytes()) {
+            let value = doc.expect("a YAML document");
             applied.push(apply_value(&client, value, dry_run).await?);
         }
         Ok(applied)

@@ -99,11 +99,11 @@ pub struct DeploymentContainer {
 impl DeploymentContainer {
     pub fn load() -> DeploymentContainer {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/deployment.yaml");
-        let doc: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let doc: serde_json::Value = serde_saphyr::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
         let pod = &doc["spec"]["template"]["spec"];
         let container = &pod["containers"][0];
-        let strings = |v: &serde_yaml::Value| -> Vec<String> {
-            v.as_sequence().into_iter().flatten().map(|s| s.as_str().expect("a string").to_string()).collect()
+        let strings = |v: &serde_json::Value| -> Vec<String> {
+            v.as_array().into_iter().flatten().map(|s| s.as_str().expect("a string").to_string()).collect()
         };
         let args = strings(&container["args"]);
         let sc = &container["securityContext"];
@@ -118,7 +118,7 @@ impl DeploymentContainer {
         }
         flags.extend(strings(&sc["capabilities"]["drop"]).into_iter().map(|c| format!("--cap-drop={c}")));
         flags.extend(strings(&sc["capabilities"]["add"]).into_iter().map(|c| format!("--cap-add={c}")));
-        for sysctl in pod["securityContext"]["sysctls"].as_sequence().into_iter().flatten() {
+        for sysctl in pod["securityContext"]["sysctls"].as_array().into_iter().flatten() {
             let (name, value) = (sysctl["name"].as_str().unwrap(), sysctl["value"].as_str().unwrap());
             flags.push(format!("--sysctl={name}={value}"));
         }

@@ -10,5 +10,6 @@ pub mod fake_api;
 pub mod image;
 pub mod knot;
 pub mod objects;
+pub mod openmetrics;
 pub mod server;
 pub mod watchdog;
