@@ -39,9 +39,22 @@ use hickory_proto::rr::{RData, RecordType};
 use serde_json::{Value, json};
 use support::dns::query_message;
 use support::fake_api::FakeApiServer;
-use support::knot::{Knot, free_port};
+use support::knot::Knot;
 
 const NS: &str = "bench";
+
+/// A port that is free, below the ephemeral range (32768–60999 by default), so that none of the
+/// hundreds of outgoing connections the servers open takes it before its server binds it.
+fn free_port() -> u16 {
+    static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    let base = 20_000 + (std::process::id() % 50) as u16 * 100;
+    loop {
+        let port = base + NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 7_000;
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok() && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)

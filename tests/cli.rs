@@ -134,6 +134,8 @@ fn sigterm_drains_without_failing_a_query() {
     support::server::wait_until(|| support::server::http_get(http, "/readyz").0 == 503);
     assert_eq!(addresses(&ask(dns, "web-1.nginx.default.svc.cluster.local.", RecordType::A)), ["10.244.2.7"]);
     assert_eq!(support::server::http_get(http, "/healthz").0, 200);
+    let (_, metrics) = support::server::http_get(http, "/metrics");
+    assert!(metrics.lines().any(|l| l == "headless_dns_ready 0"), "the gauge says what /readyz says:\n{metrics}");
     // Stop the load just before the lame duck ends; every query until then was answered.
     std::thread::sleep(std::time::Duration::from_millis(700).saturating_sub(sent.elapsed()));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);

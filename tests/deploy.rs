@@ -507,9 +507,8 @@ fn serve_config(args: &[String]) -> headless_dns::config::Config {
 fn node_local_secondaries_follow_the_primaries_they_are_wired_to() {
     use k8s_openapi::api::apps::v1::DaemonSet;
     let dir = deploy_dir().join("node-local");
-    let read = |file: &str| -> serde_yaml::Value {
-        serde_yaml::from_str(&std::fs::read_to_string(dir.join(file)).unwrap()).unwrap()
-    };
+    let read =
+        |file: &str| -> Json { serde_saphyr::from_str(&std::fs::read_to_string(dir.join(file)).unwrap()).unwrap() };
     let mut all = Vec::new();
     let daemonset: DaemonSet = typed(&mut all, "node-local/daemonset.yaml", &read("daemonset.yaml"));
     let primary_service: Service = typed(&mut all, "node-local/primary-service.yaml", &read("primary-service.yaml"));
