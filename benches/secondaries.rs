@@ -60,13 +60,15 @@ fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-/// EndpointSlice of Service `i`, its endpoints at generation `generations[j]`.
+/// EndpointSlice of Service `i`, its endpoints at generation `generations[j]`: each (Service,
+/// endpoint, generation) has an address of its own (10.0.0.0/8 counted up, wrapping after 2^24).
 fn slice(i: usize, generations: &[u32]) -> Value {
     let endpoints: Vec<Value> = generations
         .iter()
         .enumerate()
         .map(|(j, g)| {
-            let ip = format!("10.{}.{}.{}", 64 + (g % 64), i / 256 % 256, (i % 256) as u32 ^ ((j as u32 * 16) % 256));
+            let n = ((i * 16 + j) as u32).wrapping_add(g.wrapping_mul(1 << 18)) & 0xFF_FFFF;
+            let ip = std::net::Ipv4Addr::from((10 << 24) | n).to_string();
             json!({"addresses": [ip], "hostname": format!("web-{j}"), "conditions": {"ready": true}})
         })
         .collect();
@@ -166,8 +168,36 @@ fn serial_ge(a: u32, b: u32) -> bool {
     a == b || a.wrapping_sub(b) < 1 << 31
 }
 
+/// The bytes of an AXFR of cluster.local from `server`: every message up to the closing SOA.
+fn axfr_size(server: SocketAddr) -> usize {
+    use std::io::{Read, Write};
+    let request = query_message("cluster.local.", RecordType::AXFR, None).to_vec().unwrap();
+    let mut stream = std::net::TcpStream::connect(server).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut framed = (request.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&request);
+    stream.write_all(&framed).unwrap();
+    let (mut bytes, mut soas) = (0, 0);
+    while soas < 2 {
+        let mut len = [0u8; 2];
+        if stream.read_exact(&mut len).is_err() {
+            break;
+        }
+        let mut buf = vec![0u8; u16::from_be_bytes(len) as usize];
+        stream.read_exact(&mut buf).unwrap();
+        bytes += buf.len() + 2;
+        let message = Message::from_vec(&buf).unwrap();
+        soas += message.answers.iter().filter(|r| r.record_type() == RecordType::SOA).count();
+    }
+    bytes
+}
+
 fn metric(http: SocketAddr, name: &str) -> f64 {
-    let Ok((_, body)) = support::server::try_http_get(http, "/metrics") else { return 0.0 };
+    let body = (0..3).find_map(|_| support::server::try_http_get(http, "/metrics").ok().map(|(_, body)| body));
+    let Some(body) = body else {
+        eprintln!("no /metrics from {http}");
+        return 0.0;
+    };
     body.lines().filter(|l| l.starts_with(name)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
 }
 
@@ -206,6 +236,7 @@ fn main() {
     let rate = env_usize("SEC_RATE", 1000);
     let services = env_usize("SEC_SERVICES", 1000);
     let endpoints = env_usize("SEC_ENDPOINTS", 10);
+    assert!(endpoints <= 16 && services <= 1 << 14, "addresses are unique up to 16 endpoints × 16,384 Services");
     let bin = std::env::var("SEC_BIN")
         .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/target/release/headless-dns").into());
     if !std::path::Path::new(&bin).exists() {
@@ -347,10 +378,14 @@ fn main() {
     let api_bytes = api.bytes_sent() - api_bytes0;
     let bytes: f64 =
         https.iter().map(|h| metric(*h, "headless_dns_secondary_transfer_bytes_total")).sum::<f64>() - bytes0;
-    let axfr_bytes = {
-        let request = query_message("cluster.local.", RecordType::AXFR, None).to_vec().unwrap();
-        support::dns::tcp_raw(primary_addr, &[request]).iter().map(|m| m.len() + 2).sum::<usize>()
-    };
+    let axfr_bytes = axfr_size(primary_addr);
+    let primary_metric = |name: &str| metric(primary_http, name);
+    println!(
+        "(primary: {} relists, {} watch errors; {} of {count} secondaries' /metrics read)",
+        primary_metric("headless_dns_kubernetes_relists_total"),
+        primary_metric("headless_dns_kubernetes_watch_errors_total"),
+        https.iter().filter(|h| support::server::try_http_get(**h, "/metrics").is_ok()).count(),
+    );
     let summary = |range: std::ops::Range<usize>| {
         let mut all: Vec<Duration> = lags[range].iter().flatten().copied().collect();
         all.sort();

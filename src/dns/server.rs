@@ -462,8 +462,14 @@ async fn tcp_connection(mut stream: TcpStream, peer: SocketAddr, shared: &Shared
         }
         conn.last_active_ms.store(conns.now_ms(), Ordering::Relaxed);
         if super::transfer::is_transfer(&query) {
-            let (index, acl, policy) = (responder.index(), responder.transfer_acl(), responder.policy());
-            let messages = super::transfer::respond(index, &query, peer.ip(), acl, policy);
+            // A transfer reads the whole zone (and may wait for the writer to finish a publish):
+            // off the async workers, which keep answering queries meanwhile.
+            let (index, acl, policy) =
+                (responder.index().clone(), responder.transfer_acl().clone(), responder.policy().clone());
+            let (request, ip) = (query.clone(), peer.ip());
+            let transfer =
+                tokio::task::spawn_blocking(move || super::transfer::respond(&index, &request, ip, &acl, &policy));
+            let Ok(messages) = transfer.await else { return };
             for message in messages {
                 let mut framed = (message.len() as u16).to_be_bytes().to_vec();
                 framed.extend_from_slice(&message);
