@@ -55,6 +55,14 @@ pub enum Error {
         #[source]
         source: crate::dns::name::NameError,
     },
+    /// `--multicluster-zone` is not a name, or is also a `--zone`.
+    #[error("--multicluster-zone {zone:?}: {reason}")]
+    MulticlusterZone {
+        /// The flag's value.
+        zone: String,
+        /// Why it cannot be served.
+        reason: String,
+    },
     /// A TTL is out of range.
     #[error("{flag} {value}: must be at most 3600 seconds")]
     Ttl {
@@ -161,6 +169,15 @@ pub struct ServeArgs {
     /// for the addresses the cluster knows.
     #[arg(long = "zone", value_name = "NAME", default_value = "cluster.local")]
     pub zones: Vec<String>,
+
+    /// Also serve the Multi-Cluster Services zone (KEP-1645; `clusterset.local` is the name the
+    /// MCS API fixes) from ServiceImports (multicluster.x-k8s.io v1beta1 or v1alpha1) and the
+    /// EndpointSlices labelled multicluster.kubernetes.io/service-name and
+    /// multicluster.kubernetes.io/source-cluster, as CoreDNS's `multicluster` option. With
+    /// `--source kube` they are watched only when this is set; a cluster without the ServiceImport
+    /// CRD logs one warning and the cluster zones keep serving [default: not served].
+    #[arg(long, value_name = "NAME")]
+    pub multicluster_zone: Option<String>,
 
     /// TTL in seconds of positive answers.
     #[arg(long, value_name = "SECONDS", default_value_t = 5)]
@@ -450,6 +467,7 @@ impl ServeArgs {
                 namespaces: self.namespaces.clone(),
                 label_selector: self.label_selector.clone(),
                 pods: self.pods == PodMode::Verified,
+                clusterset: self.multicluster_zone.is_some(),
             }),
             (Some(("file", path)), None) if !path.is_empty() => {
                 self.no_kube_flags()?;
@@ -474,6 +492,17 @@ impl ServeArgs {
                 zones.push(name);
             }
         }
+        let clusterset = match &self.multicluster_zone {
+            None => None,
+            Some(text) => {
+                let err = |reason: String| Error::MulticlusterZone { zone: text.clone(), reason };
+                let name = Name::parse(text).map_err(|e| err(e.to_string()))?;
+                if zones.contains(&name) {
+                    return Err(err("it is also a --zone; the cluster-set zone must be a zone of its own".into()));
+                }
+                Some(name)
+            }
+        };
         let ttl_headless = self.ttl_headless.unwrap_or(self.ttl);
         let ttl_clusterip = self.ttl_clusterip.unwrap_or(self.ttl);
         for (flag, value) in [
@@ -499,6 +528,7 @@ impl ServeArgs {
                 negative_ttl: self.negative_ttl,
                 pods: self.pods,
                 ptr: self.ptr,
+                clusterset,
             },
             udp_workers: self.udp_workers.unwrap_or(cpus).max(1),
             udp_batch: self.udp_batch as usize,

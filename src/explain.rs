@@ -14,6 +14,7 @@ use hickory_proto::op::{Message, MessageType, OpCode, Query};
 use hickory_proto::rr::{Name as HName, RecordType};
 use parking_lot::RwLock;
 
+use crate::cluster::mcs::ImportKind;
 use crate::cluster::object::{Endpoint, ServiceKind, Slice};
 use crate::cluster::{Model, ObjKey};
 use crate::dns::grammar::{ClusterName, Labels, reverse_ip};
@@ -85,6 +86,12 @@ impl Explainer {
 
         let lower = Name::parse(&qname.to_ascii()).map_err(|_| Error::Name(name.into()))?;
         let model = self.model.read();
+        if let Some(zone) = self.cfg.clusterset.as_ref().filter(|z| lower.is_within(z)) {
+            let prefix = &lower.as_wire()[..lower.as_wire().len() - zone.as_wire().len()];
+            let kind = Labels::of(prefix).map_or(ClusterName::Other, |labels| labels.classify_clusterset());
+            explain_cluster_set_name(&mut out, &model, kind, &self.cfg);
+            return Ok(out);
+        }
         let Some(zone) = self.cfg.zones.iter().find(|z| lower.is_within(z)) else {
             match reverse_ip(lower.as_wire()) {
                 Some(ip) => explain_ip(&mut out, &model, ip),
@@ -127,7 +134,10 @@ impl Explainer {
             ClusterName::Fixed => {
                 let _ = writeln!(out, "  a fixed name of the zone {zone}");
             }
-            ClusterName::PodNamespace { .. } | ClusterName::Other => {
+            ClusterName::PodNamespace { .. }
+            | ClusterName::Cluster { .. }
+            | ClusterName::ClusterEndpoint { .. }
+            | ClusterName::Other => {
                 let _ = writeln!(out, "  not a name the Kubernetes DNS schema defines under {zone}: NXDOMAIN");
             }
         }
@@ -159,23 +169,7 @@ fn explain_service(out: &mut String, model: &Model, key: &ObjKey, endpoint: Opti
     }
     let mut matched = false;
     for slice in &slices {
-        let _ = writeln!(out, "  EndpointSlice {} ({} endpoints):", slice.key, slice.endpoints.len());
-        for ep in &slice.endpoints {
-            for &ip in &ep.addresses {
-                let label = ep.hostname().map(str::to_string).unwrap_or_else(|| dashed_ip(ip));
-                let this = endpoint.is_some_and(|e| e == label);
-                matched |= this;
-                let verdict = verdict(ep, this, endpoint.is_some());
-                let _ = writeln!(
-                    out,
-                    "    {ip} name={label} pod={} ready={} serving={} terminating={} → {verdict}",
-                    ep.pod_name().unwrap_or("-"),
-                    ep.ready,
-                    ep.serving,
-                    ep.terminating
-                );
-            }
-        }
+        matched |= explain_slice(out, slice, "", endpoint);
     }
     if let Some(e) = endpoint
         && !matched
@@ -184,6 +178,84 @@ fn explain_service(out: &mut String, model: &Model, key: &ObjKey, endpoint: Opti
             out,
             "  no endpoint named {e:?} in any slice of Service {key} (hostname, or dashed IP when it has none): NXDOMAIN"
         );
+    }
+}
+
+/// A slice's endpoints, each with what it gets; returns whether `endpoint` (a name asked for) is
+/// among them.
+fn explain_slice(out: &mut String, slice: &Slice, from: &str, endpoint: Option<&str>) -> bool {
+    let _ = writeln!(out, "  EndpointSlice {}{from} ({} endpoints):", slice.key, slice.endpoints.len());
+    let mut matched = false;
+    for ep in &slice.endpoints {
+        for &ip in &ep.addresses {
+            let label = ep.hostname().map(str::to_string).unwrap_or_else(|| dashed_ip(ip));
+            let this = endpoint.is_some_and(|e| e == label);
+            matched |= this;
+            let verdict = verdict(ep, this, endpoint.is_some());
+            let _ = writeln!(
+                out,
+                "    {ip} name={label} pod={} ready={} serving={} terminating={} → {verdict}",
+                ep.pod_name().unwrap_or("-"),
+                ep.ready,
+                ep.serving,
+                ep.terminating
+            );
+        }
+    }
+    matched
+}
+
+/// A name of the cluster-set zone: its ServiceImport and the cluster-set EndpointSlices (only
+/// those of the cluster asked for, for a name below a cluster ID).
+fn explain_cluster_set_name(out: &mut String, model: &Model, kind: ClusterName<'_>, cfg: &RecordConfig) {
+    let text = |label: &[u8]| String::from_utf8_lossy(label).into_owned();
+    let (svc, ns, cluster, endpoint) = match kind {
+        ClusterName::Service { svc, ns } | ClusterName::Srv { svc, ns, .. } => (svc, ns, None, None),
+        ClusterName::Cluster { cluster, svc, ns } => (svc, ns, Some(text(cluster)), None),
+        ClusterName::ClusterEndpoint { endpoint, cluster, svc, ns } => {
+            (svc, ns, Some(text(cluster)), Some(text(endpoint)))
+        }
+        ClusterName::Fixed | ClusterName::Namespace { .. } => {
+            let _ = writeln!(
+                out,
+                "  a fixed name or a namespace of the cluster-set zone (NODATA while names sit below it)"
+            );
+            return;
+        }
+        _ => {
+            let _ = writeln!(out, "  not a name the Multicluster DNS specification defines: NXDOMAIN");
+            return;
+        }
+    };
+    let key = ObjKey::new(text(ns).as_str(), text(svc).as_str());
+    let Some(import) = model.import(&key) else {
+        let _ = writeln!(
+            out,
+            "  ServiceImport {key}: not known (no such ServiceImport, or its CRD is not installed): NXDOMAIN"
+        );
+        return;
+    };
+    let (kind, ttl) = match &import.kind {
+        ImportKind::Headless => {
+            ("Headless: answers the ready endpoints of every cluster".to_string(), cfg.ttl_headless)
+        }
+        ImportKind::ClusterSetIp(ips) => {
+            (format!("ClusterSetIP {ips:?}: no per-cluster names (§2.3.4)"), cfg.ttl_clusterip)
+        }
+    };
+    let _ = writeln!(out, "  ServiceImport {key}: {kind}; TTL {ttl}s");
+    let slices: Vec<_> =
+        model.cluster_slices_of(&key).filter(|s| cluster.as_ref().is_none_or(|c| *c == *s.cluster)).collect();
+    if slices.is_empty() {
+        let _ = writeln!(
+            out,
+            "  no EndpointSlice is labelled multicluster.kubernetes.io/service-name={}{}",
+            key.name,
+            cluster.map(|c| format!(" from cluster {c}")).unwrap_or_default()
+        );
+    }
+    for s in slices {
+        explain_slice(out, &s.slice, &format!(" from cluster {}", s.cluster), endpoint.as_deref());
     }
 }
 
@@ -199,19 +271,24 @@ fn verdict(ep: &Endpoint, this: bool, asked_for_endpoint: bool) -> &'static str 
 fn explain_ip(out: &mut String, model: &Model, ip: IpAddr) {
     let _ = writeln!(out, "  reverse name of {ip}");
     let mut found = false;
-    for (svc, slice, ep) in model.endpoints_with(ip) {
+    for (owner, cluster, slice, ep) in model.endpoints_with(ip) {
         found = true;
+        let owner = match cluster {
+            None => format!("Service {owner}"),
+            Some(cluster) => format!("ServiceImport {owner} from cluster {cluster}"),
+        };
         let _ = writeln!(
             out,
-            "    endpoint of Service {svc} in EndpointSlice {} (ready={}, hostname={:?})",
+            "    endpoint of {owner} in EndpointSlice {} (ready={}, hostname={:?})",
             slice.key,
             ep.ready,
             ep.hostname()
         );
     }
-    for svc in model.services_with_cluster_ip(ip) {
+    for (owner, import) in model.services_with_cluster_ip(ip) {
         found = true;
-        let _ = writeln!(out, "    cluster IP of Service {svc}");
+        let what = if import { "clusterset IP of ServiceImport" } else { "cluster IP of Service" };
+        let _ = writeln!(out, "    {what} {owner}");
     }
     if !found {
         let _ = writeln!(out, "    no Service or endpoint has this address: NXDOMAIN");

@@ -150,12 +150,22 @@ impl Pipeline {
             self.metrics.ready.set(1);
             applied.became_ready = true;
             let (services, slices, pods, namespaces) = model.counts();
+            let (imports, cluster_set_slices) = model.cluster_set_counts();
             let names = self.index().len();
             if self.writer.copy_len() > 0 {
                 let (serial, rrsets) = (self.index().serial(), self.writer.copy_len());
                 tracing::info!(serial, rrsets, names, "first zone transfers applied; serving");
             } else {
-                tracing::info!(services, slices, pods, namespaces, names, "initial state published; serving");
+                tracing::info!(
+                    services,
+                    slices,
+                    pods,
+                    namespaces,
+                    imports,
+                    cluster_set_slices,
+                    names,
+                    "initial state published; serving"
+                );
             }
         }
         applied

@@ -26,6 +26,7 @@ fn help_explains_every_flag() {
         "--http",
         "--listen",
         "--zone",
+        "--multicluster-zone",
         "--ttl ",
         "--ttl-headless",
         "--ttl-clusterip",
@@ -77,6 +78,9 @@ fn bad_flags_are_clear_errors() {
     let (ok, _, err) = run(&["serve", "--source", "file:x", "--zone", "bad..zone"]);
     assert!(!ok);
     assert!(err.contains("--zone \"bad..zone\""), "{err}");
+    let (ok, _, err) = run(&["serve", "--source", "file:x", "--multicluster-zone", "Cluster.Local."]);
+    assert!(!ok);
+    assert!(err.contains("--multicluster-zone \"Cluster.Local.\": it is also a --zone"), "{err}");
     let (ok, _, err) = run(&["serve", "--source", "kube", "--autopath"]);
     assert!(!ok);
     assert!(err.contains("--autopath needs --pods verified"), "{err}");

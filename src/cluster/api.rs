@@ -99,7 +99,9 @@ fn json_reason(e: &serde_path_to_error::Error<serde_json::Error>) -> String {
     path_reason(e.path(), text.strip_suffix(&position).unwrap_or(&text))
 }
 
-fn path_reason(path: &serde_path_to_error::Path, message: impl fmt::Display) -> String {
+/// `path: message`, or the message alone when the object itself is wrong (also for the
+/// multi-cluster objects, `cluster::mcs`).
+pub(crate) fn path_reason(path: &serde_path_to_error::Path, message: impl fmt::Display) -> String {
     match path.to_string().as_str() {
         "." => format!("{message}"),
         path => format!("{path}: {message}"),

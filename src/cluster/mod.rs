@@ -13,6 +13,7 @@
 //! recomputed; the index never rebuilds more than those.
 
 pub mod api;
+pub mod mcs;
 mod model;
 pub mod object;
 

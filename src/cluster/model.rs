@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use smallvec::SmallVec;
 
-use crate::dns::name::Name;
-
+use super::mcs::{ClusterSetSlice, ServiceImport};
 use super::object::{Kind, Namespace, ObjKey, Object, ObjectRef, Pod, Service, Slice};
+use crate::dns::name::Name;
 
 /// A unit of record ownership: the index recomputes an owner's records as a whole.
 ///
@@ -28,6 +28,8 @@ pub enum Owner {
     Pod(ObjKey),
     /// A secondary's RRset of this name and type, as its primary transferred it.
     Copied(Name, u16),
+    /// A ServiceImport and its cluster-set EndpointSlices (`--multicluster-zone`).
+    Import(ObjKey),
 }
 
 /// Which objects a relist covers: one kind, in one namespace or cluster-wide.
@@ -59,11 +61,13 @@ struct Stored<T> {
 #[derive(Default)]
 pub struct Model {
     services: HashMap<ObjKey, Stored<Service>>,
-    slices: HashMap<ObjKey, Stored<Slice>>,
-    /// Service key → keys of its EndpointSlices.
-    slices_by_service: HashMap<ObjKey, SmallVec<[ObjKey; 1]>>,
+    /// EndpointSlices, by the Service they are labelled with.
+    slices: Slices<Slice>,
     pods: HashMap<ObjKey, Stored<Pod>>,
     namespaces: HashMap<Arc<str>, Stored<Namespace>>,
+    imports: HashMap<ObjKey, Stored<ServiceImport>>,
+    /// Cluster-set EndpointSlices, by the ServiceImport they are labelled with.
+    cluster_slices: Slices<ClusterSetSlice>,
     generation: u64,
     /// Open relists: scope → generation at which it started.
     relists: HashMap<Scope, u64>,
@@ -90,22 +94,13 @@ impl Model {
                     touched.push(owner);
                 }
             }
-            Object::Slice(slice) => {
-                let key = slice.key.clone();
-                let new_service = ObjKey::new(key.ns.clone(), slice.service.clone());
-                let old_service = self.slices.get(&key).map(|s| ObjKey::new(key.ns.clone(), s.obj.service.clone()));
-                if !upsert(&mut self.slices, key.clone(), slice, seen) {
-                    return touched;
+            Object::Slice(slice) => touched.extend(self.slices.apply(slice, seen).map(Owner::Service)),
+            Object::ClusterSetSlice(slice) => touched.extend(self.cluster_slices.apply(slice, seen).map(Owner::Import)),
+            Object::Import(import) => {
+                let owner = Owner::Import(import.key.clone());
+                if upsert(&mut self.imports, import.key.clone(), import, seen) {
+                    touched.push(owner);
                 }
-                if let Some(old) = old_service.filter(|old| *old != new_service) {
-                    self.unlink_slice(&old, &key);
-                    touched.push(Owner::Service(old));
-                }
-                let list = self.slices_by_service.entry(new_service.clone()).or_default();
-                if !list.contains(&key) {
-                    list.push(key);
-                }
-                touched.push(Owner::Service(new_service));
             }
             Object::Pod(pod) => {
                 let owner = Owner::Pod(pod.key.clone());
@@ -133,11 +128,11 @@ impl Model {
                     touched.push(Owner::Service(what.key.clone()));
                 }
             }
-            Kind::EndpointSlice => {
-                if let Some(old) = self.slices.remove(&what.key) {
-                    let service = ObjKey::new(what.key.ns.clone(), old.obj.service.clone());
-                    self.unlink_slice(&service, &what.key);
-                    touched.push(Owner::Service(service));
+            Kind::EndpointSlice => touched.extend(self.slices.remove(&what.key).map(Owner::Service)),
+            Kind::ClusterSetSlice => touched.extend(self.cluster_slices.remove(&what.key).map(Owner::Import)),
+            Kind::ServiceImport => {
+                if self.imports.remove(&what.key).is_some() {
+                    touched.push(Owner::Import(what.key.clone()));
                 }
             }
             Kind::Pod => {
@@ -171,7 +166,9 @@ impl Model {
         let in_scope = |key: &ObjKey| scope.namespace.as_ref().is_none_or(|ns| *ns == key.ns);
         let stale: Vec<ObjectRef> = match scope.kind {
             Kind::Service => stale_keys(&self.services, started, in_scope, Kind::Service),
-            Kind::EndpointSlice => stale_keys(&self.slices, started, in_scope, Kind::EndpointSlice),
+            Kind::EndpointSlice => stale_keys(&self.slices.by_key, started, in_scope, Kind::EndpointSlice),
+            Kind::ClusterSetSlice => stale_keys(&self.cluster_slices.by_key, started, in_scope, Kind::ClusterSetSlice),
+            Kind::ServiceImport => stale_keys(&self.imports, started, in_scope, Kind::ServiceImport),
             Kind::Pod => stale_keys(&self.pods, started, in_scope, Kind::Pod),
             Kind::Namespace => self
                 .namespaces
@@ -195,7 +192,17 @@ impl Model {
 
     /// The EndpointSlices labelled with a Service's name, in a stable order.
     pub fn slices_of(&self, service: &ObjKey) -> impl Iterator<Item = &Slice> {
-        self.slices_by_service.get(service).into_iter().flatten().filter_map(|k| self.slices.get(k).map(|s| &s.obj))
+        self.slices.of(service)
+    }
+
+    /// A ServiceImport.
+    pub fn import(&self, key: &ObjKey) -> Option<&ServiceImport> {
+        self.imports.get(key).map(|s| &s.obj)
+    }
+
+    /// The cluster-set EndpointSlices labelled with a ServiceImport's name, in a stable order.
+    pub fn cluster_slices_of(&self, import: &ObjKey) -> impl Iterator<Item = &ClusterSetSlice> {
+        self.cluster_slices.of(import)
     }
 
     /// A Pod.
@@ -203,26 +210,35 @@ impl Model {
         self.pods.get(key).map(|s| &s.obj)
     }
 
-    /// Every endpoint with address `ip`: (Service key, slice, endpoint). A scan, for `explain`.
+    /// Every endpoint with address `ip`: (Service or ServiceImport key, the cluster of a
+    /// cluster-set slice, slice, endpoint). A scan, for `explain`.
     pub fn endpoints_with(
         &self,
         ip: std::net::IpAddr,
-    ) -> impl Iterator<Item = (ObjKey, &Slice, &super::object::Endpoint)> {
-        self.slices.values().flat_map(move |s| {
-            s.obj
+    ) -> impl Iterator<Item = (ObjKey, Option<&str>, &Slice, &super::object::Endpoint)> {
+        let local = self.slices.by_key.values().map(|s| (&s.obj, None));
+        let cluster_set = self.cluster_slices.by_key.values().map(|s| (&s.obj.slice, Some(&*s.obj.cluster)));
+        local.chain(cluster_set).flat_map(move |(slice, cluster)| {
+            slice
                 .endpoints
                 .iter()
                 .filter(move |e| e.addresses.contains(&ip))
-                .map(move |e| (ObjKey::new(s.obj.key.ns.clone(), s.obj.service.clone()), &s.obj, e))
+                .map(move |e| (ObjKey::new(slice.key.ns.clone(), slice.service.clone()), cluster, slice, e))
         })
     }
 
-    /// Services with cluster IP `ip`. A scan, for `explain`.
-    pub fn services_with_cluster_ip(&self, ip: std::net::IpAddr) -> impl Iterator<Item = &ObjKey> {
-        self.services.iter().filter_map(move |(k, s)| match &s.obj.kind {
-            super::object::ServiceKind::ClusterIp(ips) if ips.contains(&ip) => Some(k),
+    /// Services with cluster IP `ip`, and ServiceImports with clusterset IP `ip` (`true`). A scan,
+    /// for `explain`.
+    pub fn services_with_cluster_ip(&self, ip: std::net::IpAddr) -> impl Iterator<Item = (&ObjKey, bool)> {
+        let services = self.services.iter().filter_map(move |(k, s)| match &s.obj.kind {
+            super::object::ServiceKind::ClusterIp(ips) if ips.contains(&ip) => Some((k, false)),
             _ => None,
-        })
+        });
+        let imports = self.imports.iter().filter_map(move |(k, s)| match &s.obj.kind {
+            super::mcs::ImportKind::ClusterSetIp(ips) if ips.contains(&ip) => Some((k, true)),
+            _ => None,
+        });
+        services.chain(imports)
     }
 
     /// Whether a Namespace object exists.
@@ -235,19 +251,101 @@ impl Model {
         let services = self.services.keys().cloned().map(Owner::Service);
         let pods = self.pods.keys().cloned().map(Owner::Pod);
         let namespaces = self.namespaces.keys().cloned().map(Owner::Namespace);
-        std::iter::once(Owner::Apex).chain(namespaces).chain(services).chain(pods)
+        let imports = self.imports.keys().cloned().map(Owner::Import);
+        std::iter::once(Owner::Apex).chain(namespaces).chain(services).chain(pods).chain(imports)
     }
 
     /// Object counts: (Services, EndpointSlices, Pods, Namespaces).
     pub fn counts(&self) -> (usize, usize, usize, usize) {
-        (self.services.len(), self.slices.len(), self.pods.len(), self.namespaces.len())
+        (self.services.len(), self.slices.by_key.len(), self.pods.len(), self.namespaces.len())
     }
 
-    fn unlink_slice(&mut self, service: &ObjKey, slice: &ObjKey) {
-        if let Some(list) = self.slices_by_service.get_mut(service) {
+    /// Multi-cluster object counts: (ServiceImports, cluster-set EndpointSlices).
+    pub fn cluster_set_counts(&self) -> (usize, usize) {
+        (self.imports.len(), self.cluster_slices.by_key.len())
+    }
+}
+
+/// A slice that belongs to a named owner in its namespace (an EndpointSlice to its Service, a
+/// cluster-set EndpointSlice to its ServiceImport).
+trait Owned: PartialEq {
+    fn key(&self) -> &ObjKey;
+    /// The owner's name (the slice's label).
+    fn owner(&self) -> &Arc<str>;
+}
+
+impl Owned for Slice {
+    fn key(&self) -> &ObjKey {
+        &self.key
+    }
+
+    fn owner(&self) -> &Arc<str> {
+        &self.service
+    }
+}
+
+impl Owned for ClusterSetSlice {
+    fn key(&self) -> &ObjKey {
+        &self.slice.key
+    }
+
+    fn owner(&self) -> &Arc<str> {
+        &self.slice.service
+    }
+}
+
+/// Slices by key, and the keys of each owner's slices.
+struct Slices<T> {
+    by_key: HashMap<ObjKey, Stored<T>>,
+    by_owner: HashMap<ObjKey, SmallVec<[ObjKey; 1]>>,
+}
+
+impl<T> Default for Slices<T> {
+    fn default() -> Self {
+        Slices { by_key: HashMap::new(), by_owner: HashMap::new() }
+    }
+}
+
+impl<T: Owned> Slices<T> {
+    /// Stores `slice`; returns the owners it touched: none if it did not change, its previous
+    /// owner too if it moved.
+    fn apply(&mut self, slice: T, seen: u64) -> impl Iterator<Item = ObjKey> + use<T> {
+        let key = slice.key().clone();
+        let owner = ObjKey::new(key.ns.clone(), slice.owner().clone());
+        let old = self.by_key.get(&key).map(|s| ObjKey::new(key.ns.clone(), s.obj.owner().clone()));
+        let mut touched: SmallVec<[ObjKey; 2]> = SmallVec::new();
+        if !upsert(&mut self.by_key, key.clone(), slice, seen) {
+            return touched.into_iter();
+        }
+        if let Some(old) = old.filter(|old| *old != owner) {
+            self.unlink(&old, &key);
+            touched.push(old);
+        }
+        let list = self.by_owner.entry(owner.clone()).or_default();
+        if !list.contains(&key) {
+            list.push(key);
+        }
+        touched.push(owner);
+        touched.into_iter()
+    }
+
+    /// Removes a slice; returns its owner.
+    fn remove(&mut self, key: &ObjKey) -> Option<ObjKey> {
+        let old = self.by_key.remove(key)?;
+        let owner = ObjKey::new(key.ns.clone(), old.obj.owner().clone());
+        self.unlink(&owner, key);
+        Some(owner)
+    }
+
+    fn of(&self, owner: &ObjKey) -> impl Iterator<Item = &T> {
+        self.by_owner.get(owner).into_iter().flatten().filter_map(|k| self.by_key.get(k).map(|s| &s.obj))
+    }
+
+    fn unlink(&mut self, owner: &ObjKey, slice: &ObjKey) {
+        if let Some(list) = self.by_owner.get_mut(owner) {
             list.retain(|k| k != slice);
             if list.is_empty() {
-                self.slices_by_service.remove(service);
+                self.by_owner.remove(owner);
             }
         }
     }

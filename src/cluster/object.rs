@@ -30,11 +30,17 @@ pub enum Kind {
     Pod,
     /// `v1/Namespace`
     Namespace,
+    /// `multicluster.x-k8s.io` `ServiceImport` (v1beta1 or v1alpha1): see [`super::mcs`].
+    ServiceImport,
+    /// A `discovery.k8s.io/v1` EndpointSlice labelled `multicluster.kubernetes.io/service-name`:
+    /// one cluster's endpoints of a ServiceImport.
+    ClusterSetSlice,
 }
 
 impl Kind {
     /// Every kind, in the order a source lists them.
-    pub const ALL: [Kind; 4] = [Kind::Namespace, Kind::Service, Kind::EndpointSlice, Kind::Pod];
+    pub const ALL: [Kind; 6] =
+        [Kind::Namespace, Kind::Service, Kind::EndpointSlice, Kind::Pod, Kind::ServiceImport, Kind::ClusterSetSlice];
 
     /// The `kind` field of the API object.
     pub fn as_str(self) -> &'static str {
@@ -43,6 +49,8 @@ impl Kind {
             Kind::EndpointSlice => "EndpointSlice",
             Kind::Pod => "Pod",
             Kind::Namespace => "Namespace",
+            Kind::ServiceImport => "ServiceImport",
+            Kind::ClusterSetSlice => "MulticlusterEndpointSlice",
         }
     }
 }
@@ -111,6 +119,10 @@ pub enum Object {
     Pod(Pod),
     /// A Namespace.
     Namespace(Namespace),
+    /// A ServiceImport (multi-cluster).
+    Import(super::mcs::ServiceImport),
+    /// One cluster's EndpointSlice of a ServiceImport.
+    ClusterSetSlice(super::mcs::ClusterSetSlice),
 }
 
 impl Object {
@@ -121,6 +133,8 @@ impl Object {
             Object::Slice(s) => ObjectRef { kind: Kind::EndpointSlice, key: s.key.clone() },
             Object::Pod(p) => ObjectRef { kind: Kind::Pod, key: p.key.clone() },
             Object::Namespace(n) => ObjectRef { kind: Kind::Namespace, key: ObjKey::new("", n.name.clone()) },
+            Object::Import(i) => ObjectRef { kind: Kind::ServiceImport, key: i.key.clone() },
+            Object::ClusterSetSlice(s) => ObjectRef { kind: Kind::ClusterSetSlice, key: s.slice.key.clone() },
         }
     }
 }
@@ -394,7 +408,7 @@ pub fn project<T, O>(
     }
 }
 
-fn dns_label(text: &str) -> bool {
+pub(super) fn dns_label(text: &str) -> bool {
     !text.is_empty()
         && text.len() <= crate::dns::name::MAX_LABEL
         && text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
@@ -402,7 +416,11 @@ fn dns_label(text: &str) -> bool {
         && !text.ends_with('-')
 }
 
-fn project_port(name: Option<&str>, protocol: Option<&str>, port: Option<i32>) -> Result<Option<Port>, String> {
+pub(super) fn project_port(
+    name: Option<&str>,
+    protocol: Option<&str>,
+    port: Option<i32>,
+) -> Result<Option<Port>, String> {
     let Some(port) = port else {
         // An EndpointSlice port without a number means "all ports"; it has no SRV record.
         return Ok(None);

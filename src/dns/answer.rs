@@ -393,8 +393,13 @@ impl Responder {
     }
 
     /// The labels of the question name below `zone` (which the name is within).
+    /// `None` outside the cluster zones, where the Kubernetes grammar does not apply.
     fn labels_in_zone<'q>(&self, q: &Question<'q>, zone: u8) -> Option<Labels<'q>> {
-        let zone_len = self.index.zone(zone).name.as_wire().len();
+        let zone = self.index.zone(zone);
+        if !zone.cluster {
+            return None;
+        }
+        let zone_len = zone.name.as_wire().len();
         Labels::of(q.lower.get(..q.lower.len().checked_sub(zone_len)?)?)
     }
 }

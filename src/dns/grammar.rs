@@ -11,6 +11,15 @@
 //!  <d>.<c>.<b>.<a>.in-addr.arpa, <32 nibbles>.ip6.arpa     reverse names (PTR)
 //! ```
 //!
+//! The cluster-set zone (`--multicluster-zone`, Multicluster DNS specification §2) has the same
+//! shapes without Pod names, and one more level for endpoints, the cluster they are in
+//! ([`Labels::classify_clusterset`]):
+//!
+//! ```text
+//!  <hostname>.<clusterid>.<svc>.<ns>.svc.<zone>            an endpoint in one cluster
+//!  <clusterid>.<svc>.<ns>.svc.<zone>                       no records (§2.4.4)
+//! ```
+//!
 //! As CoreDNS's `parseRequest` (plugin/kubernetes/parse.go), but on lower-case wire bytes and
 //! without allocating: the labels are borrowed from the name.
 
@@ -78,6 +87,28 @@ pub enum ClusterName<'a> {
         /// The namespace.
         ns: &'a [u8],
     },
+    /// `<clusterid>.<svc>.<ns>.svc.<zone>`, in the cluster-set zone only: no records of its own
+    /// (Multicluster DNS specification §2.4.4).
+    Cluster {
+        /// The cluster ID.
+        cluster: &'a [u8],
+        /// The ServiceImport.
+        svc: &'a [u8],
+        /// Its namespace.
+        ns: &'a [u8],
+    },
+    /// `<hostname>.<clusterid>.<svc>.<ns>.svc.<zone>`, in the cluster-set zone only: an endpoint
+    /// of a headless ServiceImport in one cluster (§2.4.1).
+    ClusterEndpoint {
+        /// The endpoint's hostname, or its dashed IP.
+        endpoint: &'a [u8],
+        /// The cluster ID.
+        cluster: &'a [u8],
+        /// The ServiceImport.
+        svc: &'a [u8],
+        /// Its namespace.
+        ns: &'a [u8],
+    },
     /// Anything else: not a name the schema defines.
     Other,
 }
@@ -120,6 +151,24 @@ impl<'a> Labels<'a> {
             [ns, b"pod"] => ClusterName::PodNamespace { ns },
             [label, ns, b"pod"] => ClusterName::Pod { ip: parse_dashed_ip(label), label, ns },
             _ => ClusterName::Other,
+        }
+    }
+
+    /// What the name is, by the grammar of the cluster-set zone: the cluster zone's Service, SRV
+    /// and fixed names, endpoints one level further down below their cluster ID, no Pod names.
+    pub fn classify_clusterset(&self) -> ClusterName<'a> {
+        match *self.as_slice() {
+            [b"pod"] => ClusterName::Other,
+            [cluster, svc, ns, b"svc"] if !cluster.starts_with(b"_") => ClusterName::Cluster { cluster, svc, ns },
+            [endpoint, cluster, svc, ns, b"svc"] if !endpoint.starts_with(b"_") => {
+                ClusterName::ClusterEndpoint { endpoint, cluster, svc, ns }
+            }
+            _ => match self.classify() {
+                ClusterName::Endpoint { .. } | ClusterName::Pod { .. } | ClusterName::PodNamespace { .. } => {
+                    ClusterName::Other
+                }
+                other => other,
+            },
         }
     }
 
@@ -200,6 +249,40 @@ mod tests {
         for (text, want) in cases {
             let wire = prefix(text);
             assert_eq!(Labels::of(&wire).unwrap().classify(), *want, "{text}");
+        }
+    }
+
+    /// The cluster-set grammar's table: the names of the Multicluster DNS specification's examples.
+    #[test]
+    fn cluster_set_names_classify_as_the_multicluster_spec_defines_them() {
+        use ClusterName::*;
+        let cases: &[(&str, ClusterName<'_>)] = &[
+            ("dns-version.clusterset.local", Fixed),
+            ("svc.clusterset.local", Fixed),
+            ("test.svc.clusterset.local", Namespace { ns: b"test" }),
+            ("myservice.test.svc.clusterset.local", Service { svc: b"myservice", ns: b"test" }),
+            (
+                "_https._tcp.myservice.test.svc.clusterset.local",
+                Srv { port: b"https", proto: b"tcp", svc: b"myservice", ns: b"test" },
+            ),
+            (
+                "clustera.myservice.test.svc.clusterset.local",
+                Cluster { cluster: b"clustera", svc: b"myservice", ns: b"test" },
+            ),
+            (
+                "my-hostname.clustera.myservice.test.svc.clusterset.local",
+                ClusterEndpoint { endpoint: b"my-hostname", cluster: b"clustera", svc: b"myservice", ns: b"test" },
+            ),
+            ("_https.clustera.myservice.test.svc.clusterset.local", Other),
+            ("a.my-pet.clustera.headless.test.svc.clusterset.local", Other),
+            ("pod.clusterset.local", Other),
+            ("10-1-2-3.test.pod.clusterset.local", Other),
+        ];
+        let zone = Name::parse("clusterset.local").unwrap();
+        for (text, want) in cases {
+            let wire = Name::parse(text).unwrap().as_wire().to_vec();
+            let prefix = &wire[..wire.len() - zone.as_wire().len()];
+            assert_eq!(Labels::of(prefix).unwrap().classify_clusterset(), *want, "{text}");
         }
     }
 

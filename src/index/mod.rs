@@ -20,6 +20,7 @@
 //! single A or PTR record inline (see [`NameEntry`]). A name the writer has taken in but not yet
 //! published maps to no entry, and readers do not see it.
 
+mod clusterset;
 pub mod copy;
 pub mod journal;
 pub mod records;
@@ -52,6 +53,9 @@ pub struct Zone {
     pub mname: Name,
     /// The SOA's RNAME, `hostmaster.<zone>`.
     pub rname: Name,
+    /// Whether the Kubernetes name grammar (Pod names, autopath's search domains) applies: a
+    /// cluster zone, not the cluster-set zone or a reverse zone.
+    pub cluster: bool,
 }
 
 /// The hasher of the name map. Keys are short byte strings hashed on every query; foldhash is a
@@ -83,13 +87,15 @@ pub struct Index {
 // === impl Index ===
 
 impl Index {
-    /// An empty index for the configured zones (plus `in-addr.arpa` and `ip6.arpa`). It answers
+    /// An empty index for the configured zones (plus the cluster-set zone if configured, and
+    /// `in-addr.arpa` and `ip6.arpa`). It answers
     /// SERVFAIL for its zones until [`Index::set_ready`].
     pub fn new(cfg: &RecordConfig) -> Index {
         let first = cfg.zones.first().cloned().unwrap_or_else(Name::root);
         let mut zones = Vec::new();
-        for name in cfg.zones.iter().cloned().chain(records::reverse_zones()) {
-            let home = if cfg.zones.contains(&name) { &name } else { &first };
+        for name in cfg.zones.iter().chain(&cfg.clusterset).cloned().chain(records::reverse_zones()) {
+            let cluster = cfg.zones.contains(&name);
+            let home = if cluster || cfg.clusterset.as_ref() == Some(&name) { &name } else { &first };
             let mut soa_names = Vec::new();
             for label in ["ns", "dns"] {
                 soa_names.push(label.len() as u8);
@@ -101,7 +107,7 @@ impl Index {
             soa_names.extend_from_slice(home.as_wire());
             let mname = home.prepend(&["ns", "dns"]).unwrap_or_else(|_| home.clone());
             let rname = home.child("hostmaster").unwrap_or_else(|_| home.clone());
-            zones.push(Zone { name, soa_names: soa_names.into_boxed_slice(), mname, rname });
+            zones.push(Zone { name, soa_names: soa_names.into_boxed_slice(), mname, rname, cluster });
         }
         let now = unix_now();
         Index {

@@ -59,6 +59,8 @@ pub struct RecordConfig {
     pub pods: PodMode,
     /// Reverse records for endpoints.
     pub ptr: PtrMode,
+    /// `--multicluster-zone`: the zone ServiceImports are served in (`clusterset.local`), if any.
+    pub clusterset: Option<Name>,
 }
 
 impl RecordConfig {
@@ -72,6 +74,7 @@ impl RecordConfig {
             negative_ttl: 1,
             pods: PodMode::Disabled,
             ptr: PtrMode::All,
+            clusterset: None,
         }
     }
 }
@@ -127,17 +130,17 @@ pub type OwnerRecords = Vec<(Name, Rrs)>;
 /// Collects an owner's records, then sorts and groups them once. (A `BTreeMap` keyed by name
 /// searched the tree on every record: a third of the cost of an EndpointSlice update.)
 #[derive(Default)]
-struct Builder {
+pub(super) struct Builder {
     /// `(name, ttl, rdata)`; no rdata where a name only has to exist.
     records: Vec<(Name, u32, Option<Rdata>)>,
 }
 
 impl Builder {
-    fn add(&mut self, name: Name, ttl: u32, rdata: Rdata) {
+    pub(super) fn add(&mut self, name: Name, ttl: u32, rdata: Rdata) {
         self.records.push((name, ttl, Some(rdata)));
     }
 
-    fn touch(&mut self, name: Name, ttl: u32) {
+    pub(super) fn touch(&mut self, name: Name, ttl: u32) {
         self.records.push((name, ttl, None));
     }
 
@@ -189,6 +192,7 @@ pub fn owner_records(owner: &Owner, model: &Model, cfg: &RecordConfig) -> OwnerR
             }
         }
         Owner::Service(key) => service_records(&mut b, key, model, cfg),
+        Owner::Import(key) => super::clusterset::import_records(&mut b, key, model, cfg),
         Owner::Pod(key) => {
             if cfg.pods == PodMode::Verified
                 && let Some(pod) = model.pod(key)
@@ -209,17 +213,21 @@ pub fn owner_records(owner: &Owner, model: &Model, cfg: &RecordConfig) -> OwnerR
 }
 
 /// The fixed names of every zone: NS at the apex, `dns-version` TXT, and the empty
-/// non-terminals `svc.<zone>` and `pod.<zone>` (NODATA, as CoreDNS answers them). The SOA is not
-/// here: its serial changes with every update, so the server writes it per query.
+/// non-terminals `svc.<zone>` and `pod.<zone>` (NODATA, as CoreDNS answers them); the cluster-set
+/// zone has the same apex with its own schema version (MCS DNS specification §2.2) and no Pod
+/// names. The SOA is not here: its serial changes with every update, so the server writes it per
+/// query.
 fn apex_records(b: &mut Builder, cfg: &RecordConfig) {
-    for zone in &cfg.zones {
+    let cluster = cfg.zones.iter().map(|zone| (zone, SCHEMA_VERSION, &["svc", "pod"][..]));
+    let clusterset = cfg.clusterset.iter().map(|zone| (zone, crate::cluster::mcs::SCHEMA_VERSION, &["svc"][..]));
+    for (zone, version, fixed) in cluster.chain(clusterset) {
         if let Ok(ns) = zone.prepend(&["ns", "dns"]) {
             b.add(zone.clone(), cfg.ttl, Rdata::Ns(ns));
         }
         if let Ok(name) = zone.child("dns-version") {
-            b.add(name, SCHEMA_VERSION_TTL, Rdata::Txt(Arc::from(SCHEMA_VERSION)));
+            b.add(name, SCHEMA_VERSION_TTL, Rdata::Txt(Arc::from(version)));
         }
-        for label in ["svc", "pod"] {
+        for label in fixed {
             if let Ok(name) = zone.child(label) {
                 b.touch(name, cfg.ttl);
             }
@@ -243,16 +251,35 @@ pub fn reverse_zones() -> [Name; 2] {
 }
 
 /// The name of an endpoint under its Service: its hostname, else its dashed IP.
-fn endpoint_label(ep: &Endpoint, ip: IpAddr) -> std::borrow::Cow<'_, str> {
+pub(super) fn endpoint_label(ep: &Endpoint, ip: IpAddr) -> std::borrow::Cow<'_, str> {
     match ep.hostname() {
         Some(h) => std::borrow::Cow::Borrowed(h),
         None => std::borrow::Cow::Owned(dashed_ip(ip)),
     }
 }
 
-fn srv_name(service: &Name, port: &Port) -> Option<Name> {
+pub(super) fn srv_name(service: &Name, port: &Port) -> Option<Name> {
     let name = port.name.as_deref()?;
     service.prepend(&[&format!("_{name}"), port.protocol.srv_label()]).ok()
+}
+
+/// The records of a virtual IP Service at `base` (spec §2.3.1–2.3.3; a ClusterSetIP import's
+/// the same, multicluster spec §2.3.1–2.3.3): its addresses, a PTR to it for each (with `ptr`),
+/// and per named port an SRV to it, at `_<port>._<proto>.<base>` and at `base` itself (CoreDNS).
+pub(super) fn virtual_ip_records(b: &mut Builder, base: &Name, ips: &[IpAddr], ports: &[Port], ttl: u32, ptr: bool) {
+    for &ip in ips {
+        b.add(base.clone(), ttl, Rdata::addr(ip));
+        if ptr {
+            b.add(reverse_name(ip), ttl, Rdata::Ptr(base.clone()));
+        }
+    }
+    for port in ports {
+        if let Some(name) = srv_name(base, port) {
+            let srv = Rdata::Srv { port: port.port, target: base.clone() };
+            b.add(name, ttl, srv.clone());
+            b.add(base.clone(), ttl, srv);
+        }
+    }
 }
 
 fn service_records(b: &mut Builder, key: &ObjKey, model: &Model, cfg: &RecordConfig) {
@@ -281,21 +308,7 @@ fn service_records(b: &mut Builder, key: &ObjKey, model: &Model, cfg: &RecordCon
             }
             // Spec §2.3.1–2.3.3: the cluster IPs, SRV per named port targeting the Service name,
             // PTR for each cluster IP.
-            ServiceKind::ClusterIp(ips) => {
-                for &ip in ips {
-                    b.add(base.clone(), ttl, Rdata::addr(ip));
-                    if with_ptr {
-                        b.add(reverse_name(ip), ttl, Rdata::Ptr(base.clone()));
-                    }
-                }
-                for port in &svc.ports {
-                    if let Some(name) = srv_name(&base, port) {
-                        let srv = Rdata::Srv { port: port.port, target: base.clone() };
-                        b.add(name, ttl, srv.clone());
-                        b.add(base.clone(), ttl, srv);
-                    }
-                }
-            }
+            ServiceKind::ClusterIp(ips) => virtual_ip_records(b, &base, ips, &svc.ports, ttl, with_ptr),
             ServiceKind::Headless => {}
         }
 

@@ -9,6 +9,7 @@ use smallvec::smallvec;
 
 use super::records::RecordConfig;
 use super::{Index, Writer};
+use crate::cluster::mcs::{ClusterSetSlice, ImportKind, ServiceImport};
 use crate::cluster::object::{Conditions, Endpoint, Namespace, Object, Port, Protocol, Service, ServiceKind, Slice};
 use crate::cluster::{Kind, ObjKey, ObjectRef, Owner};
 use crate::dns::name::{Name, reverse_name};
@@ -16,7 +17,8 @@ use crate::pipeline::Pipeline;
 use crate::source::Event;
 
 fn cfg() -> RecordConfig {
-    RecordConfig::default_for(vec![Name::parse("cluster.local").unwrap()])
+    let clusterset = Some(Name::parse("clusterset.local").unwrap());
+    RecordConfig { clusterset, ..RecordConfig::default_for(vec![Name::parse("cluster.local").unwrap()]) }
 }
 
 struct Fixture {
@@ -151,10 +153,70 @@ fn arb_object() -> impl Strategy<Value = Object> {
     ];
     prop_oneof![
         (svc_name.clone(), kind).prop_map(|(n, k)| service("ns-0", n, k)),
-        (prop::sample::select(vec!["slice-0", "slice-1", "slice-2"]), svc_name, prop::collection::vec(endpoint, 0..3))
+        (
+            prop::sample::select(vec!["slice-0", "slice-1", "slice-2"]),
+            svc_name.clone(),
+            prop::collection::vec(endpoint.clone(), 0..3)
+        )
             .prop_map(|(n, s, eps)| slice("ns-0", n, s, eps)),
         Just(Object::Namespace(Namespace { name: "ns-0".into() })),
+        (svc_name.clone(), prop::sample::select(vec!["10.0.0.3", ""])).prop_map(|(n, ip)| import("ns-0", n, ip)),
+        (
+            prop::sample::select(vec!["cs-0", "cs-1"]),
+            svc_name,
+            prop::sample::select(vec!["cluster-a", "cluster-b"]),
+            prop::collection::vec(endpoint, 0..3)
+        )
+            .prop_map(|(n, s, c, eps)| cluster_slice(n, s, c, eps)),
     ]
+}
+
+/// A ServiceImport: ClusterSetIP `ip`, or headless when `ip` is empty.
+fn import(ns: &str, name: &str, ip: &str) -> Object {
+    let kind = match ip {
+        "" => ImportKind::Headless,
+        ip => ImportKind::ClusterSetIp(smallvec![ip.parse().unwrap()]),
+    };
+    let ports = vec![Port { name: Some("web".into()), protocol: Protocol::Tcp, port: 80 }];
+    Object::Import(ServiceImport { key: ObjKey::new(ns, name), kind, ports })
+}
+
+fn cluster_slice(name: &str, import: &str, cluster: &str, endpoints: Vec<Endpoint>) -> Object {
+    let Object::Slice(slice) = slice("ns-0", name, import, endpoints) else { unreachable!() };
+    Object::ClusterSetSlice(ClusterSetSlice { cluster: cluster.into(), slice })
+}
+
+/// A cluster-set PTR yields to the cluster zone's at the same address, and comes back when that
+/// one goes (MCS DNS specification §2.4.3, "Limitations").
+#[test]
+fn a_cluster_set_ptr_only_where_the_cluster_zone_has_none() {
+    let mut f = Fixture::new();
+    f.apply(import("ns-0", "svc-0", ""));
+    f.apply(cluster_slice("cs-0", "svc-0", "cluster-a", vec![endpoint("10.0.0.1", Some("pod-0"), true)]));
+    let reverse = reverse_name("10.0.0.1".parse().unwrap());
+    let ptr = |f: &Fixture| {
+        let entry = f.index().get(reverse.as_wire()).map(|e| e.rrset(crate::dns::proto::rtype::PTR).is_some());
+        (entry.is_some(), f.has("pod-0.cluster-a.svc-0.ns-0.svc.clusterset.local"))
+    };
+    assert_eq!(ptr(&f), (true, true));
+    let target = |f: &Fixture| {
+        let entry = f.index().get(reverse.as_wire()).unwrap();
+        let answer = entry.rrset(crate::dns::proto::rtype::PTR).unwrap();
+        let mut buf = vec![0u8; MAX_MESSAGE];
+        let (_, len) = answer.fit(buf.len());
+        answer.copy_to(&mut buf, len);
+        String::from_utf8_lossy(&buf[..len]).contains("clusterset")
+    };
+    assert!(target(&f), "the cluster-set name while the cluster zone has none");
+    f.apply(service("ns-0", "local", ServiceKind::Headless));
+    f.apply(slice("ns-0", "slice-0", "local", vec![endpoint("10.0.0.1", Some("pod-0"), true)]));
+    assert_eq!(f.rrset_count(&reverse, crate::dns::proto::rtype::PTR), 1, "one PTR: the cluster zone's");
+    assert!(!target(&f), "the cluster zone's name");
+    f.delete(Kind::Service, "ns-0", "local");
+    assert!(target(&f), "the cluster-set name again");
+    f.delete(Kind::ClusterSetSlice, "ns-0", "cs-0");
+    assert!(f.index().get(reverse.as_wire()).is_none());
+    assert!(!f.has("cluster-a.svc-0.ns-0.svc.clusterset.local"), "the empty non-terminal goes with its names");
 }
 
 #[derive(Clone, Debug)]

@@ -238,7 +238,7 @@ impl Writer {
                 .into_iter()
                 .map(|(name, rrs)| (name, Rrs { ttl: rrs.ttl, rdata: SmallVec::new() }))
                 .collect(),
-            Owner::Namespace(_) | Owner::Service(_) | Owner::Pod(_) => Vec::new(),
+            Owner::Namespace(_) | Owner::Service(_) | Owner::Pod(_) | Owner::Import(_) => Vec::new(),
         }
     }
 
@@ -486,7 +486,16 @@ impl Writer {
         node: Option<Node>,
         fresh: &'a Fresh,
     ) -> impl Iterator<Item = (u32, &'a Rdata)> + 'a {
-        let owners: SmallVec<[OwnerId; 2]> = node.map(|node| self.owners_of(name, node).collect()).unwrap_or_default();
+        let mut owners: SmallVec<[OwnerId; 2]> =
+            node.map(|node| self.owners_of(name, node).collect()).unwrap_or_default();
+        // A ServiceImport's PTR only where the cluster zone has none (MCS DNS specification
+        // §2.3.3, §2.4.3): at a name that other owners also publish, they win. (ServiceImports
+        // share no forward names with other owners.)
+        let imported =
+            |id: &OwnerId| matches!(&self.slots[*id as usize], Some(OwnerSlot { owner: Owner::Import(_), .. }));
+        if owners.iter().any(|id| !imported(id)) {
+            owners.retain(|id| !imported(id));
+        }
         let name = name.clone();
         owners
             .into_iter()

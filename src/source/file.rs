@@ -3,7 +3,8 @@
 //! Reads what `kubectl get svc,endpointslices,pods,namespaces -A -o yaml` writes, or hand-written
 //! manifests: multi-document YAML (or JSON), `kind: List`, a single file or a directory of
 //! `*.yaml`/`*.yml`/`*.json` files (not recursive, hidden files skipped, as `kubectl apply -f DIR`).
-//! Namespace, Service, EndpointSlice (`discovery.k8s.io/v1`) and Pod are read; other kinds are
+//! Namespace, Service, EndpointSlice (`discovery.k8s.io/v1`) and Pod are read (and ServiceImports,
+//! by `cluster::mcs`, which also takes the EndpointSlices labelled for a cluster set); other kinds are
 //! ignored, and so are Pods unless `--pods verified` needs them (as the Kubernetes source watches
 //! them only then: a `kubectl get pods -A` dump of a large cluster would otherwise be held for
 //! nothing).
@@ -28,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Event, Scope, Sender, send};
 use crate::cluster::api::Decoded;
+use crate::cluster::mcs;
 use crate::cluster::object::{self, Kind, Object, ObjectRef};
 
 /// Why manifests could not be read.
@@ -181,14 +183,17 @@ fn collect(doc: &serde_json::Value, path: &Path, document: usize, out: &mut Vec<
         return;
     }
     // One line a kind: the type it decodes into and its projection.
-    let projected = match (api_version, kind) {
-        ("v1", "Service") => decode(Kind::Service, doc, |s| object::project_service(s).map(Object::Service)),
-        ("discovery.k8s.io/v1", "EndpointSlice") => {
+    let projected = match (api_version, kind, mcs::manifest_kind(api_version, kind, doc)) {
+        // ServiceImports and cluster-set EndpointSlices (`--multicluster-zone`), as the Kubernetes
+        // source reads them: the cluster zone never sees a cluster-set EndpointSlice.
+        (.., Some(kind)) => decode(kind, doc, |o| mcs::project(kind, o)),
+        ("v1", "Service", _) => decode(Kind::Service, doc, |s| object::project_service(s).map(Object::Service)),
+        ("discovery.k8s.io/v1", "EndpointSlice", _) => {
             decode(Kind::EndpointSlice, doc, |s| object::project_slice(s).map(Object::Slice))
         }
-        ("v1", "Pod") => decode(Kind::Pod, doc, |p| object::project_pod(p).map(Object::Pod)),
-        ("v1", "Namespace") => decode(Kind::Namespace, doc, |n| object::project_namespace(n).map(Object::Namespace)),
-        (_, "Service" | "EndpointSlice" | "Pod" | "Namespace") => {
+        ("v1", "Pod", _) => decode(Kind::Pod, doc, |p| object::project_pod(p).map(Object::Pod)),
+        ("v1", "Namespace", _) => decode(Kind::Namespace, doc, |n| object::project_namespace(n).map(Object::Namespace)),
+        (_, "Service" | "EndpointSlice" | "Pod" | "Namespace" | "ServiceImport", _) => {
             tracing::warn!(object = %display_name(kind, doc), %api_version, at = %where_(),
                 "skipping object of an unsupported apiVersion");
             return;

@@ -36,7 +36,7 @@ use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::api::discovery::v1 as discovery;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::Api;
+use kube::api::{Api, ApiResource, DynamicObject, ListParams};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
@@ -46,6 +46,7 @@ use tokio_util::sync::CancellationToken;
 use super::reconnect::{Answered, Outage, Retry};
 use super::{Event, Scope, Sender, send};
 use crate::cluster::api::{self, Decoded};
+use crate::cluster::mcs;
 use crate::cluster::object::{self, Kind, ObjKey, Object, ObjectRef, ProjectError};
 use crate::metrics::{KindLabel, Metrics};
 
@@ -81,6 +82,8 @@ pub struct KubeOptions {
     pub label_selector: Option<String>,
     /// Whether Pods are watched (`--pods verified`).
     pub pods: bool,
+    /// Whether ServiceImports and cluster-set EndpointSlices are watched (`--multicluster-zone`).
+    pub clusterset: bool,
 }
 
 /// Where the API server is and how to authenticate: each watcher builds its own client from it,
@@ -134,7 +137,7 @@ pub async fn run(conn: Connection, opts: KubeOptions, tx: Sender, metrics: Arc<M
         Some(sel) => labels.labels(sel),
         None => labels,
     };
-    let watches = namespaces.len() * (3 + usize::from(opts.pods));
+    let watches = namespaces.len() * (3 + usize::from(opts.pods) + 2 * usize::from(opts.clusterset));
     // The last watcher to finish its first list sends Synced.
     let pending = Arc::new(AtomicUsize::new(watches));
     let outage = Outage::new();
@@ -164,9 +167,24 @@ pub async fn run(conn: Connection, opts: KubeOptions, tx: Sender, metrics: Arc<M
         tasks.push(Box::pin(
             w.run(scoped(client, ns), labels.clone(), |s| object::project_service(s).map(Object::Service)),
         ));
+        // The cluster-set EndpointSlices are the cluster-set zone's (their own watch below).
+        let slice_labels = match &opts.label_selector {
+            Some(sel) => format!("!{},{sel}", mcs::IMPORT_NAME_LABEL),
+            None => format!("!{}", mcs::IMPORT_NAME_LABEL),
+        };
         let (w, client) = watch(Kind::EndpointSlice, ns)?;
-        tasks
-            .push(Box::pin(w.run(scoped(client, ns), labels.clone(), |s| object::project_slice(s).map(Object::Slice))));
+        let cfg = watcher::Config::default().labels(&slice_labels);
+        tasks.push(Box::pin(w.run(scoped(client, ns), cfg, |s| object::project_slice(s).map(Object::Slice))));
+        if opts.clusterset {
+            let slices = ApiResource::erase::<discovery::EndpointSlice>(&());
+            let cfg = watcher::Config::default().labels(mcs::IMPORT_NAME_LABEL);
+            let (w, client) = watch(Kind::ClusterSetSlice, ns)?;
+            tasks.push(Box::pin(w.run(dynamic(client, ns, &slices), cfg, |o: &mut DynamicObject| {
+                mcs::project_cluster_slice(&o.metadata, &o.data).map(Object::ClusterSetSlice)
+            })));
+            let (w, client) = watch(Kind::ServiceImport, ns)?;
+            tasks.push(Box::pin(w.run_imports(client, ns.map(String::from))));
+        }
         if opts.pods {
             // Finished Pods no longer own their IPs; the API server filters them out for us
             // (an object leaving the selector is reported deleted).
@@ -203,6 +221,42 @@ where
         Some(ns) => Api::namespaced(client, ns),
         None => Api::all(client),
     }
+}
+
+/// A custom resource's (or any kind's, as JSON) objects in one namespace, or in all; each object
+/// decoded on its own, as the other kinds' are.
+fn dynamic(client: Client, namespace: Option<&str>, resource: &ApiResource) -> Api<Decoded<DynamicObject>> {
+    match namespace {
+        Some(ns) => Api::namespaced_with(client, ns, resource),
+        None => Api::all_with(client, resource),
+    }
+}
+
+/// How often a cluster without the ServiceImport CRD (or without the right to read it) is asked
+/// again, so that installing it later needs no restart.
+const CRD_RECHECK: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Which ServiceImport version the API server serves: the first of [`mcs::VERSIONS`] whose list
+/// answers. `Ok(Err(why))`: none is installed (404), or listing them is forbidden (403).
+async fn import_resource(client: &Client, namespace: Option<&str>) -> Result<Result<ApiResource, String>, kube::Error> {
+    for version in mcs::VERSIONS {
+        let gvk = kube::api::GroupVersionKind::gvk(mcs::GROUP, version, "ServiceImport");
+        let resource = ApiResource::from_gvk_with_plural(&gvk, "serviceimports");
+        match dynamic(client.clone(), namespace, &resource).list(&ListParams::default().limit(1)).await {
+            Ok(_) => return Ok(Ok(resource)),
+            Err(kube::Error::Api(status)) if status.code == 404 => continue,
+            Err(kube::Error::Api(status)) if status.code == 403 => {
+                return Ok(Err(format!(
+                    "not allowed to list them ({}): grant get, list and watch on serviceimports.{}",
+                    status.message,
+                    mcs::GROUP
+                )));
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    let versions = mcs::VERSIONS.map(|v| format!("{}/{v}", mcs::GROUP)).join(", ");
+    Ok(Err(format!("the ServiceImport CRD is not installed (neither {versions} is served)")))
 }
 
 /// Lets kube's watcher list and watch the slim [`api`] types: the same resource as the
@@ -251,28 +305,30 @@ resource!(api::Pod, core::Pod);
 resource!(api::Namespace, core::Namespace);
 
 /// What kube's watcher lists and watches: each object decoded on its own (see
-/// [`api::Decoded`]), so one that does not decode fails only itself, not its list or watch.
-impl<K: Resource<DynamicType = ()>> Resource for Decoded<K> {
-    type DynamicType = ();
+/// [`api::Decoded`]), so one that does not decode fails only itself, not its list or watch. Of a
+/// slim type, or of a `DynamicObject` (ServiceImports and cluster-set EndpointSlices, whose
+/// resource is known at run time).
+impl<K: Resource> Resource for Decoded<K> {
+    type DynamicType = K::DynamicType;
     type Scope = K::Scope;
 
-    fn kind(dt: &()) -> Cow<'_, str> {
+    fn kind(dt: &K::DynamicType) -> Cow<'_, str> {
         K::kind(dt)
     }
 
-    fn group(dt: &()) -> Cow<'_, str> {
+    fn group(dt: &K::DynamicType) -> Cow<'_, str> {
         K::group(dt)
     }
 
-    fn version(dt: &()) -> Cow<'_, str> {
+    fn version(dt: &K::DynamicType) -> Cow<'_, str> {
         K::version(dt)
     }
 
-    fn api_version(dt: &()) -> Cow<'_, str> {
+    fn api_version(dt: &K::DynamicType) -> Cow<'_, str> {
         K::api_version(dt)
     }
 
-    fn plural(dt: &()) -> Cow<'_, str> {
+    fn plural(dt: &K::DynamicType) -> Cow<'_, str> {
         K::plural(dt)
     }
 
@@ -308,9 +364,49 @@ struct Watch {
 }
 
 impl Watch {
+    /// Watches ServiceImports in the version the API server serves (v1beta1, else v1alpha1). A
+    /// cluster without the CRD gets one warning, and this watch counts as listed (empty), so the
+    /// cluster zones are served; the API server is asked again every [`CRD_RECHECK`].
+    async fn run_imports(mut self, client: Client, namespace: Option<String>) {
+        let mut retry = Retry::default();
+        let mut missing = false;
+        loop {
+            let wait = match import_resource(&client, namespace.as_deref()).await {
+                Ok(Ok(resource)) => {
+                    tracing::info!(version = %resource.version, watch = %self.name, "watching ServiceImports");
+                    let api = dynamic(client, namespace.as_deref(), &resource);
+                    let project = |o: &mut DynamicObject| mcs::project_import(&o.metadata, &o.data).map(Object::Import);
+                    return self.run(api, watcher::Config::default(), project).await;
+                }
+                Ok(Err(reason)) => {
+                    if !missing {
+                        missing = true;
+                        tracing::warn!(%reason, recheck = ?CRD_RECHECK,
+                            "cannot watch ServiceImports: the cluster-set zone serves none; the cluster zones are not affected");
+                        // Counted once: a list after the CRD appears must not count again.
+                        let last = self.pending.fetch_sub(1, Ordering::SeqCst) == 1;
+                        self.pending = Arc::new(AtomicUsize::new(0));
+                        if last && !send(&self.tx, Event::Synced).await {
+                            return;
+                        }
+                    }
+                    CRD_RECHECK
+                }
+                Err(error) => {
+                    tracing::debug!(%error, "cannot tell whether the ServiceImport CRD is installed; retrying");
+                    retry.next_delay()
+                }
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.cancel.cancelled() => return,
+            }
+        }
+    }
+
     async fn run<K, P>(mut self, api: Api<Decoded<K>>, cfg: watcher::Config, project: P)
     where
-        K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
+        K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
         P: Fn(&mut K) -> Result<Object, ProjectError>,
     {
         let label = KindLabel { kind: self.kind.as_str() };
@@ -403,7 +499,7 @@ impl Watch {
     /// Projects an object (which may move fields out of it, but leaves its metadata). One that
     /// cannot be used is skipped with a warning naming it; if it replaced a usable version, that
     /// version is deleted (as a relist would drop it).
-    fn project<K: Resource<DynamicType = ()>>(
+    fn project<K: Resource>(
         &self,
         obj: &mut Decoded<K>,
         project: &impl Fn(&mut K) -> Result<Object, ProjectError>,

@@ -93,6 +93,11 @@ impl Knot {
     /// otherwise refreshes no sooner than hourly, so a quick update can only come from a NOTIFY.
     /// Loopback clients may AXFR its copy, to compare it with the primary's record for record.
     pub fn secondary_on(port: u16, primary: SocketAddr) -> Knot {
+        Knot::secondary_of("cluster.local", port, primary)
+    }
+
+    /// [`Knot::secondary_on`] for the zone `zone`.
+    pub fn secondary_of(zone: &str, port: u16, primary: SocketAddr) -> Knot {
         Knot::spawn(port, |dir| {
             let d = dir.display();
             format!(
@@ -100,7 +105,7 @@ impl Knot {
                  acl:\n  - id: notify-from-primary\n    address: {ip}\n    action: notify\n\
                  \x20 - id: transfer-to-loopback\n    address: 127.0.0.0/8\n    action: transfer\n\
                  template:\n  - id: default\n    storage: {d}\n\
-                 zone:\n  - domain: cluster.local\n    master: primary\n\
+                 zone:\n  - domain: {zone}\n    master: primary\n\
                  \x20   acl: [notify-from-primary, transfer-to-loopback]\n    refresh-min-interval: 3600\n",
                 primary.port(),
                 ip = primary.ip(),

@@ -378,3 +378,46 @@ fn split_path(path: &str) -> Vec<String> {
     }
     parts
 }
+
+/// Label that ties a cluster-set EndpointSlice to its ServiceImport (Multi-Cluster Services API).
+pub const MCS_SERVICE_NAME_LABEL: &str = "multicluster.kubernetes.io/service-name";
+/// Label naming the cluster a cluster-set EndpointSlice's endpoints are in.
+pub const MCS_SOURCE_CLUSTER_LABEL: &str = "multicluster.kubernetes.io/source-cluster";
+
+/// A ServiceImport (`multicluster.x-k8s.io/<version>`) of `type_` `ClusterSetIP` (with `ips`) or
+/// `Headless`, as an MCS controller writes it.
+pub fn mk_service_import(
+    version: &str,
+    ns: &str,
+    name: &str,
+    type_: &str,
+    ips: &[&str],
+    ports: &[(&str, u16, &str)],
+) -> Value {
+    let ports: Vec<Value> = ports
+        .iter()
+        .map(|(name, port, protocol)| json!({ "name": name, "port": port, "protocol": protocol }))
+        .collect();
+    json!({
+        "apiVersion": format!("multicluster.x-k8s.io/{version}"),
+        "kind": "ServiceImport",
+        "metadata": { "name": name, "namespace": ns },
+        "spec": { "type": type_, "ips": ips, "ports": ports },
+    })
+}
+
+/// One cluster's EndpointSlice of a ServiceImport: [`mk_slice`] labelled for the cluster set
+/// (and not for a local Service), as Submariner's Lighthouse writes them.
+pub fn mk_cluster_slice(
+    ns: &str,
+    slice_name: &str,
+    import: &str,
+    cluster: &str,
+    address_type: &str,
+    ports: &[(&str, u16, &str)],
+    endpoints: &[Ep],
+) -> Value {
+    let slice = mk_slice(ns, slice_name, import, address_type, ports, endpoints);
+    let slice = with_labels(slice, &[(MCS_SERVICE_NAME_LABEL, import), (MCS_SOURCE_CLUSTER_LABEL, cluster)]);
+    without_label(without_label(slice, SERVICE_NAME_LABEL), MANAGED_BY_LABEL)
+}

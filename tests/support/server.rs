@@ -65,6 +65,8 @@ pub struct BinaryServer {
     pub child: Child,
     pub addr: SocketAddr,
     pub stderr: mpsc::Receiver<String>,
+    /// The log lines up to the "listening" one (what a file source warned about as it loaded).
+    pub startup_logs: Vec<String>,
 }
 
 impl BinaryServer {
@@ -97,6 +99,7 @@ impl BinaryServer {
             }
         });
         let deadline = Instant::now() + Duration::from_secs(20);
+        let mut startup_logs = Vec::new();
         loop {
             let line = rx
                 .recv_timeout(deadline.saturating_duration_since(Instant::now()))
@@ -105,8 +108,9 @@ impl BinaryServer {
             if line.contains("listening (udp, tcp)")
                 && let Some(addr) = listen_addr(&line)
             {
-                return BinaryServer { child, addr, stderr: rx };
+                return BinaryServer { child, addr, stderr: rx, startup_logs };
             }
+            startup_logs.push(line);
         }
     }
 
@@ -121,6 +125,14 @@ impl BinaryServer {
         if !extra.contains(&"--http") {
             args.extend(["--http", "none"]);
         }
+        args.extend_from_slice(extra);
+        BinaryServer::start(&args)
+    }
+
+    /// `serve --source file:<manifest>` on 127.0.0.1:0 with HTTP off, and `extra` flags.
+    pub fn file(manifest: &Path, extra: &[&str]) -> BinaryServer {
+        let source = format!("file:{}", manifest.display());
+        let mut args = vec!["serve", "--source", &source, "--listen", "127.0.0.1:0", "--http", "none"];
         args.extend_from_slice(extra);
         BinaryServer::start(&args)
     }

@@ -73,8 +73,13 @@ pub(super) fn route(shared: &Shared, path: &str) -> Route {
         ["apis", group, version, rest @ ..] => (group, version, rest),
         _ => return Route::NotFound,
     };
-    let find =
-        |plural: &str| RESOURCES.iter().position(|r| r.group == group && r.version == version && r.plural == plural);
+    let unserved = shared.state.lock().unserved.clone();
+    let find = |plural: &str| {
+        RESOURCES
+            .iter()
+            .position(|r| r.group == group && r.version == version && r.plural == plural)
+            .filter(|&i| !unserved[i])
+    };
     let known_gv = RESOURCES.iter().any(|r| r.group == group && r.version == version);
     match rest {
         [] if known_gv => Route::Discovery(resource_list_doc(group, version)),
@@ -634,11 +639,12 @@ pub(super) fn groups() -> Vec<&'static str> {
 }
 
 pub(super) fn group_entry(group: &str) -> Value {
-    let gv = format!("{group}/v1");
+    let version = RESOURCES.iter().find(|r| r.group == group).map_or("v1", |r| r.version);
+    let gv = format!("{group}/{version}");
     json!({
         "name": group,
-        "versions": [{ "groupVersion": gv, "version": "v1" }],
-        "preferredVersion": { "groupVersion": gv, "version": "v1" },
+        "versions": [{ "groupVersion": gv, "version": version }],
+        "preferredVersion": { "groupVersion": gv, "version": version },
     })
 }
 

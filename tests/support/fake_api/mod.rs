@@ -59,7 +59,9 @@
 //! Served paths (JSON only, `GET` only; other methods get `405`):
 //! `/api/v1/{services,pods,namespaces}`, `/api/v1/namespaces/{ns}/{services,pods}`,
 //! `/apis/discovery.k8s.io/v1/endpointslices`,
-//! `/apis/discovery.k8s.io/v1/namespaces/{ns}/endpointslices`, single objects
+//! `/apis/discovery.k8s.io/v1/namespaces/{ns}/endpointslices`, the same for
+//! `/apis/multicluster.x-k8s.io/v1beta1/serviceimports` (a CRD's, unless
+//! [`set_served`](FakeApiServer::set_served) hides it), single objects
 //! below those (`.../{name}`), the discovery documents `/api`, `/api/v1`,
 //! `/apis`, `/apis/discovery.k8s.io`, `/apis/discovery.k8s.io/v1`, `/version`,
 //! and `/healthz`, `/livez`, `/readyz`. Anything else is `404` with a `Status`
@@ -453,6 +455,14 @@ preferences: {{}}
         if unavailable {
             self.shared.drop_watches_locked(&mut st);
         }
+    }
+
+    /// Whether a kind is served: an unserved kind's paths answer `404`, as a custom resource whose
+    /// CRD is not installed (its objects are kept, and served again with `true`).
+    pub fn set_served(&self, kind: &str, served: bool) {
+        let res = expect_resource(kind);
+        self.shared.debug(format_args!("{kind} served={served}"));
+        self.shared.state.lock().unserved[res] = !served;
     }
 
     /// Sets the interval of periodic bookmarks (`None` disables them; they

@@ -65,6 +65,18 @@ pub(super) const RESOURCES: &[ResourceDef] = &[
         namespaced: false,
         extra_fields: &["status.phase"],
     },
+    // A custom resource (the Multi-Cluster Services API's), served as if its CRD were installed.
+    ResourceDef {
+        kind: "ServiceImport",
+        list_kind: "ServiceImportList",
+        group: "multicluster.x-k8s.io",
+        version: "v1beta1",
+        api_version: "multicluster.x-k8s.io/v1beta1",
+        plural: "serviceimports",
+        singular: "serviceimport",
+        namespaced: true,
+        extra_fields: &[],
+    },
     ResourceDef {
         kind: "EndpointSlice",
         list_kind: "EndpointSliceList",
@@ -155,6 +167,8 @@ pub(super) struct State {
     pub(super) history_limit: usize,
     /// Answer every request with 503 (see `set_unavailable`).
     pub(super) unavailable: bool,
+    /// Per entry of [`RESOURCES`]: answered `404`, as a CRD that is not installed (see `set_served`).
+    pub(super) unserved: Vec<bool>,
 }
 
 impl State {
@@ -169,6 +183,7 @@ impl State {
             next_uid: 1,
             list_requests: vec![0; RESOURCES.len()],
             watch_requests: vec![0; RESOURCES.len()],
+            unserved: vec![false; RESOURCES.len()],
             request_log: VecDeque::new(),
             bookmark_interval: Some(DEFAULT_BOOKMARK_INTERVAL),
             history_limit: DEFAULT_HISTORY_LIMIT,
