@@ -23,7 +23,9 @@
 //!    server, under the same churn: the API server's CPU (its thread in this process) and bytes
 //!    sent, the replicas' CPU and RSS.
 //!
-//! Every server runs on CPU 1 (`taskset`), this process (API server, churn, polls) on CPU 0.
+//! The primary runs on CPU 1 (`taskset`); this process (API server, churn, polls) on CPU 0, and
+//! the secondaries (or the replicas) on `SEC_SECONDARY_CPU` (default 0): on a 2-core machine
+//! fifty servers share one core, which a cluster spreads over fifty nodes.
 //! `SEC_BIN=PATH` runs another build (default: target/release/headless-dns).
 
 #[path = "../tests/support/mod.rs"]
@@ -92,10 +94,10 @@ impl Drop for Proc {
     }
 }
 
-fn spawn(bin: &str, args: &[String]) -> Proc {
+fn spawn(cpu: &str, bin: &str, args: &[String]) -> Proc {
     let child = Command::new("taskset")
         .arg("-c")
-        .arg("1")
+        .arg(cpu)
         .arg(bin)
         .args(args)
         .env("RUST_LOG", "warn")
@@ -237,6 +239,9 @@ fn main() {
     let services = env_usize("SEC_SERVICES", 1000);
     let endpoints = env_usize("SEC_ENDPOINTS", 10);
     assert!(endpoints <= 16 && services <= 1 << 14, "addresses are unique up to 16 endpoints × 16,384 Services");
+    // The secondaries (and the replicas of the alternative) share a CPU: 0, with this process,
+    // or 1, with the primary.
+    let secondary_cpu = std::env::var("SEC_SECONDARY_CPU").unwrap_or_else(|_| "0".into());
     let bin = std::env::var("SEC_BIN")
         .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/target/release/headless-dns").into());
     if !std::path::Path::new(&bin).exists() {
@@ -280,7 +285,7 @@ fn main() {
     for port in &ports {
         args.extend(["--notify".into(), format!("127.0.0.1:{port}")]);
     }
-    let primary = spawn(&bin, &args);
+    let primary = spawn("1", &bin, &args);
     let primary_addr: SocketAddr = ([127, 0, 0, 1], primary_port).into();
     let mut secondaries = Vec::new();
     let mut https = Vec::new();
@@ -300,12 +305,12 @@ fn main() {
             "1".into(),
         ]
         .to_vec();
-        secondaries.push(spawn(&bin, &args));
+        secondaries.push(spawn(&secondary_cpu, &bin, &args));
         https.push(http);
     }
     let knot_servers: Vec<Knot> = ports[count..].iter().map(|&port| Knot::secondary_on(port, primary_addr)).collect();
     for knot in &knot_servers {
-        let _ = Command::new("taskset").args(["-pc", "1", &knot.child.id().to_string()]).output();
+        let _ = Command::new("taskset").args(["-pc", &secondary_cpu, &knot.child.id().to_string()]).output();
     }
     let mut servers = vec![primary_addr];
     servers.extend(ports.iter().map(|&port| SocketAddr::from(([127, 0, 0, 1], port))));
@@ -454,7 +459,7 @@ fn main() {
         .iter()
         .map(|s| s.to_string())
         .collect();
-        replicas.push(spawn(&bin, &args));
+        replicas.push(spawn(&secondary_cpu, &bin, &args));
         replica_addrs.push(SocketAddr::from(([127, 0, 0, 1], port)));
     }
     let started = Instant::now();

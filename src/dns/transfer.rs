@@ -32,12 +32,55 @@ pub struct TransferAcl {
     nets: Vec<ipnet::IpNet>,
     /// With `--notify-secondaries`: who transferred, for NOTIFY.
     clients: Option<Arc<Clients>>,
+    /// Answers already made at the current serials (shared by the clones).
+    cache: Arc<Answers>,
+}
+
+/// The answers to the transfer requests seen last, by the request (without its ID) and the
+/// serial they were made at: after each change, every secondary asks the same question (same
+/// zone, same serial, and those of one software the same flags), and all but the first get the
+/// messages made for the first, their ID patched, instead of the journal decoded and encoded
+/// again per secondary. Bounded by [`Answers::BYTES`]; the oldest go first.
+#[derive(Debug, Default)]
+struct Answers {
+    held: parking_lot::Mutex<std::collections::VecDeque<Made>>,
+}
+
+/// A request without its ID, the serial its answer was made at, and the answer's messages.
+type Made = (Vec<u8>, u32, Arc<Vec<Vec<u8>>>);
+
+impl Answers {
+    /// Bytes of messages held at most.
+    const BYTES: usize = 32 << 20;
+
+    fn get(&self, request: &[u8], serial: u32) -> Option<Vec<Vec<u8>>> {
+        let held = self.held.lock();
+        let (_, _, messages) = held.iter().find(|(r, s, _)| *s == serial && r[..] == request[2..])?;
+        let mut messages = messages.as_ref().clone();
+        for message in &mut messages {
+            message[..2].copy_from_slice(&request[..2]);
+        }
+        Some(messages)
+    }
+
+    fn put(&self, request: &[u8], serial: u32, messages: &[Vec<u8>]) {
+        let size = |m: &[Vec<u8>]| m.iter().map(Vec::len).sum::<usize>();
+        if size(messages) > Self::BYTES / 4 {
+            return;
+        }
+        let mut held = self.held.lock();
+        held.retain(|(_, s, _)| *s == serial);
+        held.push_back((request[2..].to_vec(), serial, Arc::new(messages.to_vec())));
+        while held.iter().map(|(_, _, m)| size(m)).sum::<usize>() > Self::BYTES {
+            held.pop_front();
+        }
+    }
 }
 
 impl TransferAcl {
     /// An ACL of these networks (empty: nobody).
     pub fn new(nets: Vec<ipnet::IpNet>) -> Self {
-        TransferAcl { nets, clients: None }
+        TransferAcl { nets, clients: None, cache: Arc::default() }
     }
 
     /// Records in `clients` every peer that transfers (or asks whether it is current).
@@ -122,17 +165,39 @@ pub fn respond(index: &Index, query: &[u8], peer: IpAddr, acl: &TransferAcl, pol
     // The serial and the names (or the journal) as one state: the writer waits meanwhile.
     let gate = index.journal().reading();
     let serial = index.zone_serial(zone_id);
+    if let Some(messages) = acl.cache.get(query, serial) {
+        drop(gate);
+        tracing::debug!(%peer, zone = %zone.name, from = ?client, serial, "zone transfer as made for another secondary");
+        return messages;
+    }
+    let messages = answer(index, zone_id, client, serial, gate, peer);
+    let messages = pack(&finish, &question, messages, authoritative);
+    acl.cache.put(query, serial, &messages);
+    messages
+}
+
+/// The records answering a transfer of zone `zone_id` at `serial` to a client at `client`
+/// (IXFR) or without a copy (AXFR), read under `gate`.
+fn answer(
+    index: &Index,
+    zone_id: u8,
+    client: Option<u32>,
+    serial: u32,
+    gate: parking_lot::RwLockReadGuard<'_, ()>,
+    peer: IpAddr,
+) -> Vec<Record> {
+    let zone = index.zone(zone_id);
     if let Some(client) = client {
         if !serial_lt(client, serial) {
             drop(gate);
             tracing::debug!(%peer, zone = %zone.name, serial, "IXFR: secondary is current");
-            return pack(&finish, &question, vec![soa_record(index, zone_id, serial)], authoritative);
+            return vec![soa_record(index, zone_id, serial)];
         }
         if let Some(versions) = index.journal().since(client) {
             drop(gate);
             let records = incremental(index, zone_id, serial, &versions);
             tracing::info!(%peer, zone = %zone.name, from = client, serial, versions = versions.len(), "incremental zone transfer");
-            return pack(&finish, &question, records, authoritative);
+            return records;
         }
         tracing::info!(%peer, zone = %zone.name, from = client, serial, "IXFR: serial not in the journal; full transfer");
     }
@@ -148,7 +213,7 @@ pub fn respond(index: &Index, query: &[u8], peer: IpAddr, acl: &TransferAcl, pol
     }
     records.push(soa);
     tracing::info!(%peer, zone = %zone.name, serial, records = records.len(), "zone transferred");
-    pack(&finish, &question, records, authoritative)
+    records
 }
 
 /// The answer to an IXFR over UDP, written to `out`: the current SOA, with TC set if the client is
