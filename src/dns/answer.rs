@@ -456,6 +456,29 @@ mod tests {
     }
 
     proptest! {
+        /// `--max-answers`' spread: the records of one answer differ, and over every start each
+        /// record is answered equally often (`take` times in `count` starts).
+        #[test]
+        fn spread_answers_differ_and_cover_evenly(count in 2usize..300, take in 1usize..300) {
+            let take = take.min(count);
+            let records: Vec<u8> = (0..count).flat_map(|r| (r as u32).to_be_bytes()).collect();
+            let mut answered = vec![0usize; count];
+            let mut out = vec![0u8; take * 4];
+            for start in 0..count {
+                prop_assert_eq!(copy_spread(&records, 4, count, start, take, take, &mut out), take * 4);
+                let mut picked: Vec<u32> =
+                    out.chunks(4).map(|c| u32::from_be_bytes(c.try_into().unwrap())).collect();
+                prop_assert_eq!(picked[0] as usize, start);
+                picked.sort_unstable();
+                picked.dedup();
+                prop_assert_eq!(picked.len(), take, "distinct records");
+                for r in picked {
+                    answered[r as usize] += 1;
+                }
+            }
+            prop_assert!(answered.iter().all(|&n| n == take), "{:?}", answered);
+        }
+
         /// No input panics; every response is a response to the query's ID, within the UDP limit.
         #[test]
         fn random_bytes_never_panic(packet in prop::collection::vec(any::<u8>(), 0..700)) {
