@@ -19,7 +19,7 @@ use std::io;
 use std::net::{SocketAddr, TcpListener as StdTcpListener, UdpSocket};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -383,7 +383,19 @@ fn udp_worker(socket: UdpSocket, worker: UdpWorker<'_>, batch: usize) {
 struct Conns {
     open: Mutex<Vec<Arc<Conn>>>,
     epoch: std::sync::OnceLock<Instant>,
+    /// How many connections the process's file descriptor limit allows, once accept has run out
+    /// of them (0: not yet).
+    fd_bound: AtomicUsize,
+    /// Connections whose tasks still hold their sockets: those open, and those closed to make
+    /// room whose tasks have not run yet.
+    live: AtomicUsize,
+    /// Signalled when a connection's task has let go of its socket.
+    released: Notify,
 }
+
+/// How far the sockets held may run ahead of the bound while closed connections' tasks are still
+/// to run (accepting waits beyond it).
+const TCP_CLOSING: usize = 32;
 
 struct Conn {
     last_active_ms: AtomicU64,
@@ -398,29 +410,86 @@ impl Conns {
     /// Registers a new connection, closing the least recently active one if at the limit.
     fn admit(&self, max: usize) -> Arc<Conn> {
         let conn = Arc::new(Conn { last_active_ms: AtomicU64::new(self.now_ms()), close: Notify::new() });
+        let max = self.bound(max);
+        self.live.fetch_add(1, Ordering::AcqRel);
         let mut open = self.open.lock();
-        if open.len() >= max
-            && let Some((i, _)) = open.iter().enumerate().min_by_key(|(_, c)| c.last_active_ms.load(Ordering::Relaxed))
-        {
-            let evicted = open.swap_remove(i);
-            evicted.close.notify_one();
-        }
+        while open.len() >= max && Self::evict_oldest(&mut open) {}
         open.push(conn.clone());
         conn
     }
 
+    /// The bound on open connections: `max` (`--tcp-max-connections`), or less if the file
+    /// descriptor limit said so.
+    fn bound(&self, max: usize) -> usize {
+        match self.fd_bound.load(Ordering::Relaxed) {
+            0 => max,
+            fds => max.min(fds),
+        }
+    }
+
+    /// Waits until the sockets still held are within [`TCP_CLOSING`] of the bound. Under a flood of
+    /// new connections the accept loop would otherwise run ahead of the tasks of the connections
+    /// it closes (a scheduling round's worth: over a hundred sockets).
+    async fn room(&self, max: usize) {
+        while self.live.load(Ordering::Acquire) >= self.bound(max) + TCP_CLOSING {
+            self.released.notified().await;
+        }
+    }
+
+    /// Closes the least recently active connection; false if there is none.
+    fn evict_oldest(open: &mut Vec<Arc<Conn>>) -> bool {
+        let Some((i, _)) = open.iter().enumerate().min_by_key(|(_, c)| c.last_active_ms.load(Ordering::Relaxed)) else {
+            return false;
+        };
+        open.swap_remove(i).close.notify_one();
+        true
+    }
+
+    /// Accept ran out of file descriptors (the process's limit, `ulimit -n`, is below
+    /// `--tcp-max-connections`): from now on the connections open now, less a margin for the
+    /// server's other files, are the bound, and the oldest are closed down to it, so new
+    /// clients get in at once instead of waiting for idle ones to time out. Returns the bound if
+    /// it is new. The bound is set once: running out again means closed connections have not
+    /// released their descriptors yet (their tasks run a little later), not a lower limit.
+    fn out_of_fds(&self) -> Option<usize> {
+        let mut open = self.open.lock();
+        let (bound, new) = match self.fd_bound.load(Ordering::Relaxed) {
+            0 => (open.len().saturating_sub(16).max(1), true),
+            bound => (bound, false),
+        };
+        self.fd_bound.store(bound, Ordering::Relaxed);
+        while open.len() > bound && Self::evict_oldest(&mut open) {}
+        new.then_some(bound)
+    }
+
+    /// A connection's task has ended and dropped its socket.
     fn release(&self, conn: &Arc<Conn>) {
         self.open.lock().retain(|c| !Arc::ptr_eq(c, conn));
+        self.live.fetch_sub(1, Ordering::AcqRel);
+        self.released.notify_one();
     }
 }
 
 async fn tcp_accept(listener: TcpListener, shared: Arc<Shared>, conns: Arc<Conns>, cancel: CancellationToken) {
     loop {
+        tokio::select! {
+            _ = conns.room(shared.tcp.max_connections) => {}
+            _ = cancel.cancelled() => return,
+        }
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
+                    if let Some(bound) = conns.out_of_fds() {
+                        tracing::warn!(error = %e, bound, "TCP accept out of file descriptors: at most this many \
+                            connections from now on (raise `ulimit -n` or lower --tcp-max-connections)");
+                    }
+                    // Let the closed connections' tasks release their descriptors.
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
                 Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
+                    // Back off instead of spinning.
                     tracing::warn!(error = %e, "TCP accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
