@@ -283,6 +283,13 @@ pub struct ServeArgs {
     #[arg(long, value_enum, default_value_t = LoadBalance::Off)]
     pub loadbalance: LoadBalance,
 
+    /// Answer at most N addresses for a name with more (a headless Service's A or AAAA), a
+    /// different subset per query, spread over all of them so that load spreads evenly; the
+    /// answer then fits in UDP without TC, for clients that cannot retry over TCP (musl before
+    /// 1.2.4). Applies over TCP too [default: all ready endpoints, as the DNS specification says].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub max_answers: Option<u16>,
+
     /// The NSID (RFC 5001) answered to `dig +nsid`, and the TXT answer to `dig CH TXT
     /// hostname.bind` (or `id.server`), to tell which replica answered [default: the host name,
     /// which is the Pod name in Kubernetes]. At most 200 bytes are used. An empty value disables
@@ -371,6 +378,8 @@ pub struct Config {
     pub ixfr_journal_size: usize,
     /// Rotate multi-address answers.
     pub round_robin: bool,
+    /// Answer at most this many records of an address RRset (`None`: all).
+    pub max_answers: Option<usize>,
     /// Server-side search for queries from known Pods.
     pub autopath: bool,
 }
@@ -397,6 +406,7 @@ impl Config {
             allow_notify: Vec::new(),
             ixfr_journal_size: crate::index::journal::DEFAULT_LIMIT,
             round_robin: false,
+            max_answers: None,
             autopath: false,
         }
     }
@@ -542,6 +552,7 @@ impl ServeArgs {
             nsid: self.nsid.clone().unwrap_or_else(host_name),
             upstream: self.upstream()?,
             round_robin: self.loadbalance == LoadBalance::RoundRobin,
+            max_answers: self.max_answers.map(usize::from),
             autopath: self.autopath,
             notify: self
                 .notify

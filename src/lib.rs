@@ -182,6 +182,7 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         .with_nsid(config.nsid.as_bytes())
         .with_transfer(dns::transfer::TransferAcl::new(config.transfer_to.clone()).with_clients(clients.clone()))
         .with_round_robin(config.round_robin)
+        .with_max_answers(config.max_answers)
         .with_autopath(config.autopath)
         .with_inbox(inbox);
     let forwarder = match &config.upstream {

@@ -43,6 +43,7 @@ fn help_explains_every_flag() {
         "--nsid",
         "--autopath",
         "--loadbalance",
+        "--max-answers",
         "--transfer-to",
         "--notify",
         "--notify-delay",
