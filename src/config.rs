@@ -19,9 +19,12 @@ pub const DEFAULT_UDP_BATCH: u16 = 32;
 /// Why the flags do not make a configuration.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// `--source` is neither `file:PATH` nor `kube`.
-    #[error("--source {0:?}: expected file:PATH or kube")]
+    /// `--source` is neither `file:PATH`, `kube` nor `primary:ADDR`.
+    #[error("--source {0:?}: expected file:PATH, kube, or primary:IP[:PORT] (repeatable)")]
     Source(String),
+    /// Several `--source` flags that are not all primaries.
+    #[error("--source is given {0} times: only primary:IP[:PORT] is repeatable (failover)")]
+    Sources(usize),
     /// A flag only applies to `--source kube`.
     #[error("{0} only applies to --source kube")]
     KubeOnly(&'static str),
@@ -50,9 +53,12 @@ pub enum Error {
     /// `--notify` is not an address.
     #[error("--notify {0:?}: expected IP or IP:PORT ([IPv6]:PORT)")]
     Notify(String),
-    /// `--transfer-to` is not a network.
-    #[error("--transfer-to {0:?}: expected a CIDR (10.0.0.0/8) or an address")]
-    TransferTo(String),
+    /// `--transfer-to` or `--allow-notify` is not a network.
+    #[error("{0} {1:?}: expected a CIDR (10.0.0.0/8) or an address")]
+    Network(&'static str, String),
+    /// `--allow-notify` without `--source primary:`.
+    #[error("--allow-notify only applies to --source primary:IP[:PORT] (a secondary)")]
+    AllowNotify,
     /// `--http` is not an address.
     #[error("--http {0:?}: expected ADDR:PORT or none")]
     Http(String),
@@ -149,9 +155,12 @@ pub struct ServeArgs {
     /// Where Services, EndpointSlices, Pods and Namespaces come from: `kube` watches the
     /// Kubernetes API; `file:PATH` reads Kubernetes YAML (a file, or a directory of
     /// *.yaml/*.yml/*.json; multi-document and `kind: List`, as `kubectl get -o yaml` writes) and
-    /// re-reads it when it changes.
-    #[arg(long, value_name = "SOURCE")]
-    pub source: String,
+    /// re-reads it when it changes; `primary:IP[:PORT]` makes this server a secondary that copies
+    /// the zones from a headless-dns primary by AXFR, then IXFR on each NOTIFY from it (and at the
+    /// SOA refresh interval). Repeat `primary:` for failover: the first that answers is used.
+    /// The secondary needs the primary's --zone, --ttl and --negative-ttl (its SOA is its own).
+    #[arg(long, value_name = "SOURCE", required = true)]
+    pub source: Vec<String>,
 
     /// A configuration file (YAML, JSON, or TOML when it ends in .toml) whose keys are these
     /// flags without the dashes (`source: kube`, `zone: [cluster.local]`, `ttl: 5`). Flags given
@@ -345,10 +354,23 @@ pub struct ServeArgs {
 
     /// Send NOTIFY (RFC 1996) for every served zone to this secondary whenever the zone changes,
     /// so it transfers the change at once instead of at its next SOA refresh (repeatable; `IP` or
-    /// `IP:PORT`, port 53 by default). At most one per zone per second; unanswered ones are sent
-    /// again 4 times, backing off. The secondary still needs `--transfer-to` to pull the zone.
+    /// `IP:PORT`, port 53 by default). Bursts are coalesced (`--notify-delay`); unanswered ones are
+    /// sent again 4 times, backing off. The secondary still needs `--transfer-to` to pull the zone.
     #[arg(long = "notify", value_name = "ADDR")]
     pub notify: Vec<String>,
+
+    /// Also send NOTIFY, at this port, to every address that transferred a zone from this server
+    /// in the last 24 hours: node-local secondaries whose addresses are not known in advance (see
+    /// deploy/node-local). Off by default.
+    #[arg(long, value_name = "PORT")]
+    pub notify_secondaries: Option<u16>,
+
+    /// On a secondary (`--source primary:`): also accept NOTIFY from this network (repeatable,
+    /// CIDR or address), e.g. the Pod network when the primaries sit behind a Service address.
+    /// A NOTIFY only makes the secondary ask its own primaries sooner [default: the primaries'
+    /// addresses only].
+    #[arg(long = "allow-notify", value_name = "CIDR")]
+    pub allow_notify: Vec<String>,
 
     /// Wait this long after a change before sending NOTIFY, and at least this long between two
     /// NOTIFY rounds, so a burst of changes becomes one NOTIFY (and one IXFR).
@@ -372,6 +394,13 @@ pub struct ServeArgs {
     /// or `round-robin` (rotated per query, as CoreDNS `loadbalance`).
     #[arg(long, value_enum, default_value_t = LoadBalance::Off)]
     pub loadbalance: LoadBalance,
+
+    /// Answer at most N addresses for a name with more (a headless Service's A or AAAA), a
+    /// different subset per query, spread over all of them so that load spreads evenly; the
+    /// answer then fits in UDP without TC, for clients that cannot retry over TCP (musl before
+    /// 1.2.4). Applies over TCP too [default: all ready endpoints, as the DNS specification says].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub max_answers: Option<u16>,
 
     /// The NSID (RFC 5001) answered to `dig +nsid`, and the TXT answer to `dig CH TXT
     /// hostname.bind` (or `id.server`), to tell which replica answered [default: the host name,
@@ -411,6 +440,8 @@ pub enum SourceConfig {
     External,
     /// The Kubernetes API.
     Kube(KubeOptions),
+    /// Zone transfers from primaries (a secondary).
+    Primary(crate::source::primary::PrimaryOptions),
     /// Kubernetes YAML files.
     File {
         /// A file or a directory.
@@ -474,10 +505,16 @@ pub struct Config {
     pub notify: Vec<SocketAddr>,
     /// Delay before a NOTIFY and between two NOTIFY rounds.
     pub notify_delay: Duration,
+    /// NOTIFY recent transfer clients at this port.
+    pub notify_secondaries: Option<u16>,
+    /// A secondary's extra NOTIFY sources.
+    pub allow_notify: Vec<ipnet::IpNet>,
     /// Bound of the IXFR journal in bytes (0: none).
     pub ixfr_journal_size: usize,
     /// Rotate multi-address answers.
     pub round_robin: bool,
+    /// Answer at most this many records of an address RRset (`None`: all).
+    pub max_answers: Option<usize>,
     /// Server-side search for queries from known Pods.
     pub autopath: bool,
 }
@@ -506,8 +543,11 @@ impl Config {
             transfer_to: Vec::new(),
             notify: Vec::new(),
             notify_delay: crate::notify::DEFAULT_DELAY,
+            notify_secondaries: None,
+            allow_notify: Vec::new(),
             ixfr_journal_size: crate::index::journal::DEFAULT_LIMIT,
             round_robin: false,
+            max_answers: None,
             autopath: false,
         }
     }
@@ -518,7 +558,7 @@ impl Config {
     pub fn file_options_mut(&mut self) -> Option<&mut FileOptions> {
         match &mut self.source {
             SourceConfig::File { opts, .. } => Some(opts),
-            SourceConfig::Kube(_) | SourceConfig::External => None,
+            SourceConfig::Kube(_) | SourceConfig::External | SourceConfig::Primary(_) => None,
         }
     }
 }
@@ -558,6 +598,31 @@ impl ServeArgs {
         Ok(stubs)
     }
 
+    /// Fails if a flag of `--source kube` is set.
+    fn no_kube_flags(&self) -> Result<(), Error> {
+        for (flag, set) in [
+            ("--kubeconfig", self.kubeconfig.is_some()),
+            ("--namespace", !self.namespaces.is_empty()),
+            ("--label-selector", self.label_selector.is_some()),
+        ] {
+            if set {
+                return Err(Error::KubeOnly(flag));
+            }
+        }
+        Ok(())
+    }
+
+    /// `--source primary:IP[:PORT]`, repeated: the primaries' addresses (None if these are other
+    /// sources).
+    fn primaries(&self) -> Result<Option<Vec<SocketAddr>>, Error> {
+        let mut primaries = Vec::new();
+        for text in &self.source {
+            let Some(addr) = text.strip_prefix("primary:") else { return Ok(None) };
+            primaries.push(dns_peer(addr).ok_or_else(|| Error::Source(text.clone()))?);
+        }
+        Ok(Some(primaries))
+    }
+
     /// Validates the flags.
     pub fn to_config(&self) -> Result<Config, Error> {
         let namespace_labels = match &self.namespace_labels {
@@ -567,8 +632,21 @@ impl ServeArgs {
             ),
             None => None,
         };
-        let source = match self.source.split_once(':') {
-            None if self.source == "kube" => SourceConfig::Kube(KubeOptions {
+        let primaries = self.primaries()?;
+        if primaries.is_none() && !self.allow_notify.is_empty() {
+            return Err(Error::AllowNotify);
+        }
+        let single = match (&self.source[..], &primaries) {
+            (_, Some(_)) => "",
+            ([one], None) => one.as_str(),
+            (many, None) => return Err(Error::Sources(many.len())),
+        };
+        let source = match (single.split_once(':'), primaries) {
+            (_, Some(primaries)) => {
+                self.no_kube_flags()?;
+                SourceConfig::Primary(crate::source::primary::PrimaryOptions { primaries })
+            }
+            (None, None) if single == "kube" => SourceConfig::Kube(KubeOptions {
                 kubeconfig: self.kubeconfig.clone(),
                 namespaces: self.namespaces.clone(),
                 label_selector: self.label_selector.clone(),
@@ -576,16 +654,8 @@ impl ServeArgs {
                 namespace_labels: namespace_labels.as_ref().map(|s| s.text.clone()),
                 clusterset: self.multicluster_zone.is_some(),
             }),
-            Some(("file", path)) if !path.is_empty() => {
-                for (flag, set) in [
-                    ("--kubeconfig", self.kubeconfig.is_some()),
-                    ("--namespace", !self.namespaces.is_empty()),
-                    ("--label-selector", self.label_selector.is_some()),
-                ] {
-                    if set {
-                        return Err(Error::KubeOnly(flag));
-                    }
-                }
+            (Some(("file", path)), None) if !path.is_empty() => {
+                self.no_kube_flags()?;
                 SourceConfig::File {
                     path: PathBuf::from(path),
                     opts: FileOptions {
@@ -595,7 +665,7 @@ impl ServeArgs {
                     },
                 }
             }
-            _ => return Err(Error::Source(self.source.clone())),
+            _ => return Err(Error::Source(single.to_string())),
         };
         if self.autopath && self.pods != PodMode::Verified {
             return Err(Error::Autopath);
@@ -680,6 +750,7 @@ impl ServeArgs {
                 reload: self.hosts_reload.max(Duration::from_millis(10)),
             }),
             round_robin: self.loadbalance == LoadBalance::RoundRobin,
+            max_answers: self.max_answers.map(usize::from),
             autopath: self.autopath,
             notify: self
                 .notify
@@ -687,18 +758,24 @@ impl ServeArgs {
                 .map(|text| dns_peer(text).ok_or_else(|| Error::Notify(text.clone())))
                 .collect::<Result<_, _>>()?,
             notify_delay: self.notify_delay,
+            notify_secondaries: self.notify_secondaries,
+            allow_notify: networks("--allow-notify", &self.allow_notify)?,
             ixfr_journal_size: self.ixfr_journal_size,
-            transfer_to: self
-                .transfer_to
-                .iter()
-                .map(|t| {
-                    t.parse::<ipnet::IpNet>()
-                        .or_else(|_| t.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-                        .map_err(|_| Error::TransferTo(t.clone()))
-                })
-                .collect::<Result<_, _>>()?,
+            transfer_to: networks("--transfer-to", &self.transfer_to)?,
         })
     }
+}
+
+/// Networks given as CIDRs or single addresses, for `flag`.
+fn networks(flag: &'static str, texts: &[String]) -> Result<Vec<ipnet::IpNet>, Error> {
+    texts
+        .iter()
+        .map(|t| {
+            t.parse::<ipnet::IpNet>()
+                .or_else(|_| t.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| Error::Network(flag, t.clone()))
+        })
+        .collect()
 }
 
 /// A size in bytes: a number, optionally followed by `KiB`, `MiB` or `GiB` (`K`, `M`, `G`).

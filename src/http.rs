@@ -60,15 +60,23 @@ async fn readyz(State(s): State<Shared>) -> impl IntoResponse {
     } else if s.index.is_ready() {
         (StatusCode::OK, "ready\n")
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready: the first full list of the cluster is not served yet\n")
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: the first full state (list of the cluster, or zone transfer) is not served yet\n",
+        )
     }
+}
+
+/// What `/readyz` says, as the `headless_dns_ready` gauge: 0 during the lame duck too.
+fn ready(s: &Shared) -> bool {
+    s.index.is_ready() && !s.draining.load(Ordering::Relaxed)
 }
 
 async fn metrics_text(State(s): State<Shared>) -> impl IntoResponse {
     s.metrics.index_names.set(s.index.len() as i64);
     s.metrics.ixfr_journal_bytes.set(s.index.journal().bytes() as i64);
     s.metrics.ixfr_journal_versions.set(s.index.journal().versions() as i64);
-    s.metrics.ready.set(s.index.is_ready() as i64);
+    s.metrics.ready.set(ready(&s) as i64);
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], s.metrics.render())
 }
 

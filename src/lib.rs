@@ -141,6 +141,7 @@ enum Started {
     External,
     File(source::file::FileSource),
     Kube(source::kube::Connection, source::kube::KubeOptions),
+    Primary(source::primary::PrimaryOptions, Arc<notify::Inbox>),
 }
 
 /// Starts the source, the writer, the DNS workers and the HTTP endpoints. Returns once the
@@ -148,9 +149,16 @@ enum Started {
 /// state is published).
 pub async fn start(config: Config) -> Result<Running, Error> {
     let metrics = Arc::new(Metrics::new());
-    let pipeline = Pipeline::new(config.records.clone()).with_metrics(metrics.clone());
+    let secondary = matches!(config.source, SourceConfig::Primary(_));
+    let pipeline = match secondary {
+        true => Pipeline::secondary(config.records.clone()),
+        false => Pipeline::new(config.records.clone()),
+    };
+    let pipeline = pipeline.with_metrics(metrics.clone());
     let (index, model) = (pipeline.index().clone(), pipeline.model().clone());
-    index.journal().set_limit(config.ixfr_journal_size);
+    // A secondary's zones may sit at different serials for a moment (each is transferred on
+    // its own), so it keeps no journal: its own secondaries get full transfers.
+    index.journal().set_limit(if secondary { 0 } else { config.ixfr_journal_size });
     let cancel = CancellationToken::new();
     let (tx, rx) = mpsc::channel(EVENT_QUEUE);
 
@@ -163,18 +171,30 @@ pub async fn start(config: Config) -> Result<Running, Error> {
             Started::File(file)
         }
         SourceConfig::Kube(opts) => Started::Kube(source::kube::connect(opts).await?, opts.clone()),
+        SourceConfig::Primary(opts) => {
+            let primaries = opts.primaries.iter().map(|p| p.ip()).collect();
+            let inbox = notify::Inbox::new(primaries, config.allow_notify.clone());
+            Started::Primary(opts.clone(), Arc::new(inbox))
+        }
         SourceConfig::External => Started::External,
+    };
+    let inbox = match &source {
+        Started::Primary(_, inbox) => Some(inbox.clone()),
+        _ => None,
     };
 
     // Serve (SERVFAIL for our zones until the initial state is published) before applying it,
     // so "listening" always precedes "serving" in the log.
     let sockets = Sockets::bind(&config.listen, config.udp_workers).map_err(Error::Bind)?;
     let dns_addrs = sockets.local_addrs();
+    let clients = config.notify_secondaries.map(|_| Arc::new(dns::transfer::Clients::default()));
     let responder = Responder::new(index.clone(), config.max_udp_size)
         .with_nsid(config.nsid.as_bytes())
-        .with_transfer(dns::transfer::TransferAcl::new(config.transfer_to.clone()))
+        .with_transfer(dns::transfer::TransferAcl::new(config.transfer_to.clone()).with_clients(clients.clone()))
         .with_round_robin(config.round_robin)
+        .with_max_answers(config.max_answers)
         .with_autopath(config.autopath)
+        .with_inbox(inbox)
         // Unknown reverse names go to the slow lane for the hosts file even without fallthrough.
         .with_reverse_fallthrough(config.reverse_fallthrough || config.hosts.is_some());
     // `--coredns-metrics`: the forwarder counts its answers' rcodes for the CoreDNS view.
@@ -248,11 +268,13 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         // After the sockets serve, so a probe that comes back to us is seen.
         tasks.push(tokio::spawn(forwarder.probe_for_loops()));
     }
-    if !config.notify.is_empty() {
-        tracing::info!(peers = ?config.notify, "sending NOTIFY to secondaries on every change");
+    if !config.notify.is_empty() || config.notify_secondaries.is_some() {
+        tracing::info!(peers = ?config.notify, learned_at_port = ?config.notify_secondaries, "sending NOTIFY to secondaries on every change");
+        let learned = config.notify_secondaries.zip(clients).map(|(port, clients)| notify::Learned { clients, port });
         tasks.push(tokio::spawn(notify::run(
             index.clone(),
             config.notify.clone(),
+            learned,
             config.notify_delay,
             cancel.clone(),
         )));
@@ -263,6 +285,11 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         Started::File(file) => tasks.push(tokio::spawn(file.run(tx, cancel.clone()))),
         Started::Kube(conn, opts) => {
             tasks.push(tokio::spawn(source::kube::run(conn, opts, tx, metrics.clone(), cancel.clone())))
+        }
+        Started::Primary(opts, inbox) => {
+            tracing::info!(primaries = ?opts.primaries, "secondary: copying the zones from the primaries");
+            let zones = index.zones().iter().map(|z| z.name.clone()).collect();
+            tasks.push(tokio::spawn(source::primary::run(opts, zones, inbox, tx, metrics.clone(), cancel.clone())))
         }
     }
     let lameduck = config.lameduck;

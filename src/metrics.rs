@@ -60,6 +60,32 @@ pub struct ForwardMetrics {
     pub duration: Histogram,
 }
 
+/// `kind` and `result` labels of zone transfers a secondary made.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TransferLabel {
+    /// `axfr`, `ixfr` (a difference), `current` (nothing to transfer).
+    pub kind: &'static str,
+    /// `ok`, `error` (unreachable, malformed, refused) or `mismatch` (a difference that did
+    /// not apply; a full transfer follows).
+    pub result: &'static str,
+}
+
+/// A secondary's metrics (`--source primary:ADDR`).
+#[derive(Clone, Debug, Default)]
+pub struct SecondaryMetrics {
+    /// The serial of the copy (of the first zone).
+    pub serial: Gauge,
+    /// Seconds since the last round of transfers that reached a primary.
+    pub since_refresh: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// From the newest NOTIFY to the copy having applied what it announced (0 when no NOTIFY
+    /// is pending; growing while one is).
+    pub notify_lag: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// Zone transfers by kind and result.
+    pub transfers: Family<TransferLabel, Counter>,
+    /// Bytes of the transfer messages received.
+    pub transfer_bytes: Counter,
+}
+
 /// Every metric the server exports.
 pub struct Metrics {
     registry: Registry,
@@ -92,6 +118,8 @@ pub struct Metrics {
     pub forward: ForwardMetrics,
     /// `--coredns-metrics`: the CoreDNS names (`crate::coredns_metrics`), without our prefix.
     coredns: std::sync::OnceLock<Registry>,
+    /// A secondary's copy: serial, refresh age, NOTIFY lag, transfers.
+    pub secondary: SecondaryMetrics,
 }
 
 impl Metrics {
@@ -181,6 +209,24 @@ impl Metrics {
             "From a query sent upstream to its answer",
             forward.duration.clone(),
         );
+        let secondary = SecondaryMetrics::default();
+        registry.register("secondary_serial", "A secondary's SOA serial of its copy", secondary.serial.clone());
+        registry.register(
+            "secondary_seconds_since_refresh",
+            "Seconds since a secondary last reached a primary and brought its copy up to date",
+            secondary.since_refresh.clone(),
+        );
+        registry.register(
+            "secondary_notify_lag_seconds",
+            "From the newest NOTIFY to the copy having applied it (0 when none is pending)",
+            secondary.notify_lag.clone(),
+        );
+        registry.register("secondary_transfers", "Zone transfers a secondary made", secondary.transfers.clone());
+        registry.register(
+            "secondary_transfer_bytes",
+            "Bytes of zone transfer messages a secondary received",
+            secondary.transfer_bytes.clone(),
+        );
         let queries = Arc::new(QueryStats::default());
         registry.register_collector(Box::new(QueryCollector(queries.clone())));
         Metrics {
@@ -199,6 +245,7 @@ impl Metrics {
             queries,
             forward,
             coredns: std::sync::OnceLock::new(),
+            secondary,
         }
     }
 

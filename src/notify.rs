@@ -28,6 +28,7 @@ use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
 use crate::dns::proto::MIN_UDP;
+use crate::dns::transfer::unmapped;
 use crate::index::Index;
 
 /// The default `--notify-delay`: from a change to its NOTIFY, and between two rounds to a peer.
@@ -49,14 +50,60 @@ enum Outcome {
     Superseded,
 }
 
-/// Notifies `peers` of every serial change of `index` until `cancel`.
-pub async fn run(index: Arc<Index>, peers: Vec<SocketAddr>, delay: Duration, cancel: CancellationToken) {
+/// How long a learned secondary (`--notify-secondaries`) is notified after its last transfer: far
+/// longer than its SOA refresh (7200 s), so one that is current and idle is not forgotten.
+pub const LEARNED_FOR: Duration = Duration::from_secs(24 * 3600);
+
+/// Secondaries learned from their transfers, and the port they take NOTIFY on.
+pub struct Learned {
+    /// Who transferred recently.
+    pub clients: Arc<crate::dns::transfer::Clients>,
+    /// Where they listen for NOTIFY.
+    pub port: u16,
+}
+
+/// Notifies `peers`, and the secondaries `learned` finds, of every serial change of `index`
+/// until `cancel`.
+pub async fn run(
+    index: Arc<Index>,
+    peers: Vec<SocketAddr>,
+    learned: Option<Learned>,
+    delay: Duration,
+    cancel: CancellationToken,
+) {
     let zones: Vec<Name> = index.zones().iter().filter_map(|z| Name::from_ascii(z.name.to_dotted()).ok()).collect();
     let zones = Arc::new(zones);
-    let tasks: Vec<_> =
-        peers.into_iter().map(|peer| tokio::spawn(notify_peer(index.clone(), zones.clone(), peer, delay))).collect();
-    cancel.cancelled().await;
-    for task in tasks {
+    let spawn = |peer| tokio::spawn(notify_peer(index.clone(), zones.clone(), peer, delay));
+    let mut tasks: std::collections::HashMap<SocketAddr, tokio::task::JoinHandle<()>> =
+        peers.iter().map(|&peer| (peer, spawn(peer))).collect();
+    if let Some(learned) = learned {
+        let mut check = tokio::time::interval(Duration::from_millis(200));
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = check.tick() => {}
+            }
+            let recent: HashSet<SocketAddr> =
+                learned.clients.recent(LEARNED_FOR).into_iter().map(|ip| SocketAddr::new(ip, learned.port)).collect();
+            for &peer in &recent {
+                tasks.entry(peer).or_insert_with(|| {
+                    tracing::info!(%peer, "secondary learned from its transfer; notifying it of changes");
+                    spawn(peer)
+                });
+            }
+            tasks.retain(|peer, task| {
+                let keep = peers.contains(peer) || recent.contains(peer);
+                if !keep {
+                    tracing::info!(%peer, "secondary has not transferred for a day; no longer notified");
+                    task.abort();
+                }
+                keep
+            });
+        }
+    } else {
+        cancel.cancelled().await;
+    }
+    for task in tasks.into_values() {
         task.abort();
     }
 }
@@ -160,4 +207,78 @@ async fn notify(index: &Index, peer: SocketAddr, zone: &Name, serial: u32) -> Ou
         }
     }
     Outcome::Silent
+}
+
+/// Where a secondary (`--source primary:ADDR`) receives NOTIFY (RFC 1996 §4): accepted from the
+/// listed primaries only, each one waking the transfer task; anyone else is refused and logged.
+pub struct Inbox {
+    primaries: Vec<IpAddr>,
+    /// `--allow-notify`: further networks NOTIFY is accepted from.
+    allowed: Vec<ipnet::IpNet>,
+    wake: tokio::sync::Notify,
+    /// When the newest accepted NOTIFY arrived.
+    latest: parking_lot::Mutex<Option<std::time::Instant>>,
+    /// When a refused NOTIFY was last logged (at most one line per [`REFUSED_LOG_EVERY`]).
+    refused_logged: parking_lot::Mutex<Option<std::time::Instant>>,
+}
+
+/// How often a stranger's NOTIFY is logged at most: each is refused, a flood is not logged whole.
+const REFUSED_LOG_EVERY: Duration = Duration::from_secs(10);
+
+impl Inbox {
+    /// An inbox accepting NOTIFY from `primaries` and the `allowed` networks.
+    pub fn new(primaries: Vec<IpAddr>, allowed: Vec<ipnet::IpNet>) -> Inbox {
+        Inbox {
+            primaries: primaries.into_iter().map(unmapped).collect(),
+            allowed,
+            wake: tokio::sync::Notify::new(),
+            latest: parking_lot::Mutex::new(None),
+            refused_logged: parking_lot::Mutex::new(None),
+        }
+    }
+
+    /// Whether `peer` is a listed primary or in an allowed network.
+    pub fn accepts(&self, peer: IpAddr) -> bool {
+        let peer = unmapped(peer);
+        self.primaries.contains(&peer) || self.allowed.iter().any(|net| net.contains(&peer))
+    }
+
+    /// A listed primary announced a change of `zone` (wire), perhaps to `serial`.
+    pub fn notified(&self, zone: &[u8], serial: Option<u32>, peer: IpAddr) {
+        tracing::debug!(%peer, zone = %display_wire(zone), ?serial, "NOTIFY received");
+        *self.latest.lock() = Some(std::time::Instant::now());
+        // Stores a permit when the task is busy transferring: it refreshes once more after.
+        self.wake.notify_one();
+    }
+
+    /// A NOTIFY from someone who is not a listed primary was refused.
+    pub fn refused(&self, peer: Option<IpAddr>, zone: &[u8]) {
+        let mut logged = self.refused_logged.lock();
+        if logged.is_none_or(|at| at.elapsed() >= REFUSED_LOG_EVERY) {
+            *logged = Some(std::time::Instant::now());
+            tracing::warn!(
+                peer = ?peer,
+                zone = %display_wire(zone),
+                primaries = ?self.primaries,
+                "NOTIFY refused: the sender is not a listed primary (--source primary:ADDR, --allow-notify)"
+            );
+        }
+    }
+
+    /// Waits for the next NOTIFY (or returns at once if one came since the last wait).
+    pub async fn wait(&self) {
+        self.wake.notified().await;
+    }
+
+    /// When the newest accepted NOTIFY arrived.
+    pub fn latest(&self) -> Option<std::time::Instant> {
+        *self.latest.lock()
+    }
+}
+
+fn display_wire(wire: &[u8]) -> String {
+    if crate::dns::name::wire_len(wire) != Some(wire.len()) {
+        return String::from("?");
+    }
+    crate::dns::name::Name::from_wire_unchecked(wire).to_dotted()
 }

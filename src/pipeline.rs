@@ -52,9 +52,21 @@ impl Pipeline {
     /// An empty model and index for `cfg` (the apex published, not ready), with its own metrics.
     pub fn new(cfg: RecordConfig) -> Pipeline {
         let index = Arc::new(Index::new(&cfg));
+        let gates = cfg.namespace_gates_services;
+        Pipeline::with_writer(Writer::new(index, cfg), gates)
+    }
+
+    /// A secondary's pipeline: its records come from zone transfers ([`Event::Transfer`]).
+    pub fn secondary(cfg: RecordConfig) -> Pipeline {
+        let index = Arc::new(Index::new(&cfg));
+        Pipeline::with_writer(Writer::secondary(index, cfg), false)
+    }
+
+    /// `gates`: a Service is served only while its Namespace is (`--namespace-labels`).
+    fn with_writer(writer: Writer, gates: bool) -> Pipeline {
         Pipeline {
-            model: Arc::new(RwLock::new(Model::new().with_namespaces_gating_services(cfg.namespace_gates_services))),
-            writer: Writer::new(index, cfg),
+            model: Arc::new(RwLock::new(Model::new().with_namespaces_gating_services(gates))),
+            writer,
             metrics: Arc::new(Metrics::new()),
             touched: HashSet::new(),
             triggers: Vec::new(),
@@ -97,6 +109,7 @@ impl Pipeline {
         let mut guard = shared.write();
         let model = &mut *guard;
         let mut synced = false;
+        let mut applied = Applied::default();
         for event in events {
             match event {
                 Event::Apply(obj) => {
@@ -120,11 +133,15 @@ impl Pipeline {
                     self.touched.extend(model.relist_done(&scope));
                 }
                 Event::Synced => synced = true,
+                Event::Transfer(delivery) => {
+                    let outcome = self.writer.apply_transfer(&delivery.transfer);
+                    applied.changed |= outcome == Ok(true);
+                    delivery.reply(outcome);
+                }
             }
         }
-        let mut applied = Applied::default();
         if !self.touched.is_empty() {
-            applied.changed = self.writer.recompute(model, self.touched.drain());
+            applied.changed |= self.writer.recompute(model, self.touched.drain());
             // A drained set keeps the table of the initial list (one slot per Service), and every
             // later batch would scan and clear all of it.
             self.touched.shrink_to(crate::index::SMALL_SET);
@@ -137,16 +154,21 @@ impl Pipeline {
             let (services, slices, pods, namespaces) = model.counts();
             let (imports, cluster_set_slices) = model.cluster_set_counts();
             let names = self.index().len();
-            tracing::info!(
-                services,
-                slices,
-                pods,
-                namespaces,
-                imports,
-                cluster_set_slices,
-                names,
-                "initial state published; serving"
-            );
+            if self.writer.copy_len() > 0 {
+                let (serial, rrsets) = (self.index().serial(), self.writer.copy_len());
+                tracing::info!(serial, rrsets, names, "first zone transfers applied; serving");
+            } else {
+                tracing::info!(
+                    services,
+                    slices,
+                    pods,
+                    namespaces,
+                    imports,
+                    cluster_set_slices,
+                    names,
+                    "initial state published; serving"
+                );
+            }
         }
         applied
     }

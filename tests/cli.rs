@@ -47,9 +47,12 @@ fn help_explains_every_flag() {
         "--nsid",
         "--autopath",
         "--loadbalance",
+        "--max-answers",
         "--transfer-to",
         "--notify",
         "--notify-delay",
+        "--notify-secondaries",
+        "--allow-notify",
         "--ixfr-journal-size",
         "--upstream",
         "--forward",
@@ -75,7 +78,16 @@ fn help_explains_every_flag() {
 fn bad_flags_are_clear_errors() {
     let (ok, _, err) = run(&["serve", "--source", "bogus"]);
     assert!(!ok);
-    assert!(err.contains("--source \"bogus\": expected file:PATH or kube"), "{err}");
+    assert!(err.contains("--source \"bogus\": expected file:PATH, kube, or primary:IP[:PORT]"), "{err}");
+    let (ok, _, err) = run(&["serve", "--source", "primary:10.0.0.1", "--source", "kube"]);
+    assert!(!ok);
+    assert!(err.contains("--source is given 2 times: only primary:IP[:PORT] is repeatable"), "{err}");
+    let (ok, _, err) = run(&["serve", "--source", "kube", "--allow-notify", "10.0.0.0/8"]);
+    assert!(!ok);
+    assert!(err.contains("--allow-notify only applies to --source primary:"), "{err}");
+    let (ok, _, err) = run(&["serve", "--source", "primary:not-an-address"]);
+    assert!(!ok);
+    assert!(err.contains("--source \"primary:not-an-address\""), "{err}");
     let (ok, _, err) = run(&["serve", "--source", "file:/nonexistent/cluster.yaml", "--listen", "127.0.0.1:0"]);
     assert!(!ok);
     assert!(err.contains("/nonexistent/cluster.yaml"), "{err}");
@@ -142,6 +154,8 @@ fn sigterm_drains_without_failing_a_query() {
     support::server::wait_until(|| support::server::http_get(http, "/readyz").0 == 503);
     assert_eq!(addresses(&ask(dns, "web-1.nginx.default.svc.cluster.local.", RecordType::A)), ["10.244.2.7"]);
     assert_eq!(support::server::http_get(http, "/healthz").0, 200);
+    let (_, metrics) = support::server::http_get(http, "/metrics");
+    assert!(metrics.lines().any(|l| l == "headless_dns_ready 0"), "the gauge says what /readyz says:\n{metrics}");
     // Stop the load just before the lame duck ends; every query until then was answered.
     std::thread::sleep(std::time::Duration::from_millis(700).saturating_sub(sent.elapsed()));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);

@@ -483,3 +483,84 @@ fn the_container_command_line_is_one_the_binary_accepts() {
         }
     }
 }
+
+/// The args of a container as the kubelet would pass them: `$(VAR)` replaced by `vars`.
+fn expanded(container: &Container, vars: &[(&str, &str)]) -> Vec<String> {
+    let mut args = container.args.clone().unwrap_or_default();
+    for arg in &mut args {
+        for (name, value) in vars {
+            *arg = arg.replace(&format!("$({name})"), value);
+        }
+    }
+    args
+}
+
+fn serve_config(args: &[String]) -> headless_dns::config::Config {
+    let cli = Cli::try_parse_from(std::iter::once("headless-dns").chain(args.iter().map(String::as_str)))
+        .unwrap_or_else(|e| panic!("args {args:?} do not parse:\n{e}"));
+    #[allow(irrefutable_let_patterns)]
+    let Command::Serve(serve) = cli.command else { panic!("not `serve`: {args:?}") };
+    serve.to_config().unwrap_or_else(|e| panic!("args {args:?} are rejected: {e}"))
+}
+
+#[test]
+fn node_local_secondaries_follow_the_primaries_they_are_wired_to() {
+    use k8s_openapi::api::apps::v1::DaemonSet;
+    let dir = deploy_dir().join("node-local");
+    let read =
+        |file: &str| -> Json { serde_saphyr::from_str(&std::fs::read_to_string(dir.join(file)).unwrap()).unwrap() };
+    let mut all = Vec::new();
+    let daemonset: DaemonSet = typed(&mut all, "node-local/daemonset.yaml", &read("daemonset.yaml"));
+    let primary_service: Service = typed(&mut all, "node-local/primary-service.yaml", &read("primary-service.yaml"));
+    assert!(all.iter().all(|p| p.metadata.namespace.as_deref() == Some(NAMESPACE)));
+
+    // The secondary: on the node's network, a secondary of the primaries' Service, listening on
+    // the link-local address and on the node's address at the port the primaries notify.
+    let pod = daemonset.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+    assert_eq!(pod.host_network, Some(true));
+    assert_eq!(pod.dns_policy.as_deref(), Some("Default"), "a DNS server must not resolve through itself");
+    assert_eq!(pod.automount_service_account_token, Some(false), "a secondary needs no API credentials");
+    let container = &pod.containers[0];
+    let args = expanded(container, &[("HEADLESS_DNS_PRIMARY_SERVICE_HOST", "10.96.0.54"), ("NODE_IP", "10.0.1.7")]);
+    let secondary = serve_config(&args);
+    let SourceConfig::Primary(opts) = &secondary.source else { panic!("not a secondary: {args:?}") };
+    assert_eq!(opts.primaries, ["10.96.0.54:53".parse().unwrap()]);
+    assert!(secondary.listen.contains(&"169.254.20.10:53".parse().unwrap()), "{args:?}");
+    let notify_port = secondary
+        .listen
+        .iter()
+        .find(|a| a.ip().to_string() == "10.0.1.7")
+        .expect("a listen address on the node's IP, for NOTIFY")
+        .port();
+    let caps = container.security_context.as_ref().and_then(|s| s.capabilities.as_ref()).unwrap();
+    assert_eq!(strings(&caps.add), BTreeSet::from(["NET_BIND_SERVICE"]));
+    assert_eq!(strings(&caps.drop), BTreeSet::from(["ALL"]));
+    let init = &pod.init_containers.as_ref().expect("the link-local address is set up")[0];
+    let script = init.command.as_ref().unwrap().join(" ");
+    assert!(script.contains("169.254.20.10/32") && script.contains("NOTRACK"), "{script}");
+
+    // The primaries, patched as README.md says: they allow transfers and notify the secondaries
+    // at the port those listen on.
+    let patch: Vec<Json> =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("primary-args.json")).unwrap()).unwrap();
+    let manifests = Manifests::load();
+    let mut primary_args = manifests.container().args.clone().unwrap();
+    for op in &patch {
+        assert_eq!(op["op"], "add");
+        assert_eq!(op["path"], "/spec/template/spec/containers/0/args/-");
+        primary_args.push(op["value"].as_str().unwrap().to_owned());
+    }
+    let primary = serve_config(&primary_args);
+    assert_eq!(primary.notify_secondaries, Some(notify_port));
+    assert!(primary.transfer_to.iter().any(|net| net.contains(&"10.0.1.7".parse::<std::net::IpAddr>().unwrap())));
+
+    // The primaries' Service: TCP 53 to the Deployment's Pods, one primary per node.
+    let spec = primary_service.spec.as_ref().unwrap();
+    assert_eq!(spec.session_affinity.as_deref(), Some("ClientIP"));
+    let labels = manifests.deployment().spec.as_ref().unwrap().template.metadata.as_ref().unwrap().labels.clone();
+    for (key, value) in spec.selector.as_ref().unwrap() {
+        assert_eq!(labels.as_ref().and_then(|l| l.get(key)), Some(value), "the selector picks the primaries");
+    }
+    let port = &spec.ports.as_ref().unwrap()[0];
+    assert_eq!((port.port, port.protocol.as_deref()), (53, Some("TCP")));
+}

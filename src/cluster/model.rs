@@ -8,12 +8,14 @@ use smallvec::SmallVec;
 
 use super::mcs::{ClusterSetSlice, ServiceImport};
 use super::object::{Kind, Namespace, ObjKey, Object, ObjectRef, Pod, Service, Slice};
+use crate::dns::name::Name;
 
 /// A unit of record ownership: the index recomputes an owner's records as a whole.
 ///
 /// A Service owns every name derived from it and its EndpointSlices; a Pod owns its
 /// `--pods verified` name; a Namespace owns `<ns>.svc.<zone>`; the apex owns the zone's NS,
-/// `dns-version` and the fixed empty non-terminals.
+/// `dns-version` and the fixed empty non-terminals. On a secondary, each transferred RRset is
+/// an owner of its own ([`Owner::Copied`]).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Owner {
     /// The zone apexes and fixed names.
@@ -24,6 +26,8 @@ pub enum Owner {
     Service(ObjKey),
     /// A Pod (only with `--pods verified`).
     Pod(ObjKey),
+    /// A secondary's RRset of this name and type, as its primary transferred it.
+    Copied(Name, u16),
     /// A ServiceImport and its cluster-set EndpointSlices (`--multicluster-zone`).
     Import(ObjKey),
 }

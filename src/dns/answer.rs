@@ -31,10 +31,18 @@ pub struct Responder {
     transfer: super::transfer::TransferAcl,
     /// Rotate multi-address answers.
     round_robin: bool,
+    /// `--max-answers`: at most this many records of an address RRset (`usize::MAX`: all).
+    max_answers: usize,
+    /// Whether address RRsets may be answered other than whole and in stored order
+    /// (`round_robin`, or a `max_answers`): one flag, so with both off the hot path tests one bool
+    /// as before.
+    reorder: bool,
     /// Server-side search for queries from known Pods.
     autopath: bool,
     /// Forward reverse names of addresses the cluster does not know (when the caller forwards).
     reverse_fallthrough: bool,
+    /// On a secondary: where NOTIFY from its primaries goes.
+    inbox: Option<Arc<crate::notify::Inbox>>,
 }
 
 /// What the caller of [`Responder::handle`] can do beyond answering from the index.
@@ -80,9 +88,19 @@ impl Responder {
             policy: Policy::new(max_udp),
             transfer: Default::default(),
             round_robin: false,
+            max_answers: usize::MAX,
+            reorder: false,
             autopath: false,
             reverse_fallthrough: false,
+            inbox: None,
         }
+    }
+
+    /// Accepts NOTIFY (RFC 1996) from the primaries `inbox` lists and hands it over; without
+    /// one, NOTIFY is NOTIMP.
+    pub fn with_inbox(mut self, inbox: Option<Arc<crate::notify::Inbox>>) -> Responder {
+        self.inbox = inbox;
+        self
     }
 
     /// Answers NSID requests (`dig +nsid`) with `id`, so a client can tell which replica answered
@@ -95,6 +113,15 @@ impl Responder {
     /// Rotates the records of multi-address answers from query to query (CoreDNS `loadbalance`).
     pub fn with_round_robin(mut self, on: bool) -> Responder {
         self.round_robin = on;
+        self.reorder = self.round_robin || self.max_answers != usize::MAX;
+        self
+    }
+
+    /// Answers at most `max` records of an address RRset (a headless Service's A or AAAA), a
+    /// different spread-out subset per query (`--max-answers`); `None`: all of them.
+    pub fn with_max_answers(mut self, max: Option<usize>) -> Responder {
+        self.max_answers = max.map_or(usize::MAX, |m| m.max(1));
+        self.reorder = self.round_robin || self.max_answers != usize::MAX;
         self
     }
 
@@ -166,6 +193,13 @@ impl Responder {
                     None => (decoded, Some(rcode::REFUSED)),
                 }
             }
+            General::Notify(decoded, serial) => {
+                return Outcome::Reply(self.notify(&decoded, serial, transport, out, caps));
+            }
+            General::BadNotify(decoded) => {
+                let rcode = if self.inbox.is_some() { rcode::FORMERR } else { rcode::NOTIMP };
+                (decoded, Some(rcode))
+            }
             General::Chaos(decoded) => (decoded, None),
             General::Error(decoded, rcode) => (decoded, Some(rcode)),
         };
@@ -177,6 +211,38 @@ impl Responder {
                 .unwrap_or_else(|| general::error(&q, rcode::REFUSED, &finish, out)),
         };
         Outcome::Reply(n)
+    }
+
+    /// Answers a NOTIFY (RFC 1996 §4.7: the question echoed, opcode NOTIFY, AA when accepted):
+    /// NOERROR from a listed primary for a served zone, which wakes the secondary; REFUSED from
+    /// anyone else; NOTAUTH for another zone; NOTIMP when this server is no secondary.
+    fn notify(
+        &self,
+        decoded: &general::Decoded,
+        serial: Option<u32>,
+        transport: Transport,
+        out: &mut [u8],
+        caps: Caps,
+    ) -> usize {
+        let q = decoded.question();
+        let finish = self.policy.finish(q.head(), transport, out.len());
+        let served = self.index.zone_of(q.lower).is_some_and(|z| self.index.zone(z).name.as_wire() == q.lower);
+        let rcode = match (&self.inbox, caps.client) {
+            (None, _) => rcode::NOTIMP,
+            (Some(_), _) if !served => rcode::NOTAUTH,
+            (Some(inbox), Some(peer)) if inbox.accepts(peer) => {
+                inbox.notified(q.lower, serial, peer);
+                rcode::NOERROR
+            }
+            (Some(inbox), peer) => {
+                inbox.refused(peer, q.lower);
+                rcode::REFUSED
+            }
+        };
+        let at = HEADER_LEN + q.asked.len();
+        out[HEADER_LEN..at].copy_from_slice(q.asked);
+        let aa = if rcode == rcode::NOERROR { flags::AA } else { 0 };
+        finish.write(out, at, Sections { flags: flags::OPCODE_NOTIFY | aa, rcode, ..Sections::default() })
     }
 
     /// Whether server-side search (autopath) is on.
@@ -267,25 +333,20 @@ impl Responder {
                 None => entry.rrset(q.qtype),
             };
             if let Some(answer) = stored
-                && self.round_robin
+                && self.reorder
                 && let Some((size, records)) = answer.uniform()
+                && (self.round_robin || answer.ancount as usize > self.max_answers)
             {
-                // Rotate the addresses (CoreDNS `loadbalance round_robin`): each record is `size`
-                // bytes owned by the question, so any order is valid; start at a per-worker counter.
+                // Each record is `size` bytes owned by the question, so any order and any subset
+                // is a valid answer: copy `take` of them, spread evenly over the stored (sorted)
+                // order from a per-query start. Round-robin alone takes all of them, rotated
+                // (CoreDNS `loadbalance round_robin`).
                 let count = answer.ancount as usize;
-                let start = ROTATION.with(|r| {
-                    let n = r.get();
-                    r.set(n.wrapping_add(1));
-                    n
-                }) % count;
-                let fit = ((room - at) / size).min(count);
-                for i in 0..fit {
-                    let r = (start + i) % count;
-                    out[at..at + size].copy_from_slice(&records[r * size..(r + 1) * size]);
-                    at += size;
-                }
+                let take = count.min(self.max_answers);
+                let fit = ((room - at) / size).min(take);
+                at += copy_spread(records, size, count, next_start(count), fit, take, &mut out[at..]);
                 an = fit as u16;
-                if fit < count {
+                if fit < take {
                     flags |= flags::TC;
                 }
             } else if let Some(answer) = stored {
@@ -352,15 +413,15 @@ impl Responder {
 
     /// Writes the zone's SOA (answer or authority) into `out` (as long as the room for
     /// records); returns the record count (0 if it did not fit).
-    fn soa(&self, q: &Question<'_>, zone: u8, ttl: u32, out: &mut [u8], at: &mut usize) -> u16 {
-        let zone = self.index.zone(zone);
+    fn soa(&self, q: &Question<'_>, zone_id: u8, ttl: u32, out: &mut [u8], at: &mut usize) -> u16 {
+        let zone = self.index.zone(zone_id);
         // The zone's name ends the question name: point at it.
         let owner = (HEADER_LEN + q.lower.len() - zone.name.as_wire().len()) as u16;
         let record = proto::Soa {
             owner,
             ttl,
             names: &zone.soa_names,
-            serial: self.index.serial(),
+            serial: self.index.zone_serial(zone_id),
             minimum: self.index.negative_ttl,
         };
         proto::write_soa(out, at, record) as u16
@@ -443,8 +504,60 @@ enum Synth {
 }
 
 thread_local! {
-    /// Where the next rotated answer starts, per worker thread (no shared counter on the hot path).
-    static ROTATION: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    /// How many reordered answers this worker thread has written (no shared counter on the hot
+    /// path).
+    static ROTATION: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Where the next reordered answer of `count` records starts: the fractional part of n·φ for the
+/// worker's n-th such answer, scaled to `count` (Fibonacci hashing, one multiplication). For
+/// consecutive n these points are spread as evenly as any sequence can be (the three-distance
+/// theorem), and they stay so for every stride: a stub resolver that asks A and AAAA in turn
+/// gives each type every other n, which with `n % count` would start the A answers only at even
+/// offsets and, with some `--max-answers`, never answer some endpoints at all.
+fn next_start(count: usize) -> usize {
+    const PHI: u64 = 0x9E37_79B9_7F4A_7C15; // 2^64 / φ
+    let n = ROTATION.with(|r| {
+        let n = r.get();
+        r.set(n.wrapping_add(1));
+        n
+    });
+    ((n.wrapping_mul(PHI) as u128 * count as u128) >> 64) as usize
+}
+
+/// Copies `fit` of `take` records spread evenly over the `count` records of `size` bytes in
+/// `records`, starting at record `start`: record i of the answer is record
+/// `(start + ⌊i·count/take⌋) mod count`, so the records differ, and over all starts each is
+/// answered equally often. Spreading rather than taking neighbours matters because the stored
+/// order is sorted by address, and neighbouring Pod IPs are mostly on the same node. Returns the
+/// bytes written to `out`.
+fn copy_spread(
+    records: &[u8],
+    size: usize,
+    count: usize,
+    start: usize,
+    fit: usize,
+    take: usize,
+    out: &mut [u8],
+) -> usize {
+    let mut at = 0;
+    // ⌊i·count/take⌋ without a division per record: whole steps plus a carried remainder.
+    let (step, extra) = (count / take, count % take);
+    let (mut r, mut carry) = (start, 0);
+    for _ in 0..fit {
+        out[at..at + size].copy_from_slice(&records[r * size..(r + 1) * size]);
+        at += size;
+        r += step;
+        carry += extra;
+        if carry >= take {
+            carry -= take;
+            r += 1;
+        }
+        if r >= count {
+            r -= count;
+        }
+    }
+    at
 }
 
 #[cfg(test)]
@@ -467,6 +580,29 @@ mod tests {
     }
 
     proptest! {
+        /// `--max-answers`' spread: the records of one answer differ, and over every start each
+        /// record is answered equally often (`take` times in `count` starts).
+        #[test]
+        fn spread_answers_differ_and_cover_evenly(count in 2usize..300, take in 1usize..300) {
+            let take = take.min(count);
+            let records: Vec<u8> = (0..count).flat_map(|r| (r as u32).to_be_bytes()).collect();
+            let mut answered = vec![0usize; count];
+            let mut out = vec![0u8; take * 4];
+            for start in 0..count {
+                prop_assert_eq!(copy_spread(&records, 4, count, start, take, take, &mut out), take * 4);
+                let mut picked: Vec<u32> =
+                    out.chunks(4).map(|c| u32::from_be_bytes(c.try_into().unwrap())).collect();
+                prop_assert_eq!(picked[0] as usize, start);
+                picked.sort_unstable();
+                picked.dedup();
+                prop_assert_eq!(picked.len(), take, "distinct records");
+                for r in picked {
+                    answered[r as usize] += 1;
+                }
+            }
+            prop_assert!(answered.iter().all(|&n| n == take), "{:?}", answered);
+        }
+
         /// No input panics; every response is a response to the query's ID, within the UDP limit.
         #[test]
         fn random_bytes_never_panic(packet in prop::collection::vec(any::<u8>(), 0..700)) {

@@ -36,6 +36,12 @@ pub enum General {
     Chaos(Decoded),
     /// An IXFR question (over UDP: see `transfer::ixfr_over_udp`).
     Ixfr(Decoded),
+    /// A NOTIFY (RFC 1996) of a zone's change, with the serial of the SOA it may carry: a
+    /// secondary answers it and refreshes the zone; any other server says NOTIMP.
+    Notify(Decoded, Option<u32>),
+    /// A NOTIFY whose question is not a zone's SOA: FORMERR on a secondary, NOTIMP elsewhere
+    /// (as any opcode but QUERY is).
+    BadNotify(Decoded),
     /// Answer the question with this RCODE and no records.
     Error(Decoded, u16),
 }
@@ -76,15 +82,16 @@ pub fn decode(packet: &[u8]) -> General {
         return General::Drop;
     }
     let header_only = |rcode| General::HeaderOnly { id, flags: query_flags, rcode };
-    if query_flags & flags::OPCODE != 0 {
-        // Only QUERY is implemented (no NOTIFY, UPDATE, …), whatever the rest of the packet.
+    let opcode = query_flags & flags::OPCODE;
+    if opcode != 0 && opcode != flags::OPCODE_NOTIFY {
+        // QUERY and NOTIFY only (no UPDATE, …), whatever the rest of the packet.
         return header_only(rcode::NOTIMP);
     }
     let Ok(msg) = Message::from_vec(packet) else {
         tracing::trace!(len = packet.len(), "undecodable query: FORMERR");
         return header_only(rcode::FORMERR);
     };
-    debug_assert_eq!(msg.metadata.op_code, OpCode::Query);
+    debug_assert!(matches!(msg.metadata.op_code, OpCode::Query | OpCode::Notify));
     if msg.queries.len() != 1 {
         return header_only(rcode::FORMERR);
     }
@@ -112,6 +119,17 @@ pub fn decode(packet: &[u8]) -> General {
     {
         // RFC 6891 §6.1.3: BADVERS, with an OPT of the version we do support.
         return General::Error(decoded, rcode::BADVERS);
+    }
+    if opcode == flags::OPCODE_NOTIFY {
+        // RFC 1996 §3.7: the zone's SOA as the question, perhaps its new SOA as the answer.
+        if qclass != CLASS_IN || qtype != rtype::SOA {
+            return General::BadNotify(decoded);
+        }
+        let serial = msg.answers.iter().find_map(|r| match &r.data {
+            hickory_proto::rr::RData::SOA(soa) => Some(soa.serial),
+            _ => None,
+        });
+        return General::Notify(decoded, serial);
     }
     if qclass == CLASS_CH {
         return General::Chaos(decoded);

@@ -41,6 +41,8 @@ pub mod flags {
     pub const QR: u16 = 0x8000;
     /// The OPCODE field.
     pub const OPCODE: u16 = 0x7800;
+    /// OPCODE NOTIFY (RFC 1996), in place in the flags word.
+    pub const OPCODE_NOTIFY: u16 = 4 << 11;
     /// Authoritative answer.
     pub const AA: u16 = 0x0400;
     /// Truncated.

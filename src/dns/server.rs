@@ -19,7 +19,7 @@ use std::io;
 use std::net::{SocketAddr, TcpListener as StdTcpListener, UdpSocket};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -383,7 +383,19 @@ fn udp_worker(socket: UdpSocket, worker: UdpWorker<'_>, batch: usize) {
 struct Conns {
     open: Mutex<Vec<Arc<Conn>>>,
     epoch: std::sync::OnceLock<Instant>,
+    /// How many connections the process's file descriptor limit allows, once accept has run out
+    /// of them (0: not yet).
+    fd_bound: AtomicUsize,
+    /// Connections whose tasks still hold their sockets: those open, and those closed to make
+    /// room whose tasks have not run yet.
+    live: AtomicUsize,
+    /// Signalled when a connection's task has let go of its socket.
+    released: Notify,
 }
+
+/// How far the sockets held may run ahead of the bound while closed connections' tasks are still
+/// to run (accepting waits beyond it).
+const TCP_CLOSING: usize = 32;
 
 struct Conn {
     last_active_ms: AtomicU64,
@@ -398,29 +410,86 @@ impl Conns {
     /// Registers a new connection, closing the least recently active one if at the limit.
     fn admit(&self, max: usize) -> Arc<Conn> {
         let conn = Arc::new(Conn { last_active_ms: AtomicU64::new(self.now_ms()), close: Notify::new() });
+        let max = self.bound(max);
+        self.live.fetch_add(1, Ordering::AcqRel);
         let mut open = self.open.lock();
-        if open.len() >= max
-            && let Some((i, _)) = open.iter().enumerate().min_by_key(|(_, c)| c.last_active_ms.load(Ordering::Relaxed))
-        {
-            let evicted = open.swap_remove(i);
-            evicted.close.notify_one();
-        }
+        while open.len() >= max && Self::evict_oldest(&mut open) {}
         open.push(conn.clone());
         conn
     }
 
+    /// The bound on open connections: `max` (`--tcp-max-connections`), or less if the file
+    /// descriptor limit said so.
+    fn bound(&self, max: usize) -> usize {
+        match self.fd_bound.load(Ordering::Relaxed) {
+            0 => max,
+            fds => max.min(fds),
+        }
+    }
+
+    /// Waits until the sockets still held are within [`TCP_CLOSING`] of the bound. Under a flood of
+    /// new connections the accept loop would otherwise run ahead of the tasks of the connections
+    /// it closes (a scheduling round's worth: over a hundred sockets).
+    async fn room(&self, max: usize) {
+        while self.live.load(Ordering::Acquire) >= self.bound(max) + TCP_CLOSING {
+            self.released.notified().await;
+        }
+    }
+
+    /// Closes the least recently active connection; false if there is none.
+    fn evict_oldest(open: &mut Vec<Arc<Conn>>) -> bool {
+        let Some((i, _)) = open.iter().enumerate().min_by_key(|(_, c)| c.last_active_ms.load(Ordering::Relaxed)) else {
+            return false;
+        };
+        open.swap_remove(i).close.notify_one();
+        true
+    }
+
+    /// Accept ran out of file descriptors (the process's limit, `ulimit -n`, is below
+    /// `--tcp-max-connections`): from now on the connections open now, less a margin for the
+    /// server's other files, are the bound, and the oldest are closed down to it, so new
+    /// clients get in at once instead of waiting for idle ones to time out. Returns the bound if
+    /// it is new. The bound is set once: running out again means closed connections have not
+    /// released their descriptors yet (their tasks run a little later), not a lower limit.
+    fn out_of_fds(&self) -> Option<usize> {
+        let mut open = self.open.lock();
+        let (bound, new) = match self.fd_bound.load(Ordering::Relaxed) {
+            0 => (open.len().saturating_sub(16).max(1), true),
+            bound => (bound, false),
+        };
+        self.fd_bound.store(bound, Ordering::Relaxed);
+        while open.len() > bound && Self::evict_oldest(&mut open) {}
+        new.then_some(bound)
+    }
+
+    /// A connection's task has ended and dropped its socket.
     fn release(&self, conn: &Arc<Conn>) {
         self.open.lock().retain(|c| !Arc::ptr_eq(c, conn));
+        self.live.fetch_sub(1, Ordering::AcqRel);
+        self.released.notify_one();
     }
 }
 
 async fn tcp_accept(listener: TcpListener, shared: Arc<Shared>, conns: Arc<Conns>, cancel: CancellationToken) {
     loop {
+        tokio::select! {
+            _ = conns.room(shared.tcp.max_connections) => {}
+            _ = cancel.cancelled() => return,
+        }
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
+                    if let Some(bound) = conns.out_of_fds() {
+                        tracing::warn!(error = %e, bound, "TCP accept out of file descriptors: at most this many \
+                            connections from now on (raise `ulimit -n` or lower --tcp-max-connections)");
+                    }
+                    // Let the closed connections' tasks release their descriptors.
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
                 Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
+                    // Back off instead of spinning.
                     tracing::warn!(error = %e, "TCP accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
@@ -428,6 +497,10 @@ async fn tcp_accept(listener: TcpListener, shared: Arc<Shared>, conns: Arc<Conns
             },
             _ = cancel.cancelled() => return,
         };
+        // A fixed send buffer instead of the kernel's autotuning (up to `tcp_wmem`'s 4 MiB): a
+        // client that pipelines queries and never reads fills it after a few dozen answers
+        // instead of making us answer and hold megabytes per connection.
+        let _ = socket2::SockRef::from(&stream).set_send_buffer_size(TCP_SEND_BUFFER);
         let conn = conns.admit(shared.tcp.max_connections);
         let (shared, conns, cancel) = (shared.clone(), conns.clone(), cancel.clone());
         tokio::spawn(async move {
@@ -441,13 +514,66 @@ async fn tcp_accept(listener: TcpListener, shared: Arc<Shared>, conns: Arc<Conns
     }
 }
 
+/// The longest message read over TCP. A query is a header, one question of at most 259 bytes and
+/// an OPT record (plus, for IXFR, one SOA): a few hundred bytes. Anything longer (up to the
+/// 65,535 bytes the length prefix allows) closes the connection unread, so a hostile client
+/// cannot make the server hold 64 KiB per connection.
+pub const MAX_TCP_QUERY: usize = 4096;
+
+/// SO_SNDBUF of a TCP connection (Linux doubles it for its bookkeeping: 128 KiB of queued
+/// answers per connection at most). Ample for a client that reads its answers; a zone transfer
+/// to a secondary 10 ms away still moves about 10 MB/s.
+const TCP_SEND_BUFFER: usize = 64 * 1024;
+
+/// What a connection keeps of its buffers between queries (a larger one is freed once written).
+const TCP_KEEP: usize = 4096;
+
+thread_local! {
+    /// The buffer each TCP-serving thread answers into: one 64 KiB buffer per runtime thread,
+    /// instead of one per connection. Borrowed only between two awaits.
+    static TCP_SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Where the answer to a TCP query goes after it was written (to the socket or to `pending`).
+enum Next {
+    /// Answered: wait for the next query once `pending` (if any) is written.
+    Sent,
+    /// The slow lane answers it (forward or autopath).
+    Slow(Outcome),
+    /// Close the connection.
+    Close,
+}
+
+/// Writes what the socket takes of `bytes` now, without waiting; the rest goes to `pending`.
+fn write_now(stream: &TcpStream, bytes: &[u8], pending: &mut Vec<u8>) -> io::Result<()> {
+    let mut sent = 0;
+    while sent < bytes.len() {
+        match stream.try_write(&bytes[sent..]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) => return Err(e),
+        }
+    }
+    pending.extend_from_slice(&bytes[sent..]);
+    Ok(())
+}
+
+/// One TCP connection: queries answered in order until the client goes idle or misbehaves.
+///
+/// Memory per connection: the query (at most [`MAX_TCP_QUERY`]) and the part of one response the
+/// socket has not taken yet. Answers are written into the thread's [`TCP_SCRATCH`] and straight
+/// to the socket; only when the client does not read (a full send buffer) is the rest copied
+/// into the connection's own buffer, and a write that does not finish within the I/O deadline
+/// closes the connection. The connection reads its next query only once its answer is written,
+/// so a client that pipelines and never reads holds one answer, never a queue of them.
 async fn tcp_connection(mut stream: TcpStream, peer: SocketAddr, shared: &Shared, conns: &Conns, conn: &Conn) {
     let (responder, limits, shared_stats) = (&shared.responder, &shared.tcp, &*shared.stats);
     let forwarder = shared.forwarder.as_deref();
     let mut stats = LocalStats::default();
     let _ = stream.set_nodelay(true);
     let mut query = Vec::new();
-    let mut response = Vec::new();
+    let mut pending = Vec::new();
     loop {
         let mut len = [0u8; 2];
         match tokio::time::timeout(limits.idle_timeout, stream.read_exact(&mut len)).await {
@@ -455,6 +581,12 @@ async fn tcp_connection(mut stream: TcpStream, peer: SocketAddr, shared: &Shared
             _ => return,
         }
         let len = u16::from_be_bytes(len) as usize;
+        if len > MAX_TCP_QUERY {
+            tracing::debug!(%peer, len, "TCP message longer than any query; connection closed");
+            stats.dropped();
+            stats.flush(shared_stats);
+            return;
+        }
         query.resize(len, 0);
         match tokio::time::timeout(limits.io_timeout, stream.read_exact(&mut query)).await {
             Ok(Ok(_)) => {}
@@ -462,8 +594,14 @@ async fn tcp_connection(mut stream: TcpStream, peer: SocketAddr, shared: &Shared
         }
         conn.last_active_ms.store(conns.now_ms(), Ordering::Relaxed);
         if super::transfer::is_transfer(&query) {
-            let (index, acl, policy) = (responder.index(), responder.transfer_acl(), responder.policy());
-            let messages = super::transfer::respond(index, &query, peer.ip(), acl, policy);
+            // A transfer reads the whole zone (and may wait for the writer to finish a publish):
+            // off the async workers, which keep answering queries meanwhile.
+            let (index, acl, policy) =
+                (responder.index().clone(), responder.transfer_acl().clone(), responder.policy().clone());
+            let (request, ip) = (query.clone(), peer.ip());
+            let transfer =
+                tokio::task::spawn_blocking(move || super::transfer::respond(&index, &request, ip, &acl, &policy));
+            let Ok(messages) = transfer.await else { return };
             for message in messages {
                 let mut framed = (message.len() as u16).to_be_bytes().to_vec();
                 framed.extend_from_slice(&message);
@@ -474,37 +612,54 @@ async fn tcp_connection(mut stream: TcpStream, peer: SocketAddr, shared: &Shared
             }
             continue;
         }
-        // Allocated once per connection, on its first query, and reused (not re-zeroed).
-        if response.len() < 2 + MAX_MESSAGE {
-            response.resize(2 + MAX_MESSAGE, 0);
-        }
         let received = Instant::now();
         let caps = Caps { forward: forwarder.is_some(), client: Some(peer.ip()) };
-        let n = match respond_guarded(responder, &query, Transport::Tcp, &mut response[2..], caps) {
-            Outcome::Reply(n) => {
-                stats.answered(true, &response[2..2 + n], received.elapsed().as_nanos() as u64);
-                n
+        let next = TCP_SCRATCH.with_borrow_mut(|out| {
+            if out.len() < 2 + MAX_MESSAGE {
+                out.resize(2 + MAX_MESSAGE, 0);
             }
-            outcome @ (Outcome::Autopath | Outcome::Forward) => {
-                stats.forwarded(true, &query);
-                let lane = Lane { responder, forwarder };
-                match lane.answer(&query, Transport::Tcp, outcome, &mut response[2..]).await {
-                    Some(n) => n,
-                    None => return,
+            match respond_guarded(responder, &query, Transport::Tcp, &mut out[2..], caps) {
+                Outcome::Reply(n) => {
+                    stats.answered(true, &out[2..2 + n], received.elapsed().as_nanos() as u64);
+                    out[..2].copy_from_slice(&(n as u16).to_be_bytes());
+                    match write_now(&stream, &out[..2 + n], &mut pending) {
+                        Ok(()) => Next::Sent,
+                        Err(_) => Next::Close,
+                    }
+                }
+                outcome @ (Outcome::Autopath | Outcome::Forward) => {
+                    stats.forwarded(true, &query);
+                    Next::Slow(outcome)
+                }
+                // Not even a header, or a response: nothing sensible to say on this connection.
+                Outcome::Drop => {
+                    stats.dropped();
+                    Next::Close
                 }
             }
-            // Not even a header, or a response: nothing sensible to say on this connection.
-            Outcome::Drop => {
-                stats.dropped();
-                stats.flush(shared_stats);
-                return;
-            }
-        };
+        });
         stats.flush(shared_stats);
-        response[..2].copy_from_slice(&(n as u16).to_be_bytes());
-        match tokio::time::timeout(limits.io_timeout, stream.write_all(&response[..2 + n])).await {
-            Ok(Ok(())) => {}
-            _ => return,
+        match next {
+            Next::Sent => {}
+            Next::Slow(outcome) => {
+                // Waits on upstreams: the answer needs a buffer of the connection's own.
+                pending.resize(2 + MAX_MESSAGE, 0);
+                let lane = Lane { responder, forwarder };
+                let Some(n) = lane.answer(&query, Transport::Tcp, outcome, &mut pending[2..]).await else { return };
+                pending[..2].copy_from_slice(&(n as u16).to_be_bytes());
+                pending.truncate(2 + n);
+            }
+            Next::Close => return,
+        }
+        if !pending.is_empty() {
+            match tokio::time::timeout(limits.io_timeout, stream.write_all(&pending)).await {
+                Ok(Ok(())) => {}
+                _ => return,
+            }
+            pending.clear();
+            if pending.capacity() > TCP_KEEP {
+                pending = Vec::new();
+            }
         }
     }
 }

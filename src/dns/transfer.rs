@@ -21,29 +21,125 @@ use hickory_proto::rr::{DNSClass, Name as HName, RData, Record, RecordType};
 
 use super::finish::{Finish, Head, Policy, Sections, Transport};
 use super::name::is_within;
-use super::proto::{HEADER_LEN, MAX_MESSAGE, flags, rtype, soa};
+use super::proto::{MAX_MESSAGE, flags, rtype, soa};
 use crate::index::Index;
 use crate::index::journal::{Version, ZoneDiff};
+use crate::index::wire::entry_records;
 
 /// Networks allowed to transfer zones.
 #[derive(Clone, Debug, Default)]
 pub struct TransferAcl {
     nets: Vec<ipnet::IpNet>,
+    /// With `--notify-secondaries`: who transferred, for NOTIFY.
+    clients: Option<Arc<Clients>>,
+    /// Answers already made at the current serials (shared by the clones).
+    cache: Arc<Answers>,
+}
+
+/// The answers to the transfer requests seen last, by the request (without its ID) and the
+/// serial they were made at: after each change, every secondary asks the same question (same
+/// zone, same serial, and those of one software the same flags), and all but the first get the
+/// messages made for the first, their ID patched, instead of the journal decoded and encoded
+/// again per secondary. Bounded by [`Answers::BYTES`]; the oldest go first.
+#[derive(Debug, Default)]
+struct Answers {
+    held: parking_lot::Mutex<std::collections::VecDeque<Made>>,
+}
+
+/// A request without its ID, the serial its answer was made at, and the answer's messages.
+type Made = (Vec<u8>, u32, Arc<Vec<Vec<u8>>>);
+
+impl Answers {
+    /// Bytes of messages held at most.
+    const BYTES: usize = 32 << 20;
+
+    fn get(&self, request: &[u8], serial: u32) -> Option<Vec<Vec<u8>>> {
+        let held = self.held.lock();
+        let (_, _, messages) = held.iter().find(|(r, s, _)| *s == serial && r[..] == request[2..])?;
+        let mut messages = messages.as_ref().clone();
+        for message in &mut messages {
+            message[..2].copy_from_slice(&request[..2]);
+        }
+        Some(messages)
+    }
+
+    fn put(&self, request: &[u8], serial: u32, messages: &[Vec<u8>]) {
+        let size = |m: &[Vec<u8>]| m.iter().map(Vec::len).sum::<usize>();
+        if size(messages) > Self::BYTES / 4 {
+            return;
+        }
+        let mut held = self.held.lock();
+        held.retain(|(_, s, _)| *s == serial);
+        held.push_back((request[2..].to_vec(), serial, Arc::new(messages.to_vec())));
+        while held.iter().map(|(_, _, m)| size(m)).sum::<usize>() > Self::BYTES {
+            held.pop_front();
+        }
+    }
 }
 
 impl TransferAcl {
     /// An ACL of these networks (empty: nobody).
     pub fn new(nets: Vec<ipnet::IpNet>) -> Self {
-        TransferAcl { nets }
+        TransferAcl { nets, clients: None, cache: Arc::default() }
+    }
+
+    /// Records in `clients` every peer that transfers (or asks whether it is current).
+    pub fn with_clients(mut self, clients: Option<Arc<Clients>>) -> Self {
+        self.clients = clients;
+        self
+    }
+
+    fn saw(&self, peer: IpAddr) {
+        if let Some(clients) = &self.clients {
+            clients.saw(peer);
+        }
     }
 
     /// Whether `peer` may transfer.
     pub fn allows(&self, peer: IpAddr) -> bool {
-        let peer = match peer {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(peer),
-            v4 => v4,
-        };
+        let peer = unmapped(peer);
         self.nets.iter().any(|n| n.contains(&peer))
+    }
+}
+
+/// The secondaries that transferred a zone recently (`--notify-secondaries`): node-local
+/// secondaries are not known in advance, so the NOTIFY task learns them from their transfers.
+/// Bounded: at most [`Clients::MAX`] addresses, the least recently seen dropped first.
+#[derive(Debug, Default)]
+pub struct Clients {
+    seen: parking_lot::Mutex<std::collections::HashMap<IpAddr, std::time::Instant>>,
+}
+
+impl Clients {
+    /// Addresses held at most (a 5,000-node cluster needs 5,000).
+    pub const MAX: usize = 65_536;
+
+    /// `peer` transferred a zone (or asked whether its copy is current) just now.
+    pub fn saw(&self, peer: IpAddr) {
+        let mut seen = self.seen.lock();
+        if seen.len() >= Self::MAX
+            && !seen.contains_key(&peer)
+            && let Some(oldest) = seen.iter().min_by_key(|(_, at)| **at).map(|(ip, _)| *ip)
+        {
+            seen.remove(&oldest);
+        }
+        seen.insert(unmapped(peer), std::time::Instant::now());
+    }
+
+    /// The addresses seen within `window`; older ones are forgotten.
+    pub fn recent(&self, window: std::time::Duration) -> Vec<IpAddr> {
+        let mut seen = self.seen.lock();
+        seen.retain(|_, at| at.elapsed() < window);
+        seen.keys().copied().collect()
+    }
+}
+
+/// An IPv4-mapped IPv6 address (a dual-stack socket's view of an IPv4 peer) as the IPv4
+/// address it is.
+pub fn unmapped(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
     }
 }
 
@@ -63,22 +159,45 @@ pub fn respond(index: &Index, query: &[u8], peer: IpAddr, acl: &TransferAcl, pol
         Ok(checked) => checked,
         Err(code) => return pack(&finish, &question, Vec::new(), rcode_only(code)),
     };
+    acl.saw(peer);
     let zone = index.zone(zone_id);
     let authoritative = Sections { flags: flags::AA, ..Sections::default() };
     // The serial and the names (or the journal) as one state: the writer waits meanwhile.
     let gate = index.journal().reading();
-    let serial = index.serial();
+    let serial = index.zone_serial(zone_id);
+    if let Some(messages) = acl.cache.get(query, serial) {
+        drop(gate);
+        tracing::debug!(%peer, zone = %zone.name, from = ?client, serial, "zone transfer as made for another secondary");
+        return messages;
+    }
+    let messages = answer(index, zone_id, client, serial, gate, peer);
+    let messages = pack(&finish, &question, messages, authoritative);
+    acl.cache.put(query, serial, &messages);
+    messages
+}
+
+/// The records answering a transfer of zone `zone_id` at `serial` to a client at `client`
+/// (IXFR) or without a copy (AXFR), read under `gate`.
+fn answer(
+    index: &Index,
+    zone_id: u8,
+    client: Option<u32>,
+    serial: u32,
+    gate: parking_lot::RwLockReadGuard<'_, ()>,
+    peer: IpAddr,
+) -> Vec<Record> {
+    let zone = index.zone(zone_id);
     if let Some(client) = client {
         if !serial_lt(client, serial) {
             drop(gate);
             tracing::debug!(%peer, zone = %zone.name, serial, "IXFR: secondary is current");
-            return pack(&finish, &question, vec![soa_record(index, zone_id, serial)], authoritative);
+            return vec![soa_record(index, zone_id, serial)];
         }
         if let Some(versions) = index.journal().since(client) {
             drop(gate);
             let records = incremental(index, zone_id, serial, &versions);
             tracing::info!(%peer, zone = %zone.name, from = client, serial, versions = versions.len(), "incremental zone transfer");
-            return pack(&finish, &question, records, authoritative);
+            return records;
         }
         tracing::info!(%peer, zone = %zone.name, from = client, serial, "IXFR: serial not in the journal; full transfer");
     }
@@ -94,7 +213,7 @@ pub fn respond(index: &Index, query: &[u8], peer: IpAddr, acl: &TransferAcl, pol
     }
     records.push(soa);
     tracing::info!(%peer, zone = %zone.name, serial, records = records.len(), "zone transferred");
-    pack(&finish, &question, records, authoritative)
+    records
 }
 
 /// The answer to an IXFR over UDP, written to `out`: the current SOA, with TC set if the client is
@@ -114,7 +233,8 @@ pub fn ixfr_over_udp(
     match check(index, &request, &question, peer, acl) {
         Err(code) => finish.records(out, &question, [&[], &[], &[]], rcode_only(code)),
         Ok((zone_id, client)) => {
-            let serial = index.serial();
+            acl.saw(peer);
+            let serial = index.zone_serial(zone_id);
             let behind = client.is_none_or(|client| serial_lt(client, serial));
             let body = Sections { flags: flags::AA | if behind { flags::TC } else { 0 }, ..Sections::default() };
             finish.records(out, &question, [&[soa_record(index, zone_id, serial)], &[], &[]], body)
@@ -258,34 +378,4 @@ fn wire_of(name: &HName) -> Vec<u8> {
     }
     wire.push(0);
     wire
-}
-
-/// The records of a stored entry (its answers, not their glue), as a transfer sends them.
-pub fn entry_records(name: &[u8], entry: &crate::index::NameEntry) -> Vec<Record> {
-    entry.sets().flat_map(|(t, answer)| decode(name, t, answer)).collect()
-}
-
-/// The answer records of a stored answer, decoded by framing it as the response it is spliced into.
-pub(crate) fn decode(name: &[u8], t: u16, answer: crate::index::wire::AnswerRef<'_>) -> Vec<Record> {
-    decode_records(name, t, answer.ancount, answer.records() as u16 - answer.ancount, &answer.to_vec())
-}
-
-/// Stored records (`ancount` answer records, then `arcount` additional ones), decoded after a
-/// question for `name` and `t`, as in the response they are spliced into.
-pub(crate) fn decode_records(name: &[u8], t: u16, ancount: u16, arcount: u16, bytes: &[u8]) -> Vec<Record> {
-    let mut message = Vec::with_capacity(HEADER_LEN + name.len() + 4 + bytes.len());
-    for v in [0u16, 0x8400, 1, ancount, 0, arcount] {
-        message.extend_from_slice(&v.to_be_bytes());
-    }
-    message.extend_from_slice(name);
-    message.extend_from_slice(&t.to_be_bytes());
-    message.extend_from_slice(&1u16.to_be_bytes());
-    message.extend_from_slice(bytes);
-    match Message::from_vec(&message) {
-        Ok(m) => m.answers.into_iter().filter(|r| r.dns_class == DNSClass::IN).collect(),
-        Err(error) => {
-            tracing::error!(%error, "BUG: a stored answer does not decode; left out of the transfer");
-            Vec::new()
-        }
-    }
 }

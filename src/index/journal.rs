@@ -18,7 +18,7 @@
 //!
 //! **Exactness.** The difference is computed where each name's stored answer is swapped: the
 //! records of the old entry against those of the new one, both decoded by the function AXFR
-//! uses ([`crate::dns::transfer::entry_records`]), and compared in wire form, TTL included (a TTL change
+//! uses ([`super::wire::entry_records`]), and compared in wire form, TTL included (a TTL change
 //! is a deletion and an addition, as RFC 1995 needs). A name published twice in one recompute
 //! composes into one difference. Only changes after the index is ready are journaled: nobody
 //! can transfer before (SERVFAIL), so the first version starts at the serial of the first AXFR.
@@ -316,9 +316,7 @@ fn diff_entries(name: &[u8], old: Option<&NameEntry>, new: Option<&NameEntry>) -
             }
         }
         let decode = |answer: Option<AnswerRef<'_>>| -> BTreeSet<Rr> {
-            answer
-                .map(|a| crate::dns::transfer::decode(name, t, a).iter().filter_map(to_rr).collect())
-                .unwrap_or_default()
+            answer.map(|a| super::wire::decode(name, t, a).iter().filter_map(to_rr).collect()).unwrap_or_default()
         };
         let (before, after) = (decode(before), decode(after));
         diff.deleted.extend(before.difference(&after).cloned());
@@ -336,7 +334,7 @@ fn address_records(name: &[u8], t: u16, before: &[Vec<u8>], after: &[Vec<u8>], d
     if !matches!(t, rtype::A | rtype::AAAA) || !before.iter().chain(after).all(self_contained) {
         return false;
     }
-    let decode = |record: &&[u8]| crate::dns::transfer::decode_records(name, t, 1, 0, record).first().and_then(to_rr);
+    let decode = |record: &&[u8]| super::wire::decode_records(name, t, 1, 0, record).first().and_then(to_rr);
     let before: BTreeSet<&[u8]> = before.iter().map(Vec::as_slice).collect();
     let after: BTreeSet<&[u8]> = after.iter().map(Vec::as_slice).collect();
     diff.deleted.extend(before.difference(&after).filter_map(decode));
@@ -359,7 +357,7 @@ fn answer_records(answer: AnswerRef<'_>) -> Vec<Vec<u8>> {
 
 /// The records of a stored entry, in wire form: decoded as AXFR decodes them.
 pub fn rrs(name: &[u8], entry: &NameEntry) -> BTreeSet<Rr> {
-    crate::dns::transfer::entry_records(name, entry).iter().filter_map(to_rr).collect()
+    super::wire::entry_records(name, entry).iter().filter_map(to_rr).collect()
 }
 
 /// A record in uncompressed wire form.

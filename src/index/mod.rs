@@ -21,6 +21,7 @@
 //! published maps to no entry, and readers do not see it.
 
 mod clusterset;
+pub mod copy;
 pub mod journal;
 pub mod records;
 pub mod wire;
@@ -69,7 +70,9 @@ pub struct Index {
     /// How many names have an entry.
     published: AtomicUsize,
     zones: Box<[Zone]>,
-    serial: AtomicU32,
+    /// Each zone's SOA serial, by zone id. A primary moves them together (one serial for all its
+    /// zones); a secondary sets each to its primary's.
+    serials: Box<[AtomicU32]>,
     ready: AtomicBool,
     /// Default TTL, for synthesized Pod names and the apex SOA.
     pub ttl: u32,
@@ -106,11 +109,12 @@ impl Index {
             let rname = home.child("hostmaster").unwrap_or_else(|_| home.clone());
             zones.push(Zone { name, soa_names: soa_names.into_boxed_slice(), mname, rname, cluster });
         }
+        let now = unix_now();
         Index {
             names: DashMap::with_hasher(Hasher::default()),
             published: AtomicUsize::new(0),
+            serials: zones.iter().map(|_| AtomicU32::new(now)).collect(),
             zones: zones.into_boxed_slice(),
-            serial: AtomicU32::new(unix_now()),
             ready: AtomicBool::new(false),
             ttl: cfg.ttl,
             negative_ttl: cfg.negative_ttl,
@@ -156,9 +160,14 @@ impl Index {
         &self.zones
     }
 
-    /// The current SOA serial.
+    /// The current SOA serial (of the first zone: on a primary, every zone's).
     pub fn serial(&self) -> u32 {
-        self.serial.load(Ordering::Relaxed)
+        self.zone_serial(0)
+    }
+
+    /// The current SOA serial of zone `zone`.
+    pub fn zone_serial(&self, zone: u8) -> u32 {
+        self.serials.get(zone as usize).map_or(0, |s| s.load(Ordering::Relaxed))
     }
 
     /// Whether the first full view of the cluster is published.
@@ -247,12 +256,15 @@ impl Index {
         self.names.len()
     }
 
-    /// Ends a recompute: moves the serial forward if anything `changed` (or the journal saw a
-    /// record change), and commits the journal's version for it. Call with the gate held.
-    fn commit(&self, changed: bool) {
+    /// Ends a recompute: moves a zone's serial to the one given (a secondary's: its primary's),
+    /// else every zone's forward if anything `changed` (or the journal saw a record change),
+    /// and commits the journal's version for it. Call with the gate held.
+    fn commit(&self, changed: bool, serial: Option<(u8, u32)>) {
         let from = self.serial();
-        if changed || self.journal.has_pending() {
-            self.bump_serial();
+        match serial {
+            Some((zone, serial)) => self.serials[zone as usize].store(serial, Ordering::Relaxed),
+            None if changed || self.journal.has_pending() => self.bump_serial(),
+            None => {}
         }
         self.journal.commit(from, self.serial(), self.is_ready());
     }
@@ -260,10 +272,11 @@ impl Index {
     /// Moves the serial forward: to the current Unix time (so replicas roughly agree, as
     /// CoreDNS's serial does), or by one if that is not ahead.
     fn bump_serial(&self) {
-        let now = unix_now();
-        let _ = self.serial.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |s| {
-            Some(if now > s { now } else { s.wrapping_add(1) })
-        });
+        let (now, current) = (unix_now(), self.serial());
+        let next = if now > current { now } else { current.wrapping_add(1) };
+        for serial in &self.serials {
+            serial.store(next, Ordering::Relaxed);
+        }
     }
 }
 

@@ -222,6 +222,8 @@ pub fn owner_records(owner: &Owner, model: &Model, cfg: &RecordConfig) -> OwnerR
                 }
             }
         }
+        // The writer reads a secondary's RRsets from its copy (see `Writer::records_of`).
+        Owner::Copied(..) => {}
     }
     b.finish()
 }

@@ -14,6 +14,8 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
+use hickory_proto::op::Message;
+use hickory_proto::rr::{DNSClass, Record};
 use triomphe::ThinArc;
 
 use crate::dns::name::Name;
@@ -510,6 +512,38 @@ pub fn encode_rrset(qname: &Name, ttl: u32, rdata: &[&Rdata], glue: &[Glue<'_>])
         }
     }
     enc.finish(ancount)
+}
+
+// === decoding stored answers (zone transfer, the IXFR journal) ===
+
+/// The records of a stored entry (its answers, not their glue), as a transfer sends them.
+pub fn entry_records(name: &[u8], entry: &NameEntry) -> Vec<Record> {
+    entry.sets().flat_map(|(t, answer)| decode(name, t, answer)).collect()
+}
+
+/// The answer records of a stored answer, decoded by framing it as the response it is spliced into.
+pub(crate) fn decode(name: &[u8], t: u16, answer: AnswerRef<'_>) -> Vec<Record> {
+    decode_records(name, t, answer.ancount, answer.records() as u16 - answer.ancount, &answer.to_vec())
+}
+
+/// Stored records (`ancount` answer records, then `arcount` additional ones), decoded after a
+/// question for `name` and `t`, as in the response they are spliced into.
+pub(crate) fn decode_records(name: &[u8], t: u16, ancount: u16, arcount: u16, bytes: &[u8]) -> Vec<Record> {
+    let mut message = Vec::with_capacity(HEADER_LEN + name.len() + 4 + bytes.len());
+    for v in [0u16, 0x8400, 1, ancount, 0, arcount] {
+        message.extend_from_slice(&v.to_be_bytes());
+    }
+    message.extend_from_slice(name);
+    message.extend_from_slice(&t.to_be_bytes());
+    message.extend_from_slice(&1u16.to_be_bytes());
+    message.extend_from_slice(bytes);
+    match Message::from_vec(&message) {
+        Ok(m) => m.answers.into_iter().filter(|r| r.dns_class == DNSClass::IN).collect(),
+        Err(error) => {
+            tracing::error!(%error, "BUG: a stored answer does not decode; left out of the transfer");
+            Vec::new()
+        }
+    }
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use smallvec::SmallVec;
 
 use super::Index;
+use super::copy::{Copy, Mismatch, ZoneTransfer};
 use super::records::{OwnerRecords, Rdata, RecordConfig, Rrs, owner_records};
 use super::wire::{Answer, Glue, NameEntry, encode_rrset, rdata_type};
 use crate::cluster::{Model, Owner};
@@ -105,6 +106,8 @@ pub struct Writer {
     /// Fingerprints records. Randomly seeded 64-bit hashes: a collision (an update mistaken for
     /// no change) is a 2⁻⁶⁴ event that no object contents can aim at.
     fingerprint: foldhash::quality::RandomState,
+    /// On a secondary: the transferred records, which its [`Owner::Copied`] owners publish.
+    copy: Option<Copy>,
 }
 
 // === impl Writer ===
@@ -112,6 +115,17 @@ pub struct Writer {
 impl Writer {
     /// A writer for `index`, with the zone apexes published.
     pub fn new(index: Arc<Index>, cfg: RecordConfig) -> Writer {
+        Writer::build(index, cfg, None)
+    }
+
+    /// A secondary's writer for `index`: its records come from zone transfers
+    /// ([`Writer::apply_transfer`]); of the apex owner's records only the names remain (the
+    /// fixed empty non-terminals), since the primary's NS and `dns-version` arrive by transfer.
+    pub fn secondary(index: Arc<Index>, cfg: RecordConfig) -> Writer {
+        Writer::build(index, cfg, Some(Copy::default()))
+    }
+
+    fn build(index: Arc<Index>, cfg: RecordConfig, copy: Option<Copy>) -> Writer {
         let mut writer = Writer {
             index,
             cfg,
@@ -121,6 +135,7 @@ impl Writer {
             more_owners: Map::default(),
             dirty: Set::default(),
             fingerprint: Default::default(),
+            copy,
         };
         for zone in writer.index.zones().iter().map(|z| z.name.clone()).collect::<Vec<_>>() {
             writer.index.update_node_or_insert(&zone, |_| ());
@@ -138,6 +153,43 @@ impl Writer {
     /// Recomputes the records of `owners` from the model and publishes what changed. Returns
     /// whether anything did (the SOA serial then moved forward).
     pub fn recompute(&mut self, model: &Model, owners: impl IntoIterator<Item = Owner>) -> bool {
+        self.recompute_to(model, owners, None)
+    }
+
+    /// A secondary's way in: applies a zone transfer to the copy (whole, or not at all) and
+    /// publishes the RRsets it changed with the transfer's serial. Returns whether anything
+    /// changed; a transfer that does not apply changes nothing.
+    pub fn apply_transfer(&mut self, transfer: &ZoneTransfer) -> Result<bool, Mismatch> {
+        let index = Arc::clone(&self.index);
+        let Some(zone) = index.zone_of(transfer.zone.as_wire()).filter(|&z| index.zone(z).name == transfer.zone) else {
+            return Err(Mismatch::UnknownZone(transfer.zone.to_string()));
+        };
+        let copy = self.copy.get_or_insert_with(Copy::default);
+        let changed = copy.apply(zone, transfer, |name| index.zone_of(name.as_wire()) == Some(zone))?;
+        // SRV answers whose targets' addresses changed: the addresses are their glue.
+        self.dirty.extend(changed.glue);
+        let owners = changed.sets.into_iter().map(|(name, t)| Owner::Copied(name, t));
+        Ok(self.recompute_to(&Model::new(), owners, Some((zone, transfer.serial))))
+    }
+
+    /// The serial of a secondary's copy of zone `zone`, if it holds one.
+    pub fn copy_serial(&self, zone: u8) -> Option<u32> {
+        self.copy.as_ref()?.serial(zone)
+    }
+
+    /// How many transferred RRsets a secondary holds.
+    pub fn copy_len(&self) -> usize {
+        self.copy.as_ref().map_or(0, Copy::len)
+    }
+
+    /// [`Writer::recompute`], ending with a zone at `serial` if given (a secondary's: its
+    /// primary's), else moving the serial forward if anything changed.
+    fn recompute_to(
+        &mut self,
+        model: &Model,
+        owners: impl IntoIterator<Item = Owner>,
+        serial: Option<(u8, u32)>,
+    ) -> bool {
         // Transfers wait until the names and the serial (and the journal) agree again.
         let index = Arc::clone(&self.index);
         let _publishing = index.journal().publishing();
@@ -150,7 +202,7 @@ impl Writer {
             if !done.insert(id) {
                 continue;
             }
-            let records = owner_records(&owner, model, &self.cfg);
+            let records = self.records_of(&owner, model);
             changed |= self.set_owner(id, &records);
             if self.slots[id as usize].as_ref().is_some_and(|s| s.published.is_empty()) {
                 freed.push(id);
@@ -170,8 +222,24 @@ impl Writer {
                 self.free_ids.push(id);
             }
         }
-        self.index.commit(changed);
+        self.index.commit(changed, serial);
         changed
+    }
+
+    /// The records of `owner`: from the model, or a secondary's from its copy.
+    fn records_of(&self, owner: &Owner, model: &Model) -> OwnerRecords {
+        let Some(copy) = &self.copy else { return owner_records(owner, model, &self.cfg) };
+        match owner {
+            Owner::Copied(name, t) => {
+                copy.get(name, *t).map(|rrs| vec![(name.clone(), rrs.clone())]).unwrap_or_default()
+            }
+            // Only the names: the primary's NS and `dns-version` come by transfer.
+            Owner::Apex => owner_records(owner, model, &self.cfg)
+                .into_iter()
+                .map(|(name, rrs)| (name, Rrs { ttl: rrs.ttl, rdata: SmallVec::new() }))
+                .collect(),
+            Owner::Namespace(_) | Owner::Service(_) | Owner::Pod(_) | Owner::Import(_) => Vec::new(),
+        }
     }
 
     /// The id of `owner`, interning it if it is new.
@@ -405,7 +473,7 @@ impl Writer {
             if !fresh.contains_key(&id)
                 && let Some(slot) = &self.slots[id as usize]
             {
-                fresh.insert(id, owner_records(&slot.owner, model, &self.cfg));
+                fresh.insert(id, self.records_of(&slot.owner, model));
             }
         }
     }

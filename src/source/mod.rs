@@ -3,7 +3,8 @@
 //! ```text
 //!  YAML files ──poll, settle, parse──▶ source::file ─┐
 //!                                                    ├─▶ mpsc<Event> ─▶ writer (Model → Index)
-//!  Kubernetes API ──list/watch────▶ source::kube ────┘
+//!  Kubernetes API ──list/watch────▶ source::kube ────┤
+//!  primaries ──AXFR/IXFR on NOTIFY──▶ source::primary┘   (a secondary: zone transfers)
 //! ```
 //!
 //! A full list (initial sync, a `410 Gone` relist, a re-read file) is framed by
@@ -14,6 +15,7 @@
 
 pub mod file;
 pub mod kube;
+pub mod primary;
 mod reconnect;
 
 use std::time::Instant;
@@ -37,6 +39,9 @@ pub enum Event {
     RelistDone(Scope),
     /// Every kind the source watches has been listed completely once: the index may answer.
     Synced,
+    /// A secondary's zone transfer, to apply whole or not at all; the outcome goes back to the
+    /// transfer task.
+    Transfer(std::sync::Arc<primary::Delivery>),
 }
 
 /// The channel sources send on: each event with the instant it arrived, so the writer can measure

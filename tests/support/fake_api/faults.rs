@@ -61,6 +61,14 @@ impl FaultyIo {
     }
 }
 
+impl FaultyIo {
+    fn count(&self, written: &Poll<io::Result<usize>>) {
+        if let Poll::Ready(Ok(n)) = written {
+            self.shared.bytes_sent.fetch_add(*n as u64, Ordering::Relaxed);
+        }
+    }
+}
+
 impl AsyncRead for FaultyIo {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
@@ -77,7 +85,9 @@ impl AsyncWrite for FaultyIo {
         if let Err(e) = this.check() {
             return Poll::Ready(Err(e));
         }
-        Pin::new(&mut this.inner).poll_write(cx, buf)
+        let written = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.count(&written);
+        written
     }
 
     fn poll_write_vectored(
@@ -89,7 +99,9 @@ impl AsyncWrite for FaultyIo {
         if let Err(e) = this.check() {
             return Poll::Ready(Err(e));
         }
-        Pin::new(&mut this.inner).poll_write_vectored(cx, bufs)
+        let written = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.count(&written);
+        written
     }
 
     fn is_write_vectored(&self) -> bool {

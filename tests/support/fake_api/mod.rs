@@ -205,6 +205,7 @@ impl FakeApiServer {
             down_generation: AtomicU64::new(0),
             addr,
             debug: std::env::var_os("FAKE_API_DEBUG").is_some_and(|v| !v.is_empty() && v != "0"),
+            bytes_sent: AtomicU64::new(0),
         });
         let runtime =
             tokio::runtime::Builder::new_current_thread().enable_all().build().expect("fake_api: build tokio runtime");
@@ -477,6 +478,11 @@ preferences: {{}}
     }
 
     // ----- observation -------------------------------------------------------
+
+    /// Bytes written to clients so far (HTTP headers and bodies), for benchmarks.
+    pub fn bytes_sent(&self) -> u64 {
+        self.shared.bytes_sent.load(Ordering::Relaxed)
+    }
 
     /// How many list requests (non-watch collection GETs) arrived for `kind`,
     /// counting those answered with an error or still stalled.

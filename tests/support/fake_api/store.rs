@@ -277,6 +277,8 @@ pub(super) struct Shared {
     pub(super) down_generation: AtomicU64,
     pub(super) addr: SocketAddr,
     pub(super) debug: bool,
+    /// Bytes written to clients (headers, lists, watch events), for benchmarks.
+    pub(super) bytes_sent: AtomicU64,
 }
 
 impl Shared {
