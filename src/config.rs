@@ -853,7 +853,7 @@ pub fn expand_config_file(args: Vec<std::ffi::OsString>) -> Result<Vec<std::ffi:
         let json = serde_json::to_value(table).map_err(|e| parse_err(e.to_string()))?;
         json.as_object().map(|m| m.clone().into_iter().collect()).unwrap_or_default()
     } else {
-        let value: serde_json::Value = serde_saphyr::from_str_with_options(&text, crate::source::file::yaml_options())
+        let value: serde_json::Value = serde_saphyr::from_str_with_options(&text, crate::cluster::api::yaml_options())
             .map_err(|e| parse_err(e.to_string()))?;
         match value {
             serde_json::Value::Object(map) => map.into_iter().collect(),

@@ -28,7 +28,10 @@ fn modules() -> BTreeMap<String, String> {
                     continue; // unit tests (in files of their own)
                 }
                 let text = std::fs::read_to_string(&path).unwrap();
-                let text = text.split("#[cfg(test)]\nmod tests").next().unwrap().to_string();
+                let text = text.split("#[cfg(test)]\nmod tests").next().unwrap();
+                // Code only: a doc comment may name any module.
+                let text: String =
+                    text.lines().filter(|l| !l.trim_start().starts_with("//")).map(|l| format!("{l}\n")).collect();
                 out.insert(name, text);
             }
         }

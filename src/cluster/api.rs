@@ -392,3 +392,25 @@ pub struct Namespace {
     #[serde(default)]
     pub metadata: Meta,
 }
+
+/// How YAML is read (manifests and the config file): scalars as YAML 1.2 and serde_yaml read
+/// them, so `yes`, `no`, `on`, `off`, `y` and `n` are strings (a namespace `n` is not `false`)
+/// and `0755` or `1_000` are not numbers; and no limits on size, since a dump of a large cluster
+/// has millions of nodes in thousands of documents and the file is the operator's own, already
+/// in memory. Aliases stay limited: they expand beyond the file's size.
+pub(crate) fn yaml_options() -> serde_saphyr::Options {
+    serde_saphyr::options! {
+        strict_booleans: true,
+        leading_zero_numbers_as_strings: true,
+        underscored_numbers_as_strings: true,
+        // One line, for the log: `… at line 5, column 7`, not a rendered snippet.
+        with_snippet: false,
+        budget: serde_saphyr::budget! {
+            max_reader_input_bytes: None,
+            max_events: usize::MAX,
+            max_nodes: usize::MAX,
+            max_documents: usize::MAX,
+            max_total_scalar_bytes: usize::MAX,
+        },
+    }
+}

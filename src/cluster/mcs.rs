@@ -28,6 +28,7 @@ use serde_json::Value;
 use smallvec::SmallVec;
 
 use super::api::{parse_ip, path_reason};
+pub use super::object::{ClusterSetSlice, ImportKind, ServiceImport};
 use super::object::{Conditions, Endpoint, Kind, ObjKey, Object, Port, ProjectError, Slice, dns_label, project_port};
 
 /// The API group of ServiceImport.
@@ -41,36 +42,6 @@ pub const IMPORT_NAME_LABEL: &str = "multicluster.kubernetes.io/service-name";
 pub const SOURCE_CLUSTER_LABEL: &str = "multicluster.kubernetes.io/source-cluster";
 /// The schema version `dns-version.<clusterset zone>` answers (MCS DNS specification §1, §2.2).
 pub const SCHEMA_VERSION: &str = "1.0.0";
-
-/// What a ServiceImport is answered as (MCS DNS specification §2.3, §2.4).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ImportKind {
-    /// `type: ClusterSetIP`: its `ips`, both families.
-    ClusterSetIp(SmallVec<[IpAddr; 2]>),
-    /// `type: Headless`: the ready endpoints of every cluster.
-    Headless,
-}
-
-/// A ServiceImport, reduced to what DNS needs.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ServiceImport {
-    /// Namespace and name (the exported Service's, by namespace sameness).
-    pub key: ObjKey,
-    /// ClusterSetIP or headless.
-    pub kind: ImportKind,
-    /// `spec.ports` (SRV for ClusterSetIP imports).
-    pub ports: Vec<Port>,
-}
-
-/// One cluster's EndpointSlice of a ServiceImport: the slice as the cluster zone keeps it (its
-/// `service` is the ServiceImport's name), and the cluster it came from.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ClusterSetSlice {
-    /// `multicluster.kubernetes.io/source-cluster`, lower case (a DNS label).
-    pub cluster: Arc<str>,
-    /// The endpoints and ports.
-    pub slice: Slice,
-}
 
 // === decoding ===
 

@@ -19,8 +19,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
+use super::api::yaml_options;
 use super::object::Object;
-use crate::source::file::yaml_options;
 use kube::core::{Expression, Selector, SelectorExt};
 
 /// A parsed label selector, with its text (which the API server is given).

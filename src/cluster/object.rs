@@ -30,7 +30,7 @@ pub enum Kind {
     Pod,
     /// `v1/Namespace`
     Namespace,
-    /// `multicluster.x-k8s.io` `ServiceImport` (v1beta1 or v1alpha1): see [`super::mcs`].
+    /// `multicluster.x-k8s.io` `ServiceImport` (v1beta1 or v1alpha1): decoded in `cluster/mcs.rs`.
     ServiceImport,
     /// A `discovery.k8s.io/v1` EndpointSlice labelled `multicluster.kubernetes.io/service-name`:
     /// one cluster's endpoints of a ServiceImport.
@@ -120,9 +120,9 @@ pub enum Object {
     /// A Namespace.
     Namespace(Namespace),
     /// A ServiceImport (multi-cluster).
-    Import(super::mcs::ServiceImport),
+    Import(ServiceImport),
     /// One cluster's EndpointSlice of a ServiceImport.
-    ClusterSetSlice(super::mcs::ClusterSetSlice),
+    ClusterSetSlice(ClusterSetSlice),
 }
 
 impl Object {
@@ -611,13 +611,45 @@ fn parse_rfc3339_ms(text: &str) -> Option<i64> {
     Some(t.as_millisecond())
 }
 
+// === multi-cluster projections (decoded in cluster/mcs.rs) ===
+
+/// What a ServiceImport is answered as (MCS DNS specification §2.3, §2.4).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ImportKind {
+    /// `type: ClusterSetIP`: its `ips`, both families.
+    ClusterSetIp(SmallVec<[IpAddr; 2]>),
+    /// `type: Headless`: the ready endpoints of every cluster.
+    Headless,
+}
+
+/// A ServiceImport, reduced to what DNS needs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceImport {
+    /// Namespace and name (the exported Service's, by namespace sameness).
+    pub key: ObjKey,
+    /// ClusterSetIP or headless.
+    pub kind: ImportKind,
+    /// `spec.ports` (SRV for ClusterSetIP imports).
+    pub ports: Vec<Port>,
+}
+
+/// One cluster's EndpointSlice of a ServiceImport: the slice as the cluster zone keeps it (its
+/// `service` is the ServiceImport's name), and the cluster it came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterSetSlice {
+    /// `multicluster.kubernetes.io/source-cluster`, lower case (a DNS label).
+    pub cluster: Arc<str>,
+    /// The endpoints and ports.
+    pub slice: Slice,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     /// Decodes one object as the file source does: YAML to a value, then the type.
     fn decoded<T: serde::de::DeserializeOwned>(yaml: &str) -> Decoded<T> {
-        Decoded::from_value(&serde_saphyr::from_str_with_options(yaml, crate::source::file::yaml_options()).unwrap())
+        Decoded::from_value(&serde_saphyr::from_str_with_options(yaml, crate::cluster::api::yaml_options()).unwrap())
     }
 
     fn decode<T: serde::de::DeserializeOwned>(yaml: &str) -> Result<T, Box<Invalid>> {

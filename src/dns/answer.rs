@@ -14,11 +14,15 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use hickory_proto::op::{Message, Query};
+use hickory_proto::rr::{Name as HName, RData, Record, RecordType};
+use hickory_proto::serialize::binary::BinDecodable;
+
 use super::finish::{Policy, Sections, Transport, header_only};
 use super::general::{self, General};
 use super::grammar::{ClusterName, Labels};
-use super::name::{MAX_NAME, POINTER_BITS};
-use super::proto::{self, HEADER_LEN, flags, rcode, rtype};
+use super::name::{MAX_NAME, Name, POINTER_BITS};
+use super::proto::{self, CLASS_IN, HEADER_LEN, MAX_MESSAGE, flags, rcode, rtype};
 use super::question::{Fast, Question, parse_fast};
 use crate::index::{Index, PodMode};
 
@@ -324,7 +328,7 @@ impl Responder {
                     if self.target_in_zone(out, at, q.lower) {
                         // Release the map guard before the chase reads the index again.
                         drop(entry);
-                        return super::slow::chase(self, q, transport, out);
+                        return chase_cname(self, q, transport, out);
                     }
                     Some(cname)
                 }
@@ -558,6 +562,64 @@ fn copy_spread(
         }
     }
     at
+}
+
+// === CNAME chains within the zones ===
+
+/// CNAMEs followed within the served zones at most, after the first (CoreDNS's `plugin.A` follows
+/// in-zone targets recursively; a bound keeps a long chain from costing more than it is worth).
+pub const MAX_CHASE: usize = 8;
+
+/// Answers `q`, whose name holds a CNAME into the served zones (an ExternalName Service whose
+/// `externalName` is another Service), with the CNAME followed by its target's records, as RFC
+/// 1034 §4.3.2 step 3a and CoreDNS do: the client gets the address in one round trip. Targets
+/// that are CNAMEs again are followed up to [`MAX_CHASE`] links; a chain that loops, leaves the
+/// zones or is too long stops with the CNAMEs so far (the client's resolver takes it from there).
+/// The RCODE and authority section are those of the last name, so a target that does not exist
+/// is NXDOMAIN after the CNAME (RFC 6604).
+///
+/// Runs in the worker that read the query: only the index is asked, nothing waits.
+fn chase_cname(responder: &Responder, q: &Question<'_>, transport: Transport, out: &mut [u8]) -> Outcome {
+    match follow(responder, q, transport, out) {
+        Some(n) => Outcome::Reply(n),
+        // Something did not decode (a bug, not an input): the bare CNAME, as before chasing.
+        None => responder.answer_inner(q, transport, out, Caps::default(), false),
+    }
+}
+
+fn follow(responder: &Responder, q: &Question<'_>, transport: Transport, out: &mut [u8]) -> Option<usize> {
+    let name_len = q.asked.len().checked_sub(4)?;
+    let question = Query::query(HName::from_bytes(&q.asked[..name_len]).ok()?, RecordType::from(q.qtype));
+    let index = responder.index();
+    let mut buf = vec![0u8; MAX_MESSAGE];
+    let mut asked = q.asked.to_vec();
+    let mut lower = Name::parse(&question.name().to_ascii()).ok()?;
+    let mut seen = vec![lower.clone()];
+    let (mut answers, mut last): (Vec<Record>, Message) = (Vec::new(), Message::query());
+    for _ in 0..=MAX_CHASE {
+        let link = Question { id: 0, flags: 0, asked: &asked, lower: lower.as_wire(), qtype: q.qtype, edns: None };
+        let n = responder.answer_inner(&link, Transport::Tcp, &mut buf, Caps::default(), false).reply()?;
+        last = Message::from_vec(&buf[..n]).ok()?;
+        let owner = HName::from_bytes(&asked[..asked.len() - 4]).ok()?;
+        let target = last.answers.iter().find_map(|r| match &r.data {
+            RData::CNAME(target) if r.name.eq_case(&owner) => Some(target.0.clone()),
+            _ => None,
+        });
+        answers.append(&mut last.answers);
+        let Some(target) = target else { break };
+        let Ok(next) = Name::parse(&target.to_ascii()) else { break };
+        if index.zone_of(next.as_wire()).is_none() || seen.contains(&next) {
+            break;
+        }
+        asked = next.as_wire().to_vec();
+        asked.extend_from_slice(&q.qtype.to_be_bytes());
+        asked.extend_from_slice(&CLASS_IN.to_be_bytes());
+        seen.push(next.clone());
+        lower = next;
+    }
+    let finish = responder.policy().finish(q.head(), transport, out.len());
+    let body = Sections { flags: flags::AA, rcode: last.metadata.response_code.into(), ..Sections::default() };
+    finish.records(out, &question, [&answers, &last.authorities, &last.additionals], body)
 }
 
 #[cfg(test)]

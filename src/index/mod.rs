@@ -20,7 +20,6 @@
 //! single A or PTR record inline (see [`NameEntry`]). A name the writer has taken in but not yet
 //! published maps to no entry, and readers do not see it.
 
-mod clusterset;
 pub mod copy;
 pub mod journal;
 pub mod records;

@@ -4,6 +4,8 @@
 //! This is pure: the model and the configuration in, a sorted list of `(name, records)` out.
 //! The writer diffs it against what the owner published before.
 
+mod clusterset;
+
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
@@ -208,7 +210,7 @@ pub fn owner_records(owner: &Owner, model: &Model, cfg: &RecordConfig) -> OwnerR
             }
         }
         Owner::Service(key) => service_records(&mut b, key, model, cfg),
-        Owner::Import(key) => super::clusterset::import_records(&mut b, key, model, cfg),
+        Owner::Import(key) => clusterset::import_records(&mut b, key, model, cfg),
         Owner::Pod(key) => {
             if cfg.pods == PodMode::Verified
                 && let Some(pod) = model.pod(key)

@@ -12,7 +12,7 @@
 //!  reverse names                               PTR, only where the cluster zone has none (§2.3.3, §2.4.3)
 //! ```
 
-use super::records::{Builder, PtrMode, Rdata, RecordConfig, endpoint_label, srv_name, virtual_ip_records};
+use super::{Builder, PtrMode, Rdata, RecordConfig, endpoint_label, srv_name, virtual_ip_records};
 use crate::cluster::mcs::ImportKind;
 use crate::cluster::{Model, ObjKey};
 use crate::dns::name::reverse_name;
