@@ -59,6 +59,9 @@ pub enum Error {
     /// `--allow-notify` without `--source primary:`.
     #[error("--allow-notify only applies to --source primary:IP[:PORT] (a secondary)")]
     AllowNotify,
+    /// A record-building flag on a secondary, whose records its primary builds.
+    #[error("{0} has no effect on a secondary (--source primary:): set it on the primary, which builds the records")]
+    PrimaryOnly(&'static str),
     /// `--http` is not an address.
     #[error("--http {0:?}: expected ADDR:PORT or none")]
     Http(String),
@@ -644,6 +647,16 @@ impl ServeArgs {
         let source = match (single.split_once(':'), primaries) {
             (_, Some(primaries)) => {
                 self.no_kube_flags()?;
+                for (flag, set) in [
+                    ("--namespace-labels", self.namespace_labels.is_some()),
+                    ("--endpoint-pod-names", self.endpoint_pod_names),
+                    ("--no-endpoints", self.no_endpoints),
+                    ("--ignore-empty-service", self.ignore_empty_service),
+                ] {
+                    if set {
+                        return Err(Error::PrimaryOnly(flag));
+                    }
+                }
                 SourceConfig::Primary(crate::source::primary::PrimaryOptions { primaries })
             }
             (None, None) if single == "kube" => SourceConfig::Kube(KubeOptions {

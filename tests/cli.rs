@@ -85,6 +85,9 @@ fn bad_flags_are_clear_errors() {
     let (ok, _, err) = run(&["serve", "--source", "kube", "--allow-notify", "10.0.0.0/8"]);
     assert!(!ok);
     assert!(err.contains("--allow-notify only applies to --source primary:"), "{err}");
+    let (ok, _, err) = run(&["serve", "--source", "primary:10.0.0.1", "--no-endpoints"]);
+    assert!(!ok);
+    assert!(err.contains("--no-endpoints has no effect on a secondary"), "{err}");
     let (ok, _, err) = run(&["serve", "--source", "primary:not-an-address"]);
     assert!(!ok);
     assert!(err.contains("--source \"primary:not-an-address\""), "{err}");
