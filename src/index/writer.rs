@@ -172,11 +172,6 @@ impl Writer {
         Ok(self.recompute_to(&Model::new(), owners, Some((zone, transfer.serial))))
     }
 
-    /// The serial of a secondary's copy of zone `zone`, if it holds one.
-    pub fn copy_serial(&self, zone: u8) -> Option<u32> {
-        self.copy.as_ref()?.serial(zone)
-    }
-
     /// How many transferred RRsets a secondary holds.
     pub fn copy_len(&self) -> usize {
         self.copy.as_ref().map_or(0, Copy::len)
