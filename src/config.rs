@@ -250,7 +250,7 @@ pub struct ServeArgs {
 
     /// Serve no endpoint records (CoreDNS `noendpoints`): headless Service names and endpoint
     /// names are NXDOMAIN, and endpoints get no PTR; ClusterIP and ExternalName Services answer
-    /// as usual.
+    /// as usual. With --source kube, EndpointSlices are not listed or watched at all.
     #[arg(long)]
     pub no_endpoints: bool,
 
@@ -666,6 +666,7 @@ impl ServeArgs {
                 pods: self.pods == PodMode::Verified,
                 namespace_labels: namespace_labels.as_ref().map(|s| s.text.clone()),
                 clusterset: self.multicluster_zone.is_some(),
+                no_endpoints: self.no_endpoints,
             }),
             (Some(("file", path)), None) if !path.is_empty() => {
                 self.no_kube_flags()?;

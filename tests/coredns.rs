@@ -451,6 +451,43 @@ fn namespace_labels_follow_relabelling_through_the_kubernetes_api() {
     });
 }
 
+#[test]
+fn no_endpoints_never_lists_or_watches_endpoint_slices() {
+    let api = FakeApiServer::start();
+    api.apply_many(kubernetes_objects(true));
+    let home = tempfile::tempdir().unwrap();
+    let kubeconfig = home.path().join("kubeconfig");
+    api.write_kubeconfig(&kubeconfig).unwrap();
+    let a = |dns, name: &str| {
+        let resp = ask(dns, name, RecordType::A);
+        if rcode(&resp) == ResponseCode::NXDomain { vec!["NXDOMAIN".to_string()] } else { addresses(&resp) }
+    };
+
+    let server = BinaryServer::kube(&kubeconfig, &["--no-endpoints"]);
+    eventually("the ClusterIP Service served", Duration::from_secs(10), || {
+        a(server.addr, &svc("svc-0")) == ["10.96.0.10"]
+    });
+    assert_eq!(a(server.addr, &svc("svc-1")), ["NXDOMAIN"]);
+    assert!(api.list_requests("Service") >= 1 && api.watch_requests("Service") >= 1);
+    // Every other watch is open by now (the state is published once each has listed): none of
+    // EndpointSlices was ever asked for.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!((api.list_requests("EndpointSlice"), api.watch_requests("EndpointSlice")), (0, 0));
+    drop(server);
+
+    // Without the flag the same API server is asked for them (the counts above mean something).
+    let server = BinaryServer::kube(&kubeconfig, &[]);
+    eventually("the headless Service served", Duration::from_secs(10), || {
+        a(server.addr, &svc("svc-1")) == ["10.0.0.1"]
+    });
+    assert!(api.list_requests("EndpointSlice") >= 1);
+
+    // `serve --help` says so.
+    let help = std::process::Command::new(env!("CARGO_BIN_EXE_headless-dns")).args(["serve", "--help"]).output();
+    let help = String::from_utf8_lossy(&help.unwrap().stdout).split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(help.contains("EndpointSlices are not listed or watched at all"), "{help}");
+}
+
 /// Knot with `short.example.test. 2 IN A 192.0.2.20`.
 fn knot_with_short_ttl() -> Knot {
     Knot::authoritative(&[("example.test", "short 2 IN A 192.0.2.20\nother IN A 192.0.2.21\n")])

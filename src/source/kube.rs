@@ -86,6 +86,9 @@ pub struct KubeOptions {
     pub namespace_labels: Option<String>,
     /// Whether ServiceImports and cluster-set EndpointSlices are watched (`--multicluster-zone`).
     pub clusterset: bool,
+    /// `--no-endpoints`: the cluster's own EndpointSlices are not listed or watched at all (as
+    /// CoreDNS's `noendpoints`), since no record is built from them.
+    pub no_endpoints: bool,
 }
 
 /// Where the API server is and how to authenticate: each watcher builds its own client from it,
@@ -139,7 +142,8 @@ pub async fn run(conn: Connection, opts: KubeOptions, tx: Sender, metrics: Arc<M
         Some(sel) => labels.labels(sel),
         None => labels,
     };
-    let watches = namespaces.len() * (3 + usize::from(opts.pods) + 2 * usize::from(opts.clusterset));
+    let watches = namespaces.len()
+        * (2 + usize::from(!opts.no_endpoints) + usize::from(opts.pods) + 2 * usize::from(opts.clusterset));
     // The last watcher to finish its first list sends Synced.
     let pending = Arc::new(AtomicUsize::new(watches));
     let outage = Outage::new();
@@ -169,14 +173,16 @@ pub async fn run(conn: Connection, opts: KubeOptions, tx: Sender, metrics: Arc<M
         tasks.push(Box::pin(
             w.run(scoped(client, ns), labels.clone(), |s| object::project_service(s).map(Object::Service)),
         ));
-        // The cluster-set EndpointSlices are the cluster-set zone's (their own watch below).
-        let slice_labels = match &opts.label_selector {
-            Some(sel) => format!("!{},{sel}", mcs::IMPORT_NAME_LABEL),
-            None => format!("!{}", mcs::IMPORT_NAME_LABEL),
-        };
-        let (w, client) = watch(Kind::EndpointSlice, ns)?;
-        let cfg = watcher::Config::default().labels(&slice_labels);
-        tasks.push(Box::pin(w.run(scoped(client, ns), cfg, |s| object::project_slice(s).map(Object::Slice))));
+        if !opts.no_endpoints {
+            // The cluster-set EndpointSlices are the cluster-set zone's (their own watch below).
+            let slice_labels = match &opts.label_selector {
+                Some(sel) => format!("!{},{sel}", mcs::IMPORT_NAME_LABEL),
+                None => format!("!{}", mcs::IMPORT_NAME_LABEL),
+            };
+            let (w, client) = watch(Kind::EndpointSlice, ns)?;
+            let cfg = watcher::Config::default().labels(&slice_labels);
+            tasks.push(Box::pin(w.run(scoped(client, ns), cfg, |s| object::project_slice(s).map(Object::Slice))));
+        }
         if opts.clusterset {
             let slices = ApiResource::erase::<discovery::EndpointSlice>(&());
             let cfg = watcher::Config::default().labels(mcs::IMPORT_NAME_LABEL);
