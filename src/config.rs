@@ -337,11 +337,22 @@ pub struct ServeArgs {
     #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = humantime::parse_duration)]
     pub serve_stale: Duration,
 
-    /// A forwarded name asked this many times within its TTL is looked up again as it expires,
+    /// A forwarded name asked this many times, with no gap of --prefetch-duration between two
+    /// asks, is looked up again before it expires (when --prefetch-percentage of its TTL is left),
     /// so clients keep finding it cached (CoreDNS `cache { prefetch }`). 0 (the default) turns
     /// it off.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub prefetch: u32,
+
+    /// The longest gap between two asks of a name that --prefetch keeps fresh (CoreDNS
+    /// `prefetch N DURATION`).
+    #[arg(long, value_name = "DURATION", default_value = "1m", value_parser = humantime::parse_duration)]
+    pub prefetch_duration: Duration,
+
+    /// How much of its TTL is left, in percent, when --prefetch refreshes a name (CoreDNS
+    /// `prefetch N DURATION PERCENTAGE%`).
+    #[arg(long, value_name = "PERCENT", default_value_t = 10, value_parser = clap::value_parser!(u8).range(10..=90))]
+    pub prefetch_percentage: u8,
 
     /// Also expose the counters under CoreDNS's metric names and labels (`coredns_dns_requests_total`,
     /// `coredns_dns_responses_total`, `coredns_dns_request_duration_seconds`, `coredns_cache_*`,
@@ -751,7 +762,12 @@ impl ServeArgs {
             upstream: self.upstream()?,
             stubs,
             reverse_fallthrough: !self.no_reverse_fallthrough,
-            stale: crate::stale::StaleOptions { serve_stale: self.serve_stale, prefetch: self.prefetch },
+            stale: crate::stale::StaleOptions {
+                serve_stale: self.serve_stale,
+                prefetch: self.prefetch,
+                prefetch_duration: self.prefetch_duration,
+                prefetch_percentage: self.prefetch_percentage,
+            },
             coredns_metrics: self.coredns_metrics,
             forward: crate::forward::ForwardOptions {
                 policy: self.forward_policy,

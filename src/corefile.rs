@@ -400,7 +400,15 @@ fn cache(out: &mut Out, p: &Directive) -> Result<(), Fail> {
             }
             ("success" | "denial", [_capacity]) => {}
             ("disable", [_, ..]) => out.note(o.line, "disable: the cluster's names are never cached"),
-            ("prefetch", [n]) => out.set("prefetch", n, o.line, "prefetch"),
+            ("prefetch", [n, rest @ ..]) if rest.len() <= 2 => {
+                out.set("prefetch", n, o.line, "prefetch");
+                for arg in rest {
+                    match arg.strip_suffix('%') {
+                        Some(percent) => out.set("prefetch-percentage", percent, o.line, "prefetch PERCENTAGE%"),
+                        None => out.set("prefetch-duration", arg, o.line, "prefetch DURATION"),
+                    }
+                }
+            }
             ("serve_stale", []) => out.set("serve-stale", "1h", o.line, "serve_stale (CoreDNS's default 1h)"),
             ("serve_stale", [d]) | ("serve_stale", [d, _]) if o.args.get(1).is_none_or(|m| m == "immediate") => {
                 out.set("serve-stale", d, o.line, "serve_stale")
@@ -547,6 +555,15 @@ fn directives(toks: &[(usize, String)], at: &mut usize) -> Result<Vec<Directive>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prefetch_takes_its_duration_and_percentage() {
+        let text = ".:53 {\n    kubernetes cluster.local\n    cache 30 {\n        prefetch 5 10m 25%\n    }\n}\n";
+        let out = convert(text, "Corefile").unwrap();
+        for line in ["prefetch: 5  # line 4", "prefetch-duration: 10m  # line 4", "prefetch-percentage: 25  # line 4"] {
+            assert!(out.contains(line), "{out}");
+        }
+    }
 
     #[test]
     fn inline_blocks_and_bad_plugins_are_read_with_their_lines() {

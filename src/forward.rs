@@ -114,6 +114,8 @@ pub struct Forwarder {
     reverse_zones: [Name; 2],
     /// `--serve-stale`, `--prefetch`: answers remembered beyond the resolver's cache.
     memory: Option<Arc<crate::stale::Memory>>,
+    /// Hits of the resolver's cache, counted by it; the memory's are counted here.
+    cache_hits: Counter,
     /// `--coredns-metrics`: responses to forwarded queries by rcode.
     answered: Option<Family<RcodeLabel, Counter>>,
     /// `--cache-max-negative-ttl`: also the cap of a negative answer's SOA TTL (hickory caps how
@@ -161,6 +163,7 @@ impl Forwarder {
             reverse_fallthrough: true,
             reverse_zones,
             memory: None,
+            cache_hits: metrics.cache_hits.clone(),
             answered: None,
             max_negative_ttl: opts.max_negative_ttl.map(|d| d.as_secs().min(u64::from(u32::MAX)) as u32),
         })
@@ -172,8 +175,8 @@ impl Forwarder {
         self
     }
 
-    /// Serves stale answers when the upstreams fail, and refreshes popular names as they expire
-    /// (both off by default, as in CoreDNS).
+    /// Serves stale answers when the upstreams fail, and refreshes popular names before they
+    /// expire (both off by default, as in CoreDNS).
     pub fn with_stale(mut self, opts: crate::stale::StaleOptions) -> Forwarder {
         self.memory = opts.any().then(|| Arc::new(crate::stale::Memory::new(opts)));
         self
@@ -246,6 +249,11 @@ impl Forwarder {
         if route.looped.load(Ordering::Relaxed) {
             return Some(servfail);
         }
+        if let Some(answers) = self.memory.as_ref().and_then(|m| m.answer(question)) {
+            // A popular name kept fresh by prefetch: a hit, from the memory.
+            self.cache_hits.inc();
+            return Some(Resolved { answers, ..Resolved::no_error() });
+        }
         let Ok(_permit) = self.in_flight.try_acquire() else {
             return Some(servfail);
         };
@@ -261,10 +269,17 @@ impl Forwarder {
                     && let Some(due) = memory.remember(question, &answers, true)
                 {
                     let resolver = route.resolver.clone();
-                    crate::stale::schedule_refresh(memory.clone(), question.clone(), due, move |q| async move {
-                        let lookup = resolver.lookup(q.name().clone(), q.query_type());
-                        let lookup = tokio::time::timeout(UPSTREAM_TIMEOUT * 2, lookup).await;
-                        lookup.ok()?.ok().map(|l| l.answers().to_vec())
+                    crate::stale::keep_fresh(memory.clone(), question.clone(), due, move |q| {
+                        // Out of the resolver's cache first, so that the lookup goes upstream
+                        // (the memory answers the name meanwhile); the fresh answer is cached
+                        // again.
+                        resolver.clear_lookup_cache(q.name().clone(), q.query_type());
+                        let resolver = resolver.clone();
+                        async move {
+                            let lookup = resolver.lookup(q.name().clone(), q.query_type());
+                            let lookup = tokio::time::timeout(UPSTREAM_TIMEOUT * 2, lookup).await;
+                            lookup.ok()?.ok().map(|l| l.answers().to_vec())
+                        }
                     });
                 }
                 Resolved { answers, ..Resolved::no_error() }

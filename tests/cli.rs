@@ -62,6 +62,8 @@ fn help_explains_every_flag() {
         "--hosts-reload",
         "--serve-stale",
         "--prefetch",
+        "--prefetch-duration",
+        "--prefetch-percentage",
         "--coredns-metrics",
         "--forward-policy",
         "--cache-max-ttl",

@@ -542,27 +542,86 @@ fn forwarding_with_metrics(extra: &[&str]) -> (Knot, tempfile::TempDir, BinarySe
     (knot, dir, server, http)
 }
 
-#[test]
-fn prefetch_refreshes_a_popular_name_as_it_expires() {
-    if !require_tool("knotd") {
-        return;
-    }
-    let (_knot, _dir, server, http) = forwarding_with_metrics(&["--prefetch", "2"]);
-    let requests = || metric(http, "headless_dns_forward_requests_total{proto=\"udp\"}");
-    let hits = || metric(http, "headless_dns_cache_hits_total");
-    let before = requests();
+/// A fake upstream on loopback: every A question under `example.test.` is answered 192.0.2.30
+/// with TTL `ttl`, anything else REFUSED; it notes each A question and when it came.
+struct CountingUpstream {
+    addr: std::net::SocketAddr,
+    asked: std::sync::Arc<std::sync::Mutex<Vec<(String, Instant)>>>,
+}
 
-    // Asked twice within its 2-s TTL: popular. Once it expires, it is fetched again unasked ...
-    for _ in 0..2 {
-        assert_eq!(addresses(&ask(server.addr, "short.example.test.", RecordType::A)), ["192.0.2.20"]);
+impl CountingUpstream {
+    fn start(ttl: u32) -> CountingUpstream {
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = sock.local_addr().unwrap();
+        let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let noted = std::sync::Arc::downgrade(&asked);
+        sock.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            // Ends once the test drops its CountingUpstream.
+            while let Some(asked) = noted.upgrade() {
+                let Ok((n, peer)) = sock.recv_from(&mut buf) else { continue };
+                let Ok(query) = Message::from_vec(&buf[..n]) else { continue };
+                let mut response = query.clone();
+                response.metadata.message_type = hickory_proto::op::MessageType::Response;
+                response.metadata.recursion_available = true;
+                match query.queries.first() {
+                    Some(q) if q.query_type() == RecordType::A && q.name().to_ascii().ends_with(".example.test.") => {
+                        asked.lock().unwrap().push((q.name().to_ascii(), Instant::now()));
+                        let a = RData::A(hickory_proto::rr::rdata::A::new(192, 0, 2, 30));
+                        response.answers = vec![hickory_proto::rr::Record::from_rdata(q.name().clone(), ttl, a)];
+                    }
+                    _ => response.metadata.response_code = ResponseCode::Refused,
+                }
+                let _ = sock.send_to(&response.to_vec().unwrap(), peer);
+            }
+        });
+        CountingUpstream { addr, asked }
     }
-    assert_eq!(requests() - before, 1.0);
-    eventually("the refresh as the name expires", Duration::from_secs(5), || requests() - before == 2.0);
-    // ... so the next client finds it in the cache, after its first TTL.
-    let hits_before = hits();
-    let resp = ask(server.addr, "short.example.test.", RecordType::A);
-    assert_eq!(addresses(&resp), ["192.0.2.20"]);
-    assert_eq!((hits() - hits_before, requests() - before), (1.0, 2.0));
+
+    /// When the upstream was asked `name`.
+    fn asked(&self, name: &str) -> Vec<Instant> {
+        self.asked.lock().unwrap().iter().filter(|(n, _)| n == name).map(|(_, at)| *at).collect()
+    }
+}
+
+#[test]
+fn prefetch_refreshes_a_popular_name_before_it_expires() {
+    let upstream = CountingUpstream::start(4);
+    let dir = tempfile::tempdir().unwrap();
+    small_cluster(dir.path());
+    let to = upstream.addr.to_string();
+    let server = serve(dir.path(), &["--upstream", &to, "--prefetch", "2"]);
+    let (popular, once) = ("popular.example.test.", "once.example.test.");
+
+    // Asked once: not popular. Asked every 200 ms for 10 s (2.5 TTLs of 4 s): popular.
+    assert_eq!(addresses(&ask(server.addr, once, RecordType::A)), ["192.0.2.30"]);
+    let start = Instant::now();
+    let mut ttls = Vec::new();
+    while start.elapsed() < Duration::from_secs(10) {
+        let resp = ask(server.addr, popular, RecordType::A);
+        assert_eq!(addresses(&resp), ["192.0.2.30"]);
+        ttls.push(resp.answers[0].ttl);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // Fetched once for the first client, then again each time 10 % of the TTL (rounded up to a
+    // second) is left: every 3 s, before the 4 s run out. No client ever missed (that would
+    // be an upstream query off this beat) or saw a TTL of 0.
+    let asked = upstream.asked(popular);
+    let gaps: Vec<Duration> = asked.windows(2).map(|w| w[1] - w[0]).collect();
+    assert_eq!(asked.len(), 4, "{gaps:?}");
+    for gap in &gaps {
+        assert!(*gap > Duration::from_millis(2800) && *gap < Duration::from_millis(3500), "{gaps:?}");
+    }
+    assert!(ttls.iter().all(|&ttl| (1..=4).contains(&ttl)), "{ttls:?}");
+    assert!(ttls.contains(&2), "the TTLs count down between refreshes: {ttls:?}");
+    assert_eq!(upstream.asked(once).len(), 1);
+
+    // Once nobody asks, the refreshes stop.
+    let refreshes = upstream.asked(popular).len();
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(upstream.asked(popular).len() <= refreshes + 1);
 }
 
 #[test]
