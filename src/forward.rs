@@ -23,6 +23,7 @@
 //! comes back to us, an upstream forwards to us: forwarding is switched off (SERVFAIL) and an
 //! error is logged, as CoreDNS's `loop` plugin detects the same (it halts the process instead).
 
+use std::cell::Cell;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -43,9 +44,9 @@ use hickory_resolver::{ConnectionProvider, PoolContext, Resolver};
 use tokio::sync::Semaphore;
 
 use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
 
-use crate::metrics::{ForwardMetrics, ProtoLabel, RcodeLabel};
+use crate::coredns_metrics::CorednsCounts;
+use crate::metrics::{ForwardMetrics, ProtoLabel, RCODES, RcodeLabel, UpstreamCounts};
 
 /// How long one forwarded query may take before it is answered SERVFAIL.
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
@@ -116,8 +117,8 @@ pub struct Forwarder {
     memory: Option<Arc<crate::stale::Memory>>,
     /// Hits of the resolver's cache, counted by it; the memory's are counted here.
     cache_hits: Counter,
-    /// `--coredns-metrics`: responses to forwarded queries by rcode.
-    answered: Option<Family<RcodeLabel, Counter>>,
+    /// `--coredns-metrics`: what only the CoreDNS view counts.
+    coredns: Option<CorednsCounts>,
     /// `--cache-max-negative-ttl`: also the cap of a negative answer's SOA TTL (hickory caps how
     /// long it keeps the answer; CoreDNS's cache caps the TTLs it answers with too).
     max_negative_ttl: Option<u32>,
@@ -164,14 +165,15 @@ impl Forwarder {
             reverse_zones,
             memory: None,
             cache_hits: metrics.cache_hits.clone(),
-            answered: None,
+            coredns: None,
             max_negative_ttl: opts.max_negative_ttl.map(|d| d.as_secs().min(u64::from(u32::MAX)) as u32),
         })
     }
 
-    /// Counts the rcode of every forwarded answer into `answered` (`coredns_dns_responses_total`).
-    pub fn with_answer_counter(mut self, answered: Option<Family<RcodeLabel, Counter>>) -> Forwarder {
-        self.answered = answered;
+    /// Counts what the CoreDNS view needs besides our own metrics: the rcode of every forwarded
+    /// answer, and each client lookup as a cache hit (success or denial) or miss.
+    pub fn with_coredns_counts(mut self, coredns: Option<CorednsCounts>) -> Forwarder {
+        self.coredns = coredns;
         self
     }
 
@@ -219,8 +221,8 @@ impl Forwarder {
     /// timeout, never a hang.
     pub async fn resolve(&self, question: &Query) -> Option<Resolved> {
         let resolved = self.resolve_uncounted(question).await?;
-        if let Some(answered) = &self.answered {
-            answered.get_or_create(&RcodeLabel { rcode: rcode_name(resolved.rcode) }).inc();
+        if let Some(coredns) = &self.coredns {
+            coredns.answered.get_or_create(&RcodeLabel { rcode: rcode_name(resolved.rcode) }).inc();
         }
         Some(resolved)
     }
@@ -252,16 +254,24 @@ impl Forwarder {
         if let Some(answers) = self.memory.as_ref().and_then(|m| m.answer(question)) {
             // A popular name kept fresh by prefetch: a hit, from the memory.
             self.cache_hits.inc();
+            if let Some(coredns) = &self.coredns {
+                coredns.hits[0].inc();
+            }
             return Some(Resolved { answers, ..Resolved::no_error() });
         }
         let Ok(_permit) = self.in_flight.try_acquire() else {
             return Some(servfail);
         };
-        let result = tokio::time::timeout(
-            UPSTREAM_TIMEOUT + Duration::from_millis(500),
-            route.resolver.lookup(question.name().clone(), question.query_type()),
-        )
-        .await;
+        let lookup = route.resolver.lookup(question.name().clone(), question.query_type());
+        let (result, seen) = CACHE_SEEN
+            .scope(Cell::new(0), async {
+                let result = tokio::time::timeout(UPSTREAM_TIMEOUT + Duration::from_millis(500), lookup).await;
+                (result, CACHE_SEEN.with(Cell::get))
+            })
+            .await;
+        if let Some(coredns) = &self.coredns {
+            self.count_cache(coredns, question, seen, &result);
+        }
         Some(match result {
             Ok(Ok(lookup)) => {
                 let answers = lookup.answers().to_vec();
@@ -306,6 +316,37 @@ impl Forwarder {
                 self.stale_or(servfail, question)
             }
         })
+    }
+
+    /// Counts a client's lookup for the CoreDNS view: a hit (by kind) if the resolver's cache
+    /// alone answered it, else a miss, whose answer the cache now holds until it expires.
+    fn count_cache(
+        &self,
+        coredns: &CorednsCounts,
+        question: &Query,
+        seen: u8,
+        result: &Result<Result<hickory_resolver::lookup::Lookup, NetError>, tokio::time::error::Elapsed>,
+    ) {
+        let cached = match result {
+            Ok(Ok(lookup)) => Some((false, lookup.valid_until())),
+            Ok(Err(NetError::Dns(DnsError::NoRecordsFound(none)))) => {
+                let ttl = none.negative_ttl.unwrap_or(0).min(self.max_negative_ttl.unwrap_or(u32::MAX));
+                Some((true, Instant::now() + Duration::from_secs(u64::from(ttl))))
+            }
+            _ => None,
+        };
+        match (seen, cached) {
+            (CACHE_HIT, Some((denial, _))) => {
+                coredns.hits[usize::from(denial)].inc();
+            }
+            (0, _) | (CACHE_HIT, None) => {}
+            (_, cached) => {
+                coredns.misses.inc();
+                if let Some((denial, until)) = cached {
+                    coredns.entries.cached(question, until, denial);
+                }
+            }
+        }
     }
 
     /// A remembered answer expired less than `--serve-stale` ago (RFC 8767), else `failed`.
@@ -402,12 +443,12 @@ impl metrics::Recorder for CacheCounters {
     fn describe_histogram(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
 
     fn register_counter(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Counter {
-        let ours = match key.name() {
-            hickory_resolver::metrics::CACHE_HIT_TOTAL => &self.0.cache_hits,
-            hickory_resolver::metrics::CACHE_MISS_TOTAL => &self.0.cache_misses,
+        let (ours, seen) = match key.name() {
+            hickory_resolver::metrics::CACHE_HIT_TOTAL => (&self.0.cache_hits, CACHE_HIT),
+            hickory_resolver::metrics::CACHE_MISS_TOTAL => (&self.0.cache_misses, CACHE_MISS),
             _ => return metrics::Counter::noop(),
         };
-        metrics::Counter::from_arc(Arc::new(Bridged(ours.clone())))
+        metrics::Counter::from_arc(Arc::new(Bridged(ours.clone(), seen)))
     }
 
     fn register_gauge(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
@@ -419,12 +460,24 @@ impl metrics::Recorder for CacheCounters {
     }
 }
 
-/// A `metrics` counter that is one of our Prometheus counters.
-struct Bridged(prometheus_client::metrics::counter::Counter);
+tokio::task_local! {
+    /// What the resolver's cache did for the lookup this task awaits ([`CACHE_HIT`],
+    /// [`CACHE_MISS`], both for a CNAME chain partly cached): hickory-resolver counts its cache
+    /// hits and misses within the lookup's own poll, in the task awaiting it.
+    static CACHE_SEEN: Cell<u8>;
+}
+
+const CACHE_HIT: u8 = 1;
+const CACHE_MISS: u8 = 2;
+
+/// A `metrics` counter that is one of our Prometheus counters, and notes in [`CACHE_SEEN`] that
+/// it counted.
+struct Bridged(prometheus_client::metrics::counter::Counter, u8);
 
 impl metrics::CounterFn for Bridged {
     fn increment(&self, value: u64) {
         self.0.inc_by(value);
+        let _ = CACHE_SEEN.try_with(|seen| seen.set(seen.get() | self.1));
     }
 
     fn absolute(&self, value: u64) {
@@ -456,7 +509,8 @@ impl ConnectionProvider for Counted {
         let proto = if matches!(config.protocol, ProtocolConfig::Udp) { "udp" } else { "tcp" };
         let connecting = self.runtime.new_connection(ip, config, cx)?;
         let metrics = self.metrics.clone();
-        Ok(Box::pin(async move { Ok(CountedConn { inner: connecting.await?, proto, metrics }) }))
+        let upstream = self.metrics.upstreams.of(SocketAddr::new(ip, config.port));
+        Ok(Box::pin(async move { Ok(CountedConn { inner: connecting.await?, proto, metrics, upstream }) }))
     }
 
     fn runtime_provider(&self) -> &TokioRuntimeProvider {
@@ -471,6 +525,7 @@ struct CountedConn {
     inner: DnsExchange<TokioRuntimeProvider>,
     proto: &'static str,
     metrics: ForwardMetrics,
+    upstream: Arc<UpstreamCounts>,
 }
 
 impl DnsHandle for CountedConn {
@@ -479,31 +534,40 @@ impl DnsHandle for CountedConn {
 
     fn send(&self, request: DnsRequest) -> Self::Response {
         self.metrics.requests.get_or_create(&ProtoLabel { proto: self.proto }).inc();
-        let (sent, metrics) = (Instant::now(), self.metrics.clone());
+        self.upstream.requests.inc();
+        let (sent, metrics, upstream) = (Instant::now(), self.metrics.clone(), self.upstream.clone());
         self.inner
             .send(request)
             .inspect(move |answer| {
                 if let Ok(response) = answer {
-                    metrics.duration.observe(sent.elapsed().as_secs_f64());
-                    let rcode = rcode_name(response.metadata.response_code);
-                    metrics.responses.get_or_create(&RcodeLabel { rcode }).inc();
+                    let took = sent.elapsed().as_secs_f64();
+                    metrics.duration.observe(took);
+                    let slot = rcode_slot(response.metadata.response_code);
+                    metrics.responses.get_or_create(&RcodeLabel { rcode: RCODES[slot] }).inc();
+                    upstream.responses[slot].inc();
+                    upstream.duration[slot].observe(took);
                 }
             })
             .boxed()
     }
 }
 
+/// The place of an rcode in [`RCODES`].
+fn rcode_slot(code: ResponseCode) -> usize {
+    match code {
+        ResponseCode::NoError => 0,
+        ResponseCode::FormErr => 1,
+        ResponseCode::ServFail => 2,
+        ResponseCode::NXDomain => 3,
+        ResponseCode::NotImp => 4,
+        ResponseCode::Refused => 5,
+        _ => RCODES.len() - 1,
+    }
+}
+
 /// RCODE names as CoreDNS labels them.
 fn rcode_name(code: ResponseCode) -> &'static str {
-    match code {
-        ResponseCode::NoError => "NOERROR",
-        ResponseCode::FormErr => "FORMERR",
-        ResponseCode::ServFail => "SERVFAIL",
-        ResponseCode::NXDomain => "NXDOMAIN",
-        ResponseCode::NotImp => "NOTIMP",
-        ResponseCode::Refused => "REFUSED",
-        _ => "other",
-    }
+    RCODES[rcode_slot(code)]
 }
 
 /// The name servers in `/etc/resolv.conf` (port 53).

@@ -198,7 +198,7 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         // Unknown reverse names go to the slow lane for the hosts file even without fallthrough.
         .with_reverse_fallthrough(config.reverse_fallthrough || config.hosts.is_some());
     // `--coredns-metrics`: the forwarder counts its answers' rcodes for the CoreDNS view.
-    let forwarded_rcodes = config.coredns_metrics.then(prometheus_client::metrics::family::Family::default);
+    let coredns_counts = config.coredns_metrics.then(coredns_metrics::CorednsCounts::default);
     let hosts = match &config.hosts {
         Some(h) => Some(Arc::new(hosts::Hosts::load(&h.path, h.ttl)?)),
         None => None,
@@ -212,7 +212,7 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         )?
         .with_hosts(hosts.clone())
         .with_stale(config.stale)
-        .with_answer_counter(forwarded_rcodes.clone())
+        .with_coredns_counts(coredns_counts.clone())
         .with_reverse_fallthrough(config.reverse_fallthrough);
         for (zone, upstreams) in forwarder.stubs() {
             tracing::info!(%zone, ?upstreams, "forwarding a stub domain");
@@ -225,9 +225,8 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         None
     };
     if config.coredns_metrics {
-        let upstreams = forwarder.as_ref().map_or(&[][..], |f| f.upstreams());
-        let forwarded = forwarded_rcodes.unwrap_or_default();
-        let collector = coredns_metrics::CorednsCollector::new(&metrics, &dns_addrs, upstreams, forwarded);
+        let collector =
+            coredns_metrics::CorednsCollector::new(&metrics, &dns_addrs, coredns_counts.unwrap_or_default());
         metrics.expose_coredns(collector.into_registry());
     }
     let shared = Shared {

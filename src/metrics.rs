@@ -43,6 +43,56 @@ pub struct ProtoLabel {
     pub proto: &'static str,
 }
 
+/// RCODE names as CoreDNS labels them; everything else is `other` (the last).
+pub const RCODES: [&str; 7] = ["NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED", "other"];
+
+/// One upstream's own counts (CoreDNS's `coredns_forward_*{to}`), made once per upstream address
+/// so that counting needs no label built per query.
+#[derive(Debug)]
+pub struct UpstreamCounts {
+    /// `ADDR:PORT`, CoreDNS's `to` label.
+    pub to: String,
+    /// Queries sent to it.
+    pub requests: Counter,
+    /// Its answers, by rcode (as [`RCODES`]).
+    pub responses: [Counter; RCODES.len()],
+    /// Query sent → its answer received, by rcode.
+    pub duration: [Histogram; RCODES.len()],
+}
+
+/// The counts of each upstream address, made as its first connection opens.
+#[derive(Debug, Default)]
+pub struct PerUpstream(parking_lot::Mutex<Vec<Arc<UpstreamCounts>>>);
+
+impl PerUpstream {
+    /// The counts of `addr`.
+    pub fn of(&self, addr: std::net::SocketAddr) -> Arc<UpstreamCounts> {
+        let to = addr.to_string();
+        let mut all = self.0.lock();
+        if let Some(counts) = all.iter().find(|c| c.to == to) {
+            return counts.clone();
+        }
+        let counts = Arc::new(UpstreamCounts {
+            to,
+            requests: Counter::default(),
+            responses: Default::default(),
+            duration: std::array::from_fn(|_| forward_duration()),
+        });
+        all.push(counts.clone());
+        counts
+    }
+
+    /// Every upstream's counts, in the order they were first used.
+    pub fn all(&self) -> Vec<Arc<UpstreamCounts>> {
+        self.0.lock().clone()
+    }
+}
+
+/// 100 µs … ~3.3 s, doubling: loopback upstreams answer in well under a millisecond.
+fn forward_duration() -> Histogram {
+    Histogram::new(exponential_buckets(0.0001, 2.0, 16))
+}
+
 /// The forwarding metrics (CoreDNS's `cache` and `forward` plugins). Cheap to clone: every field
 /// is a handle to shared atomics.
 #[derive(Clone, Debug)]
@@ -58,6 +108,8 @@ pub struct ForwardMetrics {
     pub responses: Family<RcodeLabel, Counter>,
     /// Query sent → upstream answer received (`coredns_forward_request_duration_seconds`).
     pub duration: Histogram,
+    /// The same, per upstream (`--coredns-metrics`'s `to` label).
+    pub upstreams: Arc<PerUpstream>,
 }
 
 /// `kind` and `result` labels of zone transfers a secondary made.
@@ -185,8 +237,8 @@ impl Metrics {
             cache_misses: Counter::default(),
             requests: Family::default(),
             responses: Family::default(),
-            // 100 µs … ~3.3 s, doubling: loopback upstreams answer in well under a millisecond.
-            duration: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
+            duration: forward_duration(),
+            upstreams: Arc::default(),
         };
         registry.register(
             "cache_hits",

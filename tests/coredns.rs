@@ -624,43 +624,81 @@ fn prefetch_refreshes_a_popular_name_before_it_expires() {
     assert!(upstream.asked(popular).len() <= refreshes + 1);
 }
 
+/// A port free on both 127.0.0.1 and ::1, UDP and TCP.
+fn free_dual_port() -> u16 {
+    loop {
+        let port = free_port();
+        if std::net::UdpSocket::bind(("::1", port)).is_ok() && std::net::TcpListener::bind(("::1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
 #[test]
 fn coredns_metric_names_count_real_queries() {
     if !require_tool("knotd") {
         return;
     }
-    let (knot, dir, server, http) = forwarding_with_metrics(&["--coredns-metrics"]);
+    // One port on IPv4 and IPv6 loopback: one `server` label, two address families.
+    let port = free_dual_port();
+    let (v4, v6) = (format!("127.0.0.1:{port}"), format!("[::1]:{port}"));
+    let (knot, dir, _server, http) = forwarding_with_metrics(&["--coredns-metrics", "--listen", &v4, "--listen", &v6]);
+    let (v4, v6): (std::net::SocketAddr, std::net::SocketAddr) = (v4.parse().unwrap(), v6.parse().unwrap());
     let upstream = knot.addr.to_string();
-    wait_until(|| addresses(&ask(server.addr, &svc("svc-0"), RecordType::A)) == ["10.96.0.10"]);
-    let at = format!("server=\"dns://:{}\",zone=\".\",view=\"\"", server.addr.port());
+    wait_until(|| addresses(&ask(v4, &svc("svc-0"), RecordType::A)) == ["10.96.0.10"]);
+    wait_until(|| addresses(&ask(v6, &svc("svc-0"), RecordType::A)) == ["10.96.0.10"]);
+    let at = format!("server=\"dns://:{port}\",zone=\".\",view=\"\"");
+    let cache = format!("server=\"dns://:{port}\"");
     let to = format!("to=\"{upstream}\"");
     let series = [
         format!("coredns_dns_requests_total{{{at},proto=\"udp\",family=\"1\",type=\"A\"}}"),
+        format!("coredns_dns_requests_total{{{at},proto=\"udp\",family=\"2\",type=\"A\"}}"),
+        format!("coredns_dns_requests_total{{{at},proto=\"udp\",family=\"2\",type=\"AAAA\"}}"),
         format!("coredns_dns_responses_total{{{at},rcode=\"NOERROR\",plugin=\"kubernetes\"}}"),
         format!("coredns_dns_responses_total{{{at},rcode=\"NXDOMAIN\",plugin=\"kubernetes\"}}"),
         format!("coredns_dns_responses_total{{{at},plugin=\"forward\",rcode=\"NOERROR\"}}"),
-        format!("coredns_dns_request_duration_seconds_count{{{at},type=\"\"}}"),
-        format!("coredns_cache_misses_total{{server=\"dns://:{}\",zones=\".\",view=\"\"}}", server.addr.port()),
-        format!("coredns_cache_hits_total{{server=\"dns://:{}\",type=\"\",zones=\".\",view=\"\"}}", server.addr.port()),
+        format!("coredns_dns_responses_total{{{at},plugin=\"forward\",rcode=\"NXDOMAIN\"}}"),
+        format!("coredns_dns_request_duration_seconds_count{{{at},type=\"A\"}}"),
+        format!("coredns_dns_request_duration_seconds_count{{{at},type=\"AAAA\"}}"),
+        format!("coredns_cache_requests_total{{{cache},zones=\".\",view=\"\"}}"),
+        format!("coredns_cache_misses_total{{{cache},zones=\".\",view=\"\"}}"),
+        format!("coredns_cache_hits_total{{{cache},type=\"success\",zones=\".\",view=\"\"}}"),
+        format!("coredns_cache_hits_total{{{cache},type=\"denial\",zones=\".\",view=\"\"}}"),
+        format!("coredns_cache_entries{{{cache},type=\"success\",zones=\".\",view=\"\"}}"),
+        format!("coredns_cache_entries{{{cache},type=\"denial\",zones=\".\",view=\"\"}}"),
         format!("coredns_forward_requests_total{{{to}}}"),
-        format!("coredns_forward_responses_total{{{to},rcode=\"NOERROR\"}}"),
-        format!("coredns_forward_request_duration_seconds_count{{{to}}}"),
+        format!("coredns_forward_responses_total{{rcode=\"NOERROR\",{to}}}"),
+        format!("coredns_forward_responses_total{{rcode=\"NXDOMAIN\",{to}}}"),
+        format!("coredns_forward_request_duration_seconds_count{{{to},rcode=\"NOERROR\"}}"),
     ];
     let scrape = || series.iter().map(|s| metric(http, s)).collect::<Vec<f64>>();
     // The queries above are published once the workers idle (100 ms): let them.
     std::thread::sleep(Duration::from_millis(500));
     let before = scrape();
 
+    // Over IPv4: 3 cluster answers, 1 cluster NXDOMAIN; a forwarded name missed then hit; a
+    // forwarded NXDOMAIN missed.
     for _ in 0..3 {
-        assert_eq!(addresses(&ask(server.addr, &svc("svc-0"), RecordType::A)), ["10.96.0.10"]);
+        assert_eq!(addresses(&ask(v4, &svc("svc-0"), RecordType::A)), ["10.96.0.10"]);
     }
-    assert_eq!(rcode(&ask(server.addr, &svc("nope"), RecordType::A)), ResponseCode::NXDomain);
+    assert_eq!(rcode(&ask(v4, &svc("nope"), RecordType::A)), ResponseCode::NXDomain);
     for _ in 0..2 {
-        assert_eq!(addresses(&ask(server.addr, "other.example.test.", RecordType::A)), ["192.0.2.21"]);
+        assert_eq!(addresses(&ask(v4, "other.example.test.", RecordType::A)), ["192.0.2.21"]);
     }
-    // 6 A queries; 3 NOERROR and 1 NXDOMAIN from the cluster, timed; 2 forwarded, 1 sent upstream.
+    assert_eq!(rcode(&ask(v4, "nope.example.test.", RecordType::A)), ResponseCode::NXDomain);
+    // Over IPv6: a cluster NODATA (AAAA of an IPv4 Service), then both forwarded names hit.
+    assert_eq!(rcode(&ask(v6, &svc("svc-0"), RecordType::AAAA)), ResponseCode::NoError);
+    assert_eq!(addresses(&ask(v6, "other.example.test.", RecordType::A)), ["192.0.2.21"]);
+    assert_eq!(rcode(&ask(v6, "nope.example.test.", RecordType::A)), ResponseCode::NXDomain);
     // (Workers publish their counts when idle.)
-    let expected = [6.0, 3.0, 1.0, 2.0, 4.0, 1.0, 1.0, 1.0, 1.0, 1.0];
+    let expected = [
+        7.0, 2.0, 1.0, // requests: IPv4 A, IPv6 A, IPv6 AAAA
+        4.0, 1.0, 3.0, 2.0, // responses: cluster NOERROR, NXDOMAIN; forwarded NOERROR, NXDOMAIN
+        4.0, 1.0, // cluster answers timed, A and AAAA
+        5.0, 2.0, 2.0, 1.0, // cache: lookups, misses, success hits, denial hits
+        1.0, 1.0, // cache entries: success, denial
+        2.0, 1.0, 1.0, 1.0, // upstream: requests, NOERROR, NXDOMAIN, NOERROR timed
+    ];
     let moved = || scrape().iter().zip(&before).map(|(a, b)| a - b).collect::<Vec<f64>>();
     eventually("the counts of the queries", Duration::from_secs(5), || moved() == expected);
     let text = support::server::http_get(http, "/metrics").1;
@@ -668,9 +706,17 @@ fn coredns_metric_names_count_real_queries() {
     assert_eq!(text.matches("# EOF").count(), 1);
     // Both registries make one OpenMetrics exposition, as a scraper in OpenMetrics mode reads it.
     let families = support::openmetrics::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
-    for (name, kind) in [("coredns_dns_requests", "counter"), ("headless_dns_requests", "counter")] {
+    for (name, kind) in [
+        ("coredns_dns_requests", "counter"),
+        ("headless_dns_requests", "counter"),
+        ("coredns_cache_entries", "gauge"),
+        ("coredns_forward_request_duration_seconds", "histogram"),
+    ] {
         assert_eq!(families.get(name).map(|f| f.kind.as_str()), Some(kind), "{name}\n{text}");
     }
+    // Only what was asked: no IPv6 series for a type asked over IPv4 alone, one `to` per upstream.
+    assert!(!text.contains("family=\"2\",type=\"SRV\""), "{text}");
+    assert!(!text.contains(&format!("to=\"{upstream},")), "{text}");
 
     // Off by default.
     let plain = start(dir.path(), &["--http", "127.0.0.1:0"]);

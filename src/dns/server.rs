@@ -34,7 +34,7 @@ use super::answer::{Caps, Outcome, Responder};
 use super::finish::Transport;
 use super::proto::MAX_MESSAGE;
 use super::slow::Lane;
-use super::stats::{LocalStats, QueryStats};
+use super::stats::{LocalStats, QueryStats, is_v6};
 use crate::forward::Forwarder;
 
 /// Limits on TCP clients.
@@ -291,11 +291,11 @@ impl UdpWorker<'_> {
         let caps = Caps { forward: self.forwarding, client: Some(peer.ip()) };
         match respond_guarded(self.responder, packet, Transport::Udp, out, caps) {
             Outcome::Reply(len) => {
-                self.stats.answered(false, &out[..len], received.elapsed().as_nanos() as u64);
+                self.stats.answered(false, is_v6(&peer), &out[..len], received.elapsed().as_nanos() as u64);
                 Some(len)
             }
             outcome @ (Outcome::Forward | Outcome::Autopath) => {
-                self.stats.forwarded(false, packet);
+                self.stats.forwarded(false, is_v6(&peer), packet);
                 if let Some((jobs, reply)) = &self.forward {
                     let autopath = outcome == Outcome::Autopath;
                     let job = UdpJob { packet: packet.to_vec(), peer, socket: reply.clone(), autopath };
@@ -620,7 +620,7 @@ async fn tcp_connection(mut stream: TcpStream, peer: SocketAddr, shared: &Shared
             }
             match respond_guarded(responder, &query, Transport::Tcp, &mut out[2..], caps) {
                 Outcome::Reply(n) => {
-                    stats.answered(true, &out[2..2 + n], received.elapsed().as_nanos() as u64);
+                    stats.answered(true, is_v6(&peer), &out[2..2 + n], received.elapsed().as_nanos() as u64);
                     out[..2].copy_from_slice(&(n as u16).to_be_bytes());
                     match write_now(&stream, &out[..2 + n], &mut pending) {
                         Ok(()) => Next::Sent,
@@ -628,7 +628,7 @@ async fn tcp_connection(mut stream: TcpStream, peer: SocketAddr, shared: &Shared
                     }
                 }
                 outcome @ (Outcome::Autopath | Outcome::Forward) => {
-                    stats.forwarded(true, &query);
+                    stats.forwarded(true, is_v6(&peer), &query);
                     Next::Slow(outcome)
                 }
                 // Not even a header, or a response: nothing sensible to say on this connection.

@@ -41,6 +41,8 @@ const LATENCY_NS: [u64; 11] =
 const SIZES: [u64; 8] = [64, 128, 256, MIN_UDP as u64, DEFAULT_MAX_UDP as u64, 4096, 16384, MAX_MESSAGE as u64];
 /// Transports, as labels.
 const PROTOS: [&str; 2] = ["udp", "tcp"];
+/// Address families of the clients, as CoreDNS labels them (`1` IPv4, `2` IPv6).
+const FAMILIES: [&str; 2] = ["1", "2"];
 
 const N_TYPES: usize = TYPES.len();
 const N_RCODES: usize = RCODES.len();
@@ -50,27 +52,37 @@ const N_SIZES: usize = SIZES.len() + 1;
 /// The shared counters.
 #[derive(Debug)]
 pub struct QueryStats {
-    requests: [[AtomicU64; N_TYPES]; 2],
+    /// By transport, client address family, query type.
+    requests: [[[AtomicU64; N_TYPES]; 2]; 2],
     responses: [AtomicU64; N_RCODES],
     forwarded: AtomicU64,
     dropped: AtomicU64,
-    latency: [AtomicU64; N_LAT],
-    latency_sum_ns: AtomicU64,
+    /// By query type.
+    latency: [[AtomicU64; N_LAT]; N_TYPES],
+    latency_sum_ns: [AtomicU64; N_TYPES],
     sizes: [AtomicU64; N_SIZES],
     size_sum: AtomicU64,
 }
 
 /// A worker's own counters, added into [`QueryStats`] by [`LocalStats::flush`].
 pub struct LocalStats {
-    requests: [[u64; N_TYPES]; 2],
+    /// By query type: the type is looked up once per query, the rest are offsets from it.
+    by_type: [TypeCounts; N_TYPES],
     responses: [u64; N_RCODES],
     forwarded: u64,
     dropped: u64,
-    latency: [u64; N_LAT],
-    latency_sum_ns: u64,
     sizes: [u64; N_SIZES],
     size_sum: u64,
     pending: u32,
+}
+
+/// A worker's counts of one query type.
+#[derive(Clone, Copy, Default)]
+struct TypeCounts {
+    /// By transport, client address family.
+    requests: [[u64; 2]; 2],
+    latency: [u64; N_LAT],
+    latency_sum_ns: u64,
 }
 
 fn type_index(qtype: u16) -> usize {
@@ -93,12 +105,10 @@ pub fn qtype_of(message: &[u8]) -> Option<u16> {
 impl Default for LocalStats {
     fn default() -> Self {
         LocalStats {
-            requests: [[0; N_TYPES]; 2],
+            by_type: [TypeCounts::default(); N_TYPES],
             responses: [0; N_RCODES],
             forwarded: 0,
             dropped: 0,
-            latency: [0; N_LAT],
-            latency_sum_ns: 0,
             sizes: [0; N_SIZES],
             size_sum: 0,
             pending: 0,
@@ -107,23 +117,24 @@ impl Default for LocalStats {
 }
 
 impl LocalStats {
-    /// Counts an answered query: `response` is what was sent, `tcp` the transport.
+    /// Counts an answered query: `response` is what was sent, `tcp` the transport, `v6`
+    /// whether the client's address is IPv6 (see [`is_v6`]).
     #[inline]
-    pub fn answered(&mut self, tcp: bool, response: &[u8], elapsed_ns: u64) {
-        let qtype = qtype_of(response).unwrap_or(0);
-        self.requests[tcp as usize][type_index(qtype)] += 1;
+    pub fn answered(&mut self, tcp: bool, v6: bool, response: &[u8], elapsed_ns: u64) {
+        let of_type = &mut self.by_type[type_index(qtype_of(response).unwrap_or(0))];
+        of_type.requests[tcp as usize][v6 as usize] += 1;
+        of_type.latency[bucket(&LATENCY_NS, elapsed_ns)] += 1;
+        of_type.latency_sum_ns += elapsed_ns;
         let rcode = response.get(3).map(|b| (b & 0xF) as usize).unwrap_or(N_RCODES - 1);
         self.responses[rcode.min(N_RCODES - 1)] += 1;
-        self.latency[bucket(&LATENCY_NS, elapsed_ns)] += 1;
-        self.latency_sum_ns += elapsed_ns;
         self.sizes[bucket(&SIZES, response.len() as u64)] += 1;
         self.size_sum += response.len() as u64;
         self.pending += 1;
     }
 
     /// Counts a query handed to the forwarder.
-    pub fn forwarded(&mut self, tcp: bool, query: &[u8]) {
-        self.requests[tcp as usize][type_index(qtype_of(query).unwrap_or(0))] += 1;
+    pub fn forwarded(&mut self, tcp: bool, v6: bool, query: &[u8]) {
+        self.by_type[type_index(qtype_of(query).unwrap_or(0))].requests[tcp as usize][v6 as usize] += 1;
         self.forwarded += 1;
         self.pending += 1;
     }
@@ -150,20 +161,22 @@ impl LocalStats {
                 a.fetch_add(v, Ordering::Relaxed);
             }
         };
-        for (p, row) in self.requests.iter().enumerate() {
-            for (t, v) in row.iter().enumerate() {
-                add(&into.requests[p][t], *v);
+        for (t, of_type) in self.by_type.iter().enumerate() {
+            for (p, families) in of_type.requests.iter().enumerate() {
+                for (f, v) in families.iter().enumerate() {
+                    add(&into.requests[p][f][t], *v);
+                }
             }
+            for (i, v) in of_type.latency.iter().enumerate() {
+                add(&into.latency[t][i], *v);
+            }
+            add(&into.latency_sum_ns[t], of_type.latency_sum_ns);
         }
         for (i, v) in self.responses.iter().enumerate() {
             add(&into.responses[i], *v);
         }
         add(&into.forwarded, self.forwarded);
         add(&into.dropped, self.dropped);
-        for (i, v) in self.latency.iter().enumerate() {
-            add(&into.latency[i], *v);
-        }
-        add(&into.latency_sum_ns, self.latency_sum_ns);
         for (i, v) in self.sizes.iter().enumerate() {
             add(&into.sizes[i], *v);
         }
@@ -180,7 +193,7 @@ impl Default for QueryStats {
             forwarded: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             latency: Default::default(),
-            latency_sum_ns: AtomicU64::new(0),
+            latency_sum_ns: Default::default(),
             sizes: Default::default(),
             size_sum: AtomicU64::new(0),
         }
@@ -190,14 +203,16 @@ impl Default for QueryStats {
 // === impl QueryStats ===
 
 impl QueryStats {
-    /// Queries received so far: (transport, query type, count), for other views of the same
-    /// counts (`crate::coredns_metrics`).
-    pub fn requests(&self) -> impl Iterator<Item = (&'static str, &'static str, u64)> + '_ {
+    /// Queries received so far: (transport, client address family, query type, count), those
+    /// counted at least once, for other views of the same counts (`crate::coredns_metrics`).
+    pub fn requests(&self) -> impl Iterator<Item = (&'static str, &'static str, &'static str, u64)> + '_ {
         PROTOS.iter().enumerate().flat_map(move |(p, proto)| {
-            TYPES
-                .iter()
-                .enumerate()
-                .map(move |(t, (_, name))| (*proto, *name, self.requests[p][t].load(Ordering::Relaxed)))
+            FAMILIES.iter().enumerate().flat_map(move |(f, family)| {
+                TYPES.iter().enumerate().filter_map(move |(t, (_, name))| {
+                    let n = self.requests[p][f][t].load(Ordering::Relaxed);
+                    (n > 0).then_some((*proto, *family, *name, n))
+                })
+            })
         })
     }
 
@@ -206,13 +221,26 @@ impl QueryStats {
         RCODES.iter().zip(&self.responses).map(|(rcode, n)| (*rcode, n.load(Ordering::Relaxed)))
     }
 
-    /// The local-answer latency histogram: (upper bound in seconds, count) per bucket, and the
-    /// sum in seconds.
-    pub fn latency(&self) -> (Vec<(f64, u64)>, f64) {
-        let bounds = LATENCY_NS.iter().map(|&ns| ns as f64 / 1e9).chain([f64::INFINITY]);
-        let buckets = bounds.zip(self.latency.iter().map(|n| n.load(Ordering::Relaxed))).collect();
-        (buckets, self.latency_sum_ns.load(Ordering::Relaxed) as f64 / 1e9)
+    /// The local-answer latency histogram of each query type answered at least once: (query
+    /// type, (upper bound in seconds, count) per bucket, sum in seconds).
+    pub fn latency_by_type(&self) -> impl Iterator<Item = (&'static str, Vec<(f64, u64)>, f64)> + '_ {
+        TYPES.iter().enumerate().filter_map(move |(t, (_, name))| {
+            let buckets = latency_buckets(self.latency[t].iter().map(|n| n.load(Ordering::Relaxed)));
+            let sum = self.latency_sum_ns[t].load(Ordering::Relaxed) as f64 / 1e9;
+            buckets.iter().any(|(_, n)| *n > 0).then_some((*name, buckets, sum))
+        })
     }
+}
+
+/// The latency buckets with their upper bounds in seconds.
+fn latency_buckets(counts: impl Iterator<Item = u64>) -> Vec<(f64, u64)> {
+    LATENCY_NS.iter().map(|&ns| ns as f64 / 1e9).chain([f64::INFINITY]).zip(counts).collect()
+}
+
+/// Whether a client counts as IPv6 (CoreDNS's family 2): an IPv4-mapped address is IPv4.
+#[inline]
+pub fn is_v6(peer: &std::net::SocketAddr) -> bool {
+    matches!(peer, std::net::SocketAddr::V6(a) if a.ip().to_ipv4_mapped().is_none())
 }
 
 /// The query counters as a prometheus-client collector, read from the shared atomics at each
@@ -230,9 +258,8 @@ impl Collector for QueryCollector {
         for (p, proto) in PROTOS.iter().enumerate() {
             for (t, (_, name)) in TYPES.iter().enumerate() {
                 let labels = [("proto", *proto), ("type", *name)];
-                requests
-                    .encode_family(&labels)?
-                    .encode_counter::<NoLabelSet, _, u64>(&get(&stats.requests[p][t]), None)?;
+                let n = get(&stats.requests[p][0][t]) + get(&stats.requests[p][1][t]);
+                requests.encode_family(&labels)?.encode_counter::<NoLabelSet, _, u64>(&n, None)?;
             }
         }
         let help = "Responses sent from our zones, by rcode.";
@@ -250,25 +277,19 @@ impl Collector for QueryCollector {
                 .encode_descriptor(name, help, None, MetricType::Counter)?
                 .encode_counter::<NoLabelSet, _, u64>(&get(value), None)?;
         }
+        // Our histogram is over every query type.
+        let latency = latency_buckets((0..N_LAT).map(|i| stats.latency.iter().map(|row| get(&row[i])).sum()));
+        let sizes = SIZES.iter().map(|&b| b as f64).chain([f64::INFINITY]).zip(stats.sizes.iter().map(get)).collect();
         let histograms = [
             (
                 "request_duration_seconds",
                 "Time from receiving a query to its response being ready (local answers).",
-                LATENCY_NS.map(|ns| ns as f64 / 1e9).to_vec(),
-                &stats.latency[..],
-                get(&stats.latency_sum_ns) as f64 / 1e9,
+                latency,
+                stats.latency_sum_ns.iter().map(get).sum::<u64>() as f64 / 1e9,
             ),
-            (
-                "response_size_bytes",
-                "Size of the responses sent from our zones.",
-                SIZES.map(|b| b as f64).to_vec(),
-                &stats.sizes[..],
-                get(&stats.size_sum) as f64,
-            ),
+            ("response_size_bytes", "Size of the responses sent from our zones.", sizes, get(&stats.size_sum) as f64),
         ];
-        for (name, help, bounds, counts, sum) in histograms {
-            let buckets: Vec<(f64, u64)> =
-                bounds.iter().copied().chain([f64::INFINITY]).zip(counts.iter().map(get)).collect();
+        for (name, help, buckets, sum) in histograms {
             let count = buckets.iter().map(|(_, n)| n).sum();
             encoder
                 .encode_descriptor(name, help, None, MetricType::Histogram)?
@@ -288,9 +309,9 @@ mod tests {
         let mut local = LocalStats::default();
         // A response to an A query with NXDOMAIN.
         let mut response = vec![0x12, 0x34, 0x84, 0x03, 0, 1, 0, 0, 0, 0, 0, 0, 1, b'x', 0, 0, 1, 0, 1];
-        local.answered(false, &response, 5_000);
+        local.answered(false, false, &response, 5_000);
         response[3] = 0x00;
-        local.answered(true, &response, 500);
+        local.answered(true, true, &response, 500);
         local.dropped();
         local.flush(&shared);
         let mut registry = prometheus_client::registry::Registry::with_prefix("headless_dns");
