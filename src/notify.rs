@@ -118,6 +118,9 @@ async fn notify_peer(index: Arc<Index>, zones: Arc<Vec<Name>>, peer: SocketAddr,
     let serials = |index: &Index| (0..zones.len()).map(|z| index.zone_serial(z as u8)).collect::<Vec<_>>();
     let mut silent = false;
     let mut declined: HashSet<Name> = HashSet::new();
+    // One socket per zone, kept from round to round: a round every few tens of milliseconds
+    // would otherwise open and close one per zone each time.
+    let mut sockets: Vec<Option<UdpSocket>> = zones.iter().map(|_| None).collect();
     loop {
         while !index.is_ready() || serials(&index).iter().zip(&notified).all(|(s, n)| Some(*s) == *n) {
             tokio::time::sleep(POLL).await;
@@ -134,10 +137,11 @@ async fn notify_peer(index: Arc<Index>, zones: Arc<Vec<Name>>, peer: SocketAddr,
         for &(zone, serial) in &moved {
             notified[zone as usize] = Some(serial);
         }
-        let outcomes = futures::future::join_all(
-            moved.iter().map(|&(zone, serial)| notify(&index, peer, zone, &zones[zone as usize], serial)),
-        )
-        .await;
+        let sends = sockets.iter_mut().enumerate().filter_map(|(z, socket)| {
+            let &(zone, serial) = moved.iter().find(|(m, _)| *m as usize == z)?;
+            Some(notify(&index, peer, zone, &zones[z], serial, socket))
+        });
+        let outcomes = futures::future::join_all(sends).await;
         for (&(zone, serial), outcome) in moved.iter().zip(outcomes) {
             let zone = &zones[zone as usize];
             match outcome {
@@ -172,9 +176,16 @@ async fn notify_peer(index: Arc<Index>, zones: Arc<Vec<Name>>, peer: SocketAddr,
     }
 }
 
-/// Sends one NOTIFY for `zone` (id `zone_id`) to `peer` and waits for its answer, retransmitting
-/// the same message.
-async fn notify(index: &Index, peer: SocketAddr, zone_id: u8, zone: &Name, serial: u32) -> Outcome {
+/// Sends one NOTIFY for `zone` (id `zone_id`) to `peer` on `socket` (opened if there is none yet)
+/// and waits for its answer, retransmitting the same message.
+async fn notify(
+    index: &Index,
+    peer: SocketAddr,
+    zone_id: u8,
+    zone: &Name,
+    serial: u32,
+    socket: &mut Option<UdpSocket>,
+) -> Outcome {
     let id = crate::forward::rand_u64() as u16;
     // RFC 1996 §3.7: opcode NOTIFY, AA set, the zone's SOA as the question.
     let mut message = Message::new(id, MessageType::Query, OpCode::Notify);
@@ -187,10 +198,13 @@ async fn notify(index: &Index, peer: SocketAddr, zone_id: u8, zone: &Name, seria
         (IpAddr::V6(_), true) => Ipv6Addr::LOCALHOST.into(),
         (IpAddr::V6(_), false) => Ipv6Addr::UNSPECIFIED.into(),
     };
-    let socket = match UdpSocket::bind((local, 0)).await {
-        Ok(socket) if socket.connect(peer).await.is_ok() => socket,
-        Ok(_) | Err(_) => return Outcome::Silent,
-    };
+    if socket.is_none() {
+        *socket = match UdpSocket::bind((local, 0)).await {
+            Ok(socket) if socket.connect(peer).await.is_ok() => Some(socket),
+            Ok(_) | Err(_) => return Outcome::Silent,
+        };
+    }
+    let Some(socket) = socket.as_ref() else { return Outcome::Silent };
     let mut buf = [0u8; MIN_UDP as usize];
     for wait in WAITS {
         if index.zone_serial(zone_id) != serial {
