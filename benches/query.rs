@@ -18,7 +18,9 @@
 //! `#[global_allocator]`): the fast path's target is zero.
 //!
 //! Run: `cargo bench --bench query` (add `-- --warm-up-time 1 --measurement-time 3` for a quick
-//! run, or a filter such as `-- pod_a`).
+//! run, or a filter such as `-- pod_a`). Instructions per query, repeatable on a busy machine:
+//! `QUERY_COUNT=n QUERY_CASE=<case>` answers one case n times and exits; run it under
+//! `valgrind --tool=callgrind` with n = 0 and n = 100,000 and divide the difference.
 
 mod support;
 
@@ -132,6 +134,7 @@ fn report_allocations(r: &Responder, cases: &[Case]) {
 fn bench_queries(c: &mut Criterion) {
     let r = responder();
     let cases = cases();
+    count_mode(&r, &cases);
     report_allocations(&r, &cases);
     let mut out = vec![0u8; MAX_MESSAGE];
     let mut group = c.benchmark_group("respond");
@@ -140,6 +143,20 @@ fn bench_queries(c: &mut Criterion) {
         group.bench_function(case.id, |b| b.iter(|| respond(&r, case, &mut out)));
     }
     group.finish();
+}
+
+/// `QUERY_COUNT=n QUERY_CASE=id`: answers that case n times and exits, so that under callgrind
+/// the difference between two counts is the instructions of their queries, whatever else the
+/// machine does (timings here move by up to 50 % between runs).
+fn count_mode(r: &Responder, cases: &[Case]) {
+    let Some(n) = std::env::var("QUERY_COUNT").ok().and_then(|n| n.parse::<usize>().ok()) else { return };
+    let id = std::env::var("QUERY_CASE").unwrap_or_else(|_| "pod_a".into());
+    let case = cases.iter().find(|c| c.id == id).unwrap_or_else(|| panic!("no case {id}"));
+    let mut out = vec![0u8; MAX_MESSAGE];
+    for _ in 0..n {
+        black_box(respond(r, case, &mut out));
+    }
+    std::process::exit(0);
 }
 
 criterion_group!(benches, bench_queries);

@@ -23,8 +23,8 @@
 //!    server, under the same churn: the API server's CPU (its thread in this process) and bytes
 //!    sent, the replicas' CPU and RSS.
 //!
-//! The primary runs on CPU 1 (`taskset`); this process (API server, churn, polls) on CPU 0, and
-//! the secondaries (or the replicas) on `SEC_SECONDARY_CPU` (default 0): on a 2-core machine
+//! The primary runs on CPU 1 (`taskset`); this process (API server, churn, polls) on
+//! `SEC_BENCH_CPU` (default 0), and the secondaries (or the replicas) on `SEC_SECONDARY_CPU` (default 0): on a 2-core machine
 //! fifty servers share one core, which a cluster spreads over fifty nodes.
 //! `SEC_BIN=PATH` runs another build (default: target/release/headless-dns).
 
@@ -248,7 +248,10 @@ fn main() {
         println!("secondaries bench: build the release binary first (cargo build --release), or set SEC_BIN");
         return;
     }
-    if let Some(core) = core_affinity::get_core_ids().and_then(|ids| ids.into_iter().next()) {
+    // This process (the API server, the churn, the polls): CPU 0 by default, with the
+    // secondaries; `SEC_BENCH_CPU=1` puts it with the primary, the control plane's side.
+    let bench_cpu = env_usize("SEC_BENCH_CPU", 0);
+    if let Some(core) = core_affinity::get_core_ids().and_then(|ids| ids.into_iter().nth(bench_cpu)) {
         core_affinity::set_for_current(core);
     }
 

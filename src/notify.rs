@@ -7,8 +7,8 @@
 //!                           at most one round per `delay`)
 //! ```
 //!
-//! Every served zone is notified when the serial moves, since the index has one serial for all.
-//! Changes are coalesced: a round waits `--notify-delay` ([`DEFAULT_DELAY`]) after the change
+//! A zone is notified when its serial moves, which it does only when its records change (a
+//! reverse zone of addresses that did not change is left alone). Changes are coalesced: a round waits `--notify-delay` ([`DEFAULT_DELAY`]) after the change
 //! that starts it, and a peer gets at most one NOTIFY per zone per delay, carrying whatever
 //! changed meanwhile, so churn never becomes a storm (nor a storm of transfers): a burst of
 //! updates becomes one NOTIFY and one IXFR. The delay is short because it is added to every
@@ -71,7 +71,9 @@ pub async fn run(
     delay: Duration,
     cancel: CancellationToken,
 ) {
-    let zones: Vec<Name> = index.zones().iter().filter_map(|z| Name::from_ascii(z.name.to_dotted()).ok()).collect();
+    // By zone id: a zone's NOTIFY names it, its serial is the index's of that id.
+    let zones: Vec<Name> =
+        index.zones().iter().map(|z| Name::from_ascii(z.name.to_dotted()).expect("zone names are valid")).collect();
     let zones = Arc::new(zones);
     let spawn = |peer| tokio::spawn(notify_peer(index.clone(), zones.clone(), peer, delay));
     let mut tasks: std::collections::HashMap<SocketAddr, tokio::task::JoinHandle<()>> =
@@ -109,22 +111,39 @@ pub async fn run(
 }
 
 /// The rounds of NOTIFY to one peer: one once the first state is served (the peer may hold an
-/// older copy), then one after each serial change: `delay` after it, and at most one per `delay`.
+/// older copy), then one after each change: `delay` after it, and at most one per `delay`. A
+/// round names only the zones whose serial moved since the last one.
 async fn notify_peer(index: Arc<Index>, zones: Arc<Vec<Name>>, peer: SocketAddr, delay: Duration) {
-    let mut notified = None;
+    let mut notified: Vec<Option<u32>> = vec![None; zones.len()];
+    let serials = |index: &Index| (0..zones.len()).map(|z| index.zone_serial(z as u8)).collect::<Vec<_>>();
     let mut silent = false;
     let mut declined: HashSet<Name> = HashSet::new();
+    // One socket per zone, kept from round to round: a round every few tens of milliseconds
+    // would otherwise open and close one per zone each time.
+    let mut sockets: Vec<Option<UdpSocket>> = zones.iter().map(|_| None).collect();
     loop {
-        while !index.is_ready() || notified == Some(index.serial()) {
+        while !index.is_ready() || serials(&index).iter().zip(&notified).all(|(s, n)| Some(*s) == *n) {
             tokio::time::sleep(POLL).await;
         }
         // Let a burst of changes settle into one round.
         tokio::time::sleep(delay).await;
-        let serial = index.serial();
-        notified = Some(serial);
         let round = tokio::time::Instant::now();
-        let outcomes = futures::future::join_all(zones.iter().map(|zone| notify(&index, peer, zone, serial))).await;
-        for (zone, outcome) in zones.iter().zip(outcomes) {
+        let moved: Vec<(u8, u32)> = serials(&index)
+            .into_iter()
+            .enumerate()
+            .filter(|(z, s)| notified[*z] != Some(*s))
+            .map(|(z, s)| (z as u8, s))
+            .collect();
+        for &(zone, serial) in &moved {
+            notified[zone as usize] = Some(serial);
+        }
+        let sends = sockets.iter_mut().enumerate().filter_map(|(z, socket)| {
+            let &(zone, serial) = moved.iter().find(|(m, _)| *m as usize == z)?;
+            Some(notify(&index, peer, zone, &zones[z], serial, socket))
+        });
+        let outcomes = futures::future::join_all(sends).await;
+        for (&(zone, serial), outcome) in moved.iter().zip(outcomes) {
+            let zone = &zones[zone as usize];
             match outcome {
                 Outcome::Answered(ResponseCode::NoError) => {
                     tracing::debug!(%peer, %zone, serial, "NOTIFY acknowledged");
@@ -157,8 +176,16 @@ async fn notify_peer(index: Arc<Index>, zones: Arc<Vec<Name>>, peer: SocketAddr,
     }
 }
 
-/// Sends one NOTIFY for `zone` to `peer` and waits for its answer, retransmitting the same message.
-async fn notify(index: &Index, peer: SocketAddr, zone: &Name, serial: u32) -> Outcome {
+/// Sends one NOTIFY for `zone` (id `zone_id`) to `peer` on `socket` (opened if there is none yet)
+/// and waits for its answer, retransmitting the same message.
+async fn notify(
+    index: &Index,
+    peer: SocketAddr,
+    zone_id: u8,
+    zone: &Name,
+    serial: u32,
+    socket: &mut Option<UdpSocket>,
+) -> Outcome {
     let id = crate::forward::rand_u64() as u16;
     // RFC 1996 §3.7: opcode NOTIFY, AA set, the zone's SOA as the question.
     let mut message = Message::new(id, MessageType::Query, OpCode::Notify);
@@ -171,13 +198,16 @@ async fn notify(index: &Index, peer: SocketAddr, zone: &Name, serial: u32) -> Ou
         (IpAddr::V6(_), true) => Ipv6Addr::LOCALHOST.into(),
         (IpAddr::V6(_), false) => Ipv6Addr::UNSPECIFIED.into(),
     };
-    let socket = match UdpSocket::bind((local, 0)).await {
-        Ok(socket) if socket.connect(peer).await.is_ok() => socket,
-        Ok(_) | Err(_) => return Outcome::Silent,
-    };
+    if socket.is_none() {
+        *socket = match UdpSocket::bind((local, 0)).await {
+            Ok(socket) if socket.connect(peer).await.is_ok() => Some(socket),
+            Ok(_) | Err(_) => return Outcome::Silent,
+        };
+    }
+    let Some(socket) = socket.as_ref() else { return Outcome::Silent };
     let mut buf = [0u8; MIN_UDP as usize];
     for wait in WAITS {
-        if index.serial() != serial {
+        if index.zone_serial(zone_id) != serial {
             return Outcome::Superseded;
         }
         if let Err(error) = socket.send(&packet).await {
@@ -218,6 +248,8 @@ pub struct Inbox {
     wake: tokio::sync::Notify,
     /// When the newest accepted NOTIFY arrived.
     latest: parking_lot::Mutex<Option<std::time::Instant>>,
+    /// The zones (wire) notified since the transfer task last took them.
+    zones: parking_lot::Mutex<Vec<Vec<u8>>>,
     /// When a refused NOTIFY was last logged (at most one line per [`REFUSED_LOG_EVERY`]).
     refused_logged: parking_lot::Mutex<Option<std::time::Instant>>,
 }
@@ -233,6 +265,7 @@ impl Inbox {
             allowed,
             wake: tokio::sync::Notify::new(),
             latest: parking_lot::Mutex::new(None),
+            zones: parking_lot::Mutex::new(Vec::new()),
             refused_logged: parking_lot::Mutex::new(None),
         }
     }
@@ -247,6 +280,11 @@ impl Inbox {
     pub fn notified(&self, zone: &[u8], serial: Option<u32>, peer: IpAddr) {
         tracing::debug!(%peer, zone = %display_wire(zone), ?serial, "NOTIFY received");
         *self.latest.lock() = Some(std::time::Instant::now());
+        let mut zones = self.zones.lock();
+        if !zones.iter().any(|z| z.eq_ignore_ascii_case(zone)) {
+            zones.push(zone.to_ascii_lowercase());
+        }
+        drop(zones);
         // Stores a permit when the task is busy transferring: it refreshes once more after.
         self.wake.notify_one();
     }
@@ -268,6 +306,11 @@ impl Inbox {
     /// Waits for the next NOTIFY (or returns at once if one came since the last wait).
     pub async fn wait(&self) {
         self.wake.notified().await;
+    }
+
+    /// The zones (wire, lower case) notified since the last call.
+    pub fn take_zones(&self) -> Vec<Vec<u8>> {
+        std::mem::take(&mut *self.zones.lock())
     }
 
     /// When the newest accepted NOTIFY arrived.

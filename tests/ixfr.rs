@@ -511,64 +511,124 @@ fn web_0(ip: [u8; 4]) -> Record {
     Record::from_rdata(name, 5, RData::A(hickory_proto::rr::rdata::A(ip.into())))
 }
 
-/// A zone-transfer server on loopback that answers each request as `script` says.
+/// What a scripted primary saw: connections accepted, and the zone of each request in order.
+#[derive(Default)]
+struct Seen {
+    connections: usize,
+    zones: Vec<String>,
+}
+
+/// A zone-transfer server on loopback that answers each request as `script` says, every request
+/// of a connection until the client closes it, unless `one_per_connection` (then it closes each
+/// connection after its first answer, as a primary's idle timeout would).
 fn scripted_primary(script: std::sync::Arc<std::sync::Mutex<Script>>) -> SocketAddr {
+    scripted_primary_seeing(script, true, Default::default())
+}
+
+fn scripted_primary_seeing(
+    script: std::sync::Arc<std::sync::Mutex<Script>>,
+    one_per_connection: bool,
+    seen: std::sync::Arc<std::sync::Mutex<Seen>>,
+) -> SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     std::thread::spawn(move || {
         for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut len = [0u8; 2];
-            if stream.read_exact(&mut len).is_err() {
-                continue;
-            }
-            let mut buf = vec![0u8; u16::from_be_bytes(len) as usize];
-            if stream.read_exact(&mut buf).is_err() {
-                continue;
-            }
-            let request = Message::from_vec(&buf).unwrap();
-            let question = request.queries[0].clone();
-            let zone = question.name().to_ascii();
-            let held = request.authorities.iter().find_map(soa_serial);
-            let full = |serial: u32, records: Vec<Record>| {
-                let mut all = vec![soa_at(&zone, serial)];
-                all.extend(records);
-                all.push(soa_at(&zone, serial));
-                all
-            };
-            let records: Vec<Record> = match (*script.lock().unwrap(), zone.as_str()) {
-                (_, "in-addr.arpa." | "ip6.arpa.") if held == Some(1) => vec![soa_at(&zone, 1)],
-                (_, "in-addr.arpa." | "ip6.arpa.") => full(1, Vec::new()),
-                (Script::Garbage, _) => {
-                    let _ = stream.write_all(&[0, 6, 0xde, 0xad, 0xbe, 0xef, 0, 1]);
-                    continue;
-                }
-                (Script::Truncated(serial), _) => vec![soa_at(&zone, serial), web_0([10, 9, 9, 9])],
-                (Script::Zone(serial, _) | Script::BadDifference(serial, _), _) if held == Some(serial) => {
-                    vec![soa_at(&zone, serial)]
-                }
-                (Script::BadDifference(serial, ip), _) if held.is_some() => vec![
-                    soa_at(&zone, serial),
-                    soa_at(&zone, held.unwrap()),
-                    web_0([10, 9, 9, 9]),
-                    soa_at(&zone, serial),
-                    web_0(ip),
-                    soa_at(&zone, serial),
-                ],
-                (Script::Zone(serial, ip) | Script::BadDifference(serial, ip), _) => full(serial, vec![web_0(ip)]),
-            };
-            let mut response = request.clone();
-            response.metadata.message_type = hickory_proto::op::MessageType::Response;
-            response.metadata.authoritative = true;
-            response.authorities.clear();
-            response.answers = records;
-            let bytes = response.to_vec().unwrap();
-            let mut framed = (bytes.len() as u16).to_be_bytes().to_vec();
-            framed.extend_from_slice(&bytes);
-            let _ = stream.write_all(&framed);
+            let Ok(stream) = stream else { continue };
+            seen.lock().unwrap().connections += 1;
+            let (script, seen) = (script.clone(), seen.clone());
+            std::thread::spawn(move || serve_script(stream, &script, one_per_connection, &seen));
         }
     });
     addr
+}
+
+fn serve_script(
+    mut stream: TcpStream,
+    script: &std::sync::Mutex<Script>,
+    one_per_connection: bool,
+    seen: &std::sync::Mutex<Seen>,
+) {
+    loop {
+        let mut len = [0u8; 2];
+        if stream.read_exact(&mut len).is_err() {
+            return;
+        }
+        let mut buf = vec![0u8; u16::from_be_bytes(len) as usize];
+        if stream.read_exact(&mut buf).is_err() {
+            return;
+        }
+        let request = Message::from_vec(&buf).unwrap();
+        let question = request.queries[0].clone();
+        let zone = question.name().to_ascii();
+        seen.lock().unwrap().zones.push(zone.clone());
+        let held = request.authorities.iter().find_map(soa_serial);
+        let full = |serial: u32, records: Vec<Record>| {
+            let mut all = vec![soa_at(&zone, serial)];
+            all.extend(records);
+            all.push(soa_at(&zone, serial));
+            all
+        };
+        let records: Vec<Record> = match (*script.lock().unwrap(), zone.as_str()) {
+            (_, "in-addr.arpa." | "ip6.arpa.") if held == Some(1) => vec![soa_at(&zone, 1)],
+            (_, "in-addr.arpa." | "ip6.arpa.") => full(1, Vec::new()),
+            (Script::Garbage, _) => {
+                let _ = stream.write_all(&[0, 6, 0xde, 0xad, 0xbe, 0xef, 0, 1]);
+                return;
+            }
+            (Script::Truncated(serial), _) => vec![soa_at(&zone, serial), web_0([10, 9, 9, 9])],
+            (Script::Zone(serial, _) | Script::BadDifference(serial, _), _) if held == Some(serial) => {
+                vec![soa_at(&zone, serial)]
+            }
+            (Script::BadDifference(serial, ip), _) if held.is_some() => vec![
+                soa_at(&zone, serial),
+                soa_at(&zone, held.unwrap()),
+                web_0([10, 9, 9, 9]),
+                soa_at(&zone, serial),
+                web_0(ip),
+                soa_at(&zone, serial),
+            ],
+            (Script::Zone(serial, ip) | Script::BadDifference(serial, ip), _) => full(serial, vec![web_0(ip)]),
+        };
+        let truncated = matches!(*script.lock().unwrap(), Script::Truncated(_));
+        let mut response = request.clone();
+        response.metadata.message_type = hickory_proto::op::MessageType::Response;
+        response.metadata.authoritative = true;
+        response.authorities.clear();
+        response.answers = records;
+        let bytes = response.to_vec().unwrap();
+        let mut framed = (bytes.len() as u16).to_be_bytes().to_vec();
+        framed.extend_from_slice(&bytes);
+        if stream.write_all(&framed).is_err() || one_per_connection || truncated {
+            return;
+        }
+    }
+}
+
+/// A NOTIFY names the zone that changed: the secondary asks for that zone only, on the
+/// connection it kept from its first transfers, and opens another when the primary has closed
+/// that one.
+#[test]
+fn a_secondary_asks_for_the_notified_zone_on_the_connection_it_kept() {
+    let script = std::sync::Arc::new(std::sync::Mutex::new(Script::Zone(100, [10, 0, 0, 1])));
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Seen::default()));
+    let primary = scripted_primary_seeing(script.clone(), false, seen.clone());
+    let secondary = secondary_on(free_port(), primary, &[]);
+    let web_0 = "web-0.web.default.svc.cluster.local.";
+    let answers = || addresses(&ask(secondary.addr, web_0, RecordType::A));
+    eventually("the first transfer", Duration::from_secs(10), || answers() == ["10.0.0.1"]);
+    let zones = |seen: &Seen| seen.zones.iter().map(|z| z.trim_end_matches('.').to_string()).collect::<Vec<_>>();
+    assert_eq!(zones(&seen.lock().unwrap()), ["cluster.local", "in-addr.arpa", "ip6.arpa"]);
+    for (round, serial) in [101, 102, 103].into_iter().enumerate() {
+        *script.lock().unwrap() = Script::Zone(serial, [10, 0, 0, serial as u8]);
+        assert_eq!(send_notify("127.0.0.1", secondary.addr), Some(ResponseCode::NoError));
+        let ip = format!("10.0.0.{serial}");
+        eventually("the notified change", Duration::from_secs(5), || answers() == [ip.as_str()]);
+        let seen = seen.lock().unwrap();
+        assert_eq!(zones(&seen)[3..], vec!["cluster.local"; round + 1][..], "only the notified zone");
+        assert_eq!(seen.connections, 1, "one connection for every transfer");
+    }
+    drop(secondary);
 }
 
 #[test]

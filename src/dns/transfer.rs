@@ -314,8 +314,8 @@ fn soa_record(index: &Index, zone_id: u8, serial: u32) -> Record {
 }
 
 /// The IXFR answer records from `versions` (from the client's serial to `serial`), RFC 1995 §4.
-/// Versions that did not change this zone (every serial change moves every zone's serial) are
-/// folded into their neighbours, so a reverse zone is not sent a SOA pair per change elsewhere.
+/// The journal's versions are the index's (each names the zones it changed): those that did not
+/// change this zone are skipped, and the zone's serial steps from one that did to the next.
 fn incremental(index: &Index, zone_id: u8, serial: u32, versions: &[Arc<Version>]) -> Vec<Record> {
     let records_of = |rrs: &std::collections::BTreeSet<crate::index::journal::Rr>| {
         rrs.iter().filter_map(|rr| crate::index::journal::from_rr(rr)).collect::<Vec<_>>()

@@ -237,9 +237,13 @@ impl Journal {
         }
     }
 
-    /// Whether the recompute in progress changed any record.
-    pub(super) fn has_pending(&self) -> bool {
-        self.state.lock().pending.iter().any(|(_, d)| !d.is_empty())
+    /// The zones whose records the recompute in progress changed; None when the journal is not
+    /// tracking changes (off, or before the index is ready), so it cannot tell.
+    pub(super) fn pending_zones(&self, ready: bool) -> Option<Vec<u8>> {
+        if !ready || self.limit.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        Some(self.state.lock().pending.iter().filter(|(_, d)| !d.is_empty()).map(|(z, _)| *z).collect())
     }
 
     /// Ends the recompute in progress: its changes become the version `from` → `to` (none before

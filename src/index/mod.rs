@@ -69,9 +69,13 @@ pub struct Index {
     /// How many names have an entry.
     published: AtomicUsize,
     zones: Box<[Zone]>,
-    /// Each zone's SOA serial, by zone id. A primary moves them together (one serial for all its
-    /// zones); a secondary sets each to its primary's.
+    /// Each zone's SOA serial, by zone id. A primary moves a zone's to the newest serial when the
+    /// zone's records change (so an unchanged zone is neither notified nor transferred); a
+    /// secondary sets each to its primary's.
     serials: Box<[AtomicU32]>,
+    /// The newest serial given to any zone: where the next change starts (the journal's history
+    /// is one sequence of these, each version naming the zones it changed).
+    latest: AtomicU32,
     ready: AtomicBool,
     /// Default TTL, for synthesized Pod names and the apex SOA.
     pub ttl: u32,
@@ -113,6 +117,7 @@ impl Index {
             names: DashMap::with_hasher(Hasher::default()),
             published: AtomicUsize::new(0),
             serials: zones.iter().map(|_| AtomicU32::new(now)).collect(),
+            latest: AtomicU32::new(now),
             zones: zones.into_boxed_slice(),
             ready: AtomicBool::new(false),
             ttl: cfg.ttl,
@@ -159,9 +164,9 @@ impl Index {
         &self.zones
     }
 
-    /// The current SOA serial (of the first zone: on a primary, every zone's).
+    /// The newest SOA serial of any zone (on a primary, the serial of the last change).
     pub fn serial(&self) -> u32 {
-        self.zone_serial(0)
+        self.latest.load(Ordering::Relaxed)
     }
 
     /// The current SOA serial of zone `zone`.
@@ -256,26 +261,46 @@ impl Index {
     }
 
     /// Ends a recompute: moves a zone's serial to the one given (a secondary's: its primary's),
-    /// else every zone's forward if anything `changed` (or the journal saw a record change),
-    /// and commits the journal's version for it. Call with the gate held.
+    /// else moves the serial forward and gives it to the zones whose records changed, as the
+    /// journal saw them (every zone when the journal is not tracking changes: before the first
+    /// sync, or with `--ixfr-journal-size 0`), and commits the journal's version for it. Call
+    /// with the gate held.
     fn commit(&self, changed: bool, serial: Option<(u8, u32)>) {
         let from = self.serial();
         match serial {
-            Some((zone, serial)) => self.serials[zone as usize].store(serial, Ordering::Relaxed),
-            None if changed || self.journal.has_pending() => self.bump_serial(),
-            None => {}
+            Some((zone, serial)) => {
+                self.serials[zone as usize].store(serial, Ordering::Relaxed);
+                self.latest.store(serial, Ordering::Relaxed);
+            }
+            None => match self.journal.pending_zones(self.is_ready()) {
+                Some(zones) if !zones.is_empty() => {
+                    let next = self.bump_serial();
+                    for zone in zones {
+                        self.serials[zone as usize].store(next, Ordering::Relaxed);
+                    }
+                }
+                Some(_) => {}
+                None if changed => {
+                    let next = self.bump_serial();
+                    for serial in &self.serials {
+                        serial.store(next, Ordering::Relaxed);
+                    }
+                }
+                None => {}
+            },
         }
         self.journal.commit(from, self.serial(), self.is_ready());
     }
 
-    /// Moves the serial forward: to the current Unix time (so replicas roughly agree, as
-    /// CoreDNS's serial does), or by one if that is not ahead.
-    fn bump_serial(&self) {
+    /// Moves the newest serial forward: to the current Unix time (so replicas roughly agree, as
+    /// CoreDNS's serial does), or by one if that is not ahead. Returns it.
+    fn bump_serial(&self) -> u32 {
         let (now, current) = (unix_now(), self.serial());
-        let next = if now > current { now } else { current.wrapping_add(1) };
-        for serial in &self.serials {
-            serial.store(next, Ordering::Relaxed);
-        }
+        // RFC 1982: `now` is ahead when it is less than 2^31 past `current`.
+        let ahead = now != current && now.wrapping_sub(current) < 1 << 31;
+        let next = if ahead { now } else { current.wrapping_add(1) };
+        self.latest.store(next, Ordering::Relaxed);
+        next
     }
 }
 

@@ -126,6 +126,26 @@ fn serial_moves_on_change_only() {
     assert_eq!(f.index().serial(), after);
 }
 
+/// A zone's serial moves only when its records change: an unchanged zone is neither notified
+/// nor transferred (zones: cluster.local, clusterset.local, in-addr.arpa, ip6.arpa).
+#[test]
+fn serial_moves_per_zone() {
+    let mut f = Fixture::new();
+    f.index().set_ready(true);
+    let serials = |f: &Fixture| (0..4).map(|z| f.index().zone_serial(z)).collect::<Vec<_>>();
+    let start = serials(&f);
+    assert!(f.apply(service("ns-0", "ext", ServiceKind::ExternalName(Name::parse("example.com").unwrap()))));
+    let after_cname = serials(&f);
+    assert!(crate::dns::transfer::serial_lt(start[0], after_cname[0]));
+    assert_eq!(after_cname[1..], start[1..], "only the cluster zone changed");
+    assert!(f.apply(service("ns-0", "svc-0", ServiceKind::ClusterIp(smallvec!["10.96.0.1".parse().unwrap()]))));
+    let after_ip = serials(&f);
+    assert!(crate::dns::transfer::serial_lt(after_cname[0], after_ip[0]));
+    assert_eq!(after_ip[2], after_ip[0], "its PTR is in in-addr.arpa");
+    assert_eq!(after_ip[3], start[3], "nothing in ip6.arpa");
+    assert_eq!(f.index().serial(), after_ip[0]);
+}
+
 #[test]
 fn srv_glue_follows_a_pod_recreation() {
     let mut f = Fixture::new();
@@ -522,27 +542,31 @@ proptest! {
     }
 }
 
-/// Every serial change moves every zone's serial; a zone's IXFR has one step per change of its
-/// own, the others folded in (not a SOA pair per change elsewhere).
+/// A zone's serial moves only with its own changes: its IXFR has one step per change of its own
+/// (not a SOA pair per change elsewhere), and a zone that did not change is current.
 #[test]
 fn a_reverse_zone_ixfr_has_one_step_per_change_of_its_own() {
     use hickory_proto::rr::RecordType;
     let mut f = Fixture::new();
     f.index().set_ready(true);
+    let zone_id = |f: &Fixture, zone: &str| f.index().zone_of(Name::parse(zone).unwrap().as_wire()).unwrap();
+    let ip6 = f.index().zone_serial(zone_id(&f, "ip6.arpa"));
     f.apply(service("ns-0", "svc-0", ServiceKind::Headless));
     f.apply(slice("ns-0", "slice-0", "svc-0", vec![endpoint("10.0.0.1", Some("pod-0"), true)]));
     let (before, reverse) = axfr(f.index(), "in-addr.arpa.");
     let external = |n: &str| service("ns-0", n, ServiceKind::ExternalName(Name::parse("example.com").unwrap()));
     assert!(f.apply(external("svc-1")));
     assert!(f.apply(slice("ns-0", "slice-0", "svc-0", vec![endpoint("10.0.0.2", Some("pod-0"), true)])));
+    let changed = f.index().zone_serial(zone_id(&f, "in-addr.arpa"));
     assert!(f.apply(external("svc-2")));
+    assert_eq!(f.index().zone_serial(zone_id(&f, "in-addr.arpa")), changed, "svc-2 has no PTR");
+    assert_ne!(f.index().serial(), changed);
     let answer = transfer_records(f.index(), "in-addr.arpa.", RecordType::IXFR, Some(before));
     let serials: Vec<u32> = answer.iter().filter_map(soa_serial).collect();
-    let now = f.index().serial();
-    assert_eq!(serials, [now, before, now, now], "{answer:?}");
+    assert_eq!(serials, [changed, before, changed, changed], "{answer:?}");
     assert_eq!(apply_ixfr(reverse, &answer), Ok(axfr(f.index(), "in-addr.arpa.").1));
-    // A zone that did not change at all: one empty step from the client's serial to now.
-    let answer = transfer_records(f.index(), "ip6.arpa.", RecordType::IXFR, Some(before));
-    assert_eq!(answer.iter().filter_map(soa_serial).collect::<Vec<_>>(), [now, before, now, now]);
-    assert_eq!(answer.len(), 4);
+    // A zone that did not change at all keeps its serial: a client there is current.
+    assert_eq!(f.index().zone_serial(zone_id(&f, "ip6.arpa")), ip6);
+    let answer = transfer_records(f.index(), "ip6.arpa.", RecordType::IXFR, Some(ip6));
+    assert_eq!(answer.iter().filter_map(soa_serial).collect::<Vec<_>>(), [ip6]);
 }

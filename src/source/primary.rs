@@ -136,8 +136,10 @@ pub async fn run(
     let ticker = tokio::spawn(tick(metrics.secondary.clone(), secondary.refreshed.clone(), inbox.clone()));
     let mut retry = RETRY_FIRST;
     let mut outage: Option<Instant> = None;
+    // The zones the next round refreshes (None: all of them).
+    let mut which: Option<Vec<usize>> = None;
     loop {
-        let wait = match secondary.round().await {
+        let wait = match secondary.round(which.as_deref()).await {
             Ok(()) => {
                 if let Some(since) = outage.take() {
                     tracing::info!(failing_for = ?since.elapsed(), "copy up to date again");
@@ -168,11 +170,22 @@ pub async fn run(
                 wait
             }
         };
-        tokio::select! {
+        // A NOTIFY names the zone that changed: only those are asked for, unless the round
+        // failed (then every zone, once a primary answers again) or the refresh timer is due.
+        let notified = tokio::select! {
             _ = cancel.cancelled() => break,
-            _ = inbox.wait() => {}
-            _ = tokio::time::sleep(wait) => {}
-        }
+            _ = inbox.wait() => true,
+            _ = tokio::time::sleep(wait) => false,
+        };
+        let zones = inbox.take_zones();
+        which = (notified && outage.is_none())
+            .then(|| {
+                let which: Vec<usize> = (0..secondary.zones.len())
+                    .filter(|&z| zones.iter().any(|w| w.as_slice() == secondary.zones[z].as_wire()))
+                    .collect();
+                (!which.is_empty()).then_some(which)
+            })
+            .flatten();
     }
     ticker.abort();
 }
@@ -209,6 +222,10 @@ struct Secondary {
     synced: bool,
     /// When a round that started then last succeeded.
     refreshed: Arc<parking_lot::Mutex<Option<Instant>>>,
+    /// The connection of the last transfer and its primary, kept for the next one: a NOTIFY
+    /// round every few tens of milliseconds would otherwise open a connection per zone per
+    /// round. The primary closes it when idle (10 s), and the next request opens another.
+    conn: Option<(usize, TcpStream)>,
     tx: Sender,
     metrics: SecondaryMetrics,
 }
@@ -225,18 +242,20 @@ impl Secondary {
             retry: Duration::from_secs(u64::from(soa::RETRY)),
             synced: false,
             refreshed: Arc::new(parking_lot::Mutex::new(None)),
+            conn: None,
             tx,
             metrics,
         }
     }
 
-    /// Brings every zone up to date from the preferred primary, else the next one that answers.
-    async fn round(&mut self) -> Result<(), FetchError> {
+    /// Brings the zones `which` (None: every zone) up to date from the preferred primary, else
+    /// the next one that answers.
+    async fn round(&mut self, which: Option<&[usize]>) -> Result<(), FetchError> {
         let started = Instant::now();
         let mut last_error = None;
         for offset in 0..self.primaries.len() {
             let primary = (self.preferred + offset) % self.primaries.len();
-            match self.refresh_from(primary).await {
+            match self.refresh_from(primary, which).await {
                 Ok(()) => {
                     if primary != self.preferred {
                         tracing::info!(primary = %self.primaries[primary], "now copying from this primary");
@@ -259,9 +278,12 @@ impl Secondary {
         Err(last_error.unwrap_or(FetchError::Timeout))
     }
 
-    /// Brings every zone up to date from `primary`.
-    async fn refresh_from(&mut self, primary: usize) -> Result<(), FetchError> {
-        for zone in 0..self.zones.len() {
+    /// Brings the zones `which` (None: every zone) up to date from `primary`. Moving to another
+    /// primary takes every zone: the copy must not mix two primaries' histories for long.
+    async fn refresh_from(&mut self, primary: usize, which: Option<&[usize]>) -> Result<(), FetchError> {
+        let all: Vec<usize> = (0..self.zones.len()).collect();
+        let which = which.filter(|_| primary == self.preferred).unwrap_or(&all);
+        for &zone in which {
             self.refresh_zone(primary, zone).await?;
         }
         Ok(())
@@ -275,7 +297,7 @@ impl Secondary {
         let mut held = self.held[zone].filter(|(from, _)| *from == primary).map(|(_, serial)| serial);
         loop {
             let kind = if held.is_some() { "ixfr" } else { "axfr" };
-            let fetched = match fetch(peer, &name, held, &self.metrics).await {
+            let fetched = match self.fetch(primary, &name, held).await {
                 Ok(fetched) => fetched,
                 Err(error) => {
                     self.count(kind, "error");
@@ -330,6 +352,40 @@ impl Secondary {
         }
     }
 
+    /// Asks `primary` for `zone`: IXFR from `held`, or AXFR without a copy; on the connection
+    /// kept from the last transfer if it is to the same primary, else (or if the primary closed
+    /// it meanwhile) on a new one, which is kept if the transfer succeeds.
+    async fn fetch(&mut self, primary: usize, zone: &Name, held: Option<u32>) -> Result<Fetched, FetchError> {
+        let peer = self.primaries[primary];
+        if let Some((from, stream)) = self.conn.take()
+            && from == primary
+        {
+            match exchange(stream, zone, held, &self.metrics).await {
+                Ok((fetched, stream)) => {
+                    self.conn = Some((primary, stream));
+                    return Ok(fetched);
+                }
+                // Closed while idle: not the primary's failure, ask again on a new connection.
+                Err(Exchange::Unanswered) => tracing::debug!(%peer, "kept connection closed; reconnecting"),
+                Err(Exchange::Failed(error)) => return Err(error),
+            }
+        }
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(peer))
+            .await
+            .map_err(|_| FetchError::Timeout)??;
+        match exchange(stream, zone, held, &self.metrics).await {
+            Ok((fetched, stream)) => {
+                self.conn = Some((primary, stream));
+                Ok(fetched)
+            }
+            Err(Exchange::Unanswered) => Err(FetchError::Io(std::io::Error::new(
+                std::io::ErrorKind::ConnectionAborted,
+                "the primary closed the connection without answering",
+            ))),
+            Err(Exchange::Failed(error)) => Err(error),
+        }
+    }
+
     /// Forgets which serials came from `primary`, so that the next transfers from it are full.
     fn forget(&mut self, primary: usize) {
         for held in &mut self.held {
@@ -359,13 +415,35 @@ fn interval(seconds: i32, default: u32) -> Duration {
     Duration::from_secs(u64::try_from(seconds).ok().filter(|s| *s > 0).unwrap_or(u64::from(default)))
 }
 
-/// Asks `peer` for `zone`: IXFR from `held`, or AXFR without a copy.
-async fn fetch(
-    peer: SocketAddr,
+/// Why an exchange on a connection brought no transfer.
+enum Exchange {
+    /// The connection was closed (or reset) before any answer: a kept connection the primary
+    /// closed while it was idle.
+    Unanswered,
+    /// Anything else.
+    Failed(FetchError),
+}
+
+impl From<FetchError> for Exchange {
+    fn from(error: FetchError) -> Exchange {
+        Exchange::Failed(error)
+    }
+}
+
+impl From<std::io::Error> for Exchange {
+    fn from(error: std::io::Error) -> Exchange {
+        Exchange::Failed(error.into())
+    }
+}
+
+/// Asks for `zone` on `stream`: IXFR from `held`, or AXFR without a copy. Returns the stream,
+/// positioned after the answer, for the next request.
+async fn exchange(
+    mut stream: TcpStream,
     zone: &Name,
     held: Option<u32>,
     metrics: &SecondaryMetrics,
-) -> Result<Fetched, FetchError> {
+) -> Result<(Fetched, TcpStream), Exchange> {
     let apex = HName::from_ascii(zone.to_dotted()).map_err(|e| FetchError::Malformed(e.to_string()))?;
     let id = crate::forward::rand_u64() as u16;
     let mut request = Message::new(id, MessageType::Query, OpCode::Query);
@@ -377,51 +455,60 @@ async fn fetch(
         request.authorities.push(Record::from_rdata(apex.clone(), 0, RData::SOA(soa)));
     }
     let bytes = request.to_vec().map_err(|e| FetchError::Malformed(e.to_string()))?;
-    let mut stream =
-        tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(peer)).await.map_err(|_| FetchError::Timeout)??;
     let mut framed = (bytes.len() as u16).to_be_bytes().to_vec();
     framed.extend_from_slice(&bytes);
-    stream.write_all(&framed).await?;
+    if let Err(error) = stream.write_all(&framed).await {
+        return Err(if closed(&error) { Exchange::Unanswered } else { error.into() });
+    }
 
     let mut reader = Reader::new(zone.clone(), held);
     let mut total = 0;
     let mut buf = Vec::new();
     loop {
         let mut len = [0u8; 2];
-        read_exact(&mut stream, &mut len).await?;
+        match tokio::time::timeout(READ_TIMEOUT, stream.read_exact(&mut len)).await {
+            Ok(Err(error)) if total == 0 && closed(&error) => return Err(Exchange::Unanswered),
+            result => check_read(result)?,
+        }
         let len = usize::from(u16::from_be_bytes(len));
         total += len;
         metrics.transfer_bytes.inc_by(len as u64 + 2);
         if total > MAX_TRANSFER_BYTES {
-            return Err(FetchError::TooLarge);
+            return Err(FetchError::TooLarge.into());
         }
         buf.resize(len, 0);
-        read_exact(&mut stream, &mut buf).await?;
+        check_read(tokio::time::timeout(READ_TIMEOUT, stream.read_exact(&mut buf)).await)?;
         let message = Message::from_vec(&buf).map_err(|e| FetchError::Malformed(e.to_string()))?;
         if message.metadata.id != id || message.metadata.message_type != MessageType::Response {
-            return Err(FetchError::Malformed("an answer to another query".into()));
+            return Err(FetchError::Malformed("an answer to another query".into()).into());
         }
         if message.metadata.response_code != ResponseCode::NoError {
-            return Err(FetchError::Refused(message.metadata.response_code));
+            return Err(FetchError::Refused(message.metadata.response_code).into());
         }
         if message.answers.is_empty() {
-            return Err(FetchError::Malformed("a message without records".into()));
+            return Err(FetchError::Malformed("a message without records".into()).into());
         }
         for record in &message.answers {
             if reader.push(record)? {
-                return reader.finish();
+                return Ok((reader.finish()?, stream));
             }
         }
         if reader.only_soa() {
             // A single SOA, alone in its message: the answer to an IXFR from a copy that is
             // current (or ahead).
-            return reader.finish();
+            return Ok((reader.finish()?, stream));
         }
     }
 }
 
-async fn read_exact(stream: &mut TcpStream, buf: &mut [u8]) -> Result<(), FetchError> {
-    match tokio::time::timeout(READ_TIMEOUT, stream.read_exact(buf)).await {
+/// Whether `error` says the other end closed the connection.
+fn closed(error: &std::io::Error) -> bool {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
+    matches!(error.kind(), UnexpectedEof | ConnectionReset | ConnectionAborted | BrokenPipe)
+}
+
+fn check_read<T>(result: Result<std::io::Result<T>, tokio::time::error::Elapsed>) -> Result<(), FetchError> {
+    match result {
         Err(_) => Err(FetchError::Timeout),
         Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
             Err(FetchError::Malformed("the primary closed the connection before the final SOA".into()))
