@@ -123,6 +123,66 @@ async fn tcp_carries_several_queries_per_connection() {
     server.stop().await;
 }
 
+/// Hundreds of queries pipelined in one write on one connection (more than one read of the
+/// server's takes, so messages straddle its reads), then a message split over two writes, with a
+/// zone transfer request among them, and the client's side shut down after the last: every
+/// answer comes back, in order, with its query's ID and question, and the Pod names with their
+/// addresses; then the server closes the connection.
+#[tokio::test(flavor = "multi_thread")]
+async fn tcp_answers_queries_pipelined_in_one_write_in_order() {
+    let server = TestServer::start(FIXTURE).await;
+    let asked = [
+        ("web-0.nginx.ns-0.svc.cluster.local.", RecordType::A, Some("10.244.1.5")),
+        ("web-1.nginx.ns-0.svc.cluster.local.", RecordType::A, Some("10.244.2.7")),
+        ("_web._tcp.nginx.ns-0.svc.cluster.local.", RecordType::SRV, None),
+        ("nope.ns-0.svc.cluster.local.", RecordType::A, None),
+        ("nginx.ns-0.svc.cluster.local.", RecordType::AAAA, None),
+        ("api.ns-0.svc.cluster.local.", RecordType::A, None),
+    ];
+    let mut queries: Vec<(Message, Option<&str>)> = (0..600)
+        .map(|i| {
+            let (name, rtype, address) = asked[i % asked.len()];
+            (query_message(name, rtype, (i % 2 == 0).then_some(1232)), address)
+        })
+        .collect();
+    queries.insert(300, (query_message("cluster.local.", RecordType::AXFR, None), None));
+    let mut framed = Vec::new();
+    for (q, _) in &queries {
+        let bytes = q.to_vec().unwrap();
+        framed.extend_from_slice(&(bytes.len() as u16).to_be_bytes());
+        framed.extend_from_slice(&bytes);
+    }
+    let mut s = TcpStream::connect(server.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(&framed).unwrap();
+    // One more query, its length and half its header in one write, the rest a little later.
+    let last = query_message("web-0.nginx.ns-0.svc.cluster.local.", RecordType::A, None);
+    let bytes = last.to_vec().unwrap();
+    let mut split = (bytes.len() as u16).to_be_bytes().to_vec();
+    split.extend_from_slice(&bytes);
+    s.write_all(&split[..8]).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    s.write_all(&split[8..]).unwrap();
+    // Done asking: the answers still come, then the server closes its side too.
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    queries.push((last, Some("10.244.1.5")));
+    for (i, (query, address)) in queries.iter().enumerate() {
+        let mut len = [0u8; 2];
+        s.read_exact(&mut len).unwrap_or_else(|e| panic!("answer {i}: {e}"));
+        let mut buf = vec![0u8; u16::from_be_bytes(len) as usize];
+        s.read_exact(&mut buf).unwrap();
+        let resp = Message::from_vec(&buf).unwrap();
+        assert_eq!(resp.metadata.id, query.metadata.id, "answer {i}: ID");
+        assert_eq!(resp.queries, query.queries, "answer {i}: question");
+        assert_eq!(resp.metadata.message_type, MessageType::Response, "answer {i}");
+        if let Some(address) = address {
+            assert_eq!(addresses(&resp), [*address], "answer {i}");
+        }
+    }
+    assert_eq!(s.read(&mut [0u8; 16]).unwrap(), 0, "the server closes after the last answer");
+    server.stop().await;
+}
+
 /// A 12-byte header: ID, flags, and the counts of the four sections (QD, AN, NS, AR).
 fn raw_header(id: u16, flags: u16, counts: [u16; 4]) -> Vec<u8> {
     [id, flags].iter().chain(&counts).flat_map(|v| v.to_be_bytes()).collect()

@@ -547,16 +547,23 @@ def parse_dnsperf(out: str, verbose: bool) -> Perf:
     return p
 
 
-def dnsperf(args, port: int, queries: Path, seconds: int, rate: int | None = None, verbose: bool = False) -> Perf:
+def dnsperf(
+    args, port: int, queries: Path, seconds: int, rate: int | None = None, verbose: bool = False, tcp: bool = False
+) -> Perf:
     """Runs dnsperf pinned to the client CPU; its output goes to a file (reading a pipe would cost
     this script CPU on dnsperf's core). Records dnsperf's own CPU use (from wait4's rusage) and the
-    CPU time everything else took on the server's CPU (/proc/stat) while it ran."""
+    CPU time everything else took on the server's CPU (/proc/stat) while it ran. With `tcp`, over
+    TCP (`-m tcp`): --tcp-clients connections, --tcp-outstanding queries in flight over them, so
+    each connection carries many pipelined queries."""
+    clients, outstanding = (args.tcp_clients, args.tcp_outstanding) if tcp else (args.clients, args.outstanding)
     cmd = [
         *nice_prefix(args.nice), "taskset", "-c", args.client_cpu,
         "dnsperf", "-s", LOOPBACK, "-p", str(port), "-d", str(queries),
         "-l", str(seconds), "-e", "-t", "2",
-        "-c", str(args.clients), "-T", str(args.threads), "-q", str(args.outstanding),
+        "-c", str(clients), "-T", str(args.threads), "-q", str(outstanding),
     ]  # fmt: skip
+    if tcp:
+        cmd += ["-m", "tcp"]
     if rate:
         cmd += ["-Q", str(rate)]
     if verbose:
@@ -777,57 +784,27 @@ def measure(args, server: Server, queries: Path, probe: str, churn: Churn | None
         if churn:
             churn.start()
             time.sleep(min(2.0, args.duration / 4))  # let a rewrite or two land first
-        cpu0 = cpu_seconds(server.pid)
-        peak = dnsperf(args, server.port, queries, args.duration)
-        cpu = cpu_seconds(server.pid) - cpu0
-        other = max(0.0, peak.server_core_busy_s - cpu)
-        print(
-            f"   max: {peak.qps:,.0f} QPS, {peak.completed:,} completed, {peak.lost:,} lost; "
-            f"server CPU {cpu:.2f} s, dnsperf CPU {peak.client_cpu_s:.2f} s, other work on the server's CPU "
-            f"{other:.2f} s, over {peak.seconds:.1f} s",
-            flush=True,
-        )
+        peak, cpu, other = max_run(args, server, queries, "max")
         equal = None
         if equal_rate == 0:
             equal_rate = int(peak.qps * 0.8) // 1000 * 1000
         if equal_rate:
-            cpu0 = cpu_seconds(server.pid)
-            equal = dnsperf(args, server.port, queries, args.duration, rate=equal_rate)
-            equal_cpu = cpu_seconds(server.pid) - cpu0
+            equal, equal_cpu = charged(args, server, queries, rate=equal_rate)
             print(
                 f"   at {equal_rate:,} QPS: {equal.qps:,.0f} QPS achieved, server CPU {equal_cpu:.2f} s, "
                 f"{equal.completed / equal_cpu if equal_cpu > 0 else float('nan'):,.0f} queries per CPU-second",
                 flush=True,
             )
-        cpu0 = cpu_seconds(server.pid)
-        lat = dnsperf(args, server.port, queries, args.duration, rate=args.rate, verbose=True)
-        rate_cpu = cpu_seconds(server.pid) - cpu0
-        lats = sorted(lat.latencies)
+        lat, rate_cpu = charged(args, server, queries, rate=args.rate, verbose=True)
         rss, pss = memory_kib(server.pid)
         result = {
             "server": server.name + (" + churn" if churn else ""),
             "first_answer_ms": first * 1e3,
-            "max_qps": peak.qps,
-            "max_completed": peak.completed,
-            "max_lost": peak.lost,
+            **figures(peak, cpu, other, lat, rate_cpu),
             "max_sent": peak.sent,
-            "server_cpu_s": cpu,
-            "run_s": peak.seconds,
-            "server_cpu_util": cpu / peak.seconds if peak.seconds else float("nan"),
-            "client_cpu_util": peak.client_cpu_s / peak.seconds if peak.seconds else float("nan"),
-            "other_on_server_cpu_util": other / peak.seconds if peak.seconds else float("nan"),
-            "queries_per_cpu_s": peak.completed / cpu if cpu > 0 else float("nan"),
-            "rcodes": peak.rcodes,
             "avg_response_bytes": peak.avg_response,
             "avg_request_bytes": peak.avg_request,
             "rate": args.rate,
-            "rate_qps_achieved": lat.qps,
-            "rate_lost": lat.lost,
-            "rate_server_cpu_util": rate_cpu / lat.seconds if lat.seconds else float("nan"),
-            "p50_us": percentile(lats, 50) * 1e6,
-            "p99_us": percentile(lats, 99) * 1e6,
-            "p999_us": percentile(lats, 99.9) * 1e6,
-            "latency_samples": len(lats),
             "rss_mib": rss / 1024,
             "pss_mib": pss / 1024,
             "processes": len(proc_tree(server.pid)),
@@ -840,9 +817,12 @@ def measure(args, server: Server, queries: Path, probe: str, churn: Churn | None
             result["equal_rate_queries_per_cpu_s"] = equal.completed / equal_cpu if equal_cpu > 0 else float("nan")
         print(
             f"   at {args.rate:,} QPS: p50 {result['p50_us']:.0f} us, p99 {result['p99_us']:.0f} us "
-            f"({len(lats):,} samples, {lat.lost} lost); RSS {result['rss_mib']:.1f} MiB, PSS {result['pss_mib']:.1f} MiB",
+            f"({result['latency_samples']:,} samples, {lat.lost} lost); RSS {result['rss_mib']:.1f} MiB, PSS {result['pss_mib']:.1f} MiB",
             flush=True,
         )
+        if args.tcp and not churn:
+            result.update(measure_tcp(args, server, queries))
+            result["tcp_udp"] = result["tcp_queries_per_cpu_s"] / result["queries_per_cpu_s"]
         if churn:
             churn.stop()
             v = sorted(churn.visible)
@@ -868,6 +848,71 @@ def measure(args, server: Server, queries: Path, probe: str, churn: Churn | None
         if churn and churn.is_alive():
             churn.stop()
         server.stop()
+
+
+def charged(args, server: Server, queries: Path, **dnsperf_args) -> tuple[Perf, float]:
+    """One dnsperf run of --duration seconds against `server`, and the server's CPU seconds over it."""
+    cpu0 = cpu_seconds(server.pid)
+    perf = dnsperf(args, server.port, queries, args.duration, **dnsperf_args)
+    return perf, cpu_seconds(server.pid) - cpu0
+
+
+def max_run(args, server: Server, queries: Path, label: str, tcp: bool = False) -> tuple[Perf, float, float]:
+    """The max-QPS run: dnsperf with no rate limit; returns it with the server's CPU seconds and
+    the CPU seconds other work took on the server's CPU meanwhile."""
+    peak, cpu = charged(args, server, queries, tcp=tcp)
+    other = max(0.0, peak.server_core_busy_s - cpu)
+    print(
+        f"   {label}: {peak.qps:,.0f} QPS, {peak.completed:,} completed, {peak.lost:,} lost; "
+        f"server CPU {cpu:.2f} s, dnsperf CPU {peak.client_cpu_s:.2f} s, other work on the server's CPU "
+        f"{other:.2f} s, over {peak.seconds:.1f} s: "
+        f"{peak.completed / cpu if cpu > 0 else float('nan'):,.0f} queries per server CPU-second",
+        flush=True,
+    )
+    return peak, cpu, other
+
+
+def figures(peak: Perf, cpu: float, other: float, lat: Perf, rate_cpu: float, prefix: str = "") -> dict:
+    """A server's figures from its max-QPS run (`peak`, with the server's CPU seconds and other
+    work's on its CPU) and its fixed-rate run (`lat`, with the server's CPU seconds), keys
+    prefixed with `prefix`."""
+    lats = sorted(lat.latencies)
+    per_run = lambda v: v / peak.seconds if peak.seconds else float("nan")  # noqa: E731
+    out = {
+        "max_qps": peak.qps,
+        "max_completed": peak.completed,
+        "max_lost": peak.lost,
+        "server_cpu_s": cpu,
+        "run_s": peak.seconds,
+        "server_cpu_util": per_run(cpu),
+        "client_cpu_util": per_run(peak.client_cpu_s),
+        "other_on_server_cpu_util": per_run(other),
+        "queries_per_cpu_s": peak.completed / cpu if cpu > 0 else float("nan"),
+        "rcodes": peak.rcodes,
+        "rate_qps_achieved": lat.qps,
+        "rate_lost": lat.lost,
+        "rate_server_cpu_util": rate_cpu / lat.seconds if lat.seconds else float("nan"),
+        "p50_us": percentile(lats, 50) * 1e6,
+        "p99_us": percentile(lats, 99) * 1e6,
+        "p999_us": percentile(lats, 99.9) * 1e6,
+        "latency_samples": len(lats),
+    }
+    return {prefix + k: v for k, v in out.items()}
+
+
+def measure_tcp(args, server: Server, queries: Path) -> dict:
+    """The same runs over TCP (--tcp): a warm-up, max QPS and the fixed rate, each dnsperf run on
+    --tcp-clients connections with --tcp-outstanding queries pipelined over them."""
+    dnsperf(args, server.port, queries, args.warmup, tcp=True)
+    peak, cpu, other = max_run(args, server, queries, "TCP max", tcp=True)
+    lat, rate_cpu = charged(args, server, queries, rate=args.rate, verbose=True, tcp=True)
+    out = figures(peak, cpu, other, lat, rate_cpu, prefix="tcp_")
+    print(
+        f"   TCP at {args.rate:,} QPS: p50 {out['tcp_p50_us']:.0f} us, p99 {out['tcp_p99_us']:.0f} us "
+        f"({out['tcp_latency_samples']:,} samples, {lat.lost} lost)",
+        flush=True,
+    )
+    return out
 
 
 def best_of(args, run) -> dict:
@@ -948,6 +993,9 @@ def summary(results: list[dict]) -> list[str]:
     names = list(dict.fromkeys(r["server"] for r in results))
     keys = [("max_qps", "max QPS"), ("queries_per_cpu_s", "queries per server CPU-second"),
             ("rate_server_cpu_util", "server CPU at fixed rate"), ("p50_us", "p50 µs"), ("p99_us", "p99 µs")]  # fmt: skip
+    if all("tcp_queries_per_cpu_s" in r for r in results):
+        keys += [("tcp_queries_per_cpu_s", "TCP queries per server CPU-second"), ("tcp_udp", "TCP / UDP per CPU-second"),
+                 ("tcp_p99_us", "TCP p99 µs")]  # fmt: skip
     med = {n: {k: statistics.median(r[k] for r in results if r["server"] == n) for k, _ in keys} for n in names}
     out = [
         f"Median over rounds (ratio against {names[0]}):",
@@ -957,7 +1005,7 @@ def summary(results: list[dict]) -> list[str]:
     ]
     for n in names:
         runs = sum(1 for r in results if r["server"] == n)
-        cells = [f"{med[n][k]:,.2f}" if k == "rate_server_cpu_util" else f"{med[n][k]:,.0f}" for k, _ in keys]
+        cells = [f"{med[n][k]:,.2f}" if k in ("rate_server_cpu_util", "tcp_udp") else f"{med[n][k]:,.0f}" for k, _ in keys]
         cells = [f"{c} ({med[n][k] / med[names[0]][k]:.2f}×)" for c, (k, _) in zip(cells, keys)]
         out.append(f"| {n} | {runs} | " + " | ".join(cells) + " |")
     return out
@@ -1015,6 +1063,33 @@ def write_results(args, env: dict, results: list[dict], dnsperf_flags: str) -> N
         "can pass 100 %.",
         "",
     ]
+    tcp = [r for r in results if "tcp_queries_per_cpu_s" in r]
+    if tcp:
+        lines += [
+            f"Over TCP (`--tcp`: `dnsperf -m tcp -c {args.tcp_clients} -q {args.tcp_outstanding}`, i.e. "
+            f"{args.tcp_clients} connections with up to {args.tcp_outstanding} queries pipelined over them), "
+            "measured right after the UDP runs of the same server process; ratios in parentheses against Knot DNS:",
+            "",
+            "| server | TCP max QPS | CPU: server / dnsperf / other | TCP queries per server CPU-second "
+            f"| TCP ÷ UDP per CPU-second | server CPU at {args.rate // 1000}k QPS "
+            f"| TCP p50 / p99 / p99.9 at {args.rate // 1000}k QPS | lost (max / rate) |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for r in tcp:
+            if "round" in r:
+                knot = next((x for x in results if x["server"] == "knot" and x.get("round") == r["round"]), None)
+            lines.append(
+                f"| {r['server']}{' #' + str(r['round']) if 'round' in r else ''} "
+                f"| {r['tcp_max_qps']:,.0f}{fmt_ratio(r['tcp_max_qps'], k('tcp_max_qps'))} "
+                f"| {r['tcp_server_cpu_util'] * 100:.0f} % / {r['tcp_client_cpu_util'] * 100:.0f} % / "
+                f"{r['tcp_other_on_server_cpu_util'] * 100:.0f} % "
+                f"| {r['tcp_queries_per_cpu_s']:,.0f}{fmt_ratio(r['tcp_queries_per_cpu_s'], k('tcp_queries_per_cpu_s'))} "
+                f"| {r['tcp_udp']:.2f} "
+                f"| {r['tcp_rate_server_cpu_util'] * 100:.0f} %{fmt_ratio(r['tcp_rate_server_cpu_util'], k('tcp_rate_server_cpu_util'))} "
+                f"| {r['tcp_p50_us']:.0f} / {r['tcp_p99_us']:.0f}{fmt_ratio(r['tcp_p99_us'], k('tcp_p99_us'))} / {r['tcp_p999_us']:.0f} µs "
+                f"| {r['tcp_max_lost']:,} / {r['tcp_rate_lost']:,} |"
+            )
+        lines.append("")
     if args.rounds > 1:
         lines += summary(results) + [""]
     lost = [r for r in results if r["max_lost"] or r["rate_lost"]]
@@ -1133,10 +1208,25 @@ def write_svg(path: Path, results: list[dict], title: str) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def common_arguments(ap: argparse.ArgumentParser) -> None:
+    """The options this script shares with soak.py: the cluster, the query file, the CPUs, nice,
+    the binary and the working directory."""
     ap.add_argument("--services", type=int, default=1000, help="headless Services (S) [1000]")
     ap.add_argument("--pods", type=int, default=10, help="Pods per Service (P) [10]")
+    ap.add_argument("--queries", type=int, default=200_000, help="lines in the query file [200000]")
+    ap.add_argument(
+        "--nice", type=int, default=0, help="run servers and dnsperf under nice -n N (e.g. -10, as root) [0: off]"
+    )
+    ap.add_argument("--server-cpu", default="0", help="CPU list for the server (taskset -c syntax) [0]")
+    ap.add_argument("--client-cpu", default="1", help="CPU list for dnsperf and this script [1]")
+    ap.add_argument("--binary", type=Path, default=REPO / "target" / "release" / "headless-dns")
+    ap.add_argument("--skip-build", action="store_true", help="do not run cargo build --release")
+    ap.add_argument("--workdir", type=Path, help="keep generated files here (default: a temporary directory, removed)")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    common_arguments(ap)
     ap.add_argument("--large", action="store_true", help="S=10000, P=10")
     ap.add_argument("--servers", default="headless-dns,knot,nsd", help="comma-separated subset, in order")
     ap.add_argument(
@@ -1160,18 +1250,19 @@ def main() -> int:
     ap.add_argument("--duration", type=int, default=10, help="seconds per dnsperf run [10]")
     ap.add_argument("--warmup", type=int, default=2, help="seconds of warm-up load [2]")
     ap.add_argument("--rate", type=int, default=20000, help="QPS of the latency run [20000]")
-    ap.add_argument("--queries", type=int, default=200_000, help="lines in the query file [200000]")
     ap.add_argument("--clients", type=int, default=4, help="dnsperf -c [4]")
     ap.add_argument("--threads", type=int, default=1, help="dnsperf -T [1]")
     ap.add_argument("--outstanding", type=int, default=200, help="dnsperf -q [200]")
     ap.add_argument(
+        "--tcp",
+        action="store_true",
+        help="also measure each server over TCP (dnsperf -m tcp), queries pipelined on a few connections",
+    )
+    ap.add_argument("--tcp-clients", type=int, default=4, help="dnsperf -c over TCP: connections [4]")
+    ap.add_argument("--tcp-outstanding", type=int, default=200, help="dnsperf -q over TCP: queries in flight [200]")
+    ap.add_argument(
         "--repeat", type=int, default=1, help="runs per server; the least disturbed one is reported [1]"
     )
-    ap.add_argument(
-        "--nice", type=int, default=0, help="run servers and dnsperf under nice -n N (e.g. -10, as root) [0: off]"
-    )
-    ap.add_argument("--server-cpu", default="0", help="CPU list for the server (taskset -c syntax) [0]")
-    ap.add_argument("--client-cpu", default="1", help="CPU list for dnsperf and this script [1]")
     ap.add_argument("--udp-workers", type=int, default=1, help="UDP workers of every server [1]")
     ap.add_argument(
         "--variant",
@@ -1185,11 +1276,8 @@ def main() -> int:
         "--rounds", type=int, default=1, help="run the whole list of servers N times in turn, reporting every run [1]"
     )
     ap.add_argument("--start-timeout", type=float, default=120.0)
-    ap.add_argument("--binary", type=Path, default=REPO / "target" / "release" / "headless-dns")
-    ap.add_argument("--skip-build", action="store_true", help="do not run cargo build --release")
     ap.add_argument("--results", type=Path, default=HERE / "RESULTS.md")
     ap.add_argument("--svg", type=Path, default=HERE / "results.svg")
-    ap.add_argument("--workdir", type=Path, help="keep generated files here (default: a temporary directory, removed)")
     args = ap.parse_args()
     args.argv = sys.argv[1:]
     if args.large:

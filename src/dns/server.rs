@@ -11,9 +11,12 @@
 //! worker checks the stop flag at least every 100 ms (its socket's read timeout).
 //!
 //! TCP: Tokio tasks, one per connection, several queries per connection answered in order
-//! (RFC 7766). Connections are bounded; at the bound the least recently active connection is
-//! closed to make room, so idle or slow clients can never lock new clients out. Idle connections
-//! time out, and a message must arrive whole within a deadline once its length has been read.
+//! (RFC 7766), in batches: one read takes every query a client has pipelined, and their answers
+//! go out in one write, so a busy connection costs a few system calls per batch, not per query
+//! (see `tcp_connection`). Connections are bounded; at the bound the least recently active
+//! connection is closed to make room, so idle or slow clients can never lock new clients out.
+//! Idle connections time out, and a message must arrive whole within a deadline once its length
+//! has been read.
 
 use std::io;
 use std::net::{SocketAddr, TcpListener as StdTcpListener, UdpSocket};
@@ -25,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -525,21 +528,44 @@ pub const MAX_TCP_QUERY: usize = 4096;
 /// to a secondary 10 ms away still moves about 10 MB/s.
 const TCP_SEND_BUFFER: usize = 64 * 1024;
 
-/// What a connection keeps of its buffers between queries (a larger one is freed once written).
+/// What a connection keeps of its buffers between batches (a larger one is freed once emptied).
 const TCP_KEEP: usize = 4096;
 
-thread_local! {
-    /// The buffer each TCP-serving thread answers into: one 64 KiB buffer per runtime thread,
-    /// instead of one per connection. Borrowed only between two awaits.
-    static TCP_SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+/// Bytes one read takes from a connection: dozens of pipelined queries per system call. It also
+/// bounds the queries a connection holds unanswered while its client does not read.
+const TCP_READ: usize = 8 * 1024;
+
+/// Answers gathered before they are written: one write for a whole batch of pipelined queries,
+/// and at most this much (plus one answer) held for a client that does not read.
+const TCP_BATCH: usize = 8 * 1024;
+
+/// Room before the read area of [`Scratch::rx`] for the start of a message left over from the
+/// previous read, so that the two join without another copy of what was read.
+const TCP_CARRY: usize = 2 + MAX_TCP_QUERY;
+
+/// The buffers each TCP-serving thread reads and answers into, one set per runtime thread
+/// instead of one per connection. Borrowed only between two awaits.
+struct Scratch {
+    /// [`TCP_CARRY`] bytes for a partial message, then [`TCP_READ`] bytes to read into.
+    rx: Vec<u8>,
+    /// Framed answers: [`TCP_BATCH`] bytes, then room for one more answer of any size.
+    tx: Vec<u8>,
 }
 
-/// Where the answer to a TCP query goes after it was written (to the socket or to `pending`).
+thread_local! {
+    static TCP_SCRATCH: std::cell::RefCell<Scratch> = const { std::cell::RefCell::new(Scratch { rx: Vec::new(), tx: Vec::new() }) };
+}
+
+/// What a connection does after a batch, once the answers the socket did not take are written.
 enum Next {
-    /// Answered: wait for the next query once `pending` (if any) is written.
-    Sent,
-    /// The slow lane answers it (forward or autopath).
-    Slow(Outcome),
+    /// Read more: every complete message in hand is answered.
+    Read,
+    /// Answer the messages still in hand (the client was not reading fast enough to take more).
+    Answer,
+    /// Serve a zone transfer request, then answer what follows it.
+    Transfer(Vec<u8>),
+    /// The slow lane answers this query (forward or autopath), then what follows it.
+    Slow(Outcome, Vec<u8>),
     /// Close the connection.
     Close,
 }
@@ -559,106 +585,246 @@ fn write_now(stream: &TcpStream, bytes: &[u8], pending: &mut Vec<u8>) -> io::Res
     Ok(())
 }
 
-/// One TCP connection: queries answered in order until the client goes idle or misbehaves.
-///
-/// Memory per connection: the query (at most [`MAX_TCP_QUERY`]) and the part of one response the
-/// socket has not taken yet. Answers are written into the thread's [`TCP_SCRATCH`] and straight
-/// to the socket; only when the client does not read (a full send buffer) is the rest copied
-/// into the connection's own buffer, and a write that does not finish within the I/O deadline
-/// closes the connection. The connection reads its next query only once its answer is written,
-/// so a client that pipelines and never reads holds one answer, never a queue of them.
-async fn tcp_connection(mut stream: TcpStream, peer: SocketAddr, shared: &Shared, conns: &Conns, conn: &Conn) {
-    let (responder, limits, shared_stats) = (&shared.responder, &shared.tcp, &*shared.stats);
-    let forwarder = shared.forwarder.as_deref();
-    let mut stats = LocalStats::default();
-    let _ = stream.set_nodelay(true);
-    let mut query = Vec::new();
-    let mut pending = Vec::new();
-    loop {
-        let mut len = [0u8; 2];
-        match tokio::time::timeout(limits.idle_timeout, stream.read_exact(&mut len)).await {
-            Ok(Ok(_)) => {}
-            _ => return,
+/// One read of what the socket holds. A read shorter than `buf` has emptied the socket's receive
+/// queue, so it also clears the stream's readiness (as a read that would block does), unless the
+/// client has closed its side (`read_closed`: the end of input must still be read). Without
+/// this, every batch would end with one more read that finds nothing. Nothing is lost: data that
+/// arrives after the read raises a new edge-triggered event, which the runtime delivers as new
+/// readiness (its clearing only takes the readiness this read was made on), as nginx does with
+/// its `ready` flag on a short `recv`.
+fn read_drained(stream: &TcpStream, buf: &mut [u8], read_closed: bool) -> io::Result<usize> {
+    use std::io::Read;
+    let mut got = 0;
+    let read = stream.try_io(tokio::io::Interest::READABLE, || {
+        got = (&*socket2::SockRef::from(stream)).read(buf)?;
+        match got {
+            n if n > 0 && n < buf.len() && !read_closed => Err(io::ErrorKind::WouldBlock.into()),
+            n => Ok(n),
         }
-        let len = u16::from_be_bytes(len) as usize;
-        if len > MAX_TCP_QUERY {
-            tracing::debug!(%peer, len, "TCP message longer than any query; connection closed");
-            stats.dropped();
-            stats.flush(shared_stats);
-            return;
-        }
-        query.resize(len, 0);
-        match tokio::time::timeout(limits.io_timeout, stream.read_exact(&mut query)).await {
-            Ok(Ok(_)) => {}
-            _ => return,
-        }
-        conn.last_active_ms.store(conns.now_ms(), Ordering::Relaxed);
-        if super::transfer::is_transfer(&query) {
-            // A transfer reads the whole zone (and may wait for the writer to finish a publish):
-            // off the async workers, which keep answering queries meanwhile.
-            let (index, acl, policy) =
-                (responder.index().clone(), responder.transfer_acl().clone(), responder.policy().clone());
-            let (request, ip) = (query.clone(), peer.ip());
-            let transfer =
-                tokio::task::spawn_blocking(move || super::transfer::respond(&index, &request, ip, &acl, &policy));
-            let Ok(messages) = transfer.await else { return };
-            for message in messages {
-                let mut framed = (message.len() as u16).to_be_bytes().to_vec();
-                framed.extend_from_slice(&message);
-                match tokio::time::timeout(limits.io_timeout * 5, stream.write_all(&framed)).await {
-                    Ok(Ok(())) => {}
-                    _ => return,
-                }
+    });
+    match read {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock && got > 0 => Ok(got),
+        read => read,
+    }
+}
+
+/// Empties `buf`, freeing it if it grew past [`TCP_KEEP`].
+fn clear_buffer(buf: &mut Vec<u8>) {
+    buf.clear();
+    if buf.capacity() > TCP_KEEP {
+        *buf = Vec::new();
+    }
+}
+
+/// One TCP connection's state between batches.
+struct TcpConn<'a> {
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: &'a Shared,
+    stats: LocalStats,
+    /// Input not answered yet: the start of a message, or (after [`Next::Answer`] and the like)
+    /// messages that follow one whose answer had to wait.
+    carry: Vec<u8>,
+    /// Answers the socket has not taken yet.
+    pending: Vec<u8>,
+    /// The client has shut its side down (seen with the last readiness).
+    read_closed: bool,
+}
+
+impl TcpConn<'_> {
+    /// One batch: with `read`, one read of whatever the client has sent (joined to the start of a
+    /// message left from the last read); then every complete message in hand is answered in
+    /// order into the thread's scratch, and the answers written with one write (one per
+    /// [`TCP_BATCH`] bytes of answers). What the socket does not take goes to `pending`, and
+    /// answering stops there, leaving the rest of the input in `carry`. A transfer request, a
+    /// query for the slow lane, or a malformed message also ends the batch.
+    fn batch(&mut self, read: bool) -> Next {
+        TCP_SCRATCH.with_borrow_mut(|scratch| {
+            if scratch.rx.len() < TCP_CARRY + TCP_READ {
+                scratch.rx.resize(TCP_CARRY + TCP_READ, 0);
+                scratch.tx.resize(TCP_BATCH + 2 + MAX_MESSAGE, 0);
             }
-            continue;
-        }
+            if !read {
+                let input = std::mem::take(&mut self.carry);
+                let (used, next) = self.answer(&input, &mut scratch.tx);
+                self.carry = input;
+                self.carry.drain(..used);
+                return next;
+            }
+            // Only the start of one message is ever carried into a read (a batch that stops
+            // with whole messages left is followed by one without a read).
+            debug_assert!(self.carry.len() < TCP_CARRY);
+            let n = match read_drained(&self.stream, &mut scratch.rx[TCP_CARRY..], self.read_closed) {
+                Ok(0) => return Next::Close,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Next::Read,
+                Err(_) => return Next::Close,
+            };
+            let from = TCP_CARRY - self.carry.len();
+            scratch.rx[from..TCP_CARRY].copy_from_slice(&self.carry);
+            let input = &scratch.rx[from..TCP_CARRY + n];
+            let (used, next) = self.answer(input, &mut scratch.tx);
+            self.carry.clear();
+            self.carry.extend_from_slice(&input[used..]);
+            next
+        })
+    }
+
+    /// Answers the complete messages at the start of `input` into `tx` and writes the answers;
+    /// returns how much of `input` it used and what comes next.
+    fn answer(&mut self, input: &[u8], tx: &mut [u8]) -> (usize, Next) {
+        let (responder, forwarder) = (&self.shared.responder, self.shared.forwarder.as_deref());
+        let caps = Caps { forward: forwarder.is_some(), client: Some(self.peer.ip()) };
         let received = Instant::now();
-        let caps = Caps { forward: forwarder.is_some(), client: Some(peer.ip()) };
-        let next = TCP_SCRATCH.with_borrow_mut(|out| {
-            if out.len() < 2 + MAX_MESSAGE {
-                out.resize(2 + MAX_MESSAGE, 0);
+        let (mut used, mut out) = (0, 0);
+        let next = loop {
+            let Some(&[hi, lo]) = input.get(used..used + 2) else { break Next::Read };
+            let len = u16::from_be_bytes([hi, lo]) as usize;
+            if len > MAX_TCP_QUERY {
+                tracing::debug!(peer = %self.peer, len, "TCP message longer than any query; connection closed");
+                self.stats.dropped();
+                break Next::Close;
             }
-            match respond_guarded(responder, &query, Transport::Tcp, &mut out[2..], caps) {
+            let Some(query) = input.get(used + 2..used + 2 + len) else { break Next::Read };
+            used += 2 + len;
+            if super::transfer::is_transfer(query) {
+                break Next::Transfer(query.to_vec());
+            }
+            let answer = &mut tx[out + 2..out + 2 + MAX_MESSAGE];
+            match respond_guarded(responder, query, Transport::Tcp, answer, caps) {
                 Outcome::Reply(n) => {
-                    stats.answered(true, is_v6(&peer), &out[2..2 + n], received.elapsed().as_nanos() as u64);
-                    out[..2].copy_from_slice(&(n as u16).to_be_bytes());
-                    match write_now(&stream, &out[..2 + n], &mut pending) {
-                        Ok(()) => Next::Sent,
-                        Err(_) => Next::Close,
-                    }
+                    self.stats.answered(true, is_v6(&self.peer), &answer[..n], received.elapsed().as_nanos() as u64);
+                    tx[out..out + 2].copy_from_slice(&(n as u16).to_be_bytes());
+                    out += 2 + n;
                 }
                 outcome @ (Outcome::Autopath | Outcome::Forward) => {
-                    stats.forwarded(true, is_v6(&peer), &query);
-                    Next::Slow(outcome)
+                    self.stats.forwarded(true, is_v6(&self.peer), query);
+                    break Next::Slow(outcome, query.to_vec());
                 }
                 // Not even a header, or a response: nothing sensible to say on this connection.
                 Outcome::Drop => {
-                    stats.dropped();
-                    Next::Close
+                    self.stats.dropped();
+                    break Next::Close;
                 }
             }
-        });
-        stats.flush(shared_stats);
-        match next {
-            Next::Sent => {}
-            Next::Slow(outcome) => {
-                // Waits on upstreams: the answer needs a buffer of the connection's own.
-                pending.resize(2 + MAX_MESSAGE, 0);
-                let lane = Lane { responder, forwarder };
-                let Some(n) = lane.answer(&query, Transport::Tcp, outcome, &mut pending[2..]).await else { return };
-                pending[..2].copy_from_slice(&(n as u16).to_be_bytes());
-                pending.truncate(2 + n);
+            if out >= TCP_BATCH {
+                if write_now(&self.stream, &tx[..out], &mut self.pending).is_err() {
+                    return (used, Next::Close);
+                }
+                out = 0;
+                if !self.pending.is_empty() {
+                    // The client is not reading: answer the rest once this is written.
+                    break Next::Answer;
+                }
             }
-            Next::Close => return,
+        };
+        if out > 0 && write_now(&self.stream, &tx[..out], &mut self.pending).is_err() {
+            return (used, Next::Close);
         }
-        if !pending.is_empty() {
-            match tokio::time::timeout(limits.io_timeout, stream.write_all(&pending)).await {
+        (used, next)
+    }
+}
+
+/// One TCP connection: queries answered in order until the client goes idle or misbehaves.
+///
+/// Queries are answered in batches: one read takes whatever the client has sent (up to
+/// [`TCP_READ`] bytes, dozens of pipelined queries), every complete query in it is answered
+/// into the thread's [`TCP_SCRATCH`], and the answers go out in one write. No task, timer or
+/// allocation per query.
+///
+/// Memory per connection: the start of a message left over from a read (at most
+/// [`MAX_TCP_QUERY`] bytes), and what the socket has not taken of one batch of answers. Only
+/// when the client does not read (a full send buffer) are those answers, and the queries read
+/// after them, copied into the connection's own buffers; the connection answers nothing more
+/// and reads nothing more until they are written, and a write that does not finish within the
+/// I/O deadline closes the connection. So a client that pipelines and never reads holds one
+/// batch of answers ([`TCP_BATCH`] bytes and one answer) and one read of queries, never a queue.
+async fn tcp_connection(stream: TcpStream, peer: SocketAddr, shared: &Shared, conns: &Conns, conn: &Conn) {
+    let limits = &shared.tcp;
+    let _ = stream.set_nodelay(true);
+    let mut c = TcpConn {
+        stream,
+        peer,
+        shared,
+        stats: LocalStats::default(),
+        carry: Vec::new(),
+        pending: Vec::new(),
+        read_closed: false,
+    };
+    // When the message begun in `carry` must be complete (once its length is in).
+    let mut deadline: Option<tokio::time::Instant> = None;
+    let mut read = true;
+    loop {
+        if read {
+            // Idle until a length arrives; then the rest of the message has the I/O deadline.
+            let until = match deadline {
+                Some(at) => at,
+                None => tokio::time::Instant::now() + limits.idle_timeout,
+            };
+            match tokio::time::timeout_at(until, c.stream.ready(tokio::io::Interest::READABLE)).await {
+                Ok(Ok(ready)) => c.read_closed = ready.is_read_closed(),
+                _ => return,
+            }
+        }
+        let next = c.batch(read);
+        if read {
+            conn.last_active_ms.store(conns.now_ms(), Ordering::Relaxed);
+        }
+        c.stats.flush(&shared.stats);
+        if !c.pending.is_empty() {
+            match tokio::time::timeout(limits.io_timeout, c.stream.write_all(&c.pending)).await {
                 Ok(Ok(())) => {}
                 _ => return,
             }
-            pending.clear();
-            if pending.capacity() > TCP_KEEP {
-                pending = Vec::new();
+            clear_buffer(&mut c.pending);
+        }
+        if c.carry.len() < 2 {
+            deadline = None;
+        } else if deadline.is_none() {
+            deadline = Some(tokio::time::Instant::now() + limits.io_timeout);
+        }
+        if c.carry.is_empty() {
+            clear_buffer(&mut c.carry);
+        }
+        read = false;
+        match next {
+            Next::Read => {
+                read = true;
+                continue;
+            }
+            Next::Answer => continue,
+            Next::Close => return,
+            Next::Transfer(request) => {
+                // A transfer reads the whole zone (and may wait for the writer to finish a
+                // publish): off the async workers, which keep answering queries meanwhile.
+                let responder = &shared.responder;
+                let (index, acl, policy) =
+                    (responder.index().clone(), responder.transfer_acl().clone(), responder.policy().clone());
+                let ip = peer.ip();
+                let transfer =
+                    tokio::task::spawn_blocking(move || super::transfer::respond(&index, &request, ip, &acl, &policy));
+                let Ok(messages) = transfer.await else { return };
+                for message in messages {
+                    let mut framed = (message.len() as u16).to_be_bytes().to_vec();
+                    framed.extend_from_slice(&message);
+                    match tokio::time::timeout(limits.io_timeout * 5, c.stream.write_all(&framed)).await {
+                        Ok(Ok(())) => {}
+                        _ => return,
+                    }
+                }
+            }
+            Next::Slow(outcome, query) => {
+                // Waits on upstreams: the answer needs a buffer of the connection's own.
+                c.pending.resize(2 + MAX_MESSAGE, 0);
+                let lane = Lane { responder: &shared.responder, forwarder: shared.forwarder.as_deref() };
+                let Some(n) = lane.answer(&query, Transport::Tcp, outcome, &mut c.pending[2..]).await else { return };
+                c.pending[..2].copy_from_slice(&(n as u16).to_be_bytes());
+                c.pending.truncate(2 + n);
+                match tokio::time::timeout(limits.io_timeout, c.stream.write_all(&c.pending)).await {
+                    Ok(Ok(())) => {}
+                    _ => return,
+                }
+                clear_buffer(&mut c.pending);
             }
         }
     }
