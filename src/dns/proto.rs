@@ -181,6 +181,11 @@ pub struct Soa<'a> {
 }
 
 /// Appends the SOA record of a zone. Returns false if it does not fit.
+///
+/// Inlined into the answer path (every NXDOMAIN and NODATA writes one): out of line, as it went
+/// when it moved here from `index/wire.rs`, passing the `Soa` through memory cost about 90
+/// instructions per negative answer under callgrind (1,295 → 1,395 for an NXDOMAIN).
+#[inline(always)]
 pub fn write_soa(out: &mut [u8], at: &mut usize, soa_record: Soa<'_>) -> bool {
     let Soa { owner, ttl, names, serial, minimum } = soa_record;
     let len = RECORD_HEAD_LEN + names.len() + 20;

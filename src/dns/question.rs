@@ -49,6 +49,10 @@ fn be16(b: &[u8], at: usize) -> u16 {
 
 /// Parses the common query shape — one question, class IN, no compression in the question,
 /// at most an OPT record of version 0 — into `lower`. Anything else goes to the general path.
+///
+/// Inlined into its caller: out of line (as it went when it moved here from `answer.rs`) the
+/// `Fast` it returns goes through memory, 22 more instructions per query under callgrind.
+#[inline(always)]
 pub fn parse_fast<'a>(packet: &'a [u8], lower: &'a mut [u8; MAX_NAME]) -> Fast<'a> {
     if packet.len() < HEADER_LEN {
         return Fast::Drop;
