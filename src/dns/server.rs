@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -520,6 +520,45 @@ async fn tcp_accept(listener: TcpListener, shared: Arc<Shared>, conns: Arc<Conns
 /// cannot make the server hold 64 KiB per connection.
 pub const MAX_TCP_QUERY: usize = 4096;
 
+/// What [`read_framed`] read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framed {
+    /// A whole message, now in the buffer.
+    Message,
+    /// Its length prefix announces this many bytes, more than allowed: nothing more was read.
+    TooLong(usize),
+}
+
+/// Reads one TCP message (RFC 1035 §4.2.2, RFC 7766 §8: two bytes of length in network order,
+/// then the message) into `buf`, resized to it. The length may take `idle` to come, the message
+/// `within` once the length is read. Errors are the stream's: `UnexpectedEof` when it ends before
+/// a whole message, `TimedOut` when a deadline passes. Both ends use it: the server for queries,
+/// the secondary for transfer messages (`source::primary`).
+pub async fn read_framed<R: AsyncRead + Unpin>(
+    stream: &mut R,
+    buf: &mut Vec<u8>,
+    max: usize,
+    idle: Duration,
+    within: Duration,
+) -> io::Result<Framed> {
+    let timed_out = |_| io::Error::from(io::ErrorKind::TimedOut);
+    let mut len = [0u8; 2];
+    tokio::time::timeout(idle, stream.read_exact(&mut len)).await.map_err(timed_out)??;
+    let len = usize::from(u16::from_be_bytes(len));
+    if len > max {
+        return Ok(Framed::TooLong(len));
+    }
+    buf.resize(len, 0);
+    tokio::time::timeout(within, stream.read_exact(buf)).await.map_err(timed_out)??;
+    Ok(Framed::Message)
+}
+
+/// The two-byte length prefix of a TCP message of `len` bytes. A DNS message is at most 65,535
+/// bytes ([`MAX_MESSAGE`]); a longer one is a bug, and would desynchronise the stream.
+pub fn length_prefix(len: usize) -> [u8; 2] {
+    u16::try_from(len).expect("a DNS message is at most 65,535 bytes").to_be_bytes()
+}
+
 /// SO_SNDBUF of a TCP connection (Linux doubles it for its bookkeeping: 128 KiB of queued
 /// answers per connection at most). Ample for a client that reads its answers; a zone transfer
 /// to a secondary 10 ms away still moves about 10 MB/s.
@@ -575,22 +614,15 @@ async fn tcp_connection(mut stream: TcpStream, peer: SocketAddr, shared: &Shared
     let mut query = Vec::new();
     let mut pending = Vec::new();
     loop {
-        let mut len = [0u8; 2];
-        match tokio::time::timeout(limits.idle_timeout, stream.read_exact(&mut len)).await {
-            Ok(Ok(_)) => {}
-            _ => return,
-        }
-        let len = u16::from_be_bytes(len) as usize;
-        if len > MAX_TCP_QUERY {
-            tracing::debug!(%peer, len, "TCP message longer than any query; connection closed");
-            stats.dropped();
-            stats.flush(shared_stats);
-            return;
-        }
-        query.resize(len, 0);
-        match tokio::time::timeout(limits.io_timeout, stream.read_exact(&mut query)).await {
-            Ok(Ok(_)) => {}
-            _ => return,
+        match read_framed(&mut stream, &mut query, MAX_TCP_QUERY, limits.idle_timeout, limits.io_timeout).await {
+            Ok(Framed::Message) => {}
+            Ok(Framed::TooLong(len)) => {
+                tracing::debug!(%peer, len, "TCP message longer than any query; connection closed");
+                stats.dropped();
+                stats.flush(shared_stats);
+                return;
+            }
+            Err(_) => return,
         }
         conn.last_active_ms.store(conns.now_ms(), Ordering::Relaxed);
         if super::transfer::is_transfer(&query) {
@@ -603,7 +635,7 @@ async fn tcp_connection(mut stream: TcpStream, peer: SocketAddr, shared: &Shared
                 tokio::task::spawn_blocking(move || super::transfer::respond(&index, &request, ip, &acl, &policy));
             let Ok(messages) = transfer.await else { return };
             for message in messages {
-                let mut framed = (message.len() as u16).to_be_bytes().to_vec();
+                let mut framed = length_prefix(message.len()).to_vec();
                 framed.extend_from_slice(&message);
                 match tokio::time::timeout(limits.io_timeout * 5, stream.write_all(&framed)).await {
                     Ok(Ok(())) => {}
@@ -621,7 +653,7 @@ async fn tcp_connection(mut stream: TcpStream, peer: SocketAddr, shared: &Shared
             match respond_guarded(responder, &query, Transport::Tcp, &mut out[2..], caps) {
                 Outcome::Reply(n) => {
                     stats.answered(true, &out[2..2 + n], received.elapsed().as_nanos() as u64);
-                    out[..2].copy_from_slice(&(n as u16).to_be_bytes());
+                    out[..2].copy_from_slice(&length_prefix(n));
                     match write_now(&stream, &out[..2 + n], &mut pending) {
                         Ok(()) => Next::Sent,
                         Err(_) => Next::Close,
@@ -646,7 +678,7 @@ async fn tcp_connection(mut stream: TcpStream, peer: SocketAddr, shared: &Shared
                 pending.resize(2 + MAX_MESSAGE, 0);
                 let lane = Lane { responder, forwarder };
                 let Some(n) = lane.answer(&query, Transport::Tcp, outcome, &mut pending[2..]).await else { return };
-                pending[..2].copy_from_slice(&(n as u16).to_be_bytes());
+                pending[..2].copy_from_slice(&length_prefix(n));
                 pending.truncate(2 + n);
             }
             Next::Close => return,
@@ -661,5 +693,29 @@ async fn tcp_connection(mut stream: TcpStream, peer: SocketAddr, shared: &Shared
                 pending = Vec::new();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Messages come out of a stream whole and in order; a prefix over the limit stops reading,
+    /// and a stream that ends inside a message is an error.
+    #[tokio::test]
+    async fn read_framed_splits_a_stream() {
+        let (t, max) = (Duration::from_secs(1), 8);
+        let mut stream: &[u8] = &[0, 3, b'a', b'b', b'c', 0, 0, 0, 9, 1, 2];
+        let mut buf = Vec::new();
+        assert_eq!(read_framed(&mut stream, &mut buf, max, t, t).await.unwrap(), Framed::Message);
+        assert_eq!(buf, b"abc");
+        assert_eq!(read_framed(&mut stream, &mut buf, max, t, t).await.unwrap(), Framed::Message);
+        assert!(buf.is_empty());
+        assert_eq!(read_framed(&mut stream, &mut buf, max, t, t).await.unwrap(), Framed::TooLong(9));
+        assert_eq!(stream, [1, 2], "a message over the limit is left unread");
+        let mut cut: &[u8] = &[0, 4, b'a', b'b'];
+        let e = read_framed(&mut cut, &mut buf, max, t, t).await.unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
+        assert_eq!(length_prefix(258), [1, 2]);
     }
 }

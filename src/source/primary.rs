@@ -36,14 +36,15 @@ use std::time::{Duration, Instant};
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::rdata::SOA;
 use hickory_proto::rr::{DNSClass, Name as HName, RData, Record, RecordType};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use super::{Event, Sender};
 use crate::dns::name::Name;
-use crate::dns::proto::soa;
+use crate::dns::proto::{MAX_MESSAGE, soa};
+use crate::dns::server::{length_prefix, read_framed};
 use crate::dns::transfer::serial_lt;
 use crate::index::copy::{Content, CopiedRecord, Mismatch, Step, ZoneTransfer};
 use crate::index::records::Rdata;
@@ -111,9 +112,10 @@ pub enum FetchError {
     TooLarge,
 }
 
-/// What one request brought.
+/// What one request brought (public for the fuzz target, with [`receive`]).
+#[doc(hidden)]
 #[derive(Debug)]
-enum Fetched {
+pub enum Fetched {
     /// The copy is current (a single SOA with its serial).
     Current,
     /// The whole zone must be asked for (the primary's serial went backwards, or it answered
@@ -379,24 +381,40 @@ async fn fetch(
     let bytes = request.to_vec().map_err(|e| FetchError::Malformed(e.to_string()))?;
     let mut stream =
         tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(peer)).await.map_err(|_| FetchError::Timeout)??;
-    let mut framed = (bytes.len() as u16).to_be_bytes().to_vec();
+    let mut framed = length_prefix(bytes.len()).to_vec();
     framed.extend_from_slice(&bytes);
     stream.write_all(&framed).await?;
+    receive(&mut stream, id, zone, held, metrics).await
+}
 
+/// Reads the answer to transfer request `id` for `zone` (IXFR from `held`, or AXFR) from
+/// `stream`, and checks its framing. Public for the fuzz target (`tests/fuzz`), which feeds it
+/// bytes instead of a connection.
+#[doc(hidden)]
+pub async fn receive<R: AsyncRead + Unpin>(
+    stream: &mut R,
+    id: u16,
+    zone: &Name,
+    held: Option<u32>,
+    metrics: &SecondaryMetrics,
+) -> Result<Fetched, FetchError> {
     let mut reader = Reader::new(zone.clone(), held);
     let mut total = 0;
     let mut buf = Vec::new();
     loop {
-        let mut len = [0u8; 2];
-        read_exact(&mut stream, &mut len).await?;
-        let len = usize::from(u16::from_be_bytes(len));
-        total += len;
-        metrics.transfer_bytes.inc_by(len as u64 + 2);
+        match read_framed(stream, &mut buf, MAX_MESSAGE, READ_TIMEOUT, READ_TIMEOUT).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                return Err(FetchError::Malformed("the primary closed the connection before the final SOA".into()));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => return Err(FetchError::Timeout),
+            Err(e) => return Err(e.into()),
+        }
+        total += buf.len();
+        metrics.transfer_bytes.inc_by(buf.len() as u64 + 2);
         if total > MAX_TRANSFER_BYTES {
             return Err(FetchError::TooLarge);
         }
-        buf.resize(len, 0);
-        read_exact(&mut stream, &mut buf).await?;
         let message = Message::from_vec(&buf).map_err(|e| FetchError::Malformed(e.to_string()))?;
         if message.metadata.id != id || message.metadata.message_type != MessageType::Response {
             return Err(FetchError::Malformed("an answer to another query".into()));
@@ -417,17 +435,6 @@ async fn fetch(
             // current (or ahead).
             return reader.finish();
         }
-    }
-}
-
-async fn read_exact(stream: &mut TcpStream, buf: &mut [u8]) -> Result<(), FetchError> {
-    match tokio::time::timeout(READ_TIMEOUT, stream.read_exact(buf)).await {
-        Err(_) => Err(FetchError::Timeout),
-        Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-            Err(FetchError::Malformed("the primary closed the connection before the final SOA".into()))
-        }
-        Ok(Err(e)) => Err(e.into()),
-        Ok(Ok(_)) => Ok(()),
     }
 }
 
