@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -585,6 +585,45 @@ fn write_now(stream: &TcpStream, bytes: &[u8], pending: &mut Vec<u8>) -> io::Res
     Ok(())
 }
 
+/// What [`read_framed`] read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framed {
+    /// A whole message, now in the buffer.
+    Message,
+    /// Its length prefix announces this many bytes, more than allowed: nothing more was read.
+    TooLong(usize),
+}
+
+/// Reads one TCP message (RFC 1035 §4.2.2, RFC 7766 §8: two bytes of length in network order,
+/// then the message) into `buf`, resized to it. The length may take `idle` to come, the message
+/// `within` once the length is read. Errors are the stream's: `UnexpectedEof` when it ends before
+/// a whole message, `TimedOut` when a deadline passes. Both ends use it: the server for queries,
+/// the secondary for transfer messages (`source::primary`).
+pub async fn read_framed<R: AsyncRead + Unpin>(
+    stream: &mut R,
+    buf: &mut Vec<u8>,
+    max: usize,
+    idle: Duration,
+    within: Duration,
+) -> io::Result<Framed> {
+    let timed_out = |_| io::Error::from(io::ErrorKind::TimedOut);
+    let mut len = [0u8; 2];
+    tokio::time::timeout(idle, stream.read_exact(&mut len)).await.map_err(timed_out)??;
+    let len = usize::from(u16::from_be_bytes(len));
+    if len > max {
+        return Ok(Framed::TooLong(len));
+    }
+    buf.resize(len, 0);
+    tokio::time::timeout(within, stream.read_exact(buf)).await.map_err(timed_out)??;
+    Ok(Framed::Message)
+}
+
+/// The two-byte length prefix of a TCP message of `len` bytes. A DNS message is at most 65,535
+/// bytes ([`MAX_MESSAGE`]); a longer one is a bug, and would desynchronise the stream.
+pub fn length_prefix(len: usize) -> [u8; 2] {
+    u16::try_from(len).expect("a DNS message is at most 65,535 bytes").to_be_bytes()
+}
+
 /// One read of what the socket holds. A read shorter than `buf` has emptied the socket's receive
 /// queue, so it also clears the stream's readiness (as a read that would block does), unless the
 /// client has closed its side (`read_closed`: the end of input must still be read). Without
@@ -827,5 +866,29 @@ async fn tcp_connection(stream: TcpStream, peer: SocketAddr, shared: &Shared, co
                 clear_buffer(&mut c.pending);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Messages come out of a stream whole and in order; a prefix over the limit stops reading,
+    /// and a stream that ends inside a message is an error.
+    #[tokio::test]
+    async fn read_framed_splits_a_stream() {
+        let (t, max) = (Duration::from_secs(1), 8);
+        let mut stream: &[u8] = &[0, 3, b'a', b'b', b'c', 0, 0, 0, 9, 1, 2];
+        let mut buf = Vec::new();
+        assert_eq!(read_framed(&mut stream, &mut buf, max, t, t).await.unwrap(), Framed::Message);
+        assert_eq!(buf, b"abc");
+        assert_eq!(read_framed(&mut stream, &mut buf, max, t, t).await.unwrap(), Framed::Message);
+        assert!(buf.is_empty());
+        assert_eq!(read_framed(&mut stream, &mut buf, max, t, t).await.unwrap(), Framed::TooLong(9));
+        assert_eq!(stream, [1, 2], "a message over the limit is left unread");
+        let mut cut: &[u8] = &[0, 4, b'a', b'b'];
+        let e = read_framed(&mut cut, &mut buf, max, t, t).await.unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
+        assert_eq!(length_prefix(258), [1, 2]);
     }
 }

@@ -36,14 +36,15 @@ use std::time::{Duration, Instant};
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::rdata::SOA;
 use hickory_proto::rr::{DNSClass, Name as HName, RData, Record, RecordType};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use super::{Event, Sender};
 use crate::dns::name::Name;
-use crate::dns::proto::soa;
+use crate::dns::proto::{MAX_MESSAGE, soa};
+use crate::dns::server::{length_prefix, read_framed};
 use crate::dns::transfer::serial_lt;
 use crate::index::copy::{Content, CopiedRecord, Mismatch, Step, ZoneTransfer};
 use crate::index::records::Rdata;
@@ -111,9 +112,10 @@ pub enum FetchError {
     TooLarge,
 }
 
-/// What one request brought.
+/// What one request brought (public for the fuzz target, with [`receive`]).
+#[doc(hidden)]
 #[derive(Debug)]
-enum Fetched {
+pub enum Fetched {
     /// The copy is current (a single SOA with its serial).
     Current,
     /// The whole zone must be asked for (the primary's serial went backwards, or it answered
@@ -455,48 +457,71 @@ async fn exchange(
         request.authorities.push(Record::from_rdata(apex.clone(), 0, RData::SOA(soa)));
     }
     let bytes = request.to_vec().map_err(|e| FetchError::Malformed(e.to_string()))?;
-    let mut framed = (bytes.len() as u16).to_be_bytes().to_vec();
+    let mut framed = length_prefix(bytes.len()).to_vec();
     framed.extend_from_slice(&bytes);
     if let Err(error) = stream.write_all(&framed).await {
         return Err(if closed(&error) { Exchange::Unanswered } else { error.into() });
     }
+    // Whether the primary answers at all: a kept connection it closed meanwhile ends (or is
+    // reset) before the first byte.
+    match tokio::time::timeout(READ_TIMEOUT, stream.peek(&mut [0u8; 1])).await {
+        Err(_) => return Err(FetchError::Timeout.into()),
+        Ok(Ok(0)) => return Err(Exchange::Unanswered),
+        Ok(Err(error)) if closed(&error) => return Err(Exchange::Unanswered),
+        Ok(Err(error)) => return Err(error.into()),
+        Ok(Ok(_)) => {}
+    }
+    let fetched = receive(&mut stream, id, zone, held, metrics).await?;
+    Ok((fetched, stream))
+}
 
+/// Reads the answer to transfer request `id` for `zone` (IXFR from `held`, or AXFR) from
+/// `stream`, and checks its framing. Public for the fuzz target (`tests/fuzz`), which feeds it
+/// bytes instead of a connection.
+#[doc(hidden)]
+pub async fn receive<R: AsyncRead + Unpin>(
+    stream: &mut R,
+    id: u16,
+    zone: &Name,
+    held: Option<u32>,
+    metrics: &SecondaryMetrics,
+) -> Result<Fetched, FetchError> {
     let mut reader = Reader::new(zone.clone(), held);
     let mut total = 0;
     let mut buf = Vec::new();
     loop {
-        let mut len = [0u8; 2];
-        match tokio::time::timeout(READ_TIMEOUT, stream.read_exact(&mut len)).await {
-            Ok(Err(error)) if total == 0 && closed(&error) => return Err(Exchange::Unanswered),
-            result => check_read(result)?,
+        match read_framed(stream, &mut buf, MAX_MESSAGE, READ_TIMEOUT, READ_TIMEOUT).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                return Err(FetchError::Malformed("the primary closed the connection before the final SOA".into()));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => return Err(FetchError::Timeout),
+            Err(e) => return Err(e.into()),
         }
-        let len = usize::from(u16::from_be_bytes(len));
-        total += len;
-        metrics.transfer_bytes.inc_by(len as u64 + 2);
+        total += buf.len();
+        metrics.transfer_bytes.inc_by(buf.len() as u64 + 2);
         if total > MAX_TRANSFER_BYTES {
-            return Err(FetchError::TooLarge.into());
+            return Err(FetchError::TooLarge);
         }
-        buf.resize(len, 0);
-        check_read(tokio::time::timeout(READ_TIMEOUT, stream.read_exact(&mut buf)).await)?;
         let message = Message::from_vec(&buf).map_err(|e| FetchError::Malformed(e.to_string()))?;
         if message.metadata.id != id || message.metadata.message_type != MessageType::Response {
-            return Err(FetchError::Malformed("an answer to another query".into()).into());
+            return Err(FetchError::Malformed("an answer to another query".into()));
         }
         if message.metadata.response_code != ResponseCode::NoError {
-            return Err(FetchError::Refused(message.metadata.response_code).into());
+            return Err(FetchError::Refused(message.metadata.response_code));
         }
         if message.answers.is_empty() {
-            return Err(FetchError::Malformed("a message without records".into()).into());
+            return Err(FetchError::Malformed("a message without records".into()));
         }
         for record in &message.answers {
             if reader.push(record)? {
-                return Ok((reader.finish()?, stream));
+                return reader.finish();
             }
         }
         if reader.only_soa() {
             // A single SOA, alone in its message: the answer to an IXFR from a copy that is
             // current (or ahead).
-            return Ok((reader.finish()?, stream));
+            return reader.finish();
         }
     }
 }
@@ -505,17 +530,6 @@ async fn exchange(
 fn closed(error: &std::io::Error) -> bool {
     use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
     matches!(error.kind(), UnexpectedEof | ConnectionReset | ConnectionAborted | BrokenPipe)
-}
-
-fn check_read<T>(result: Result<std::io::Result<T>, tokio::time::error::Elapsed>) -> Result<(), FetchError> {
-    match result {
-        Err(_) => Err(FetchError::Timeout),
-        Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-            Err(FetchError::Malformed("the primary closed the connection before the final SOA".into()))
-        }
-        Ok(Err(e)) => Err(e.into()),
-        Ok(Ok(_)) => Ok(()),
-    }
 }
 
 /// Where the reader is in the record sequence (RFC 5936 §2.2, RFC 1995 §4).

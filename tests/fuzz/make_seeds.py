@@ -1,10 +1,13 @@
 #!/usr/bin/env python3
-"""Writes the seed queries of the query_path fuzz target to seeds/query_path/ (one raw DNS
-message per file). Run from anywhere: python3 tests/fuzz/make_seeds.py"""
+"""Writes the seeds of the fuzz targets to seeds/<target>/ (one input per file). Run from
+anywhere: python3 tests/fuzz/make_seeds.py"""
+import json
 import os
+import shutil
 import struct
 
-OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "seeds", "query_path")
+HERE = os.path.dirname(os.path.abspath(__file__))
+FIXTURES = os.path.join(HERE, "..", "fixtures")
 TYPES = {"A": 1, "NS": 2, "SOA": 6, "PTR": 12, "TXT": 16, "AAAA": 28, "SRV": 33, "ANY": 255}
 
 
@@ -53,12 +56,158 @@ SEEDS = {
 }
 
 
-def main():
-    os.makedirs(OUT, exist_ok=True)
-    for stem, data in sorted(SEEDS.items()):
-        with open(os.path.join(OUT, stem + ".bin"), "wb") as f:
+# === tcp_framing: the byte stream a client sends ===
+
+
+def framed(*messages):
+    return b"".join(struct.pack(">H", len(m)) + m for m in messages)
+
+
+AXFR, IXFR = 252, 251
+
+
+def ixfr_query(qid, zone, serial):
+    """An IXFR request: the client's SOA (only its serial matters) in the authority section."""
+    header = struct.pack(">HHHHHH", qid, 0, 1, 0, 1, 0)
+    soa = b"\x00\x00" + struct.pack(">IIIII", serial, 0, 0, 0, 0)  # root mname and rname
+    return header + name(zone) + struct.pack(">HH", IXFR, 1) + name(zone) + struct.pack(">HHIH", 6, 1, 0, len(soa)) + soa
+
+
+TCP_SEEDS = {
+    "one_query": framed(SEEDS["a_headless"]),
+    "pipelined": framed(SEEDS["a_headless"], SEEDS["srv_big_edns"], SEEDS["nxdomain"], SEEDS["class_chaos"]),
+    "axfr": framed(query(0x2001, "cluster.local", AXFR, rd=False)),
+    "axfr_then_query": framed(query(0x2002, "k8s.test", AXFR, rd=False), SEEDS["soa_apex"]),
+    "ixfr": framed(ixfr_query(0x2003, "cluster.local", 1)),
+    "too_long": framed(SEEDS["a_headless"]) + b"\x10\x01" + b"\x00" * 16,
+    "cut_in_message": framed(SEEDS["ptr_v4"])[:-3],
+    "cut_in_prefix": framed(SEEDS["ptr_v4"]) + b"\x00",
+    "empty_message": framed(b"", SEEDS["a_headless"]),
+}
+
+# === transfer: what a primary sends back (the first byte: even AXFR, odd IXFR from HELD) ===
+
+TRANSFER_ID = 0x4858
+HELD = 2026120301
+
+
+def rr(owner, rtype, rdata, ttl=30):
+    return name(owner) + struct.pack(">HHIH", rtype, 1, ttl, len(rdata)) + rdata
+
+
+def soa_rr(serial, zone="cluster.local"):
+    rdata = name("ns.dns." + zone) + name("hostmaster." + zone) + struct.pack(">IIIII", serial, 7200, 1800, 86400, 5)
+    return rr(zone, 6, rdata)
+
+
+def answer(*records, qtype=AXFR, rcode=0):
+    header = struct.pack(">HHHHHH", TRANSFER_ID, 0x8400 | rcode, 1, len(records), 0, 0)
+    return header + name("cluster.local") + struct.pack(">HH", qtype, 1) + b"".join(records)
+
+
+A1 = rr("nginx.ns-0.svc.cluster.local", 1, bytes([10, 244, 1, 5]))
+A2 = rr("nginx.ns-0.svc.cluster.local", 1, bytes([10, 244, 2, 7]))
+AAAA = rr("nginx.ns-0.svc.cluster.local", 28, bytes.fromhex("fd00" + "00" * 13 + "05"))
+SRV = rr("_web._tcp.nginx.ns-0.svc.cluster.local", 33, struct.pack(">HHH", 0, 50, 80) + name("web-0.nginx.ns-0.svc.cluster.local"))
+PTR = rr("5.1.244.10.in-addr.arpa", 12, name("web-0.nginx.ns-0.svc.cluster.local"))
+CNAME = rr("db.ns-0.svc.cluster.local", 5, name("db.example.com"))
+TXT = rr("dns-version.cluster.local", 16, b"\x051.1.0")
+NS = rr("cluster.local", 2, name("ns.dns.cluster.local"))
+NEW = HELD + 1
+
+TRANSFER_SEEDS = {
+    "axfr_one_message": b"\x00" + framed(answer(soa_rr(NEW), NS, A1, A2, AAAA, SRV, PTR, CNAME, TXT, soa_rr(NEW))),
+    "axfr_three_messages": b"\x00" + framed(answer(soa_rr(NEW), A1), answer(A2, SRV), answer(PTR, soa_rr(NEW))),
+    "axfr_empty_zone": b"\x00" + framed(answer(soa_rr(NEW), soa_rr(NEW))),
+    "ixfr_one_version": b"\x01"
+    + framed(answer(soa_rr(NEW), soa_rr(HELD), A1, soa_rr(NEW), A2, SRV, soa_rr(NEW), qtype=IXFR)),
+    "ixfr_two_versions": b"\x01"
+    + framed(
+        answer(soa_rr(NEW + 1), soa_rr(HELD), A1, soa_rr(NEW), A2, qtype=IXFR),
+        answer(soa_rr(NEW), A2, soa_rr(NEW + 1), A1, soa_rr(NEW + 1), qtype=IXFR),
+    ),
+    "ixfr_current": b"\x01" + framed(answer(soa_rr(HELD), qtype=IXFR)),
+    "ixfr_answered_by_axfr": b"\x01" + framed(answer(soa_rr(NEW), A1, soa_rr(NEW), qtype=IXFR)),
+    "refused": b"\x00" + framed(answer(rcode=5)),
+    "cut_before_final_soa": b"\x00" + framed(answer(soa_rr(NEW), A1, A2)),
+}
+
+# === manifests: YAML files (the fixtures, and forms they do not use) ===
+
+MANIFEST_SEEDS = {
+    "json_document.yaml": json.dumps(
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "api", "namespace": "ns-0"},
+         "spec": {"clusterIP": "10.96.0.20", "ports": [{"name": "https", "port": 443}]}}
+    ),
+    "anchors.yaml": "base: &svc {apiVersion: v1, kind: Service}\n---\n"
+    "<<: {apiVersion: v1, kind: Namespace}\nmetadata: &m {name: ns-a}\n---\n"
+    "apiVersion: v1\nkind: Pod\nmetadata: {name: p, namespace: ns-a}\nstatus: {podIP: 10.1.1.1, podIPs: [{ip: 10.1.1.1}]}\n",
+    "bad_item.yaml": "apiVersion: v1\nkind: List\nitems:\n- {apiVersion: v1, kind: Service, metadata: {name: a, namespace: b}, "
+    "spec: {ports: [{port: \"80\"}]}}\n- {apiVersion: v1, kind: Service, metadata: {name: c, namespace: b}, spec: {clusterIP: None}}\n",
+}
+
+# === watch_event: one line of a watch stream ===
+
+SERVICE = {"apiVersion": "v1", "kind": "Service",
+           "metadata": {"name": "nginx", "namespace": "ns-0", "resourceVersion": "42"},
+           "spec": {"clusterIP": "None", "clusterIPs": ["None"], "ports": [{"name": "web", "port": 80, "protocol": "TCP"}],
+                    "ipFamilies": ["IPv4", "IPv6"]}}
+SLICE = {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+         "metadata": {"name": "nginx-abc", "namespace": "ns-0", "resourceVersion": "43",
+                      "labels": {"kubernetes.io/service-name": "nginx"},
+                      "annotations": {"endpoints.kubernetes.io/last-change-trigger-time": "2026-12-03T12:00:00Z"}},
+         "addressType": "IPv4", "ports": [{"name": "web", "port": 80, "protocol": "TCP"}],
+         "endpoints": [{"addresses": ["10.244.1.5"], "hostname": "web-0", "conditions": {"ready": True},
+                        "targetRef": {"kind": "Pod", "name": "web-0", "namespace": "ns-0"}, "nodeName": "n1"}]}
+POD = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web-0", "namespace": "ns-0"},
+       "spec": {"hostname": "web-0", "subdomain": "nginx"},
+       "status": {"phase": "Running", "podIP": "10.244.1.5", "podIPs": [{"ip": "10.244.1.5"}, {"ip": "fd00::5"}]}}
+NAMESPACE = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ns-0", "labels": {"team": "a"}}}
+IMPORT = {"apiVersion": "multicluster.x-k8s.io/v1beta1", "kind": "ServiceImport",
+          "metadata": {"name": "myservice", "namespace": "test"},
+          "spec": {"type": "ClusterSetIP", "ips": ["10.42.42.42"], "ports": [{"name": "https", "protocol": "TCP", "port": 443}]}}
+
+
+def event(kind, obj, object_first=False):
+    if object_first:
+        return json.dumps({"object": obj, "type": kind}).encode()
+    return json.dumps({"type": kind, "object": obj}).encode()
+
+
+WATCH_SEEDS = {
+    "service_added": event("ADDED", SERVICE),
+    "slice_modified": event("MODIFIED", SLICE),
+    "pod_added": event("ADDED", POD),
+    "namespace_deleted": event("DELETED", NAMESPACE),
+    "import_added": event("ADDED", IMPORT),
+    "object_before_type": event("ADDED", SERVICE, object_first=True),
+    "bad_port_type": event("ADDED", {**SERVICE, "spec": {"ports": [{"port": "80"}]}}),
+    "bookmark": event("BOOKMARK", {"kind": "Service", "apiVersion": "v1", "metadata": {"resourceVersion": "44"}}),
+    "error": event("ERROR", {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 410,
+                            "reason": "Expired", "message": "too old resource version"}),
+}
+
+
+def write(target, seeds):
+    out = os.path.join(HERE, "seeds", target)
+    os.makedirs(out, exist_ok=True)
+    for stem, data in sorted(seeds.items()):
+        data = data.encode() if isinstance(data, str) else data
+        with open(os.path.join(out, stem if "." in stem else stem + ".bin"), "wb") as f:
             f.write(data)
-    print(f"wrote {len(SEEDS)} seeds to {OUT}")
+    print(f"wrote {len(seeds)} seeds to {out}")
+
+
+def main():
+    write("query_path", SEEDS)
+    write("tcp_framing", TCP_SEEDS)
+    write("transfer", TRANSFER_SEEDS)
+    manifests = dict(MANIFEST_SEEDS)
+    for fixture in ("records.yaml", "clusterset.yaml"):
+        with open(os.path.join(FIXTURES, fixture), "rb") as f:
+            manifests[fixture] = f.read()
+    write("manifests", manifests)
+    write("watch_event", WATCH_SEEDS)
 
 
 if __name__ == "__main__":

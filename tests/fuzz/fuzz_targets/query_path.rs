@@ -14,97 +14,31 @@
 //! - a UDP answer without TC has the same RCODE, answer and authority sections as the TCP one.
 #![no_main]
 
-use std::path::Path;
 use std::sync::LazyLock;
-use std::time::Instant;
 
-use headless_dns::dns::name::Name;
 use headless_dns::dns::{Responder, Transport};
-use headless_dns::index::{PodMode, RecordConfig};
-use headless_dns::pipeline::Pipeline;
-use headless_dns::source::Event;
-use headless_dns::source::file::parse_manifests;
 use hickory_proto::op::{Message, MessageType, OpCode};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 use libfuzzer_sys::fuzz_target;
 
-/// The server's `--max-udp-size` in these tests.
-const MAX_UDP: u16 = 1232;
-
-/// The record-test fixture: every record kind and negative case.
-const FIXTURE: &str = include_str!("../../fixtures/records.yaml");
+mod common;
+use common::MAX_UDP;
 
 struct Setup {
-    /// A published index over two zones, with `--pods insecure` (so Pod names are synthesized).
+    /// A published index over two zones (`common::index`), with a Service whose answers need
+    /// truncation over UDP and one whose A RRset does not fit even a TCP message.
     ready: Responder,
     /// An index that has not seen its first full sync (SERVFAIL / REFUSED).
     unready: Responder,
 }
 
-static SETUP: LazyLock<Setup> = LazyLock::new(|| Setup { ready: responder(true), unready: responder(false) });
-
-/// Manifests for answers that cannot fit: a headless Service whose A and SRV RRsets need
-/// truncation over UDP, and one so large that even a TCP message cannot hold its RRset.
-fn big_manifests() -> String {
-    let mut yaml = String::new();
-    let service = |name: &str| {
-        format!(
-            "---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: big}}\n\
-             spec: {{clusterIP: None, ports: [{{name: web, port: 80}}, {{name: dns, port: 53, protocol: UDP}}]}}\n"
-        )
-    };
-    yaml.push_str("---\napiVersion: v1\nkind: Namespace\nmetadata: {name: big}\n");
-    // 120 endpoints with hostnames: ~2 KB of A records, ~5 KB of SRV plus glue.
-    yaml.push_str(&service("sts"));
-    yaml.push_str(
-        "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
-         metadata: {name: sts-1, namespace: big, labels: {kubernetes.io/service-name: sts}}\n\
-         addressType: IPv4\nports: [{name: web, port: 80, protocol: TCP}, {name: dns, port: 53, protocol: UDP}]\nendpoints:\n",
-    );
-    for i in 0..120 {
-        yaml.push_str(&format!("- {{addresses: [10.1.{}.{}], hostname: pod-{i}}}\n", i / 200, i % 200 + 1));
-    }
-    // 4,500 endpoints without hostnames: the A RRset alone is over 64 KB (complete = false).
-    yaml.push_str(&service("huge"));
-    for s in 0..5 {
-        yaml.push_str(&format!(
-            "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
-             metadata: {{name: huge-{s}, namespace: big, labels: {{kubernetes.io/service-name: huge}}}}\n\
-             addressType: IPv4\nports: [{{name: web, port: 80, protocol: TCP}}]\nendpoints:\n"
-        ));
-        for i in 0..900 {
-            yaml.push_str(&format!("- {{addresses: [10.2.{}.{}]}}\n", s * 5 + i / 200, i % 200 + 1));
-        }
-    }
-    // A dual-stack headless Service with IPv6 endpoints only.
-    yaml.push_str(&service("v6"));
-    yaml.push_str(
-        "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
-         metadata: {name: v6-1, namespace: big, labels: {kubernetes.io/service-name: v6}}\n\
-         addressType: IPv6\nports: [{name: web, port: 80, protocol: TCP}]\nendpoints:\n\
-         - {addresses: [\"fd00::1\"], hostname: a}\n- {addresses: [\"fd00::2\"]}\n",
-    );
-    yaml
-}
+static SETUP: LazyLock<Setup> = LazyLock::new(|| Setup {
+    ready: Responder::new(common::index(true, true), MAX_UDP),
+    unready: Responder::new(common::index(false, false), MAX_UDP),
+});
 
 /// `QUERY_PATH_DUMP=1` prints a summary of each response (to check what the seeds reach).
 static DUMP: LazyLock<bool> = LazyLock::new(|| std::env::var_os("QUERY_PATH_DUMP").is_some());
-
-fn responder(ready: bool) -> Responder {
-    let zones = vec![Name::parse("cluster.local").unwrap(), Name::parse("k8s.test").unwrap()];
-    let mut cfg = RecordConfig::default_for(zones);
-    cfg.pods = PodMode::Insecure;
-    let mut pipeline = Pipeline::new(cfg);
-    if ready {
-        let mut objects = parse_manifests(FIXTURE, Path::new("records.yaml")).unwrap();
-        objects.extend(parse_manifests(&big_manifests(), Path::new("big.yaml")).unwrap());
-        assert!(objects.len() > 15, "manifests did not parse: {}", objects.len());
-        let events = objects.into_iter().map(Event::Apply).chain([Event::Synced]);
-        pipeline.apply_batch(Instant::now(), events);
-    }
-    let index = pipeline.index().clone();
-    Responder::new(index, MAX_UDP)
-}
 
 /// Decodes a whole message, failing if bytes are left after the counted records.
 fn decode_exact(bytes: &[u8]) -> Result<Message, String> {
@@ -219,7 +153,9 @@ fn run(r: &Responder, data: &[u8], query: Option<&Message>, out: &mut [u8], out2
     }
 }
 
-fuzz_target!(|data: &[u8]| {
+// The index is built before the first input (seconds with the sanitizer), not within its
+// timeout.
+fuzz_target!(init: { LazyLock::force(&SETUP); }, |data: &[u8]| {
     let setup = &*SETUP;
     let mut out = vec![0u8; 65535];
     let mut out2 = vec![0u8; 65535];
