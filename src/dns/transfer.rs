@@ -357,7 +357,7 @@ fn pack(finish: &Finish<'_>, question: &Query, records: Vec<Record>, body: Secti
     let mut current = Vec::new();
     let mut size = 0;
     for record in records {
-        let estimate = 64 + record.data.to_string().len();
+        let estimate = 64 + rdata_estimate(&record.data);
         if size + estimate > 16 * 1024 && !current.is_empty() {
             messages.extend(message(&current));
             current.clear();
@@ -368,6 +368,22 @@ fn pack(finish: &Finish<'_>, question: &Query, records: Vec<Record>, body: Secti
     }
     messages.extend(message(&current));
     messages
+}
+
+/// About the RDATA's length, without formatting it (formatting every record as text to measure it
+/// was 7 % of a primary's CPU while it served fifty secondaries).
+fn rdata_estimate(data: &RData) -> usize {
+    match data {
+        RData::A(_) => 4,
+        RData::AAAA(_) => 16,
+        RData::PTR(name) => name.0.len(),
+        RData::CNAME(name) => name.0.len(),
+        RData::NS(name) => name.0.len(),
+        RData::SRV(srv) => 6 + srv.target.len(),
+        RData::SOA(soa) => 20 + soa.mname.len() + soa.rname.len(),
+        RData::TXT(txt) => txt.txt_data.iter().map(|s| s.len() + 1).sum(),
+        other => other.to_string().len(),
+    }
 }
 
 fn wire_of(name: &HName) -> Vec<u8> {
