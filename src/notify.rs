@@ -122,7 +122,8 @@ async fn notify_peer(index: Arc<Index>, zones: Arc<Vec<Name>>, peer: SocketAddr,
     // would otherwise open and close one per zone each time.
     let mut sockets: Vec<Option<UdpSocket>> = zones.iter().map(|_| None).collect();
     loop {
-        while !index.is_ready() || serials(&index).iter().zip(&notified).all(|(s, n)| Some(*s) == *n) {
+        let current = |z: usize| notified[z] == Some(index.zone_serial(z as u8));
+        while !index.is_ready() || (0..zones.len()).all(current) {
             tokio::time::sleep(POLL).await;
         }
         // Let a burst of changes settle into one round.
