@@ -115,8 +115,11 @@ async fn api_server_restarts_lose_nothing_and_a_change_after_is_served_at_once()
         // The promise is about a second; this bound is for a loaded CI machine (the client
         // library's default backoff took 7 s after a 5-s outage and 78 s after a 45-s one).
         assert!(took < Duration::from_secs(5), "a change after a {outage:?} outage was served after {took:?}");
+        // Usually 410 Gone and a relist; but the resumed watch may also be accepted (the
+        // watcher's resourceVersion had caught up, by a bookmark for instance): a full run under
+        // load saw no relist once. The relist path is asserted after the compaction below.
         let after = relists(&http_get(http, "/metrics").1, "EndpointSlice");
-        assert!(after > before, "the watch relisted after the restart ({before} → {after})");
+        eprintln!("relists of EndpointSlices across the {outage:?} outage: {before} → {after}");
     }
 
     // etcd compacted at its current revision, then a restart: the watchers' versions are gone
