@@ -60,7 +60,7 @@ METRICS = {
     "relists": ("headless_dns_kubernetes_relists_total", None),
 }
 # Counters whose increase after the settling time is an error.
-ERRORS = ["servfail", "dropped", "watch_errors", "relists"]
+ERRORS = ["servfail", "dropped", "kernel_drops", "watch_errors", "relists"]
 # Gauges that must not grow after the settling time.
 STEADY = ["fds", "index_names", "journal_bytes", "journal_versions", "endpoint_slices", "pods"]
 
@@ -95,7 +95,34 @@ def sample(pid: int, http_port: int, started: float) -> dict:
         text = ""
     for column, (name, label) in METRICS.items():
         row[column] = metric(text, name, label)
+    row["kernel_drops"] = udp_drops(pid)
     return row
+
+
+def udp_drops(pid: int) -> int | None:
+    """Queries the kernel dropped before the server read them (its UDP sockets' receive queues
+    were full): the `drops` column of /proc/<pid>/net/udp and udp6 for the sockets the process
+    holds. The server cannot count these itself; a client only sees a timeout."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if link.startswith("socket:["):
+            inodes.add(link[8:-1])
+    total, found = 0, False
+    for table in ("udp", "udp6"):
+        try:
+            lines = Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) >= 13 and fields[9] in inodes:
+                total += int(fields[12])
+                found = True
+    return total if found else None
 
 
 def dnsperf_cmd(args, port: int, queries: Path, seconds: int, rate: int | None) -> list[str]:
