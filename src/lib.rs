@@ -36,6 +36,7 @@ pub mod forward;
 pub mod hosts;
 pub mod http;
 pub mod index;
+pub mod memory;
 pub mod metrics;
 pub mod notify;
 pub mod pipeline;
@@ -168,6 +169,8 @@ pub async fn start(config: Config) -> Result<Running, Error> {
             let pods = config.records.pods == index::PodMode::Verified;
             let file = source::file::FileSource::load(path, opts.clone(), pods)?;
             tracing::info!(path = %path.display(), objects = file.object_count(), "manifests loaded");
+            // The parse's values and scratch are freed; the objects are kept.
+            memory::release();
             Started::File(file)
         }
         SourceConfig::Kube(opts) => Started::Kube(source::kube::connect(opts).await?, opts.clone()),

@@ -36,8 +36,37 @@ pub struct MallocConf(*const std::ffi::c_char);
 // a `&'static CStr`.
 unsafe impl Sync for MallocConf {}
 
+/// jemalloc's part of [`headless_dns::memory::release`]: the calling thread's cache of freed
+/// blocks goes back to the arena, and the arenas' unused pages to the kernel now rather than
+/// after the decay time.
+fn release_memory() {
+    // 4096 is MALLCTL_ARENAS_ALL.
+    for name in [c"thread.tcache.flush", c"arena.4096.purge"] {
+        // SAFETY: both are void mallctls: no old value is read and no new value written, so the
+        // null pointers and zero length are what jemalloc expects; the names are NUL-terminated.
+        // An error (a build without tcache) leaves the memory where it is, which is harmless.
+        unsafe {
+            jemalloc_mallctl(name.as_ptr(), std::ptr::null_mut(), std::ptr::null_mut(), std::ptr::null_mut(), 0);
+        }
+    }
+}
+
+// jemalloc's `mallctl`, as tikv-jemalloc-sys (linked through tikv-jemallocator) prefixes it;
+// declared here rather than by depending on that crate directly, which rebuilt jemalloc.
+unsafe extern "C" {
+    #[link_name = "_rjem_mallctl"]
+    fn jemalloc_mallctl(
+        name: *const std::ffi::c_char,
+        oldp: *mut std::ffi::c_void,
+        oldlenp: *mut usize,
+        newp: *mut std::ffi::c_void,
+        newlen: usize,
+    ) -> std::ffi::c_int;
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    headless_dns::memory::set_release(release_memory);
     let cli = Cli::parse_from(headless_dns::config::expand_config_file(std::env::args_os().collect())?);
     match cli.command {
         Command::Explain(args) => {

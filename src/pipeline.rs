@@ -151,6 +151,8 @@ impl Pipeline {
             self.index().set_ready(true);
             self.metrics.ready.set(1);
             applied.became_ready = true;
+            // The initial list is applied: its scratch need not stay cached in this thread.
+            crate::memory::release();
             let (services, slices, pods, namespaces) = model.counts();
             let (imports, cluster_set_slices) = model.cluster_set_counts();
             let names = self.index().len();

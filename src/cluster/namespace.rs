@@ -14,12 +14,11 @@
 //! The selector is the Kubernetes label-selector syntax (`team=a`, `env in (prod,stage)`,
 //! `!legacy`), parsed here at start so that a bad one is an error naming the flag rather than a
 //! watch the API server keeps refusing. A manifest's Namespace labels are read here from its
-//! documents as JSON values (with the file source's YAML options): the object model keeps no
+//! documents as JSON values (with the file source's YAML reader): the object model keeps no
 //! labels.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
-use super::api::yaml_options;
 use super::object::Object;
 use kube::core::{Expression, Selector, SelectorExt};
 
@@ -55,11 +54,9 @@ impl NamespaceLabels {
     /// the file source's YAML options).
     pub fn retain_selected(&self, objects: &mut Vec<Object>, text: &str) {
         let mut unselected = HashSet::new();
-        let mut bytes = text.as_bytes();
-        let docs = serde_saphyr::read_with_options::<_, serde_json::Value>(&mut bytes, yaml_options());
-        for doc in docs.map_while(Result::ok) {
-            self.collect_unselected(&doc, &mut unselected);
-        }
+        // The documents up to the first that is not YAML (the file was read without error, so
+        // that is all of them).
+        let _ = crate::source::yaml::for_each_document(text, |_, doc| self.collect_unselected(&doc, &mut unselected));
         if !unselected.is_empty() {
             objects.retain(|o| !matches!(o, Object::Namespace(ns) if unselected.contains(&*ns.name)));
         }

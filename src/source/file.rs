@@ -29,7 +29,6 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Event, Scope, Sender, send};
 use crate::cluster::api::Decoded;
-use crate::cluster::api::yaml_options;
 use crate::cluster::mcs;
 use crate::cluster::namespace::NamespaceLabels;
 use crate::cluster::object::{self, Kind, Object, ObjectRef};
@@ -128,13 +127,9 @@ fn manifest_files(path: &Path) -> Result<Vec<PathBuf>> {
 /// costs only itself. Files are read at start and when they change, never per query.
 pub fn parse_manifests(text: &str, path: &Path) -> Result<Vec<Object>> {
     let mut objects = Vec::new();
-    let mut bytes = text.as_bytes();
     // Empty documents (a trailing `---`) are skipped, as kubectl skips them.
-    for (i, doc) in serde_saphyr::read_with_options::<_, serde_json::Value>(&mut bytes, yaml_options()).enumerate() {
-        let document = i + 1;
-        let doc = doc.map_err(|source| Error::Yaml { path: path.into(), document, source: Box::new(source) })?;
-        collect(&doc, path, document, &mut objects);
-    }
+    super::yaml::for_each_document(text, |document, doc| collect(&doc, path, document, &mut objects))
+        .map_err(|(document, source)| Error::Yaml { path: path.into(), document, source: Box::new(source) })?;
     Ok(objects)
 }
 
@@ -386,6 +381,7 @@ fn read_file(path: &Path, pods: bool, opts: &FileOptions) -> Result<(Fingerprint
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cluster::api::yaml_options;
 
     #[test]
     fn lists_and_documents() {

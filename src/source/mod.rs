@@ -17,6 +17,7 @@ pub mod file;
 pub mod kube;
 pub mod primary;
 mod reconnect;
+pub(crate) mod yaml;
 
 use std::time::Instant;
 
