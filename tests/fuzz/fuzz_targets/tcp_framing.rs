@@ -19,13 +19,18 @@
 //!   hands on the same queries in the same order, ends the connection at the same prefix over
 //!   the limit, and is left holding exactly the unfinished message at the end of the stream; it
 //!   never carries into a read more than the start of one message (`TCP_CARRY`);
-//! - the answer stream splits back into exactly the answers written, each a DNS message of at
-//!   most 65,535 bytes carrying its query's ID, with nothing left over.
+//! - every answer is a DNS message carrying its query's ID; a query asked twice gets the same
+//!   answers (but the ID); each answer decodes with hickory-proto (an answer already decoded
+//!   for an earlier input is not decoded again: decoding every copy took 80 % of the time);
+//! - the answer stream splits back into exactly the answers written, each at most 65,535 bytes,
+//!   with nothing left over.
 #![no_main]
 
+use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
 use std::io::ErrorKind;
 use std::ops::ControlFlow;
-use std::sync::LazyLock;
+use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
 
 use headless_dns::dns::server::{
@@ -51,6 +56,17 @@ static RUNTIME: LazyLock<tokio::runtime::Runtime> =
     LazyLock::new(|| tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap());
 
 const DEADLINE: Duration = Duration::from_secs(10);
+
+/// The answers (but their ID) decoded by hickory-proto so far in this process, by hash: the
+/// same answer is not decoded again for another input (decoding took most of the time, zone
+/// transfers above all).
+static DECODED: LazyLock<Mutex<HashSet<u64>>> = LazyLock::new(Mutex::default);
+
+fn hash(bytes: &[u8]) -> u64 {
+    let mut hasher = std::hash::DefaultHasher::new();
+    bytes.hash(&mut hasher);
+    hasher.finish()
+}
 
 /// How a connection ended.
 #[derive(Debug, PartialEq, Eq)]
@@ -189,29 +205,55 @@ fuzz_target!(init: { LazyLock::force(&RESPONDER); }, |data: &[u8]| {
     // batch, answers gathered up to `TCP_BATCH` bytes; a transfer stops the batch, and so, now
     // and then, does a send buffer found full.
     let mut full = Draw(draw.next() | 1);
-    let mut out = vec![0u8; 2 + 65535];
+    let mut out = vec![0u8; 65535];
     let (mut answers, mut batch, mut ids) = (Vec::new(), Vec::new(), Vec::new());
+    // The answers to each query (but its ID) answered so far: a query asked again is answered
+    // again, and must get the same answers (but the ID), which are not decoded again.
+    let mut known: HashMap<Vec<u8>, Vec<Vec<u8>>> = HashMap::new();
+    let mut answer = |query: &[u8], messages: Vec<Vec<u8>>, answers: &mut Vec<u8>| {
+        for message in &messages {
+            assert_eq!(message[..2], query[..2], "an answer with another ID");
+            answers.extend_from_slice(&length_prefix(message.len()));
+            answers.extend_from_slice(message);
+            ids.push(query[..2].to_vec());
+        }
+        match known.get(&query[2..]) {
+            Some(before) => {
+                let same = before.len() == messages.len() && before.iter().zip(&messages).all(|(a, b)| a[2..] == b[2..]);
+                assert!(same, "the same query answered otherwise: {query:02x?}");
+            }
+            None => {
+                let mut decoded = DECODED.lock().unwrap();
+                if decoded.len() > 1 << 20 {
+                    decoded.clear();
+                }
+                for message in &messages {
+                    if decoded.insert(hash(&message[2..]))
+                        && let Err(e) = Message::from_vec(message)
+                    {
+                        panic!("an answer that does not decode: {e}: {message:02x?}");
+                    }
+                }
+                known.insert(query[2..].to_vec(), messages);
+            }
+        }
+    };
     let mut answered = 0;
     let served = batched(data, || TCP_READ, |query| {
         answered += 1;
         if is_transfer(query) {
             answers.append(&mut batch);
             let ip = "127.0.0.1".parse().unwrap();
-            for message in transfer(responder.index(), query, ip, responder.transfer_acl(), responder.policy()) {
-                answers.extend_from_slice(&length_prefix(message.len()));
-                answers.extend_from_slice(&message);
-                ids.push(query[..2].to_vec());
-            }
+            let messages = transfer(responder.index(), query, ip, responder.transfer_acl(), responder.policy());
+            answer(query, messages, &mut answers);
             return Then::Stop;
         }
-        let Some(n) = responder.respond(query, Transport::Tcp, &mut out[2..]) else {
+        let Some(n) = responder.respond(query, Transport::Tcp, &mut out) else {
             // Dropped (not even a header, or a response): the server closes the connection.
             answered -= 1;
             return Then::Close;
         };
-        out[..2].copy_from_slice(&length_prefix(n));
-        batch.extend_from_slice(&out[..2 + n]);
-        ids.push(query[..2].to_vec());
+        answer(query, vec![out[..n].to_vec()], &mut batch);
         if batch.len() >= TCP_BATCH {
             answers.append(&mut batch);
             if full.next() % 2 == 0 {
@@ -230,16 +272,13 @@ fuzz_target!(init: { LazyLock::force(&RESPONDER); }, |data: &[u8]| {
         assert_eq!(answered, queries.len(), "queries left unanswered");
     }
 
-    // The client's side: the answers split back, one by one.
+    // The client's side: the answers split back, one by one (each decoded above).
     let mut stream = &answers[..];
     let mut message = Vec::new();
     for id in &ids {
         let read = RUNTIME.block_on(read_framed(&mut stream, &mut message, 65535, DEADLINE, DEADLINE));
         assert_eq!(read.unwrap(), Framed::Message);
         assert_eq!(message[..2], id[..], "an answer with another ID");
-        if let Err(e) = Message::from_vec(&message) {
-            panic!("an answer that does not decode: {e}: {message:02x?}");
-        }
     }
     assert!(stream.is_empty(), "{} bytes after the last answer", stream.len());
 });
