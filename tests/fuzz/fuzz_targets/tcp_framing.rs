@@ -34,8 +34,7 @@ use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
 
 use headless_dns::dns::server::{
-    Framed, MAX_TCP_QUERY, Split, TCP_BATCH, TCP_CARRY, TCP_READ, join_read, length_prefix, read_framed,
-    split_queries,
+    Framed, MAX_TCP_QUERY, Split, TCP_BATCH, TCP_CARRY, TCP_READ, join_read, length_prefix, read_framed, split_queries,
 };
 use headless_dns::dns::transfer::{TransferAcl, is_transfer, respond as transfer};
 use headless_dns::dns::{Responder, Transport};
