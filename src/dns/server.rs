@@ -20,6 +20,7 @@
 
 use std::io;
 use std::net::{SocketAddr, TcpListener as StdTcpListener, UdpSocket};
+use std::ops::ControlFlow;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -543,15 +544,15 @@ const TCP_KEEP: usize = 4096;
 
 /// Bytes one read takes from a connection: dozens of pipelined queries per system call. It also
 /// bounds the queries a connection holds unanswered while its client does not read.
-const TCP_READ: usize = 8 * 1024;
+pub const TCP_READ: usize = 8 * 1024;
 
 /// Answers gathered before they are written: one write for a whole batch of pipelined queries,
 /// and at most this much (plus one answer) held for a client that does not read.
-const TCP_BATCH: usize = 8 * 1024;
+pub const TCP_BATCH: usize = 8 * 1024;
 
 /// Room before the read area of [`Scratch::rx`] for the start of a message left over from the
 /// previous read, so that the two join without another copy of what was read.
-const TCP_CARRY: usize = 2 + MAX_TCP_QUERY;
+pub const TCP_CARRY: usize = 2 + MAX_TCP_QUERY;
 
 /// The buffers each TCP-serving thread reads and answers into, one set per runtime thread
 /// instead of one per connection. Borrowed only between two awaits.
@@ -665,6 +666,66 @@ fn clear_buffer(buf: &mut Vec<u8>) {
     }
 }
 
+/// Where [`split_queries`] stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Split<B> {
+    /// The input ends inside a message, or at its end: read more.
+    Partial,
+    /// A length prefix announces this many bytes, more than [`MAX_TCP_QUERY`]: close.
+    TooLong(usize),
+    /// The caller stopped at a query (counted as used).
+    Stopped(B),
+}
+
+/// The server's TCP framing (RFC 1035 §4.2.2, RFC 7766 §8) over what one batch has in hand:
+/// hands each whole message at the start of `input` to `each`, in order, until `input` ends
+/// inside a message, a prefix announces more than [`MAX_TCP_QUERY`] bytes, or `each` breaks.
+/// Returns how many bytes of `input` it used (whole messages only) and why it stopped. The
+/// messages are borrowed from `input`: no copy, no allocation.
+pub fn split_queries<B>(input: &[u8], mut each: impl FnMut(&[u8]) -> ControlFlow<B>) -> (usize, Split<B>) {
+    let mut used = 0;
+    loop {
+        let Some(&[hi, lo]) = input.get(used..used + 2) else { return (used, Split::Partial) };
+        let len = usize::from(u16::from_be_bytes([hi, lo]));
+        if len > MAX_TCP_QUERY {
+            return (used, Split::TooLong(len));
+        }
+        let Some(query) = input.get(used + 2..used + 2 + len) else { return (used, Split::Partial) };
+        used += 2 + len;
+        if let ControlFlow::Break(stop) = each(query) {
+            return (used, Split::Stopped(stop));
+        }
+    }
+}
+
+/// Runs `answer` over the input a connection has in hand, and keeps in `carry` what it did not
+/// use. With `read` (`Some(n)`: `n` bytes just read into `rx[TCP_CARRY..]`), the input is `carry`
+/// (the start of one message, less than [`TCP_CARRY`] bytes) joined to them, copied in front of
+/// them in `rx`; without, it is `carry` alone (whole messages left by a batch that stopped
+/// early). `answer` returns how many bytes it used, and what to return.
+pub fn join_read<T>(
+    carry: &mut Vec<u8>,
+    rx: &mut [u8],
+    read: Option<usize>,
+    answer: impl FnOnce(&[u8]) -> (usize, T),
+) -> T {
+    let Some(n) = read else {
+        let (used, next) = answer(carry);
+        carry.drain(..used);
+        return next;
+    };
+    // Only the start of one message is ever carried into a read (a batch that stops with whole
+    // messages left is followed by one without a read).
+    debug_assert!(carry.len() < TCP_CARRY);
+    let from = TCP_CARRY - carry.len();
+    rx[from..TCP_CARRY].copy_from_slice(carry);
+    let input = &rx[from..TCP_CARRY + n];
+    let (used, next) = answer(input);
+    carry.clear();
+    carry.extend_from_slice(&input[used..]);
+    next
+}
+
 /// One TCP connection's state between batches.
 struct TcpConn<'a> {
     stream: TcpStream,
@@ -693,28 +754,19 @@ impl TcpConn<'_> {
                 scratch.rx.resize(TCP_CARRY + TCP_READ, 0);
                 scratch.tx.resize(TCP_BATCH + 2 + MAX_MESSAGE, 0);
             }
-            if !read {
-                let input = std::mem::take(&mut self.carry);
-                let (used, next) = self.answer(&input, &mut scratch.tx);
-                self.carry = input;
-                self.carry.drain(..used);
-                return next;
-            }
-            // Only the start of one message is ever carried into a read (a batch that stops
-            // with whole messages left is followed by one without a read).
-            debug_assert!(self.carry.len() < TCP_CARRY);
-            let n = match read_drained(&self.stream, &mut scratch.rx[TCP_CARRY..], self.read_closed) {
-                Ok(0) => return Next::Close,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Next::Read,
-                Err(_) => return Next::Close,
+            let read = if read {
+                match read_drained(&self.stream, &mut scratch.rx[TCP_CARRY..], self.read_closed) {
+                    Ok(0) => return Next::Close,
+                    Ok(n) => Some(n),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Next::Read,
+                    Err(_) => return Next::Close,
+                }
+            } else {
+                None
             };
-            let from = TCP_CARRY - self.carry.len();
-            scratch.rx[from..TCP_CARRY].copy_from_slice(&self.carry);
-            let input = &scratch.rx[from..TCP_CARRY + n];
-            let (used, next) = self.answer(input, &mut scratch.tx);
-            self.carry.clear();
-            self.carry.extend_from_slice(&input[used..]);
+            let mut carry = std::mem::take(&mut self.carry);
+            let next = join_read(&mut carry, &mut scratch.rx, read, |input| self.answer(input, &mut scratch.tx));
+            self.carry = carry;
             next
         })
     }
@@ -725,19 +777,10 @@ impl TcpConn<'_> {
         let (responder, forwarder) = (&self.shared.responder, self.shared.forwarder.as_deref());
         let caps = Caps { forward: forwarder.is_some(), client: Some(self.peer.ip()) };
         let received = Instant::now();
-        let (mut used, mut out) = (0, 0);
-        let next = loop {
-            let Some(&[hi, lo]) = input.get(used..used + 2) else { break Next::Read };
-            let len = u16::from_be_bytes([hi, lo]) as usize;
-            if len > MAX_TCP_QUERY {
-                tracing::debug!(peer = %self.peer, len, "TCP message longer than any query; connection closed");
-                self.stats.dropped();
-                break Next::Close;
-            }
-            let Some(query) = input.get(used + 2..used + 2 + len) else { break Next::Read };
-            used += 2 + len;
+        let mut out = 0;
+        let (used, split) = split_queries(input, |query| {
             if super::transfer::is_transfer(query) {
-                break Next::Transfer(query.to_vec());
+                return ControlFlow::Break(Next::Transfer(query.to_vec()));
             }
             let answer = &mut tx[out + 2..out + 2 + MAX_MESSAGE];
             match respond_guarded(responder, query, Transport::Tcp, answer, caps) {
@@ -748,24 +791,35 @@ impl TcpConn<'_> {
                 }
                 outcome @ (Outcome::Autopath | Outcome::Forward) => {
                     self.stats.forwarded(true, is_v6(&self.peer), query);
-                    break Next::Slow(outcome, query.to_vec());
+                    return ControlFlow::Break(Next::Slow(outcome, query.to_vec()));
                 }
                 // Not even a header, or a response: nothing sensible to say on this connection.
                 Outcome::Drop => {
                     self.stats.dropped();
-                    break Next::Close;
+                    return ControlFlow::Break(Next::Close);
                 }
             }
             if out >= TCP_BATCH {
-                if write_now(&self.stream, &tx[..out], &mut self.pending).is_err() {
-                    return (used, Next::Close);
-                }
+                let written = write_now(&self.stream, &tx[..out], &mut self.pending);
                 out = 0;
+                if written.is_err() {
+                    return ControlFlow::Break(Next::Close);
+                }
                 if !self.pending.is_empty() {
                     // The client is not reading: answer the rest once this is written.
-                    break Next::Answer;
+                    return ControlFlow::Break(Next::Answer);
                 }
             }
+            ControlFlow::Continue(())
+        });
+        let next = match split {
+            Split::Partial => Next::Read,
+            Split::TooLong(len) => {
+                tracing::debug!(peer = %self.peer, len, "TCP message longer than any query; connection closed");
+                self.stats.dropped();
+                Next::Close
+            }
+            Split::Stopped(next) => next,
         };
         if out > 0 && write_now(&self.stream, &tx[..out], &mut self.pending).is_err() {
             return (used, Next::Close);
@@ -900,5 +954,38 @@ mod tests {
         let e = read_framed(&mut cut, &mut buf, max, t, t).await.unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
         assert_eq!(length_prefix(258), [1, 2]);
+    }
+
+    /// The batched reader hands on whole messages in order, carries the start of the next one
+    /// into the following read, stops where its caller stops and at a prefix over the limit.
+    #[test]
+    fn split_queries_carries_a_message_across_reads() {
+        let mut rx = vec![0u8; TCP_CARRY + TCP_READ];
+        let mut carry = Vec::new();
+        let mut seen = Vec::new();
+        let mut read = |carry: &mut Vec<u8>, bytes: &[u8], seen: &mut Vec<Vec<u8>>| {
+            rx[TCP_CARRY..TCP_CARRY + bytes.len()].copy_from_slice(bytes);
+            join_read(carry, &mut rx, Some(bytes.len()), |input| {
+                split_queries(input, |query| {
+                    seen.push(query.to_vec());
+                    if query == b"stop" { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+                })
+            })
+        };
+        assert_eq!(read(&mut carry, &[0, 3, b'a', b'b', b'c', 0, 2, b'd'], &mut seen), Split::Partial);
+        assert_eq!((&seen[..], &carry[..]), (&[b"abc".to_vec()][..], &[0, 2, b'd'][..]));
+        let next = read(&mut carry, &[b'e', 0, 4, b's', b't', b'o', b'p', 0, 0, 0, 1], &mut seen);
+        assert_eq!(next, Split::Stopped(()));
+        assert_eq!(seen, [&b"abc"[..], b"de", b"stop"]);
+        assert_eq!(carry, [0, 0, 0, 1], "what follows a stop is kept, whole messages included");
+        // The next batch answers what is in hand without reading.
+        let next =
+            join_read(&mut carry, &mut [], None, |input| split_queries(input, |_| ControlFlow::<()>::Continue(())));
+        assert_eq!((next, &carry[..]), (Split::Partial, &[0, 1][..]));
+        let too_long = (MAX_TCP_QUERY as u16 + 1).to_be_bytes();
+        assert_eq!(
+            split_queries(&too_long, |_| ControlFlow::<()>::Continue(())),
+            (0, Split::TooLong(MAX_TCP_QUERY + 1))
+        );
     }
 }

@@ -83,6 +83,10 @@ TCP_SEEDS = {
     "cut_in_message": framed(SEEDS["ptr_v4"])[:-3],
     "cut_in_prefix": framed(SEEDS["ptr_v4"]) + b"\x00",
     "empty_message": framed(b"", SEEDS["a_headless"]),
+    # Answers over the server's batch of 8 KiB (TCP_BATCH): written before the batch ends.
+    "big_answers": framed(*[SEEDS["srv_big_edns"]] * 4),
+    # More than one read of 8 KiB (TCP_READ): a message straddles the reads, and the last is cut.
+    "over_one_read": framed(*[SEEDS["a_headless"], SEEDS["srv_big_edns"], SEEDS["ptr_v4"]] * 80)[:-5],
 }
 
 # === transfer: what a primary sends back (the first byte: even AXFR, odd IXFR from HELD) ===
