@@ -17,7 +17,7 @@ pub mod file;
 pub mod kube;
 pub mod primary;
 mod reconnect;
-pub(crate) mod yaml;
+pub mod yaml;
 
 use std::time::Instant;
 

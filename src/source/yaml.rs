@@ -18,6 +18,10 @@ use serde_json::{Map, Value};
 
 use crate::cluster::api::yaml_options;
 
+/// YAML's merge key, which serde-saphyr resolves (`<<: {…}` merges a mapping into its parent):
+/// a document with it is left to serde-saphyr (found by fuzzing).
+const MERGE_KEY: &str = "<<";
+
 /// A document this reader leaves to serde-saphyr.
 struct Unsupported;
 
@@ -64,8 +68,9 @@ pub fn for_each_document(text: &str, mut each: impl FnMut(usize, Value)) -> Resu
     Ok(())
 }
 
-/// serde-saphyr's reading of `text`.
-fn saphyr_documents(text: &str, each: &mut impl FnMut(usize, Value)) -> Result<(), (usize, serde_saphyr::Error)> {
+/// serde-saphyr's reading of `text`: what [`for_each_document`] must agree with on every file
+/// (the `manifests` fuzz target compares the two).
+pub fn saphyr_documents(text: &str, each: &mut impl FnMut(usize, Value)) -> Result<(), (usize, serde_saphyr::Error)> {
     let mut bytes = text.as_bytes();
     for (i, doc) in serde_saphyr::read_with_options::<_, Value>(&mut bytes, yaml_options()).enumerate() {
         let number = i + 1;
@@ -75,10 +80,10 @@ fn saphyr_documents(text: &str, each: &mut impl FnMut(usize, Value)) -> Result<(
 }
 
 /// The text of each document: `text` split at its `---` lines. `None` if the file has what
-/// splitting cannot be sure of (content on a `---` line, `...`, directives, a byte order mark,
-/// CR line ends): serde-saphyr reads the whole file then.
+/// splitting cannot be sure of (content on a `---` line, `...`, directives, a byte order mark anywhere,
+/// CR line ends, characters YAML does not allow): serde-saphyr reads the whole file then.
 fn split_documents(text: &str) -> Option<Vec<&str>> {
-    if text.starts_with('\u{feff}') || text.contains('\r') {
+    if text.contains(['\u{feff}', '\r']) || !printable(text) {
         return None;
     }
     let (mut chunks, mut start, mut at) = (Vec::new(), 0, 0);
@@ -101,6 +106,18 @@ fn split_documents(text: &str) -> Option<Vec<&str>> {
     }
     chunks.push(&text[start..]);
     Some(chunks)
+}
+
+/// Whether `text` holds only characters YAML allows in a stream (YAML 1.2 §5.1, `c-printable`),
+/// comments included: serde-saphyr rejects a file with any other, so this reader must not accept
+/// it (the `manifests` fuzz target found a U+FFFF in a comment that this reader skipped).
+fn printable(text: &str) -> bool {
+    let ascii = |b: u8| matches!(b, b'\t' | b'\n' | 0x20..=0x7E);
+    text.bytes().all(ascii)
+        || text.chars().all(|c| {
+            matches!(c, '\t' | '\n' | '\u{20}'..='\u{7E}' | '\u{85}' | '\u{A0}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}')
+                || c >= '\u{10000}'
+        })
 }
 
 /// One line of a document with content: its indentation and its text, with trailing blanks cut.
@@ -204,7 +221,7 @@ impl<'a> Parser<'_, 'a> {
                 self.end_of_node(indent)?;
                 value
             };
-            if map.insert(key, value).is_some() {
+            if key == MERGE_KEY || map.insert(key, value).is_some() {
                 return Err(Unsupported);
             }
         }
@@ -447,6 +464,9 @@ impl Flow<'_> {
                     }
                     flow.pos += 1;
                     let value = flow.value()?;
+                    if key == MERGE_KEY {
+                        return Err(Unsupported);
+                    }
                     match map.insert(key, value) {
                         None => Ok(()),
                         Some(_) => Err(Unsupported),
@@ -577,6 +597,12 @@ mod tests {
         "a:\tb\n",
         "a: \"\\x41\"\n",
         "é: ü\nb: 日本\n",
+        // Characters YAML does not allow anywhere, a comment included (found by fuzzing).
+        "#r\u{ffff}aas \na: 1\n",
+        "a: 1 # \u{1}\n",
+        "<<: # merge key\nb: 1\n",
+        "base: \u{feff}# a byte order mark inside a line\n",
+        "a: {<<: {b: 1}, c: 2}\n",
     ];
 
     #[test]

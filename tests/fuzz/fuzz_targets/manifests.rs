@@ -3,6 +3,9 @@
 //!
 //! Invariants checked for every input:
 //! - nothing panics (YAML, decoding, projection, records);
+//! - the file source's fast YAML reader (`source::yaml::for_each_document`) reads the file as
+//!   serde-saphyr alone does: the same documents, numbered alike, with equal values, and an error
+//!   at the same document;
 //! - the objects of a file that reads, applied and then deleted, leave the index as it was
 //!   before them (no record outlives its objects), and the model empty.
 //!
@@ -20,6 +23,7 @@ use headless_dns::cluster::Object;
 use headless_dns::pipeline::Pipeline;
 use headless_dns::source::Event;
 use headless_dns::source::file::parse_manifests;
+use headless_dns::source::yaml;
 use libfuzzer_sys::fuzz_target;
 
 mod common;
@@ -34,6 +38,12 @@ static PIPELINE: LazyLock<Mutex<(Pipeline, usize)>> = LazyLock::new(|| {
 
 fuzz_target!(init: { LazyLock::force(&PIPELINE); }, |data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
+    let mut fast = Vec::new();
+    let fast_end = yaml::for_each_document(text, |n, value| fast.push((n, value))).map_err(|(n, _)| n);
+    let mut slow = Vec::new();
+    let slow_end = yaml::saphyr_documents(text, &mut |n, value| slow.push((n, value))).map_err(|(n, _)| n);
+    assert_eq!(fast_end, slow_end, "the fast reader and serde-saphyr end at different documents");
+    assert_eq!(fast, slow, "the fast reader and serde-saphyr read different documents");
     let Ok(objects) = parse_manifests(text, Path::new("fuzz.yaml")) else { return };
     // A panic below is reported as a crash before any other input runs: no poisoning to handle.
     let mut guard = PIPELINE.lock().unwrap();
