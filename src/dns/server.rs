@@ -786,7 +786,7 @@ impl TcpConn<'_> {
             match respond_guarded(responder, query, Transport::Tcp, answer, caps) {
                 Outcome::Reply(n) => {
                     self.stats.answered(true, is_v6(&self.peer), &answer[..n], received.elapsed().as_nanos() as u64);
-                    tx[out..out + 2].copy_from_slice(&(n as u16).to_be_bytes());
+                    tx[out..out + 2].copy_from_slice(&length_prefix(n));
                     out += 2 + n;
                 }
                 outcome @ (Outcome::Autopath | Outcome::Forward) => {
@@ -908,7 +908,8 @@ async fn tcp_connection(stream: TcpStream, peer: SocketAddr, shared: &Shared, co
                     tokio::task::spawn_blocking(move || super::transfer::respond(&index, &request, ip, &acl, &policy));
                 let Ok(messages) = transfer.await else { return };
                 for message in messages {
-                    let mut framed = (message.len() as u16).to_be_bytes().to_vec();
+                    let mut framed = Vec::with_capacity(2 + message.len());
+                    framed.extend_from_slice(&length_prefix(message.len()));
                     framed.extend_from_slice(&message);
                     match tokio::time::timeout(limits.io_timeout * 5, c.stream.write_all(&framed)).await {
                         Ok(Ok(())) => {}
@@ -921,7 +922,7 @@ async fn tcp_connection(stream: TcpStream, peer: SocketAddr, shared: &Shared, co
                 c.pending.resize(2 + MAX_MESSAGE, 0);
                 let lane = Lane { responder: &shared.responder, forwarder: shared.forwarder.as_deref() };
                 let Some(n) = lane.answer(&query, Transport::Tcp, outcome, &mut c.pending[2..]).await else { return };
-                c.pending[..2].copy_from_slice(&(n as u16).to_be_bytes());
+                c.pending[..2].copy_from_slice(&length_prefix(n));
                 c.pending.truncate(2 + n);
                 match tokio::time::timeout(limits.io_timeout, c.stream.write_all(&c.pending)).await {
                     Ok(Ok(())) => {}
