@@ -51,7 +51,7 @@ impl NamespaceLabels {
 
     /// Drops the Namespaces of `objects` whose labels in the manifest `text` do not match (the
     /// file source's projections keep no labels, so their documents are read again here, with
-    /// the file source's YAML options).
+    /// the file source's YAML reader).
     pub fn retain_selected(&self, objects: &mut Vec<Object>, text: &str) {
         let mut unselected = HashSet::new();
         // The documents up to the first that is not YAML (the file was read without error, so
