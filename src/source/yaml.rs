@@ -22,6 +22,13 @@ use crate::cluster::api::yaml_options;
 /// a document with it is left to serde-saphyr (found by fuzzing).
 const MERGE_KEY: &str = "<<";
 
+/// The longest key this reader takes, in bytes from its first character to its `:`. YAML 1.2
+/// (§7.4.2, §8.2.2) limits an implicit key to 1,024 characters and serde-saphyr enforces it; a
+/// key near that length is left to serde-saphyr, which decides (found by fuzzing: a quoted key of
+/// 1,047 characters that this reader took and serde-saphyr rejects). Bytes are never fewer than
+/// characters, so any key this reader takes is well within the limit.
+const MAX_KEY: usize = 1000;
+
 /// A document this reader leaves to serde-saphyr.
 struct Unsupported;
 
@@ -271,6 +278,9 @@ fn split_key(text: &str) -> Fast<Option<(String, &str)>> {
         b'"' | b'\'' => {
             let (key, after) = quoted(text)?;
             let after = after.trim_start_matches(' ');
+            if text.len() - after.len() > MAX_KEY {
+                return Err(Unsupported);
+            }
             match after.strip_prefix(':') {
                 Some(rest) if rest.is_empty() || rest.starts_with([' ', '\t']) => (key, rest),
                 _ => return Ok(None),
@@ -290,6 +300,9 @@ fn split_key(text: &str) -> Fast<Option<(String, &str)>> {
                 }
             }
             let Some(i) = found else { return Ok(None) };
+            if i > MAX_KEY {
+                return Err(Unsupported);
+            }
             match scalar(text[..i].trim_end_matches([' ', '\t']))? {
                 Value::String(key) => (key, &text[i + 1..]),
                 _ => return Err(Unsupported),
@@ -456,10 +469,12 @@ impl Flow<'_> {
                 self.pos += 1;
                 let mut map = Map::new();
                 self.items(b'}', |flow| {
+                    flow.skip_blanks();
+                    let start = flow.pos;
                     let Value::String(key) = flow.value()? else { return Err(Unsupported) };
                     flow.skip_blanks();
                     let after = &flow.text.as_bytes()[flow.pos..];
-                    if !(after.starts_with(b": ") || after.starts_with(b":\t")) {
+                    if !(after.starts_with(b": ") || after.starts_with(b":\t")) || flow.pos - start > MAX_KEY {
                         return Err(Unsupported);
                     }
                     flow.pos += 1;
@@ -623,6 +638,28 @@ mod tests {
         for i in [4, 5, 8, 9, 10, 11, 12, 15, 16, 18, 19, 20] {
             assert!(!fast(CORPUS[i]), "{}", CORPUS[i]);
         }
+    }
+
+    #[test]
+    fn leaves_keys_near_yamls_limit_to_serde_saphyr() {
+        for n in [10, 990, 999, 1000, 1020, 1023, 1024, 1030, 1045, 1100] {
+            let key = "k".repeat(n);
+            let docs = [
+                format!("{key}: 1\n"),
+                format!("\"{key}\": 1\n"),
+                format!("a: {{\"{key}\": 1}}\n"),
+                format!("a: {{{key}: 1}}\n"),
+                format!("a: {{b: 2,  {key} : 1}}\n"),
+            ];
+            for doc in docs {
+                let (fast, slow) = both(&doc);
+                assert_eq!(fast, slow, "a key of {n} characters: {doc}");
+            }
+        }
+        // What the fuzzer found: a quoted key of 1,047 characters in a flow mapping.
+        let (fast, slow) = both(&format!("a: {{\"{}\": 1}}\n", "k".repeat(1045)));
+        assert!(slow.is_err());
+        assert_eq!(fast, slow);
     }
 
     #[test]

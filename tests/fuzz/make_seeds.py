@@ -148,6 +148,10 @@ MANIFEST_SEEDS = {
     "apiVersion: v1\nkind: Pod\nmetadata: {name: p, namespace: ns-a}\nstatus: {podIP: 10.1.1.1, podIPs: [{ip: 10.1.1.1}]}\n",
     "bad_item.yaml": "apiVersion: v1\nkind: List\nitems:\n- {apiVersion: v1, kind: Service, metadata: {name: a, namespace: b}, "
     "spec: {ports: [{port: \"80\"}]}}\n- {apiVersion: v1, kind: Service, metadata: {name: c, namespace: b}, spec: {clusterIP: None}}\n",
+    # A key over YAML's 1,024-character limit on implicit keys (the fast reader must leave it to
+    # serde-saphyr, which rejects it; found by fuzzing).
+    "long_implicit_key.yaml": "apiVersion: v1\nkind: Service\nmetadata: {name: api, namespace: ns-0}\n"
+    "spec: {\"" + "n" * 1045 + "\": 1, clusterIP: 10.96.0.30}\n",
 }
 
 # === watch_event: one line of a watch stream ===
