@@ -152,6 +152,11 @@ MANIFEST_SEEDS = {
     # serde-saphyr, which rejects it; found by fuzzing).
     "long_implicit_key.yaml": "apiVersion: v1\nkind: Service\nmetadata: {name: api, namespace: ns-0}\n"
     "spec: {\"" + "n" * 1045 + "\": 1, clusterIP: 10.96.0.30}\n",
+    # Inputs on which the fast reader and serde-saphyr once differed, as the fuzzer found them: a
+    # byte order mark inside a line, the merge key `<<`, U+FFFF in a comment.
+    "bom_inside_a_line.yaml": b"base: \xef\xbb\xbf# Fixture for tapiVersio[iV<eE",
+    "merge_key.yaml": b"e}\n---\n<<: # Asetdless`,rviceImports of botla{apiVersion: v1i eb,klnd",
+    "non_character_in_comment.yaml": b"#r\xef\xbf\xbfaas \n",
 }
 
 # === watch_event: one line of a watch stream ===
