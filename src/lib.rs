@@ -151,15 +151,6 @@ enum Started {
 pub async fn start(config: Config) -> Result<Running, Error> {
     let metrics = Arc::new(Metrics::new());
     let secondary = matches!(config.source, SourceConfig::Primary(_));
-    let pipeline = match secondary {
-        true => Pipeline::secondary(config.records.clone()),
-        false => Pipeline::new(config.records.clone()),
-    };
-    let pipeline = pipeline.with_metrics(metrics.clone());
-    let (index, model) = (pipeline.index().clone(), pipeline.model().clone());
-    // A secondary's zones may sit at different serials for a moment (each is transferred on
-    // its own), so it keeps no journal: its own secondaries get full transfers.
-    index.journal().set_limit(if secondary { 0 } else { config.ixfr_journal_size });
     let cancel = CancellationToken::new();
     let (tx, rx) = mpsc::channel(EVENT_QUEUE);
 
@@ -185,6 +176,19 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         Started::Primary(_, inbox) => Some(inbox.clone()),
         _ => None,
     };
+    let pipeline = match &source {
+        Started::Primary(..) => Pipeline::secondary(config.records.clone()),
+        Started::File(file) => {
+            let names = index::records::name_estimate(file.initial(), &config.records);
+            Pipeline::with_capacity(config.records.clone(), names)
+        }
+        Started::External | Started::Kube(..) => Pipeline::new(config.records.clone()),
+    };
+    let pipeline = pipeline.with_metrics(metrics.clone());
+    let (index, model) = (pipeline.index().clone(), pipeline.model().clone());
+    // A secondary's zones may sit at different serials for a moment (each is transferred on
+    // its own), so it keeps no journal: its own secondaries get full transfers.
+    index.journal().set_limit(if secondary { 0 } else { config.ixfr_journal_size });
 
     // Serve (SERVFAIL for our zones until the initial state is published) before applying it,
     // so "listening" always precedes "serving" in the log.

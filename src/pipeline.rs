@@ -51,7 +51,13 @@ pub struct Applied {
 impl Pipeline {
     /// An empty model and index for `cfg` (the apex published, not ready), with its own metrics.
     pub fn new(cfg: RecordConfig) -> Pipeline {
-        let index = Arc::new(Index::new(&cfg));
+        Pipeline::with_capacity(cfg, 0)
+    }
+
+    /// [`Pipeline::new`], with the index sized for `names` names: an initial load of known size
+    /// (manifests) then never grows the index's map.
+    pub fn with_capacity(cfg: RecordConfig, names: usize) -> Pipeline {
+        let index = Arc::new(Index::with_capacity(&cfg, names));
         let gates = cfg.namespace_gates_services;
         Pipeline::with_writer(Writer::new(index, cfg), gates)
     }
@@ -151,8 +157,10 @@ impl Pipeline {
             self.index().set_ready(true);
             self.metrics.ready.set(1);
             applied.became_ready = true;
-            // The initial list is applied: its scratch need not stay cached in this thread.
+            // The initial list is applied: its scratch need not stay cached in this thread, and
+            // from now on freed memory goes back at once.
             crate::memory::release();
+            crate::memory::steady();
             let (services, slices, pods, namespaces) = model.counts();
             let (imports, cluster_set_slices) = model.cluster_set_counts();
             let names = self.index().len();

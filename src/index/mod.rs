@@ -94,6 +94,11 @@ impl Index {
     /// `in-addr.arpa` and `ip6.arpa`). It answers
     /// SERVFAIL for its zones until [`Index::set_ready`].
     pub fn new(cfg: &RecordConfig) -> Index {
+        Index::with_capacity(cfg, 0)
+    }
+
+    /// [`Index::new`], with room for `names` names (see [`records::name_estimate`]).
+    pub fn with_capacity(cfg: &RecordConfig, names: usize) -> Index {
         let first = cfg.zones.first().cloned().unwrap_or_else(Name::root);
         let mut zones = Vec::new();
         for name in cfg.zones.iter().chain(&cfg.clusterset).cloned().chain(records::reverse_zones()) {
@@ -114,7 +119,7 @@ impl Index {
         }
         let now = unix_now();
         Index {
-            names: DashMap::with_hasher(Hasher::default()),
+            names: DashMap::with_capacity_and_hasher(names, Hasher::default()),
             published: AtomicUsize::new(0),
             serials: zones.iter().map(|_| AtomicU32::new(now)).collect(),
             latest: AtomicU32::new(now),
@@ -210,25 +215,27 @@ impl Index {
         self.names.get(name.as_wire()).map(|e| writer::Node::load(e.key()))
     }
 
-    /// Runs `f` on the node of `name` (given the map's key, the name's shared allocation) and
-    /// stores it back, if the map holds the name. `f` must not touch the map: a shard is locked.
-    fn update_node<R>(&self, name: &Name, f: impl FnOnce(&Name, &mut writer::Node) -> R) -> Option<R> {
-        let e = self.names.get(name.as_wire())?;
+    /// Runs `f` on the node of the name `wire` (given the map's key, the name's shared
+    /// allocation) and stores it back, if the map holds the name. `f` must not touch the map: a
+    /// shard is locked.
+    fn update_node<R>(&self, wire: &[u8], f: impl FnOnce(&Name, &mut writer::Node) -> R) -> Option<R> {
+        let e = self.names.get(wire)?;
         Some(writer::Node::update(e.key(), |node| f(e.key(), node)))
     }
 
     /// Runs `f` on the node of `name` as [`Index::update_node`] does, first taking the name in
-    /// (unpublished, with an empty node) if the map does not hold it.
-    fn update_node_or_insert<R>(&self, name: &Name, f: impl FnOnce(&mut writer::Node) -> R) -> R {
-        let e = match self.names.entry(name.clone()) {
-            Entry::Occupied(e) => e.into_ref().downgrade(),
+    /// (unpublished, with an empty node) if the map does not hold it, in one lookup. Returns what
+    /// `f` returns and whether the name was taken in.
+    fn update_node_or_insert<R>(&self, name: &Name, f: impl FnOnce(&Name, &mut writer::Node) -> R) -> (R, bool) {
+        let (e, new) = match self.names.entry(name.clone()) {
+            Entry::Occupied(e) => (e.into_ref().downgrade(), false),
             Entry::Vacant(e) => {
                 // The name may have been a key before: its mark is stale.
                 writer::Node::default().store(name);
-                e.insert(None).downgrade()
+                (e.insert(None).downgrade(), true)
             }
         };
-        writer::Node::update(e.key(), f)
+        (writer::Node::update(e.key(), |node| f(e.key(), node)), new)
     }
 
     /// Replaces the answers of a name the map holds.

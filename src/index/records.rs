@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use smallvec::SmallVec;
 
-use crate::cluster::object::{Endpoint, Port, ServiceKind, Slice};
+use crate::cluster::object::{Endpoint, Object, Port, ServiceKind, Slice};
 use crate::cluster::{Model, ObjKey, Owner};
 use crate::dns::name::{Name, dashed_ip, reverse_name};
 
@@ -193,6 +193,42 @@ impl Builder {
         }
         out
     }
+}
+
+/// About how many names `objects` publish, for sizing the index's map before an initial load:
+/// a map grown from empty moves every name a dozen times on the way (and reads each name's
+/// bytes again to rehash it), 6 % of the large shape's start-up. Each name is counted as
+/// [`owner_records`] makes it; the empty non-terminals of the reverse zones are the distinct
+/// parents of the IPv4 addresses (`c.b.a.10.in-addr.arpa` needs `b.a.10…` and `a.10…`).
+pub fn name_estimate(objects: &[Object], cfg: &RecordConfig) -> usize {
+    let (mut forward, mut reverse) = (0, 0);
+    let mut parents: std::collections::HashSet<u32, foldhash::fast::RandomState> = Default::default();
+    for object in objects {
+        match object {
+            Object::Namespace(_) => forward += 1,
+            // The Service's name, and per port its SRV name and `_<proto>` non-terminal.
+            Object::Service(svc) => {
+                forward += 1 + 2 * svc.ports.len();
+                if let ServiceKind::ClusterIp(ips) = &svc.kind {
+                    reverse += ips.len();
+                }
+            }
+            // Per address an endpoint name and a PTR.
+            Object::Slice(slice) => {
+                for ip in slice.endpoints.iter().flat_map(|e| e.addresses.iter()) {
+                    forward += 1;
+                    reverse += 1;
+                    if let IpAddr::V4(v4) = ip {
+                        let n = u32::from(*v4);
+                        parents.insert(n >> 8);
+                        parents.insert((n >> 16) | 1 << 31);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    forward * cfg.zones.len().max(1) + reverse + parents.len()
 }
 
 /// Computes the records of `owner` from the model.

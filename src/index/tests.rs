@@ -570,3 +570,27 @@ fn a_reverse_zone_ixfr_has_one_step_per_change_of_its_own() {
     let answer = transfer_records(f.index(), "ip6.arpa.", RecordType::IXFR, Some(ip6));
     assert_eq!(answer.iter().filter_map(soa_serial).collect::<Vec<_>>(), [ip6]);
 }
+
+/// A file's initial load sizes the index's map from its objects: the estimate must stay close to
+/// the names the records make, or the map grows on the way all the same (too low) or keeps empty
+/// slots for good (too high).
+#[test]
+fn the_name_estimate_is_the_names_the_objects_publish() {
+    let example =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/examples/cluster.yaml")).unwrap();
+    let mut objects = crate::source::file::parse_manifests(&example, std::path::Path::new("cluster.yaml")).unwrap();
+    // The load benchmark's shape: headless Services of StatefulSet Pods, each on its own /24.
+    for i in 0..300 {
+        let (ns, svc) = (format!("ns-{}", i % 10), format!("svc-{i}"));
+        objects.push(service(&ns, &svc, ServiceKind::Headless));
+        let ip = |p: usize| format!("10.{}.{}.{p}", i / 256, i % 256);
+        let endpoints = (0..10).map(|p| endpoint(&ip(p), Some(&format!("web-{p}")), true)).collect();
+        objects.push(slice(&ns, &format!("{svc}-abcde"), &svc, endpoints));
+    }
+    let estimate = super::records::name_estimate(&objects, &cfg());
+    let mut pipeline = Pipeline::with_capacity(cfg(), estimate);
+    pipeline.apply_batch(std::time::Instant::now(), objects.into_iter().map(Event::Apply));
+    let names = pipeline.index().tracked();
+    assert!(names > 7_000, "{names} names");
+    assert!(estimate.abs_diff(names) * 100 <= names, "estimate {estimate}, names {names}");
+}

@@ -138,7 +138,7 @@ impl Writer {
             copy,
         };
         for zone in writer.index.zones().iter().map(|z| z.name.clone()).collect::<Vec<_>>() {
-            writer.index.update_node_or_insert(&zone, |_| ());
+            writer.index.update_node_or_insert(&zone, |_, _| ());
             writer.dirty.insert(zone);
         }
         writer.recompute(&Model::new(), [Owner::Apex]);
@@ -266,7 +266,7 @@ impl Writer {
     /// Removes `owner` from `name`'s node.
     fn detach(&mut self, name: &Name, owner: OwnerId) {
         let more = self.more_owners.get_mut(name);
-        self.index.update_node(name, |_, node| {
+        self.index.update_node(name.as_wire(), |_, node| {
             if node.owner == owner {
                 node.owner = match more {
                     Some(more) if !more.is_empty() => more.remove(0),
@@ -347,52 +347,59 @@ impl Writer {
     /// Returns the node's name (one allocation per name, shared by the node, the owner's list
     /// and the index).
     fn attach(&mut self, name: &Name, owner: OwnerId) -> Name {
-        let known = self.index.update_node(name, |key, node| {
+        // One lookup, which takes a new name in (the whole initial load is new names).
+        let ((key, first), new) = self.index.update_node_or_insert(name, |key, node| {
             let first = node.owner;
             if first == NO_OWNER {
                 node.owner = owner;
             }
             (key.clone(), first)
         });
-        if let Some((key, first)) = known {
-            if first != NO_OWNER && first != owner {
-                let more = self.more_owners.entry(key.clone()).or_default();
-                if !more.contains(&owner) {
-                    more.push(owner);
-                }
+        if first != NO_OWNER && first != owner {
+            let more = self.more_owners.entry(key.clone()).or_default();
+            if !more.contains(&owner) {
+                more.push(owner);
             }
-            self.dirty.insert(key.clone());
-            return key;
         }
-        self.dirty.insert(name.clone());
-        self.index.update_node_or_insert(name, |node| *node = Node { owner, children: 0 });
-        self.link_to_parent(name);
-        name.clone()
+        self.dirty.insert(key.clone());
+        if new {
+            self.link_to_parent(&key);
+        }
+        key
     }
 
     fn link_to_parent(&mut self, name: &Name) {
         let mut child = name.clone();
-        while let Some(parent) = self.parent_in_zone(&child) {
-            let node = self.index.update_node_or_insert(&parent, |node| {
+        while let Some(wire) = self.parent_in_zone(child.as_wire()) {
+            // Most parents are there already (a Pod name's Service): found by their bytes, with
+            // no name made for them. `None` inside: linked, nothing more to do.
+            let found = self.index.update_node(wire, |key, node| {
                 node.children += 1;
-                *node
+                (node.children == 1 && node.owner == NO_OWNER).then(|| key.clone())
             });
-            if node.children > 1 || node.owner != NO_OWNER {
-                return;
-            }
+            let parent = match found {
+                Some(None) => return,
+                // An empty non-terminal that had no children: link it in turn.
+                Some(Some(parent)) => parent,
+                None => {
+                    let parent = Name::from_wire_unchecked(wire);
+                    self.index.update_node_or_insert(&parent, |_, node| node.children += 1);
+                    parent
+                }
+            };
             // A new empty non-terminal: publish it, and link it in turn.
             self.dirty.insert(parent.clone());
             child = parent;
         }
     }
 
-    /// The parent of `name`, if `name` is strictly below a served zone.
-    fn parent_in_zone(&self, name: &Name) -> Option<Name> {
-        let zone = self.index.zone_of(name.as_wire())?;
-        if self.index.zone(zone).name == *name {
+    /// The parent of the name `wire`, if the name is strictly below a served zone.
+    fn parent_in_zone<'a>(&self, wire: &'a [u8]) -> Option<&'a [u8]> {
+        let zone = self.index.zone_of(wire)?;
+        if self.index.zone(zone).name.as_wire() == wire {
             return None;
         }
-        name.parent()
+        crate::dns::name::parent_wire(wire)
     }
 
     /// Publishes or removes every dirty name, deepest first, so that removing the last name below
@@ -427,8 +434,11 @@ impl Writer {
         if !keep {
             self.more_owners.remove(&name);
             if self.index.remove(&name).is_some()
-                && let Some(parent) = self.parent_in_zone(&name)
-                && self.index.update_node(&parent, |_, node| node.children = node.children.saturating_sub(1)).is_some()
+                && let Some(parent) = self.parent_in_zone(name.as_wire())
+                && let Some(parent) = self.index.update_node(parent, |key, node| {
+                    node.children = node.children.saturating_sub(1);
+                    key.clone()
+                })
             {
                 self.dirty.insert(parent);
             }

@@ -241,6 +241,11 @@ impl FileSource {
         Ok(source)
     }
 
+    /// The objects loaded and not yet sent.
+    pub fn initial(&self) -> &[Object] {
+        &self.initial
+    }
+
     /// How many objects are loaded.
     pub fn object_count(&self) -> usize {
         self.files.values().map(|f| f.defines.len()).sum()
