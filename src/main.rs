@@ -56,8 +56,8 @@ fn release_memory() {
 /// (`dirty_decay_ms` 0 in every arena, and in arenas made later), unless `_RJEM_MALLOC_CONF`
 /// says otherwise. Under the soak's churn (1,000 endpoint changes a second, `benches/load/soak.py`)
 /// the second's worth of freed pages that a decay of 1,000 ms holds made the resident size swing
-/// by 6.3 % between samples; at once it swung 3.1 %, with the server's CPU 31 against 34 % of a
-/// core (12-minute runs side by side, shared 2-core EPYC). During the initial load purging at
+/// by 6.3 % between samples; switched to at once after the load it swung 3.1 %, with the server's
+/// CPU 33 against 34 % of a core (12-minute runs one after the other, shared 2-core EPYC). During the initial load purging at
 /// once cost a fifth more CPU (the parse frees most of what it allocates), so it waits until then.
 fn steady_memory() {
     if std::env::var_os("_RJEM_MALLOC_CONF").is_some() {

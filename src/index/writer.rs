@@ -379,7 +379,6 @@ impl Writer {
             });
             let parent = match found {
                 Some(None) => return,
-                // An empty non-terminal that had no children: link it in turn.
                 Some(Some(parent)) => parent,
                 None => {
                     let parent = Name::from_wire_unchecked(wire);
